@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.db import Base, BigId, JSONType, UTCDateTime, utcnow
+
+
+class Contact(Base):
+    __tablename__ = "contact"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(300), default="")
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    phone: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        Index("uq_contact_workspace_lower_email", "workspace_id", func.lower(email), unique=True),
+        Index("ix_contact_workspace_phone", "workspace_id", "phone"),
+        Index("ix_contact_tags", "tags", postgresql_using="gin"),
+        Index("ix_contact_workspace_id_id", "workspace_id", "id"),
+    )
+
+
+class ContactIdentity(Base):
+    """Extra emails and phones of a contact (the primary ones live on `contact`).
+
+    Every address, primary or not, is unique within its workspace; the service checks both tables.
+    """
+
+    __tablename__ = "contact_identity"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contact.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(8))  # email | phone
+    value: Mapped[str] = mapped_column(String(320))  # lower-cased email or E.164 phone
+
+    __table_args__ = (UniqueConstraint("workspace_id", "kind", "value"),)
+
+
+class Audit(Base):
+    """One changed field of one contact: the change feed and the contact's history."""
+
+    __tablename__ = "audit"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(BigId)  # kept after the contact is deleted
+    user_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    field: Mapped[str] = mapped_column(String(100))
+    old: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    new: Mapped[Any] = mapped_column(JSONType, nullable=True)
+    version: Mapped[int] = mapped_column(Integer)  # the contact version this change produced
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_audit_workspace_contact", "workspace_id", "contact_id", "id"),)
+
+
+class ImportJob(Base):
+    __tablename__ = "import_job"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running|done|failed
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    processed: Mapped[int] = mapped_column(Integer, default=0)
+    accepted: Mapped[int] = mapped_column(Integer, default=0)
+    rejected: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.db import Base, BigId, JSONType, UTCDateTime, utcnow
+
+
+class MessageStatus(enum.StrEnum):
+    """The message status machine (DESIGN §3). Forward moves only; terminal states are final."""
+
+    scheduled = "scheduled"
+    queued = "queued"
+    sending = "sending"
+    sent = "sent"
+    delivered = "delivered"
+    bounced = "bounced"
+    failed = "failed"
+    suppressed = "suppressed"
+    canceled = "canceled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in _TERMINAL
+
+    def can_move_to(self, new: MessageStatus) -> bool:
+        """Whether a status change is allowed: never backwards, never out of a terminal state.
+
+        `sending → queued` is the one step back, taken by the dispatcher itself to retry."""
+        if self in _TERMINAL:
+            return False
+        if new in _TERMINAL:
+            return True
+        if self is MessageStatus.sending and new is MessageStatus.queued:
+            return True
+        return _ORDER[new] > _ORDER[self]
+
+
+_ORDER = {s: i for i, s in enumerate(["scheduled", "queued", "sending", "sent", "delivered"])}
+_ORDER = {MessageStatus(k): v for k, v in _ORDER.items()}
+# `delivered` is reached through `sent` but a later bounce may still follow a delivered event
+# from some providers; we keep `delivered` final for the board, as Chatwoot does.
+_TERMINAL = frozenset(
+    {
+        MessageStatus.delivered,
+        MessageStatus.bounced,
+        MessageStatus.failed,
+        MessageStatus.suppressed,
+        MessageStatus.canceled,
+    }
+)
+
+
+class Message(Base):
+    __tablename__ = "message"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id", ondelete="SET NULL"), nullable=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    to_address: Mapped[str] = mapped_column(String(320), default="")
+    template_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    campaign_id: Mapped[int | None] = mapped_column(BigId, nullable=True, index=True)
+    subject: Mapped[str] = mapped_column(Text, default="")
+    body: Mapped[str] = mapped_column(Text, default="")
+    variables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    send_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # When the dispatcher may next take it: send_at at first, later the retry time.
+    next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # While `sending`: the claim expires here and another worker may take the message back.
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default=MessageStatus.queued.value)
+    provider_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    provider_kind: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    provider_message_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    request_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    created_by: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+    __table_args__ = (
+        Index("ix_message_status_send_at", "status", "send_at"),
+        Index("ix_message_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_message_workspace_created_at", "workspace_id", "created_at"),
+        Index("ix_message_workspace_contact", "workspace_id", "contact_id"),
+        Index("ix_message_provider_message_id", "provider_message_id"),
+        UniqueConstraint("workspace_id", "idempotency_key"),
+    )
+
+
+class MessageEvent(Base):
+    """Status history of a message, and every provider event received (for dedupe).
+
+    An event whose message is unknown is kept with `message_id` NULL for inspection."""
+
+    __tablename__ = "message_event"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    message_id: Mapped[int | None] = mapped_column(ForeignKey("message.id", ondelete="CASCADE"), nullable=True)
+    status: Mapped[str] = mapped_column(String(24))  # a status, or opened/clicked/deferred/...
+    provider_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    provider_event_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    raw: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        UniqueConstraint("provider_id", "provider_event_id"),
+        Index("ix_message_event_message", "message_id", "id"),
+    )
+
+
+class Suppression(Base):
+    __tablename__ = "suppression"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    address: Mapped[str] = mapped_column(String(320))  # lower-cased email or E.164 phone
+    reason: Mapped[str] = mapped_column(String(16))  # bounce|unsubscribe|spam|manual
+    source_event_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("workspace_id", "address"),)
+
+
+class IdempotencyRecord(Base):
+    """The first response to an `Idempotency-Key`, replayed for the same key and body."""
+
+    __tablename__ = "idempotency_record"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(200))
+    scope: Mapped[str] = mapped_column(String(40))  # which endpoint
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status_code: Mapped[int] = mapped_column(Integer)
+    response: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("workspace_id", "scope", "key"),)
+
+
+class Campaign(Base):
+    __tablename__ = "campaign"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    template_id: Mapped[int] = mapped_column(BigId)
+    audience: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    send_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="expanding")  # expanding|done|failed
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    created: Mapped[int] = mapped_column(Integer, default=0)
+    last_contact_id: Mapped[int] = mapped_column(BigId, default=0)  # expansion cursor
+    created_by: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,43 @@
+"""Every table, imported in one place so `Base.metadata` is complete (Alembic, tests)."""
+
+from server.auth.models import RefreshToken, Role, User
+from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob
+from server.db import Base
+from server.endpoints.models import Delivery, Endpoint
+from server.events.models import Event
+from server.messages.models import (
+    Campaign,
+    IdempotencyRecord,
+    Message,
+    MessageEvent,
+    MessageStatus,
+    Suppression,
+)
+from server.providers.models import Provider
+from server.reports.models import DailyReport
+from server.templates.models import Template
+from server.workspaces.models import Workspace
+
+__all__ = [
+    "Audit",
+    "Base",
+    "Campaign",
+    "Contact",
+    "ContactIdentity",
+    "DailyReport",
+    "Delivery",
+    "Endpoint",
+    "Event",
+    "IdempotencyRecord",
+    "ImportJob",
+    "Message",
+    "MessageEvent",
+    "MessageStatus",
+    "Provider",
+    "RefreshToken",
+    "Role",
+    "Suppression",
+    "Template",
+    "User",
+    "Workspace",
+]

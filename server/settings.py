@@ -1,0 +1,90 @@
+"""The one settings object. Every `SWITCHBOARD_*` variable is read here and nowhere else."""
+
+from __future__ import annotations
+
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_SQLITE = f"sqlite+aiosqlite:///{ROOT / 'var' / 'switchboard.db'}"
+# Used only outside production, so that `make run` works with nothing set.
+_DEV_SECRET = "switchboard-development-secret-not-for-production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", extra="ignore")
+
+    env: Literal["development", "production", "test"] = "development"
+    database_url: str = DEFAULT_SQLITE
+    redis_url: str | None = None
+    secret_key: str = ""
+    public_url: str | None = None
+
+    access_token_ttl_s: int = 15 * 60
+    refresh_token_ttl_s: int = 30 * 24 * 3600
+    cookie_secure: bool = False
+
+    max_body_bytes: int = 1024 * 1024
+    page_limit_default: int = 50
+    page_limit_max: int = 500
+
+    # Realtime
+    event_retention_hours: float = 24.0
+    ws_send_buffer: int = 1000          # frames queued per socket before it is cut off
+    ws_ping_interval_s: float = 20.0
+    longpoll_max_timeout_s: float = 60.0
+    presence_ttl_s: float = 60.0
+
+    # Dispatcher
+    dispatcher_batch: int = 200
+    dispatcher_concurrency: int = 64
+    dispatcher_poll_s: float = 0.5       # fallback poll when no wake-up arrives
+    send_lease_s: float = 60.0           # a message left in `sending` longer than this is taken back
+    max_attempts: int = 8
+    retry_base_s: float = 2.0
+    retry_max_s: float = 3600.0
+    circuit_failures: int = 5
+    circuit_reset_s: float = 30.0
+
+    # API rate limits (token bucket: burst capacity and refill per second)
+    rate_limit_enabled: bool = True
+    rate_limit_user_burst: int = 600
+    rate_limit_user_per_s: float = 100.0
+    rate_limit_ip_burst: int = 1200
+    rate_limit_ip_per_s: float = 200.0
+    rate_limit_login_burst: int = 10
+    rate_limit_login_per_s: float = 0.2
+
+    cache_ttl_s: float = 30.0
+    cache_size: int = 10_000
+
+    log_json: bool | None = None
+    log_level: str = "INFO"
+
+    extra_origins: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _secrets(self) -> Settings:
+        if not self.secret_key:
+            if self.env == "production":
+                raise ValueError("SWITCHBOARD_SECRET_KEY must be set in production")
+            self.secret_key = _DEV_SECRET if self.env == "development" else secrets.token_hex(32)
+        if self.env == "production" and self.secret_key == _DEV_SECRET:
+            raise ValueError("SWITCHBOARD_SECRET_KEY must not be the development default in production")
+        if self.log_json is None:
+            self.log_json = self.env == "production"
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

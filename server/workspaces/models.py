@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import BigInteger, Index, String, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from server.db import Base, BigId, UTCDateTime, utcnow
+
+
+class Workspace(Base):
+    """A tenant. `event_seq` is the last event id handed out in this workspace.
+
+    Event ids are taken by incrementing this column inside the writing transaction, so the
+    row lock orders them by commit: no reader can see id 11 committed before id 10.
+    """
+
+    __tablename__ = "workspace"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    event_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("uq_workspace_lower_name", func.lower(name), unique=True),)
