@@ -31,9 +31,11 @@ class Backend(Protocol):
     async def disconnect(self) -> None: ...
     async def publish(self, batches: list[Message], cursors: dict[int, int]) -> None:
         """Publish every batch and record the relay's cursors, atomically where possible."""
+
     async def load_cursors(self) -> dict[int, int]: ...
     async def hold_lease(self, token: str, ttl_s: float) -> bool:
         """Take or renew the relay lease; True while `token` holds it."""
+
     def listen(self) -> AsyncIterator[Message | Reset]: ...
 
 

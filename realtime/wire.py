@@ -41,6 +41,7 @@ def encode_batch(events: list[Event]) -> bytes:
 
 def decode_batch(workspace_id: int, data: bytes) -> Iterator[Event]:
     from realtime.types import Event
+
     for line in data.split(b"\n"):
         if not line:
             continue
