@@ -108,6 +108,11 @@ class RedisBackend:
         self._cursors_key = f"{prefix}relay:cursors"
         self._lease_key = f"{prefix}relay:lease"
 
+    @property
+    def client(self) -> Any:
+        """The redis.asyncio client (after connect)."""
+        return self._client
+
     def channel(self, workspace_id: int) -> str:
         return f"{self.prefix}ws:{workspace_id}"
 

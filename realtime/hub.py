@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from realtime import log as eventlog
 from realtime.backend import RESET, Backend
@@ -113,9 +113,12 @@ class Hub:
         assert feed.last is not None
         return feed.last
 
-    async def subscribe(self, sub: Subscriber, after: int | None) -> None:
+    async def subscribe(
+        self, sub: Subscriber, after: int | None, *, on_attached: Callable[[], None] | None = None
+    ) -> None:
         """Attach `sub`, replay what it missed after `after` (None: nothing), then go live.
-        Events delivered while the replay runs wait in `sub.pending`: no gap, no duplicate."""
+        Events delivered while the replay runs wait in `sub.pending`: no gap, no duplicate.
+        `on_attached` runs once live events are being captured, before the replay."""
         feed = await self._feed(sub.workspace_id)
         head = feed.last
         assert head is not None
@@ -123,6 +126,8 @@ class Hub:
         sub.floor = head if after is None else max(after, head)
         feed.add(sub)
         try:
+            if on_attached is not None:
+                on_attached()
             if after is not None and after < head:
                 await self._replay(sub, feed, after, head)
         except BaseException:
