@@ -51,6 +51,16 @@ async def heads(session: AsyncSession, workspace_ids: Iterable[int] | None = Non
     return {int(w): int(s) for w, s in (await session.execute(q)).all()}
 
 
+async def first_since(session: AsyncSession, since: dt.datetime) -> dict[int, int]:
+    """Per workspace, the first id written at or after `since` (workspaces with such events only)."""
+    q = (
+        select(EventRow.workspace_id, func.min(EventRow.id))
+        .where(EventRow.ts >= since)
+        .group_by(EventRow.workspace_id)
+    )
+    return {int(w): int(i) for w, i in (await session.execute(q)).all()}
+
+
 async def oldest_retained(session: AsyncSession, workspace_id: int) -> int | None:
     q = select(func.min(EventRow.id)).where(EventRow.workspace_id == workspace_id)
     value = (await session.execute(q)).scalar()

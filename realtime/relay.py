@@ -11,6 +11,7 @@ events committed while no relay held the lease) the hubs repair from the event l
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import uuid
 from typing import Any
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session
 from realtime import log as eventlog
 from realtime.backend import Backend, Message
 from realtime.wire import encode_batch
-from server.db import Database
+from server.db import Database, utcnow
 from server.events.service import NOTIFY_CHANNEL
 
 log = logging.getLogger("switchboard.realtime")
@@ -30,6 +31,9 @@ POLL_S = 1.0  # fallback when no notification arrives (lost NOTIFY, SQLite in an
 LEASE_TTL_S = 5.0  # a dead leader's lease expires this fast; renewed every TTL/3
 BATCH = 1000  # events per workspace per round
 RETRY_MAX_S = 5.0
+# A new leader without a recorded cursor republishes this much recent history: a duplicate is
+# dropped by every hub, whereas an event nobody published waits for a hub's sweep.
+TAKEOVER_REPLAY_S = 10.0
 
 
 class Relay:
@@ -52,6 +56,10 @@ class Relay:
 
     async def start(self) -> None:
         sa_event.listen(Session, "after_commit", self._after_commit)
+        try:
+            await self._leader()
+        except Exception as exc:
+            log.warning("relay start: %s; will retry", exc)
         self._tasks = [asyncio.create_task(self._run(), name="relay")]
         if self.db.dialect == "postgresql":
             self._tasks.append(asyncio.create_task(self._listen_pg(), name="relay-listen"))
@@ -118,7 +126,8 @@ class Relay:
         stored = await self.backend.load_cursors()
         async with self.db.sessions() as session:
             now = await eventlog.heads(session)
-        self.cursors = {w: stored.get(w, head) for w, head in now.items()}
+            recent = await eventlog.first_since(session, utcnow() - dt.timedelta(seconds=TAKEOVER_REPLAY_S))
+        self.cursors = {w: stored.get(w, recent[w] - 1 if w in recent else head) for w, head in now.items()}
 
     async def publish_pending(self) -> bool:
         """One round; True when a workspace had more than a batch waiting."""
