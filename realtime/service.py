@@ -36,7 +36,7 @@ PRUNE_EVERY_S = 600.0  # the retention is hours: pruning every ten minutes keeps
 async def _default_authenticate(conn: Any) -> Caller:
     from server.auth.principal import authenticate
 
-    return await authenticate(conn)  # type: ignore[no-any-return]
+    return await authenticate(conn)
 
 
 class Realtime:

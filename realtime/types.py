@@ -58,7 +58,7 @@ class Event:
     def envelope(self) -> dict[str, Any]:
         import orjson
 
-        return orjson.loads(self.payload)  # type: ignore[no-any-return]
+        return orjson.loads(self.payload)
 
     def __repr__(self) -> str:
         return f"Event(ws={self.workspace_id}, id={self.id}, type={self.type!r})"
