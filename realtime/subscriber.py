@@ -8,6 +8,8 @@ limit it is cut off with a reason, and resumes with `after`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 from collections import deque
 
 from realtime.types import Event, Topic
@@ -15,7 +17,8 @@ from realtime.wire import ws_close_frame
 
 SLOW = "too slow: reconnect and resume with after"
 ABORT_AFTER_S = 5.0
-BURST_FACTOR = 4  # a cut-off client that does not read its close frame is dropped after this
+BURST_FACTOR = 4
+KERNEL_SNDBUF = 64 * 1024  # a cut-off client that does not read its close frame is dropped after this
 
 
 class Subscriber:
@@ -77,6 +80,12 @@ class TransportSink(Subscriber):
         super().__init__(workspace_id, topics, limit=limit_bytes // 64)
         self.transport = transport
         self.limit_bytes = limit_bytes
+        # Keep the kernel's share of the backlog small too (loopback autotunes it to megabytes),
+        # so "cut off past the buffer" bounds a client's lag in time, not just in our memory.
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, KERNEL_SNDBUF)
 
     def send(self, events: list[Event]) -> None:
         if self.closed:

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.realtime")
 
 PING = b'{"type":"ping"}'
+# `ws_send_buffer` counts frames; the transport's buffer counts bytes. A typical event frame.
+FRAME_BYTES = 256
 RESYNC = b'{"type":"resync"}'
 
 
@@ -60,7 +62,10 @@ class Connection:
         self.sink: TransportSink | QueueSink
         if transport is not None:
             self.sink = TransportSink(
-                self.workspace_id, frozenset(), transport, limit_bytes=rt.settings.ws_send_buffer * 1024
+                self.workspace_id,
+                frozenset(),
+                transport,
+                limit_bytes=rt.settings.ws_send_buffer * FRAME_BYTES,
             )
         else:
             self.sink = QueueSink(self.workspace_id, frozenset(), limit=rt.settings.ws_send_buffer)

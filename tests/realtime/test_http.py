@@ -64,7 +64,9 @@ async def test_long_poll_caps_an_answer_at_500_and_resumes_from_last_id(db: Data
     async with start_app() as app, httpx.AsyncClient(base_url=app.http, headers=auth(s.ws, s.user)) as http:
         first = (await http.get("/api/v1/events", params={"topics": "board", "after": 0})).json()
         assert len(first["events"]) == 500 and first["last_id"] == envs[499]["id"]
-        rest = (await http.get("/api/v1/events", params={"topics": "board", "after": first["last_id"]})).json()
+        rest = (
+            await http.get("/api/v1/events", params={"topics": "board", "after": first["last_id"]})
+        ).json()
         assert [e["id"] for e in rest["events"]] == [e["id"] for e in envs[500:]]
 
 
@@ -112,7 +114,9 @@ async def test_sse_resumes_from_last_event_id(db: Database, start_app) -> None:
     async with start_app() as app, httpx.AsyncClient(base_url=app.http, headers=auth(s.ws, s.user)) as http:
         ids = await write(db, s.ws, 4)
         headers = {"last-event-id": str(ids[1])}
-        async with http.stream("GET", "/api/v1/events/stream", params={"topics": "board"}, headers=headers) as r:
+        async with http.stream(
+            "GET", "/api/v1/events/stream", params={"topics": "board"}, headers=headers
+        ) as r:
             assert r.headers["content-type"].startswith("text/event-stream")
             live = asyncio.create_task(read_sse(r, 4))
             await asyncio.sleep(0.2)
