@@ -132,10 +132,11 @@ class Relay:
 
     async def _leader(self) -> bool:
         loop = asyncio.get_running_loop()
-        if self.cursors is not None and loop.time() < self._lease_until:
-            return True
+        if loop.time() < self._lease_until:
+            return self.cursors is not None  # leader until renewal, or standby until the next try
         if not await self.backend.hold_lease(self.token, LEASE_TTL_S):
             self.cursors = None
+            self._lease_until = loop.time() + LEASE_TTL_S / 3
             return False
         self._lease_until = loop.time() + LEASE_TTL_S / 3
         if self.cursors is None:
