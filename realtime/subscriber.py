@@ -17,7 +17,8 @@ from realtime.wire import ws_close_frame
 
 SLOW = "too slow: reconnect and resume with after"
 ABORT_AFTER_S = 5.0
-BURST_FACTOR = 4
+GRACE_S = 1.0
+HARD_FACTOR = 8
 KERNEL_SNDBUF = 64 * 1024  # a cut-off client that does not read its close frame is dropped after this
 
 
@@ -80,6 +81,7 @@ class TransportSink(Subscriber):
         super().__init__(workspace_id, topics, limit=limit_bytes // 64)
         self.transport = transport
         self.limit_bytes = limit_bytes
+        self.over_since: float | None = None
         # Keep the kernel's share of the backlog small too (loopback autotunes it to megabytes),
         # so "cut off past the buffer" bounds a client's lag in time, not just in our memory.
         sock = transport.get_extra_info("socket")
@@ -94,14 +96,19 @@ class TransportSink(Subscriber):
         if t.is_closing():
             self.closed = "closed"
             return
-        # Cut off a client that has not drained what it had: past the limit before this write.
-        # A burst may pass the limit once (a fast reader takes it at once), up to a hard cap.
-        if t.get_write_buffer_size() > self.limit_bytes:
-            self.cut(SLOW)
-            return
+        # A client is cut off when its backlog stays past the limit for GRACE_S (it does not
+        # drain), or passes HARD_FACTOR times the limit: bursts pass, slow readers do not.
+        size = t.get_write_buffer_size()
+        if size > self.limit_bytes:
+            now = asyncio.get_running_loop().time()
+            if self.over_since is None:
+                self.over_since = now
+            elif now - self.over_since > GRACE_S or size > self.limit_bytes * HARD_FACTOR:
+                self.cut(SLOW)
+                return
+        else:
+            self.over_since = None
         t.write(events[0].frame if len(events) == 1 else b"".join([e.frame for e in events]))
-        if t.get_write_buffer_size() > self.limit_bytes * BURST_FACTOR:
-            self.cut(SLOW)
 
     def send_frame(self, frame: bytes) -> None:
         if not self.closed and not self.transport.is_closing():
