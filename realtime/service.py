@@ -16,7 +16,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
-from starlette.websockets import WebSocket
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from realtime import http, websocket
 from realtime import log as eventlog
@@ -67,9 +67,6 @@ class Realtime:
 
     @property
     def routes(self) -> list[BaseRoute]:
-        async def ws(socket: WebSocket) -> None:
-            await websocket.endpoint(self, socket)
-
         async def events(request: Request) -> Response:
             return await http.longpoll(self, request)
 
@@ -77,10 +74,24 @@ class Realtime:
             return await http.stream(self, request)
 
         return [
-            WebSocketRoute("/ws", ws),
+            WebSocketRoute("/ws", websocket.Endpoint(self)),
             Route("/api/v1/events", events, methods=["GET"]),
             Route("/api/v1/events/stream", stream, methods=["GET"]),
         ]
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        """`app`, with `/ws` served before its middleware (saves memory per idle socket).
+        Starlette sets `scope["app"]` for the routes it serves; here we set it to `app`."""
+        endpoint = websocket.Endpoint(self)
+
+        async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+            if scope["type"] == "websocket" and scope["path"] == "/ws":
+                scope.setdefault("app", app)
+                await endpoint(scope, receive, send)
+            else:
+                await app(scope, receive, send)
+
+        return asgi
 
     async def start(self) -> None:
         await self.backend.connect()

@@ -23,6 +23,8 @@ KERNEL_SNDBUF = 64 * 1024  # a cut-off client that does not read its close frame
 
 
 class Subscriber:
+    __slots__ = ("closed", "floor", "limit", "live", "pending", "topics", "workspace_id")
+
     def __init__(self, workspace_id: int, topics: frozenset[Topic], *, limit: int) -> None:
         self.workspace_id = workspace_id
         self.topics = topics
@@ -69,6 +71,8 @@ class Subscriber:
 class TransportSink(Subscriber):
     """A WebSocket written straight to its transport: frames built once per event are shared by
     every socket, and the transport's write buffer is the bounded per-connection buffer."""
+
+    __slots__ = ("limit_bytes", "over_since", "transport")
 
     def __init__(
         self,
@@ -137,6 +141,8 @@ class QueueSink(Subscriber):
     """A bounded queue drained by the connection's own task (SSE, or a WebSocket whose transport
     we cannot reach). Control frames (bytes) share the queue so order is kept."""
 
+    __slots__ = ("_drained", "_ready", "queue")
+
     def __init__(self, workspace_id: int, topics: frozenset[Topic], *, limit: int) -> None:
         super().__init__(workspace_id, topics, limit=limit)
         self.queue: deque[Event | bytes] = deque()
@@ -186,6 +192,8 @@ class QueueSink(Subscriber):
 
 class LongPollSink(Subscriber):
     """Collects up to `max_events` and then stops: a long-poll answer."""
+
+    __slots__ = ("events", "max_events", "ready")
 
     def __init__(self, workspace_id: int, topics: frozenset[Topic], *, max_events: int) -> None:
         super().__init__(workspace_id, topics, limit=max_events * 4)

@@ -67,7 +67,7 @@ def ours(args: argparse.Namespace) -> None:
         yield
         await rt.stop()
 
-    app = Starlette(routes=rt.routes, lifespan=lifespan)
+    app = rt.wrap(Starlette(routes=rt.routes, lifespan=lifespan))
     uvicorn.run(app, port=args.port, ws="websockets-sansio", ws_per_message_deflate=False, **UVICORN)
 
 
