@@ -24,6 +24,7 @@ import orjson
 
 PG_ADMIN = os.environ.get("SWITCHBOARD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 STACKS = ["ours", "limit", "broadcaster", "socketio"]
+WS_IMPL = os.environ.get("SWITCHBOARD_BENCH_WS", "websockets-sansio")  # uvicorn's, for ours
 PROTO = {
     "ours": ("ours", "/ws?token={ws}:1"),
     "limit": ("plain", "/"),
