@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from realtime import log as eventlog
 from realtime.backend import RESET, Backend
 from realtime.subscriber import Subscriber
+from realtime.tasks import background
 from realtime.topics import matches
 from realtime.types import Event, Topic
 from realtime.wire import decode_batch
@@ -104,8 +105,8 @@ class Hub:
 
     async def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(self._listen(), name="hub-listen"),
-            asyncio.create_task(self._sweep(), name="hub-sweep"),
+            background(self._listen(), "hub-listen"),
+            background(self._sweep(), "hub-sweep"),
         ]
 
     async def stop(self) -> None:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from realtime import log as eventlog
 from realtime.backend import Backend, Message
+from realtime.tasks import background
 from realtime.wire import encode_batch
 from server.db import Database, utcnow
 from server.events.service import NOTIFY_CHANNEL
@@ -75,9 +76,9 @@ class Relay:
             await self._leader()
         except Exception as exc:
             log.warning("relay start: %s; will retry", exc)
-        self._tasks = [asyncio.create_task(self._run(), name="relay")]
+        self._tasks = [background(self._run(), "relay")]
         if self.db.dialect == "postgresql":
-            self._tasks.append(asyncio.create_task(self._listen_pg(), name="relay-listen"))
+            self._tasks.append(background(self._listen_pg(), "relay-listen"))
 
     async def stop(self) -> None:
         if self._hooked:

@@ -24,6 +24,7 @@ from realtime.backend import Backend, RedisBackend, create_backend
 from realtime.hub import Hub
 from realtime.presence import Key, MemoryStore, Presence, RedisStore
 from realtime.relay import Relay
+from realtime.tasks import background
 from realtime.types import Authenticator, Caller
 from server.db import Database, utcnow
 from server.settings import Settings
@@ -103,8 +104,8 @@ class Realtime:
             await self.relay.start()
         await self.presence.start()
         self._tasks = [
-            asyncio.create_task(self._tick(), name="ws-ping"),
-            asyncio.create_task(self._prune(), name="event-retention"),
+            background(self._tick(), "ws-ping"),
+            background(self._prune(), "event-retention"),
         ]
 
     async def stop(self) -> None:
