@@ -61,7 +61,12 @@ async def emit_many(session: AsyncSession, workspace_id: int, events: list[NewEv
 
 
 async def emit(
-    session: AsyncSession, workspace_id: int, type: str, data: dict[str, Any], *, contact_id: int | None = None
+    session: AsyncSession,
+    workspace_id: int,
+    type: str,
+    data: dict[str, Any],
+    *,
+    contact_id: int | None = None,
 ) -> dict[str, Any]:
     return (await emit_many(session, workspace_id, [NewEvent(type, data, contact_id)]))[0]
 
