@@ -41,6 +41,7 @@ class Settings(BaseSettings):
     presence_ttl_s: float = 60.0
 
     # Dispatcher
+    embedded_worker: bool = False  # run the dispatcher inside the web process (`serve` sets it)
     dispatcher_batch: int = 200
     dispatcher_concurrency: int = 64
     dispatcher_poll_s: float = 0.5  # fallback poll when no wake-up arrives
