@@ -31,6 +31,8 @@ class Services:
     redis: Any = None  # redis.asyncio.Redis when SWITCHBOARD_REDIS_URL is set
     components: list[Component] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
+    # Set after a commit that queued send-now messages; an in-process dispatcher waits on it.
+    dispatch_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
