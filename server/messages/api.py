@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
@@ -38,8 +40,19 @@ def _key_reused() -> Problem:
     )
 
 
+def _created(body: dict[str, Any], status: int = 202, headers: dict[str, str] | None = None) -> Response:
+    # Keys sorted: a replay comes back from a JSON column that may reorder them (PostgreSQL's
+    # jsonb does), and should be the same bytes as the first answer.
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SORT_KEYS),
+        status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
 def _replay(r: idempotency.Replay) -> Response:
-    return json_response(r.body, r.status_code, headers={"Idempotent-Replayed": "true"})
+    return _created(r.body, r.status_code, headers={"Idempotent-Replayed": "true"})
 
 
 def _idempotency_key(ctx: Ctx[object]) -> str | None:
@@ -118,7 +131,7 @@ async def create(ctx: Ctx[MessageIn]) -> Response:
         raise
     if m.status == MessageStatus.queued:
         wake_local(ctx.services)
-    return json_response(body, 202)
+    return _created(body)
 
 
 @router.op("GET", "/messages", query=MessageQuery, response=Page[MessageOut])

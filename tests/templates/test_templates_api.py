@@ -60,7 +60,9 @@ async def test_syntax_error_names_the_field_and_line(client: httpx.AsyncClient) 
 
 async def test_crud_and_preview(client: httpx.AsyncClient) -> None:
     tpl = await _template(
-        client, subject="Welcome, {{ name }}", body="Plan: {{ attributes.plan }}, {{ when | default('soon') }}"
+        client,
+        subject="Welcome, {{ name }}",
+        body="Plan: {{ attributes.plan }}, {{ when | default('soon') }}",
     )
     assert tpl["channel"] == "email"
     r = await client.post(
@@ -80,7 +82,9 @@ async def test_crud_and_preview(client: httpx.AsyncClient) -> None:
     r = await client.post("/api/v1/templates", json={"name": "WELCOME", "channel": "sms", "body": "x"})
     assert r.status_code == 409
 
-    r = await client.patch(f"/api/v1/templates/{tpl['id']}", json={"name": "Renamed", "body": "Bye {{ name }}"})
+    r = await client.patch(
+        f"/api/v1/templates/{tpl['id']}", json={"name": "Renamed", "body": "Bye {{ name }}"}
+    )
     assert r.status_code == 200
     assert r.json()["name"] == "Renamed" and r.json()["subject"] == "Welcome, {{ name }}"
     page = (await client.get("/api/v1/templates")).json()
