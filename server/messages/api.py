@@ -55,7 +55,7 @@ def _replay(r: idempotency.Replay) -> Response:
     return _created(r.body, r.status_code, headers={"Idempotent-Replayed": "true"})
 
 
-def _idempotency_key(ctx: Ctx[object]) -> str | None:
+def _idempotency_key(ctx: Ctx[Any]) -> str | None:
     key = ctx.request.headers.get(idempotency.HEADER)
     if key is None:
         return None
@@ -67,7 +67,7 @@ def _idempotency_key(ctx: Ctx[object]) -> str | None:
         ) from None
 
 
-async def _lookup(ctx: Ctx[object], key: str, digest: str) -> Response | None:
+async def _lookup(ctx: Ctx[Any], key: str, digest: str) -> Response | None:
     async with ctx.db.transaction() as s:
         try:
             replay = await idempotency.lookup(

@@ -29,7 +29,7 @@ from server.templates import service as templates
 log = logging.getLogger("switchboard.campaigns")
 
 BATCH_SIZE = 500  # messages per transaction: short locks, and progress the board can show
-_TASKS = "campaign_tasks"  # key in services.extras: running expansions, kept so they are not collected
+_RUNNER = "campaign_runner"  # key in services.extras
 
 
 class CampaignNotFound(Exception):
@@ -91,7 +91,7 @@ async def create_campaign(
         created_by=user_id,
         created_at=utcnow(),
     )
-    query = _audience_query(session.bind.dialect.name, c)
+    query = _audience_query(session.get_bind().dialect.name, c)
     c.total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
     session.add(c)
     await session.flush()
@@ -143,7 +143,7 @@ async def expand_batch(db: Database, campaign_id: int, *, batch_size: int = BATC
             await _progress(s, c)
             return BatchResult(0, False, True)
         rows = await s.execute(
-            _audience_query(s.bind.dialect.name, c)
+            _audience_query(s.get_bind().dialect.name, c)
             .where(Contact.id > c.last_contact_id)
             .order_by(Contact.id)
             .limit(batch_size)
@@ -201,17 +201,46 @@ async def expand_pending_campaigns(services: Any, *, batch_size: int = BATCH_SIZ
     return total
 
 
+class CampaignRunner:
+    """Campaign expansions running in the background of this process. Registered as a component
+    of `services` on first use, so that shutdown cancels them (the cursor keeps their progress,
+    and `expand_pending_campaigns` finishes them later) before the database goes away."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+        self.tasks: set[asyncio.Task[int]] = set()
+
+    @classmethod
+    def of(cls, services: Any) -> CampaignRunner:
+        runner = services.extras.get(_RUNNER)
+        if runner is None:
+            runner = services.extras[_RUNNER] = cls(services)
+            services.components.append(runner)
+        return runner
+
+    def start_expansion(self, campaign_id: int) -> asyncio.Task[int]:
+        task = asyncio.create_task(
+            expand_campaign(self.services, campaign_id), name=f"campaign-{campaign_id}"
+        )
+        self.tasks.add(task)
+
+        def _done(t: asyncio.Task[int]) -> None:
+            self.tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("expanding campaign %s failed", campaign_id, exc_info=t.exception())
+
+        task.add_done_callback(_done)
+        return task
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        for t in list(self.tasks):
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
 def start_expansion(services: Any, campaign_id: int) -> asyncio.Task[int]:
-    """Expand in the background of this process; the task is kept on `services` until it ends,
-    and its failure is logged (the worker resumes the campaign later)."""
-    tasks: set[asyncio.Task[int]] = services.extras.setdefault(_TASKS, set())
-    task = asyncio.create_task(expand_campaign(services, campaign_id), name=f"campaign-{campaign_id}")
-    tasks.add(task)
-
-    def _done(t: asyncio.Task[int]) -> None:
-        tasks.discard(t)
-        if not t.cancelled() and t.exception() is not None:
-            log.error("expanding campaign %s failed", campaign_id, exc_info=t.exception())
-
-    task.add_done_callback(_done)
-    return task
+    """Expand a campaign in the background of this process; a failure is logged, never lost silently."""
+    return CampaignRunner.of(services).start_expansion(campaign_id)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
@@ -8,6 +10,7 @@ from server.errors import Problem
 from server.pagination import decode_cursor, encode_cursor
 from server.providers import service
 from server.providers.adapters import ConfigError
+from server.providers.models import Provider
 from server.providers.schemas import ProviderIn, ProviderOut, ProviderPatch
 from server.templates.schemas import Channel
 
@@ -22,12 +25,12 @@ class ProviderQuery(BaseModel):
     cursor: str | None = Field(default=None, max_length=100)
 
 
-def _base_url(ctx: Ctx[object]) -> str:
+def _base_url(ctx: Ctx[Any]) -> str:
     return ctx.services.settings.public_url or str(ctx.request.base_url)
 
 
-def _out(ctx: Ctx[object], provider: object) -> ProviderOut:
-    return ProviderOut.model_validate(service.public_view(provider, _base_url(ctx)))  # type: ignore[arg-type]
+def _out(ctx: Ctx[Any], provider: Provider) -> ProviderOut:
+    return ProviderOut.model_validate(service.public_view(provider, _base_url(ctx)))
 
 
 def _not_found() -> Problem:

@@ -177,3 +177,26 @@ async def test_campaign_scoping_validation_and_roles(make_client: ClientFactory,
     assert r.status_code == 422
     async with db.transaction() as s:
         assert (await s.execute(select(func.count()).select_from(Campaign))).scalar_one() == 1
+
+
+async def test_shutdown_cancels_expansion_and_the_worker_resumes_it(
+    client: httpx.AsyncClient, app: Any, db: Database
+) -> None:
+    ws = await _workspace_id(client)
+    await _contacts(db, ws, 1200, "vip")
+    tpl = await template(client)
+    r = await client.post(
+        "/api/v1/campaigns", json={"name": "S", "template_id": tpl["id"], "audience": {"tag": "vip"}}
+    )
+    cid = r.json()["id"]
+    services = app.state.services
+    runner = services.extras["campaign_runner"]
+    assert runner in services.components
+    await asyncio.sleep(0)  # let the expansion begin its first batch
+    await runner.stop()  # what app shutdown does
+    assert not runner.tasks
+    partial = len(await _campaign_messages(db, cid))
+    assert partial < 1200 and partial % 500 == 0  # whole batches only
+    assert await campaigns.expand_pending_campaigns(services) == 1200 - partial
+    messages = await _campaign_messages(db, cid)
+    assert len(messages) == len({m.contact_id for m in messages}) == 1200
