@@ -103,6 +103,12 @@ class Database:
         await self.engine.dispose()
 
 
+def dialect_of(session: Any) -> str:
+    """The dialect name of a session's connection ("postgresql" or "sqlite")."""
+    bind = session.get_bind()
+    return str(bind.dialect.name)
+
+
 def json_array_contains(session_dialect: str, column: Any, value: str) -> Any:
     """A WHERE clause: the JSON array in `column` holds the string `value`."""
     from sqlalchemy import exists, func, literal, select, type_coerce
