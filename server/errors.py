@@ -124,7 +124,9 @@ def is_unavailable(exc: BaseException) -> bool:
 async def _on_dependency_error(request: Request, exc: Exception) -> Response:
     # Registered per class (not on Exception) so Starlette answers here without re-raising.
     if is_unavailable(exc):
-        log.warning("dependency unavailable on %s %s: %s", request.method, request.url.path, exc.__class__.__name__)
+        log.warning(
+            "dependency unavailable on %s %s: %s", request.method, request.url.path, exc.__class__.__name__
+        )
         return problem_response(
             Problem(503, "A dependency is unavailable; try again shortly.", headers={"Retry-After": "1"})
         )

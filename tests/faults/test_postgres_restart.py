@@ -39,8 +39,12 @@ async def test_postgres_restart_under_load_gives_fast_503_then_recovers(cluster:
 
             async with app.state.services.db.transaction() as s:
                 ws = await service.get_or_create_workspace(s, name="Acme")
-                await service.create_user(s, workspace_id=ws.id, email="a@acme.test", password="pw-123456", role=Role.admin)
-            token = (await anon.post("/api/v1/auth/login", json={"email": "a@acme.test", "password": "pw-123456"})).json()
+                await service.create_user(
+                    s, workspace_id=ws.id, email="a@acme.test", password="pw-123456", role=Role.admin
+                )
+            token = (
+                await anon.post("/api/v1/auth/login", json={"email": "a@acme.test", "password": "pw-123456"})
+            ).json()
             headers = {"Authorization": f"Bearer {token['access_token']}"}
 
             statuses: Counter[int] = Counter()
@@ -54,7 +58,9 @@ async def test_postgres_restart_under_load_gives_fast_503_then_recovers(cluster:
                     n += 1
                     started = time.monotonic()
                     r = await anon.post(
-                        "/api/v1/contacts", json={"name": f"c{i}-{n}", "email": f"c{i}-{n}@acme.test"}, headers=headers
+                        "/api/v1/contacts",
+                        json={"name": f"c{i}-{n}", "email": f"c{i}-{n}@acme.test"},
+                        headers=headers,
                     )
                     statuses[r.status_code] += 1
                     if r.status_code != 201:
