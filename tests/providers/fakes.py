@@ -51,7 +51,9 @@ class LocalServer:
             app, lifespan="off", ws="none", log_level="warning", access_log=False, timeout_graceful_shutdown=1
         )
         self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True
+        )
 
     def __enter__(self) -> LocalServer:
         self._thread.start()
@@ -87,11 +89,13 @@ class FakeProvider:
 
     def __init__(self) -> None:
         self.requests: list[Seen] = []
+        self.issued: list[str] = []  # message ids handed out, in order
         self.mode = "ok"  # ok | rate_limited | server_error | slow
         self.app = Starlette(routes=[Route(self.route, self._handle, methods=["POST"])])
 
     def reset(self) -> None:
         self.requests.clear()
+        self.issued.clear()
         self.mode = "ok"
 
     async def _handle(self, request: Request) -> Response:
@@ -158,15 +162,26 @@ class FakeSendGrid(FakeProvider):
             return self.errors(400, "The subject is required.", "subject")
         content = mail.get("content") or []
         if not content or any(not c.get("type") or "value" not in c for c in content):
-            return self.errors(400, "The content value must be a string at least one character in length.", "content.0.value")
+            return self.errors(
+                400, "The content value must be a string at least one character in length.", "content.0.value"
+            )
         if any(not isinstance(v, str) for v in (mail.get("custom_args") or {}).values()):
             return self.errors(400, "Custom args values must be strings.", "custom_args")
-        return Response(status_code=202, headers={"X-Message-Id": secrets.token_urlsafe(16)})
+        self.issued.append(secrets.token_urlsafe(16))
+        return Response(status_code=202, headers={"X-Message-Id": self.issued[-1]})
 
     def rate_limited(self) -> Response:
         reset = str(int(time.time()) + 60)
         return self.errors(
-            429, "too many requests", None, **{"Retry-After": "2", "X-RateLimit-Limit": "600", "X-RateLimit-Remaining": "0", "X-RateLimit-Reset": reset}
+            429,
+            "too many requests",
+            None,
+            **{
+                "Retry-After": "2",
+                "X-RateLimit-Limit": "600",
+                "X-RateLimit-Remaining": "0",
+                "X-RateLimit-Reset": reset,
+            },
         )
 
     def server_error(self) -> Response:
@@ -191,10 +206,15 @@ class FakeMailgun(FakeProvider):
             if not seen.form.get(name):
                 return JSONResponse({"message": f"'{name}' parameter is missing"}, 400)
         if not (seen.form.get("text") or seen.form.get("html") or seen.form.get("template")):
-            return JSONResponse({"message": "Need at least one of 'text', 'html' or 'template' parameters specified"}, 400)
+            return JSONResponse(
+                {"message": "Need at least one of 'text', 'html' or 'template' parameters specified"}, 400
+            )
         if not EMAIL.fullmatch(seen.form["to"]):
-            return JSONResponse({"message": "to parameter is not a valid address. please check documentation"}, 400)
+            return JSONResponse(
+                {"message": "to parameter is not a valid address. please check documentation"}, 400
+            )
         message_id = f"<{time.strftime('%Y%m%d%H%M%S')}.{secrets.token_hex(8)}@{self.domain}>"
+        self.issued.append(message_id)
         return JSONResponse({"id": message_id, "message": "Queued. Thank you."})
 
     def rate_limited(self) -> Response:
@@ -213,11 +233,19 @@ class FakeTwilio(FakeProvider):
 
     @staticmethod
     def error(status: int, code: int, message: str, **headers: str) -> Response:
-        body = {"code": code, "message": message, "more_info": f"https://www.twilio.com/docs/errors/{code}", "status": status}
+        body = {
+            "code": code,
+            "message": message,
+            "more_info": f"https://www.twilio.com/docs/errors/{code}",
+            "status": status,
+        }
         return JSONResponse(body, status, headers=headers)
 
     def accept(self, request: Request, seen: Seen) -> Response:
-        if basic_auth(request) != (self.account_sid, self.auth_token) or request.path_params["sid"] != self.account_sid:
+        if (
+            basic_auth(request) != (self.account_sid, self.auth_token)
+            or request.path_params["sid"] != self.account_sid
+        ):
             return self.error(401, 20003, "Authenticate")
         if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             return self.error(400, 21602, "Message body is required.")
@@ -234,6 +262,7 @@ class FakeTwilio(FakeProvider):
         if callback and not callback.startswith(("http://", "https://")):
             return self.error(400, 21609, "Invalid StatusCallback url")
         sid = "SM" + secrets.token_hex(16)
+        self.issued.append(sid)
         resource = {
             "account_sid": self.account_sid,
             "sid": sid,
@@ -291,8 +320,15 @@ class FakeWhatsApp(FakeProvider):
     allowed_recipients: ClassVar[frozenset[str]] = frozenset({"+15551234567", "15551234567"})
 
     @staticmethod
-    def error(status: int, code: int, message: str, type_: str = "OAuthException", details: str | None = None) -> Response:
-        error: dict[str, Any] = {"message": message, "type": type_, "code": code, "fbtrace_id": "A" + secrets.token_hex(10)}
+    def error(
+        status: int, code: int, message: str, type_: str = "OAuthException", details: str | None = None
+    ) -> Response:
+        error: dict[str, Any] = {
+            "message": message,
+            "type": type_,
+            "code": code,
+            "fbtrace_id": "A" + secrets.token_hex(10),
+        }
         if details:
             error["error_data"] = {"messaging_product": "whatsapp", "details": details}
         return JSONResponse({"error": error}, status)
@@ -329,18 +365,28 @@ class FakeWhatsApp(FakeProvider):
             return self.error(400, 100, "(#100) Param type must be one of {TEXT, TEMPLATE, ...}")
         if msg["to"] not in self.allowed_recipients:
             return self.error(
-                400, 131030, "(#131030) Recipient phone number not in allowed list", details="Add recipient phone number to recipient list and try again."
+                400,
+                131030,
+                "(#131030) Recipient phone number not in allowed list",
+                details="Add recipient phone number to recipient list and try again.",
             )
         wamid = "wamid." + base64.b64encode(secrets.token_bytes(24)).decode()
+        self.issued.append(wamid)
         message: dict[str, str] = {"id": wamid}
         if msg["type"] == "template":
             message["message_status"] = "accepted"
         return JSONResponse(
-            {"messaging_product": "whatsapp", "contacts": [{"input": msg["to"], "wa_id": msg["to"].lstrip("+")}], "messages": [message]}
+            {
+                "messaging_product": "whatsapp",
+                "contacts": [{"input": msg["to"], "wa_id": msg["to"].lstrip("+")}],
+                "messages": [message],
+            }
         )
 
     def rate_limited(self) -> Response:
-        return self.error(400, 130429, "(#130429) Rate limit hit", details="Cloud API message throughput has been reached.")
+        return self.error(
+            400, 130429, "(#130429) Rate limit hit", details="Cloud API message throughput has been reached."
+        )
 
     def server_error(self) -> Response:
         return self.error(500, 2, "An unexpected error has occurred. Please retry your request later.")
@@ -360,13 +406,16 @@ class Recorder:
 
     async def _handle(self, request: Request) -> Response:
         body = await request.body()
-        self.requests.append(Seen(request.method, request.url.path, dict(request.headers), body, json=orjson.loads(body)))
+        self.requests.append(
+            Seen(request.method, request.url.path, dict(request.headers), body, json=orjson.loads(body))
+        )
         if self.status >= 400:
             return JSONResponse({"detail": "sink is down"}, self.status)
         return JSONResponse({"ok": True}, self.status)
 
-    async def wait_for(self, count: int, *, path: str | None = None, timeout: float = 3.0) -> list[Seen]:
-        deadline = time.monotonic() + timeout
+    async def wait_for(self, count: int, *, path: str | None = None) -> list[Seen]:
+        """The requests to `path` once there are `count` of them, or what came within 3 s."""
+        deadline = time.monotonic() + 3.0
         while True:
             found = [r for r in self.requests if path is None or r.path == path]
             if len(found) >= count or time.monotonic() > deadline:

@@ -29,7 +29,10 @@ def good_config(kind: str, origin: str) -> dict[str, Any]:
             "from_number": "+15550001111",
             "base_url": origin,
         },
-        "slack": {"webhook_url": f"https://hooks.slack.com/services/T0001/B0001/{FakeSlack.secret}", "base_url": origin},
+        "slack": {
+            "webhook_url": f"https://hooks.slack.com/services/T0001/B0001/{FakeSlack.secret}",
+            "base_url": origin,
+        },
         "whatsapp": {
             "access_token": FakeWhatsApp.access_token,
             "phone_number_id": FakeWhatsApp.phone_number_id,

@@ -17,11 +17,19 @@ ServerFactory = Callable[[str], tuple[FakeProvider, str]]
 
 # The provider's own words for bad credentials, as its fake answers them.
 BAD_CREDENTIALS = {
-    "sendgrid": ({"api_key": "SG.revoked"}, "The provided authorization grant is invalid, expired, or revoked", None),
+    "sendgrid": (
+        {"api_key": "SG.revoked"},
+        "The provided authorization grant is invalid, expired, or revoked",
+        None,
+    ),
     "mailgun": ({"api_key": "key-wrong"}, "Forbidden", None),
     "twilio": ({"auth_token": "wrong"}, "Authenticate", "20003"),
     "slack": ({"webhook_url": "https://hooks.slack.com/services/T0001/B0001/revoked"}, "no_service", None),
-    "whatsapp": ({"access_token": "expired"}, "Invalid OAuth access token - Cannot parse access token", "190"),
+    "whatsapp": (
+        {"access_token": "expired"},
+        "Invalid OAuth access token - Cannot parse access token",
+        "190",
+    ),
 }
 
 
@@ -41,7 +49,9 @@ async def test_bad_credentials_fail_permanently_with_the_providers_reason(
 
 
 @pytest.mark.parametrize("kind", HTTP_KINDS)
-async def test_server_error_is_transient(kind: str, provider_server: ServerFactory, http: httpx.AsyncClient) -> None:
+async def test_server_error_is_transient(
+    kind: str, provider_server: ServerFactory, http: httpx.AsyncClient
+) -> None:
     fake, origin = provider_server(kind)
     fake.mode = "server_error"
     with pytest.raises(TransientError) as failed:
@@ -62,7 +72,9 @@ async def test_rate_limit_is_transient_and_honours_retry_after(
 
 
 @pytest.mark.parametrize("kind", HTTP_KINDS)
-async def test_timeout_is_transient(kind: str, provider_server: ServerFactory, http: httpx.AsyncClient) -> None:
+async def test_timeout_is_transient(
+    kind: str, provider_server: ServerFactory, http: httpx.AsyncClient
+) -> None:
     fake, origin = provider_server(kind)
     fake.mode = "slow"
     with pytest.raises(TransientError, match="timed out"):
@@ -123,7 +135,9 @@ def test_every_missing_required_key_is_reported(kind: str) -> None:
     config = {k: v for k, v in good_config(kind, "http://x.test").items() if k not in cls.required_keys}
     with pytest.raises(ConfigError) as invalid:
         cls.validate_config(config)
-    assert sorted(e["field"] for e in invalid.value.errors) == sorted(f"config.{k}" for k in cls.required_keys)
+    assert sorted(e["field"] for e in invalid.value.errors) == sorted(
+        f"config.{k}" for k in cls.required_keys
+    )
     assert {e["message"] for e in invalid.value.errors} == {"is required"}
 
 

@@ -65,6 +65,9 @@ class PermanentError(SendError):
 
 
 class Adapter(ABC):
+    """One provider connection. Build it once per connection and keep it: the sandbox owns
+    background webhook tasks until `aclose`. Timeouts are those of the shared `http` client."""
+
     kind: ClassVar[str]
     channels: ClassVar[frozenset[str]]
     required_keys: ClassVar[frozenset[str]]

@@ -9,6 +9,8 @@ from urllib.parse import urlsplit
 
 from email_validator import EmailNotValidError, validate_email
 
+SPECIAL_USE_TLDS = frozenset({"example", "localhost", "invalid"})
+
 
 class ConfigError(ValueError):
     """Invalid provider config. `errors` is `[{"field": "config.<key>", "message": ...}]`."""
@@ -16,6 +18,23 @@ class ConfigError(ValueError):
     def __init__(self, errors: list[dict[str, str]]) -> None:
         super().__init__("; ".join(f"{e['field']}: {e['message']}" for e in errors))
         self.errors = errors
+
+
+def email_syntax(address: str) -> str:
+    """The normalised address, checked for syntax only. Special-use domains (DESIGN §4: .test,
+    .example, .localhost, .invalid) are accepted: local setups and tests use them."""
+    local, at, domain = address.rpartition("@")
+    stem, dot, tld = domain.rpartition(".")
+    probe = address
+    if at and tld.lower() in SPECIAL_USE_TLDS:
+        # email-validator only lets `.test` through (test_environment): check the rest as if `.test`.
+        probe = f"{local}@{stem}{dot}test"
+    result = validate_email(probe, check_deliverability=False, test_environment=True)
+    return (
+        f"{result.local_part}@{result.domain[: -len('test')]}{tld.lower()}"
+        if probe != address
+        else result.normalized
+    )
 
 
 class Fields:
@@ -64,8 +83,7 @@ class Fields:
         if value is None:
             return None
         try:
-            # Syntax only; special-use domains (.test, .example) are fine for local setups.
-            normalised = validate_email(value, check_deliverability=False, test_environment=True).normalized
+            normalised = email_syntax(value)
         except EmailNotValidError as exc:
             self._out.pop(key, None)
             self.error(key, f"is not a valid email address: {exc}")
