@@ -8,7 +8,9 @@ rendered is that message's failure reason, never a crash."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,11 +19,12 @@ from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
 CONTACT_FIELDS = ("name", "email", "phone", "attributes", "tags")
-# A loop or a repeated string may not grow beyond this: a template must not stall the API or the
-# worker (the sandbox's own limit on range() is 100,000, and loops nest).
-MAX_RANGE = 10_000
-MAX_REPEAT = 100_000
+# Rendering runs on the event loop, so a template must not stall the API or the worker: each
+# render may create at most WORK_BUDGET range items and repeated-sequence items in all (the
+# sandbox's own limit is 100,000 per range() call, and loops nest).
+WORK_BUDGET = 100_000
 MAX_EXPONENT = 1_000
+_budget: ContextVar[list[int] | None] = ContextVar("template_work_budget", default=None)
 _SPACES = re.compile(r"\s+")
 
 
@@ -43,10 +46,27 @@ class RenderError(Exception):
         self.detail = detail
 
 
-def _small_range(*args: int) -> range:
+def _spend(items: int) -> None:
+    left = _budget.get()
+    if left is None:
+        return
+    left[0] -= items
+    if left[0] < 0:
+        raise SecurityError(f"the template does too much work (more than {WORK_BUDGET} loop or repeat items)")
+
+
+@contextmanager
+def _budgeted() -> Iterator[None]:
+    token = _budget.set([WORK_BUDGET])
+    try:
+        yield
+    finally:
+        _budget.reset(token)
+
+
+def _budgeted_range(*args: int) -> range:
     rng = range(*args)
-    if len(rng) > MAX_RANGE:
-        raise SecurityError(f"range() is limited to {MAX_RANGE} items")
+    _spend(len(rng))
     return rng
 
 
@@ -55,7 +75,9 @@ class _Sandbox(SandboxedEnvironment):
 
     def __init__(self, undefined: type[Undefined]) -> None:
         super().__init__(undefined=undefined, autoescape=False, keep_trailing_newline=True)
-        self.globals["range"] = _small_range
+        self.globals["range"] = _budgeted_range
+        # lipsum(n) produces text of any length; templates have no use for it.
+        del self.globals["lipsum"]
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
         # Fail loudly instead of yielding an undefined value, so that the trial render (whose
@@ -65,8 +87,8 @@ class _Sandbox(SandboxedEnvironment):
     def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
         if operator == "*":
             for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(n, int) and len(seq) * n > MAX_REPEAT:
-                    raise SecurityError(f"a repeated value may not exceed {MAX_REPEAT} items")
+                if isinstance(seq, str | list | tuple) and isinstance(n, int):
+                    _spend(len(seq) * max(n, 0))
         if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
             raise SecurityError(f"exponents are limited to {MAX_EXPONENT}")
         return super().call_binop(context, operator, left, right)
@@ -95,7 +117,8 @@ def check(subject: str, body: str) -> None:
     for field, source in (("subject", subject), ("body", body)):
         try:
             tpl = _compile(_trial, field, source)
-            tpl.render()
+            with _budgeted():
+                tpl.render()
         except TemplateInvalid as exc:
             errors.extend(exc.errors)
         except SecurityError as exc:
@@ -118,7 +141,8 @@ class CompiledMessage:
         out: list[str] = []
         for field, tpl in (("subject", self.subject), ("body", self.body)):
             try:
-                out.append(tpl.render(context))
+                with _budgeted():
+                    out.append(tpl.render(context))
             except TemplateError as exc:
                 raise RenderError(field, exc.message or exc.__class__.__name__) from None
             except Exception as exc:  # user code: any error is the message's failure

@@ -10,12 +10,14 @@ from tests.conftest import ClientFactory
 ESCAPES = [
     "{{ ''.__class__.__mro__ }}",
     "{{ cycler.__init__.__globals__ }}",
-    "{{ lipsum.__globals__['os'] }}",
+    "{{ joiner.__init__.__globals__['os'] }}",
     "{{ unknown.__class__.__base__ }}",
     "{{ request|attr('__class__') }}",
     "{{ '{0.__class__}'.format(1) }}",
     "{% for i in range(10**7) %}x{% endfor %}",
     "{{ 'x' * 100000000 }}",
+    "{% for i in range(1000) %}{% for j in range(1000) %}{% endfor %}{% endfor %}",
+    "{{ 7 ** 100000000 }}",
 ]
 
 
