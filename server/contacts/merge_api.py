@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from server.api import Router
+
+router = Router(tag="contacts")
