@@ -47,9 +47,9 @@ async def start_deliverer(db: Database) -> AsyncIterator[DelivererFactory]:
         await d.stop()
 
 
-async def until(check: Callable[[], Any], *, timeout: float = 10.0, what: str = "condition") -> Any:
+async def until(check: Callable[[], Any], *, within: float = 10.0, what: str = "condition") -> Any:
     """Poll `check` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         value = check()
         if asyncio.iscoroutine(value):

@@ -46,7 +46,12 @@ class Receiver:
     async def handle(self, request: Request) -> PlainTextResponse:
         name = request.path_params["name"]
         self.requests.append(
-            Received(f"/{name}", {k.lower(): v for k, v in request.headers.items()}, await request.body(), time.monotonic())
+            Received(
+                f"/{name}",
+                {k.lower(): v for k, v in request.headers.items()},
+                await request.body(),
+                time.monotonic(),
+            )
         )
         script = self.scripts.get(name)
         reply = script.pop(0) if script else self.defaults.get(name, 200)

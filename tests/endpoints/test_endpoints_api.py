@@ -27,7 +27,9 @@ async def test_urls_and_event_types_are_validated(client: httpx.AsyncClient) -> 
         r = await client.post("/api/v1/endpoints", json={"url": url, "events": ["*"]})
         assert r.status_code == 422, url
         assert r.json()["errors"][0]["field"] == "url"
-    r = await client.post("/api/v1/endpoints", json={"url": "http://127.0.0.1:9/x", "events": ["contact.exploded"]})
+    r = await client.post(
+        "/api/v1/endpoints", json={"url": "http://127.0.0.1:9/x", "events": ["contact.exploded"]}
+    )
     assert r.status_code == 422
     assert r.json()["errors"][0]["field"] == "events"
     r = await client.post("/api/v1/endpoints", json={"url": "http://127.0.0.1:9/x", "events": []})
@@ -42,7 +44,9 @@ async def test_only_admins_manage_endpoints_and_only_their_workspace(make_client
     stranger = await make_client("admin", workspace="Other")
     ep = (await admin.post("/api/v1/endpoints", json={"url": "https://a.test/h", "events": ["*"]})).json()
     assert (await agent.get("/api/v1/endpoints")).status_code == 403
-    assert (await agent.post("/api/v1/endpoints", json={"url": "https://a.test/h", "events": ["*"]})).status_code == 403
+    assert (
+        await agent.post("/api/v1/endpoints", json={"url": "https://a.test/h", "events": ["*"]})
+    ).status_code == 403
     for method, path in [
         ("GET", f"/api/v1/endpoints/{ep['id']}"),
         ("PATCH", f"/api/v1/endpoints/{ep['id']}"),
@@ -68,7 +72,9 @@ async def test_patch_changes_url_and_events_and_delete_answers_204(client: httpx
         ["contact.deleted"],
         "CRM sync",
     )
-    assert (await client.patch(f"/api/v1/endpoints/{ep['id']}", json={"url": "gopher://x"})).status_code == 422
+    assert (
+        await client.patch(f"/api/v1/endpoints/{ep['id']}", json={"url": "gopher://x"})
+    ).status_code == 422
     assert (await client.patch(f"/api/v1/endpoints/{ep['id']}", json={})).status_code == 422
     r = await client.patch(f"/api/v1/endpoints/{ep['id']}", json={"enabled": False})
     assert r.json()["enabled"] is False and r.json()["disabled_reason"] == "disabled by an admin"
