@@ -34,7 +34,9 @@ def event_data(m: Message) -> dict[str, Any]:
     }
 
 
-async def apply_changes(session: AsyncSession, workspace_id: int, changes: list[StatusChange]) -> list[Message]:
+async def apply_changes(
+    session: AsyncSession, workspace_id: int, changes: list[StatusChange]
+) -> list[Message]:
     """Apply the allowed changes (forward only, never out of a terminal state); returns the messages
     that changed. Each change writes a `message_event` row and a `message.status` event."""
     now = utcnow()
