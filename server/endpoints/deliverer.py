@@ -21,6 +21,7 @@ import logging
 import random
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 import orjson
@@ -28,6 +29,7 @@ import orjson
 from server.db import Database, utcnow
 from server.endpoints import service
 from server.endpoints.service import Attempt, Outcome
+from server.events.service import NOTIFY_CHANNEL
 from server.signing import sign
 
 log = logging.getLogger("switchboard.deliverer")
@@ -51,6 +53,9 @@ class DelivererConfig:
     max_failures: int = 10  # consecutive failed attempts that disable the endpoint
     batch: int = 500  # events read from the log per transaction
     error_pause_s: float = 5.0  # after a pass fails (database down), before the next one
+    # On PostgreSQL a pass also runs when events commit (LISTEN); passes are at least this far
+    # apart so a burst of commits costs a few passes, not one per event.
+    min_pass_interval_s: float = 0.05
 
 
 class Deliverer:
@@ -64,6 +69,7 @@ class Deliverer:
         self._wake = asyncio.Event()
         self._stopping = False
         self._loop_task: asyncio.Task[None] | None = None
+        self._listen_task: asyncio.Task[None] | None = None
         self._inflight: dict[int, asyncio.Task[None]] = {}
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -81,18 +87,19 @@ class Deliverer:
             )
         self._stopping = False
         self._loop_task = asyncio.create_task(self._run(), name="deliverer")
+        if self.db.dialect == "postgresql":
+            self._listen_task = asyncio.create_task(self._listen_pg(), name="deliverer-listen")
 
     async def stop(self) -> None:
         """Stop passes and cut in-flight requests; their leases expire and they are retried."""
         self._stopping = True
         self._wake.set()
         tasks = list(self._inflight.values())
-        if self._loop_task is not None:
-            tasks.append(self._loop_task)
+        tasks += [t for t in (self._loop_task, self._listen_task) if t is not None]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._loop_task = None
+        self._loop_task = self._listen_task = None
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -116,6 +123,32 @@ class Deliverer:
                     await self._wake.wait()
             except TimeoutError:
                 pass
+            await asyncio.sleep(self.config.min_pass_interval_s)
+
+    async def _listen_pg(self) -> None:
+        """Wake on every commit that wrote events (NOTIFY from `emit_many`), across processes."""
+        import asyncpg
+
+        dsn = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        delay = 0.2
+        while not self._stopping:
+            conn: Any = None
+            lost = asyncio.Event()
+            try:
+                conn = await asyncpg.connect(dsn)
+                conn.add_termination_listener(lambda *_, lost=lost: lost.set())
+                await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
+                self._wake.set()  # catch up with what committed while we were not listening
+                delay = 0.2
+                await lost.wait()
+            except (OSError, asyncpg.PostgresError) as exc:
+                # The poll keeps deliveries going meanwhile.
+                log.warning("deliverer LISTEN lost (%s); reconnecting", exc.__class__.__name__)
+            finally:
+                if conn is not None and not conn.is_closed():
+                    await conn.close()
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30.0)
 
     # --- one pass -------------------------------------------------------------------------
 

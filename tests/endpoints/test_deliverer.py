@@ -3,10 +3,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import time
 from typing import Any
 
 import httpx
 import orjson
+import pytest
 from sqlalchemy import select, update
 
 from server.db import Database
@@ -288,3 +290,17 @@ async def test_two_deliverers_send_each_event_once_and_in_order(
     await asyncio.sleep(0.3)
     ids = [json.loads(r.body)["id"] for r in receiver.at("shared")]
     assert ids == sorted(set(ids)) and len(ids) == 10
+
+
+async def test_on_postgresql_a_commit_wakes_the_deliverer_without_waiting_for_the_poll(
+    client: httpx.AsyncClient, db: Database, receiver: Receiver, start_deliverer: DelivererFactory
+) -> None:
+    if db.dialect != "postgresql":
+        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite relies on the poll")
+    await _endpoint(client, receiver.url("listen"))
+    await start_deliverer(poll_s=60.0)
+    await asyncio.sleep(0.3)  # the listener is up and the first pass is done
+    started = time.monotonic()
+    await _contact(client, "Ada")
+    await until(lambda: receiver.at("listen"), within=3.0, what="a delivery woken by NOTIFY")
+    assert time.monotonic() - started < 3.0
