@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.responses import Response
 
 from server.api import Ctx, Page, Router, json_response
@@ -28,7 +30,7 @@ def _with_secret(endpoint: Endpoint) -> EndpointWithSecret:
     return EndpointWithSecret.model_validate(endpoint)
 
 
-def _wake(ctx: Ctx[object]) -> None:
+def _wake(ctx: Ctx[Any]) -> None:
     """Let a deliverer in this process (embedded mode) act now instead of at its next poll."""
     deliverer = ctx.services.extras.get("deliverer")
     if deliverer is not None:

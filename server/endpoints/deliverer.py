@@ -36,6 +36,8 @@ log = logging.getLogger("switchboard.deliverer")
 
 SIGNATURE_HEADER = "Switchboard-Signature"
 USER_AGENT = "Switchboard-Webhooks/1"
+PRUNE_EVERY_S = 3600.0
+RESPONSE_PEEK_BYTES = 1024  # of a receiver's answer we read at most this; a longer one is cut
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,7 @@ class DelivererConfig:
     # On PostgreSQL a pass also runs when events commit (LISTEN); passes are at least this far
     # apart so a burst of commits costs a few passes, not one per event.
     min_pass_interval_s: float = 0.05
+    log_retention_days: float = 30.0  # finished deliveries stay in the log this long
 
 
 class Deliverer:
@@ -71,6 +74,7 @@ class Deliverer:
         self._loop_task: asyncio.Task[None] | None = None
         self._listen_task: asyncio.Task[None] | None = None
         self._inflight: dict[int, asyncio.Task[None]] = {}
+        self._pruned_at = float("-inf")
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -155,6 +159,14 @@ class Deliverer:
     async def run_once(self) -> None:
         await self.take_events()
         await self.start_due()
+        if time.monotonic() - self._pruned_at > PRUNE_EVERY_S:
+            async with self.db.transaction() as s:
+                gone = await service.prune_deliveries(
+                    s, before=utcnow() - dt.timedelta(days=self.config.log_retention_days)
+                )
+            self._pruned_at = time.monotonic()
+            if gone:
+                log.info("removed %d finished deliveries from the log", gone)
 
     async def take_events(self) -> None:
         async with self.db.transaction() as s:
@@ -220,7 +232,10 @@ class Deliverer:
         try:
             # httpx's timeout is per phase; this one bounds the whole exchange (slow-drip servers).
             async with asyncio.timeout(self.config.timeout_s):
-                response = await self._client.post(attempt.url, content=body, headers=headers)
+                async with self._client.stream(
+                    "POST", attempt.url, content=body, headers=headers
+                ) as response:
+                    head = await _read_at_most(response, RESPONSE_PEEK_BYTES)
         except (TimeoutError, httpx.TimeoutException):
             return Outcome(False, None, _ms(started), f"timed out after {self.config.timeout_s:g} s")
         except httpx.HTTPError as exc:
@@ -228,7 +243,7 @@ class Deliverer:
         latency = _ms(started)
         if 200 <= response.status_code < 300:
             return Outcome(True, response.status_code, latency)
-        snippet = response.text[:200].strip()
+        snippet = head[:200].decode("utf-8", "replace").strip()
         error = f"HTTP {response.status_code}" + (f": {snippet}" if snippet else "")
         return Outcome(False, response.status_code, latency, error)
 
@@ -266,6 +281,16 @@ def signature_header(
     for secret in secrets:
         parts.append(sign(secret, body, timestamp=t).split(",", 1)[1])
     return ",".join(parts)
+
+
+async def _read_at_most(response: httpx.Response, limit: int) -> bytes:
+    """The start of a receiver's answer: enough for the log, never a whole large body in memory."""
+    out = b""
+    async for chunk in response.aiter_bytes():
+        out += chunk
+        if len(out) >= limit:
+            break
+    return out[:limit]
 
 
 def _ms(started: float) -> float:

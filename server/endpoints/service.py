@@ -20,7 +20,8 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db import utcnow
@@ -316,7 +317,7 @@ async def claim_head(
     ).scalar_one_or_none()
     if head is None or head.next_attempt_at > now:
         return None
-    claimed = await session.execute(
+    claimed: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
         update(Delivery)
         .where(Delivery.id == head.id, Delivery.status == "pending", Delivery.next_attempt_at <= now)
         .values(next_attempt_at=lease_until)
@@ -373,7 +374,7 @@ async def record(
         ).scalar_one_or_none()
         if failures is not None and failures >= max_failures:
             disabled = f"disabled after {failures} consecutive failed deliveries; last: {outcome.error}"
-            res = await session.execute(
+            res: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
                 update(Endpoint)
                 .where(Endpoint.id == attempt.endpoint_id, Endpoint.enabled.is_(True))
                 .values(enabled=False, disabled_reason=disabled[:1000])
@@ -395,3 +396,15 @@ async def record(
         values.update(status="pending", next_attempt_at=next_attempt_at)
     await session.execute(update(Delivery).where(Delivery.id == attempt.delivery_id).values(**values))
     return disabled
+
+
+async def prune_deliveries(session: AsyncSession, *, before: dt.datetime) -> int:
+    """Forget finished deliveries (succeeded or given up) that ended before `before`.
+
+    A finished delivery's `next_attempt_at` is when it finished, so the status index serves this."""
+    res: CursorResult[Any] = await session.execute(  # type: ignore[assignment]
+        delete(Delivery).where(
+            Delivery.status.in_(("succeeded", "failed")), Delivery.next_attempt_at < before
+        )
+    )
+    return int(res.rowcount)
