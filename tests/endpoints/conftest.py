@@ -14,7 +14,7 @@ from tests.endpoints.receiver import Receiver, running_receiver
 # Seconds instead of hours, so retries, give-ups and disablement happen within a test.
 FAST = {
     "poll_s": 0.05,
-    "timeout_s": 1.0,
+    "timeout_s": 5.0,  # generous: a spurious timeout under load would add a request
     "backoff_base_s": 0.05,
     "backoff_factor": 2.0,
     "backoff_max_s": 0.2,

@@ -86,16 +86,16 @@ async def test_retries_after_500_and_timeout_with_backoff(
     receiver.scripts["flaky"] = [500, "hang", 200]
     ep = await _endpoint(client, receiver.url("flaky"))
     await _contact(client, "Ada")
-    await start_deliverer(timeout_s=0.5)
+    await start_deliverer(timeout_s=1.0)
 
     [d] = await until(lambda: _succeeded(client, ep["id"]), what="success after retries")
     assert d["attempts"] == 3 and d["status_code"] == 200
     tries = receiver.at("flaky")
     assert len(tries) == 3
     assert len({t.body for t in tries}) == 1  # the same event each time
-    # Backoff: base 0.05 s then 0.1 s (plus the 0.5 s timeout before the third try).
+    # Backoff: base 0.05 s then 0.1 s (plus the 1 s timeout before the third try).
     assert tries[1].at - tries[0].at >= 0.04
-    assert tries[2].at - tries[1].at >= 0.5 + 0.09
+    assert tries[2].at - tries[1].at >= 1.0 + 0.09
 
 
 async def test_failures_are_logged_with_code_and_error(
