@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -93,3 +94,18 @@ async def test_identities_belong_to_one_workspace(make_client: ClientFactory) ->
     assert (await other.get(f"/api/v1/contacts/{a['id']}/identities")).status_code == 404
     assert (await viewer.get(f"/api/v1/contacts/{a['id']}/identities")).status_code == 200
     assert (await _add(viewer, a["id"], "email", "v@example.test")).status_code == 403
+
+
+async def test_concurrent_claims_of_one_address_leave_one_owner(client: httpx.AsyncClient) -> None:
+    """Primary and extra addresses live in two tables; the check runs under the workspace lock."""
+    holder = await _create(client, name="Holder")
+    for i in range(8):
+        address = f"race{i}@example.test"
+        as_primary, as_extra = await asyncio.gather(
+            client.post("/api/v1/contacts", json={"name": f"R{i}", "email": address}),
+            _add(client, holder["id"], "email", address),
+        )
+        assert sorted([as_primary.status_code, as_extra.status_code]) == [201, 409], (
+            as_primary.text,
+            as_extra.text,
+        )

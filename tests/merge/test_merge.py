@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import httpx
@@ -218,3 +219,15 @@ async def test_merge_refuses_other_workspaces_itself_and_bad_fields(
         await viewer.post(f"/api/v1/contacts/{a['id']}/merge", json={"from": [b["id"]]})
     ).status_code == 403
     assert await _rows(db) == before
+
+
+async def test_crossed_concurrent_merges_do_not_deadlock(client: httpx.AsyncClient, db: Database) -> None:
+    for i in range(4):
+        a = await _create(client, name=f"A{i}", email=f"a{i}@example.test")
+        b = await _create(client, name=f"B{i}", email=f"b{i}@example.test")
+        r1, r2 = await asyncio.gather(
+            client.post(f"/api/v1/contacts/{a['id']}/merge", json={"from": [b["id"]]}),
+            client.post(f"/api/v1/contacts/{b['id']}/merge", json={"from": [a["id"]]}),
+        )
+        assert sorted([r1.status_code, r2.status_code]) == [200, 404], (r1.text, r2.text)
+    assert len((await _rows(db))["contacts"]) == 4
