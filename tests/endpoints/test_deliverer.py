@@ -11,11 +11,15 @@ import orjson
 import pytest
 from sqlalchemy import select, update
 
+from server.app import create_app
+from server.auth import service as auth_service
 from server.db import Database
 from server.endpoints import service
+from server.endpoints.deliverer import Deliverer
 from server.endpoints.models import Delivery, Endpoint
 from server.events.models import Event
-from server.events.service import envelope
+from server.events.service import emit, envelope
+from tests.conftest import make_settings
 from tests.endpoints.conftest import DelivererFactory, until
 from tests.endpoints.receiver import Receiver, verify_signature
 
@@ -328,3 +332,25 @@ async def test_finished_deliveries_leave_the_log_after_the_retention(
     assert gone == 1
     left = await _deliveries(client, ep["id"])
     assert [d["status"] for d in left] == ["pending", "succeeded"]
+
+
+async def test_the_embedded_server_runs_a_deliverer(db_url: str, receiver: Receiver) -> None:
+
+    app = create_app(make_settings(db_url, embedded_worker=True))
+    deliverers = [c for c in app.state.services.components if isinstance(c, Deliverer)]
+    assert len(deliverers) == 1
+    web_only = create_app(make_settings(db_url)).state.services.components
+    assert not any(isinstance(c, Deliverer) for c in web_only)
+
+    async with app.router.lifespan_context(app):
+        async with app.state.services.db.transaction() as s:
+            ws = await auth_service.get_or_create_workspace(s, name="Acme")
+            ep = await service.create_endpoint(
+                s, workspace_id=ws.id, url=receiver.url("embedded"), events=["*"], description=""
+            )
+            await emit(s, ws.id, "suppression.created", {"address": "x@example.test", "reason": "bounce"})
+        got = await until(
+            lambda: receiver.at("embedded"), within=5.0, what="a delivery from the embedded deliverer"
+        )
+        assert json.loads(got[0].body)["type"] == "suppression.created"
+        assert verify_signature(got[0].headers["switchboard-signature"], got[0].body, ep.secret)
