@@ -145,8 +145,7 @@ class Deliverer:
                 self._wake.set()  # catch up with what committed while we were not listening
                 delay = 0.2
                 await lost.wait()
-            except (OSError, asyncpg.PostgresError) as exc:
-                # The poll keeps deliveries going meanwhile.
+            except Exception as exc:  # refused, timed out, auth, …: the poll carries on meanwhile
                 log.warning("deliverer LISTEN lost (%s); reconnecting", exc.__class__.__name__)
             finally:
                 if conn is not None and not conn.is_closed():
