@@ -19,11 +19,22 @@ from server.contacts.api import router as contacts_router
 from server.contacts.merge_api import router as merge_router
 from server.endpoints.api import router as endpoints_router
 from server.errors import exception_handlers
+from server.messages.api import router as messages_router
 from server.middleware import BodyLimit, RequestId
+from server.providers.api import router as providers_router
 from server.services import Services
 from server.settings import Settings, get_settings
+from server.templates.api import router as templates_router
 
-ROUTERS: list[Router] = [auth_router, contacts_router, merge_router, endpoints_router]
+ROUTERS: list[Router] = [
+    auth_router,
+    contacts_router,
+    templates_router,
+    providers_router,
+    messages_router,
+    merge_router,
+    endpoints_router,
+]
 
 
 async def healthz(_request: Request) -> Response:
