@@ -22,7 +22,9 @@ def free_port() -> int:
 def serve_in_thread(app: Any, *, port: int | None = None) -> Iterator[str]:
     """Yields the base URL while uvicorn serves `app` (lifespan included) in a background thread."""
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+    )
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -35,7 +35,9 @@ async def _seed(app: Any) -> None:
 
     async with app.state.services.db.transaction() as s:
         ws = await service.get_or_create_workspace(s, name="Fuzz")
-        await service.create_user(s, workspace_id=ws.id, email="fuzz@fuzz.test", password=PASSWORD, role=Role.admin)
+        await service.create_user(
+            s, workspace_id=ws.id, email="fuzz@fuzz.test", password=PASSWORD, role=Role.admin
+        )
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,9 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
         import asyncio
 
         in_thread(asyncio.run, _seed(app))
-        token = httpx.post(f"{base}/api/v1/auth/login", json={"email": "fuzz@fuzz.test", "password": PASSWORD}).json()
+        token = httpx.post(
+            f"{base}/api/v1/auth/login", json={"email": "fuzz@fuzz.test", "password": PASSWORD}
+        ).json()
         yield base, token["access_token"]
 
 
@@ -69,7 +73,13 @@ def test_api_conforms_to_its_schema(api: tuple[str, str], api_schema: Any) -> No
             continue  # revoking tokens mid-run is covered by the auth tests
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True, database=None)
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            derandomize=True,
+            database=None,
+        )
         def run(case: Any) -> None:
             case.call_and_validate(headers=headers, checks=CHECKS)
 
