@@ -49,6 +49,15 @@ def find_transport(send: Any) -> Any:
     return None
 
 
+def same_origin(conn: HTTPConnection, extra: list[str]) -> bool:
+    """The browser's Origin is this host (or a configured extra origin)."""
+    origin = conn.headers.get("origin")
+    if origin is None:
+        return True  # not a browser: nothing rides along without being sent on purpose
+    host = conn.headers.get("host", "")
+    return origin.split("://", 1)[-1] == host or origin in extra
+
+
 def error(detail: str) -> bytes:
     return orjson.dumps({"type": "error", "detail": detail})
 
@@ -180,12 +189,17 @@ async def serve(rt: Realtime, scope: Scope, receive: Receive, send: Send) -> Non
     """One socket from handshake to close, in ONE coroutine: an idle socket costs its frame."""
     if (await receive())["type"] != "websocket.connect":
         return
+    http = HTTPConnection(scope)
     try:
-        caller = await rt.authenticate(HTTPConnection(scope))
+        caller = await rt.authenticate(http)
     except Exception:
         await send(
             {"type": "websocket.close", "code": 1008, "reason": "Sign in first: send an access token."}
         )
+        return
+    if getattr(caller, "via_cookie", False) and not same_origin(http, rt.settings.extra_origins):
+        # A cookie rides along with any site's WebSocket: only our own pages may use it.
+        await send({"type": "websocket.close", "code": 1008, "reason": "Cross-origin WebSocket refused."})
         return
     await send({"type": "websocket.accept"})
     conn = Connection(rt, receive, send, caller)

@@ -40,6 +40,7 @@ async def test_a_signed_in_user_gets_events_over_ws_and_long_poll(settings: Sett
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             r = await http.post("/api/v1/auth/login", json={"email": "agent@acme.test", "password": PASSWORD})
             token = r.json()["access_token"]
+            cookie = f"sb_access={http.cookies['sb_access']}"
             http.cookies.clear()  # the browser cookies would sign us in too
             with pytest.raises(InvalidStatus):
                 await Client.open(f"ws://127.0.0.1:{port}/ws?token=not-a-token")
@@ -48,6 +49,13 @@ async def test_a_signed_in_user_gets_events_over_ws_and_long_poll(settings: Sett
 
             c = await Client.open(f"ws://127.0.0.1:{port}/ws?token={token}")
             assert (await c.subscribe(["board"], None))["type"] == "subscribed"
+            # The browser's cookie works from our own pages, not from another site's.
+            url = f"ws://127.0.0.1:{port}/ws"
+            own = await Client.open(url, headers={"cookie": cookie, "origin": f"http://127.0.0.1:{port}"})
+            assert (await own.subscribe(["board"], None))["type"] == "subscribed"
+            await own.close()
+            with pytest.raises(InvalidStatus):
+                await Client.open(url, headers={"cookie": cookie, "origin": "https://evil.example"})
             [event_id] = await write(services.db, workspace_id, 1)
             assert [e["id"] for e in await c.events_until(event_id)] == [event_id]
             r = await http.get(
