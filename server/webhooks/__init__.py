@@ -1,0 +1,1 @@
+"""Inbound provider webhooks: verify (`verify`), normalise (`parse`), apply (`service`), serve (`api`)."""
