@@ -1,0 +1,306 @@
+"""Applying verified provider events to messages, in one transaction per webhook delivery.
+
+Invariants:
+* each provider event is recorded once: `message_event` is unique on (provider, provider event id)
+  and a repeat changes nothing;
+* an event only ever reaches messages of the provider's own workspace; one naming any other
+  message is kept with `message_id` NULL for inspection;
+* a message's status only moves forward (`MessageStatus.can_move_to`), whatever order events come in;
+* a batch costs a fixed number of statements, whatever its size.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.db import utcnow
+from server.events.service import NewEvent, emit_many
+from server.messages.models import Message, MessageEvent, MessageStatus, Suppression
+from server.providers.models import Provider
+from server.webhooks.parse import ProviderEvent
+
+# Keeps each `IN (...)` list well under the bind-parameter limits of asyncpg and SQLite.
+_IN_CHUNK = 5000
+_KIND_LEN = 24  # message_event.status
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    received: int = 0
+    recorded: int = 0  # new message_event rows
+    duplicates: int = 0  # seen before (or twice in this delivery)
+    unmatched: int = 0  # recorded without a message of this workspace
+    status_changes: int = 0
+    suppressions: int = 0  # new suppression rows
+
+
+def _insert(session: AsyncSession, table: Any) -> Any:
+    """An INSERT that can take ON CONFLICT DO NOTHING on both supported databases."""
+    dialect = session.get_bind().dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(values), _IN_CHUNK):
+        yield values[i : i + _IN_CHUNK]
+
+
+def normalise_address(address: str) -> str:
+    """Suppressions hold lower-cased emails and E.164 phones."""
+    address = address.strip()
+    if "@" in address:
+        return address.lower()
+    digits = "".join(ch for ch in address if ch.isdigit())
+    return "+" + digits if digits else address
+
+
+def moves_forward(current: str, new: str) -> bool:
+    """A provider event may move a message forward only; `sending → queued` is the dispatcher's own retry
+    step and never a provider's to take."""
+    try:
+        cur, nxt = MessageStatus(current), MessageStatus(new)
+    except ValueError:
+        return False
+    if cur is MessageStatus.sending and nxt is MessageStatus.queued:
+        return False
+    return cur.can_move_to(nxt)
+
+
+async def _known_event_ids(session: AsyncSession, provider_id: int, ids: list[str]) -> set[str]:
+    known: set[str] = set()
+    for chunk in _chunks(ids):
+        rows = await session.execute(
+            select(MessageEvent.provider_event_id).where(
+                MessageEvent.provider_id == provider_id, MessageEvent.provider_event_id.in_(chunk)
+            )
+        )
+        known.update(r for r in rows.scalars() if r is not None)
+    return known
+
+
+@dataclass(slots=True)
+class _Target:
+    """The columns of a message that applying events reads and changes (no ORM identity map)."""
+
+    id: int
+    status: str
+    contact_id: int | None
+    channel: str
+    to_address: str
+    provider_id: int | None
+    provider_message_id: str | None
+    sent_at: dt.datetime | None
+
+
+_TARGET_COLUMNS = [Message.__table__.c[name] for name in _Target.__slots__]
+
+
+async def _messages(
+    session: AsyncSession, provider: Provider, events: list[ProviderEvent]
+) -> tuple[dict[int, _Target], dict[str, _Target]]:
+    """This workspace's messages the events name, locked (in id order) until commit."""
+    our_ids = sorted({e.our_message_id for e in events if e.our_message_id is not None})
+    provider_ids = sorted({e.provider_message_id for e in events if e.provider_message_id})
+    by_id: dict[int, _Target] = {}
+    for i in range(0, max(len(our_ids), len(provider_ids)), _IN_CHUNK):
+        ours, theirs = our_ids[i : i + _IN_CHUNK], provider_ids[i : i + _IN_CHUNK]
+        conditions = []
+        if ours:
+            conditions.append(Message.id.in_(ours))
+        if theirs:
+            conditions.append(Message.provider_message_id.in_(theirs))
+        rows = await session.execute(
+            select(*_TARGET_COLUMNS)
+            .where(Message.workspace_id == provider.workspace_id, or_(*conditions))
+            .order_by(Message.id)
+            .with_for_update()
+        )
+        for row in rows:
+            by_id[row.id] = _Target(*row)
+    by_provider_id: dict[str, _Target] = {}
+    for message in by_id.values():
+        if not message.provider_message_id:
+            continue
+        held = by_provider_id.get(message.provider_message_id)
+        # Two messages with one provider id (two connections of one kind): prefer this connection's.
+        if held is None or (held.provider_id != provider.id and message.provider_id == provider.id):
+            by_provider_id[message.provider_message_id] = message
+    return by_id, by_provider_id
+
+
+def _match(
+    event: ProviderEvent, by_id: dict[int, _Target], by_provider_id: dict[str, _Target]
+) -> _Target | None:
+    if event.our_message_id is not None and event.our_message_id in by_id:
+        return by_id[event.our_message_id]
+    if event.provider_message_id:
+        return by_provider_id.get(event.provider_message_id)
+    return None
+
+
+def _status_data(message: _Target, provider: Provider, status: str, reason: str | None) -> dict[str, Any]:
+    return {
+        "message_id": message.id,
+        "contact_id": message.contact_id,
+        "channel": message.channel,
+        "status": status,
+        "provider": provider.kind,
+        "reason": reason,
+    }
+
+
+async def apply_events(
+    session: AsyncSession, *, provider: Provider, events: Sequence[ProviderEvent]
+) -> ApplyResult:
+    """Record a webhook delivery's events and move their messages forward, in the caller's transaction."""
+    result = ApplyResult(received=len(events))
+    unique: dict[str, ProviderEvent] = {}
+    for event in events:
+        unique.setdefault(event.provider_event_id, event)
+    known = await _known_event_ids(session, provider.id, list(unique))
+    fresh = [e for key, e in unique.items() if key not in known]
+    result.duplicates = len(events) - len(fresh)
+    if not fresh:
+        return result
+
+    by_id, by_provider_id = await _messages(session, provider, fresh)
+    matched = {e.provider_event_id: _match(e, by_id, by_provider_id) for e in fresh}
+    rows = [
+        {
+            "workspace_id": provider.workspace_id,
+            "message_id": m.id if (m := matched[e.provider_event_id]) is not None else None,
+            "status": e.kind[:_KIND_LEN],
+            "provider_id": provider.id,
+            "provider_event_id": e.provider_event_id,
+            "reason": e.reason,
+            "raw": e.raw,
+            "at": e.occurred_at,
+        }
+        for e in fresh
+    ]
+    # A concurrent delivery of the same event may have won the race since the read above: only the
+    # rows this statement inserts count, and only their events act below.
+    inserted = await session.execute(
+        _insert(session, MessageEvent)
+        .on_conflict_do_nothing(index_elements=["provider_id", "provider_event_id"])
+        .returning(MessageEvent.id, MessageEvent.provider_event_id),
+        rows,
+    )
+    row_ids = {key: row_id for row_id, key in inserted.all()}
+    applied = [e for e in fresh if e.provider_event_id in row_ids]
+    result.recorded = len(applied)
+    result.duplicates += len(fresh) - len(applied)
+    result.unmatched = sum(1 for e in applied if matched[e.provider_event_id] is None)
+
+    new_events: list[NewEvent] = []
+    changes: dict[int, dict[str, Any]] = {}
+    now = utcnow()
+    # Oldest first, so a batch holding "delivered" then an older "sent" reads as it happened.
+    for event in sorted(applied, key=lambda e: e.occurred_at):
+        message = matched[event.provider_event_id]
+        if message is None or event.status is None or not moves_forward(message.status, event.status):
+            continue
+        message.status = event.status
+        change = changes.setdefault(message.id, {"id": message.id})
+        change.update(status=event.status, updated_at=now)
+        if event.status in (MessageStatus.bounced, MessageStatus.failed) and event.reason:
+            change["reason"] = event.reason
+        if event.status == MessageStatus.sent and message.sent_at is None:
+            change["sent_at"] = message.sent_at = event.occurred_at
+        new_events.append(
+            NewEvent(
+                "message.status",
+                _status_data(message, provider, event.status, event.reason),
+                message.contact_id,
+            )
+        )
+    if changes:
+        await _update_messages(session, list(changes.values()))
+    result.status_changes = len(new_events)
+
+    new_events += await _suppress(session, provider, applied, matched, row_ids, result)
+    await emit_many(session, provider.workspace_id, new_events)
+    return result
+
+
+async def _update_messages(session: AsyncSession, changes: list[dict[str, Any]]) -> None:
+    """One UPDATE per set of columns, each run for every message that changes them (executemany)."""
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for change in changes:
+        by_columns.setdefault(tuple(sorted(change)), []).append(change)
+    for columns, params in by_columns.items():
+        values = {c: bindparam(f"v_{c}") for c in columns if c != "id"}
+        await session.execute(
+            update(Message.__table__).where(Message.__table__.c.id == bindparam("v_id")).values(values),
+            [{f"v_{k}": v for k, v in p.items()} for p in params],
+        )
+
+
+async def _suppress(
+    session: AsyncSession,
+    provider: Provider,
+    applied: list[ProviderEvent],
+    matched: dict[str, _Target | None],
+    row_ids: dict[str, int],
+    result: ApplyResult,
+) -> list[NewEvent]:
+    """Add the addresses that hard bounced, complained or unsubscribed; returns their events.
+
+    Unmatched events suppress too: the provider itself will refuse the address from now on."""
+    wanted: dict[str, dict[str, Any]] = {}
+    for event in applied:
+        if event.suppress is None:
+            continue
+        message = matched[event.provider_event_id]
+        address = event.recipient or (message.to_address if message is not None else "")
+        if not address:
+            continue
+        key = normalise_address(address)
+        wanted.setdefault(
+            key,
+            {
+                "workspace_id": provider.workspace_id,
+                "address": key,
+                "reason": event.suppress,
+                "source_event_id": row_ids[event.provider_event_id],
+                "created_at": utcnow(),
+                "_message": message,
+            },
+        )
+    if not wanted:
+        return []
+    rows = [{k: v for k, v in row.items() if k != "_message"} for row in wanted.values()]
+    inserted = await session.execute(
+        _insert(session, Suppression)
+        .on_conflict_do_nothing(index_elements=["workspace_id", "address"])
+        .returning(Suppression.id, Suppression.address),
+        rows,
+    )
+    events = []
+    for suppression_id, address in inserted.all():
+        row = wanted[address]
+        message: _Target | None = row["_message"]
+        contact_id = message.contact_id if message is not None else None
+        events.append(
+            NewEvent(
+                "suppression.created",
+                {
+                    "suppression_id": suppression_id,
+                    "address": address,
+                    "reason": row["reason"],
+                    "message_id": message.id if message is not None else None,
+                    "contact_id": contact_id,
+                    "provider": provider.kind,
+                },
+                contact_id,
+            )
+        )
+    result.suppressions = len(events)
+    return events
