@@ -101,3 +101,20 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def dialect_of(session: Any) -> str:
+    """The dialect name of a session's connection ("postgresql" or "sqlite")."""
+    bind = session.get_bind()
+    return str(bind.dialect.name)
+
+
+def json_array_contains(session_dialect: str, column: Any, value: str) -> Any:
+    """A WHERE clause: the JSON array in `column` holds the string `value`."""
+    from sqlalchemy import exists, func, literal, select, type_coerce
+
+    if session_dialect == "postgresql":
+        # jsonb @> '["value"]', served by the GIN index
+        return type_coerce(column, JSONB()).contains([value])
+    each = func.json_each(column).table_valued("value")
+    return exists(select(literal(1)).select_from(each).where(each.c.value == value))

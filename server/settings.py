@@ -35,16 +35,17 @@ class Settings(BaseSettings):
 
     # Realtime
     event_retention_hours: float = 24.0
-    ws_send_buffer: int = 1000          # frames queued per socket before it is cut off
+    ws_send_buffer: int = 1000  # frames queued per socket before it is cut off
     ws_ping_interval_s: float = 20.0
     longpoll_max_timeout_s: float = 60.0
     presence_ttl_s: float = 60.0
 
     # Dispatcher
+    embedded_worker: bool = False  # run the dispatcher inside the web process (`serve` sets it)
     dispatcher_batch: int = 200
     dispatcher_concurrency: int = 64
-    dispatcher_poll_s: float = 0.5       # fallback poll when no wake-up arrives
-    send_lease_s: float = 60.0           # a message left in `sending` longer than this is taken back
+    dispatcher_poll_s: float = 0.5  # fallback poll when no wake-up arrives
+    send_lease_s: float = 60.0  # a message left in `sending` longer than this is taken back
     max_attempts: int = 8
     retry_base_s: float = 2.0
     retry_max_s: float = 3600.0

@@ -60,7 +60,9 @@ class Message(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
-    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contact.id", ondelete="SET NULL"), nullable=True)
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contact.id", ondelete="SET NULL"), nullable=True
+    )
     channel: Mapped[str] = mapped_column(String(16))
     to_address: Mapped[str] = mapped_column(String(320), default="")
     template_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
@@ -105,7 +107,9 @@ class MessageEvent(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
-    message_id: Mapped[int | None] = mapped_column(ForeignKey("message.id", ondelete="CASCADE"), nullable=True)
+    message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("message.id", ondelete="CASCADE"), nullable=True
+    )
     status: Mapped[str] = mapped_column(String(24))  # a status, or opened/clicked/deferred/...
     provider_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
     provider_event_id: Mapped[str | None] = mapped_column(String(200), nullable=True)

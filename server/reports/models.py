@@ -11,7 +11,9 @@ from server.db import Base, UTCDateTime, utcnow
 class DailyReport(Base):
     __tablename__ = "report_daily"
 
-    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"), primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(
+        ForeignKey("workspace.id", ondelete="CASCADE"), primary_key=True
+    )
     day: Mapped[dt.date] = mapped_column(Date, primary_key=True)
     channel: Mapped[str] = mapped_column(String(16), primary_key=True)
     sent: Mapped[int] = mapped_column(Integer, default=0)

@@ -20,4 +20,6 @@ class Template(Base):
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    __table_args__ = (Index("uq_template_workspace_lower_name", "workspace_id", func.lower(name), unique=True),)
+    __table_args__ = (
+        Index("uq_template_workspace_lower_name", "workspace_id", func.lower(name), unique=True),
+    )

@@ -1,0 +1,193 @@
+"""Declaring API operations: one decorator gives the Starlette route, body and query validation
+with pydantic, the role check, and the operation's entry in the OpenAPI document."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import orjson
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from server.auth.principal import Principal, authenticate, require_role
+from server.errors import Problem, validation_errors
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+
+
+class Schema(BaseModel):
+    """Base for request bodies: unknown fields are an error, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class Page(Out, Generic[T]):
+    items: list[T]
+    next_cursor: str | None
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    if isinstance(data, BaseModel):
+        payload = data.model_dump(mode="json")
+    else:
+        payload = data
+    return Response(
+        orjson.dumps(payload, option=orjson.OPT_NON_STR_KEYS),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+@dataclass
+class Ctx(Generic[T]):
+    """What a handler gets: the request, who is calling, and the validated input."""
+
+    request: Request
+    principal: Principal
+    body: Any = None
+    query: Any = None
+
+    @property
+    def services(self) -> Any:
+        return self.request.app.state.services
+
+    @property
+    def db(self) -> Any:
+        return self.request.app.state.services.db
+
+    @property
+    def workspace_id(self) -> int:
+        return self.principal.workspace_id
+
+    def path_int(self, name: str) -> int:
+        raw = self.request.path_params[name]
+        try:
+            value = int(raw)
+        except (TypeError, ValueError):
+            raise Problem(404, f"No such {name.removesuffix('_id')}.") from None
+        if value < 1 or value > 2**62:
+            raise Problem(404, f"No such {name.removesuffix('_id')}.")
+        return value
+
+
+Handler = Callable[[Ctx[Any]], Awaitable[Any]]
+
+
+@dataclass
+class Operation:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    body: type[BaseModel] | None = None
+    query: type[BaseModel] | None = None
+    response: Any = None
+    status: int = 200
+    role: str | None = "viewer"  # None: public
+    tag: str = ""
+    extra_responses: dict[int, str] = field(default_factory=dict)
+
+
+async def read_json(request: Request) -> Any:
+    raw = await request.body()
+    if not raw:
+        raise Problem(400, "The request body is empty; a JSON object was expected.")
+    ctype = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    if ctype and ctype != "application/json" and not ctype.endswith("+json"):
+        raise Problem(415, "Send the body as application/json.")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise Problem(400, f"The body is not valid JSON: {exc}") from None
+
+
+def parse_model(model: type[M], data: Any, *, where: str = "body") -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        prefix: tuple[str, ...] = () if where == "body" else (where,)
+        raise Problem(
+            422, "The request is not valid.", errors=validation_errors(exc, prefix=prefix)
+        ) from None
+
+
+class Router:
+    """A domain's operations; the app mounts `routes()` and merges `operations` into OpenAPI."""
+
+    def __init__(self, prefix: str = "/api/v1", tag: str = "") -> None:
+        self.prefix = prefix
+        self.tag = tag
+        self.operations: list[Operation] = []
+
+    def op(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: type[BaseModel] | None = None,
+        query: type[BaseModel] | None = None,
+        response: Any = None,
+        status: int = 200,
+        role: str | None = "viewer",
+        summary: str = "",
+        responses: dict[int, str] | None = None,
+    ) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            self.operations.append(
+                Operation(
+                    method=method.upper(),
+                    path=self.prefix + path,
+                    handler=fn,
+                    summary=summary or (inspect.getdoc(fn) or fn.__name__).splitlines()[0],
+                    body=body,
+                    query=query,
+                    response=response,
+                    status=status,
+                    role=role,
+                    tag=self.tag,
+                    extra_responses=responses or {},
+                )
+            )
+            return fn
+
+        return register
+
+    def routes(self) -> list[BaseRoute]:
+        by_path: dict[str, dict[str, Operation]] = {}
+        for o in self.operations:
+            by_path.setdefault(o.path, {})[o.method] = o
+        return [Route(path, _endpoint(ops), methods=list(ops)) for path, ops in by_path.items()]
+
+
+def _endpoint(ops: dict[str, Operation]) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        o = ops[request.method if request.method in ops else "GET"]
+        principal = await authenticate(request) if o.role is not None else Principal.anonymous()
+        if o.role is not None:
+            require_role(principal, o.role)
+        ctx: Ctx[Any] = Ctx(request=request, principal=principal)
+        if o.query is not None:
+            ctx.query = parse_model(o.query, dict(request.query_params), where="query")
+        if o.body is not None:
+            ctx.body = parse_model(o.body, await read_json(request))
+        result = await o.handler(ctx)
+        if isinstance(result, Response):
+            return result
+        return json_response(result, o.status)
+
+    return endpoint
+
+
+def all_operations(routers: Sequence[Router]) -> list[Operation]:
+    return [o for r in routers for o in r.operations]

@@ -1,0 +1,78 @@
+"""The Starlette app factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from server import openapi
+from server.api import Router, all_operations, json_response
+from server.auth.api import router as auth_router
+from server.contacts.api import router as contacts_router
+from server.errors import exception_handlers
+from server.middleware import BodyLimit, RequestId
+from server.services import Services
+from server.settings import Settings, get_settings
+
+ROUTERS: list[Router] = [auth_router, contacts_router]
+
+
+async def healthz(_request: Request) -> Response:
+    return json_response({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    checks = await request.app.state.services.check_ready()
+    ok = all(v == "ok" for v in checks.values())
+    if ok:
+        return json_response({"status": "ok", "checks": checks})
+    body = {
+        "type": "about:blank",
+        "title": "Service unavailable",
+        "status": 503,
+        "detail": "A dependency is unreachable.",
+        "checks": checks,
+    }
+    return json_response(body, 503, headers={"content-type": "application/problem+json"})
+
+
+def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Starlette:
+    settings = settings or get_settings()
+    services = services or Services.create(settings)
+    routers = list(ROUTERS)
+    spec: dict[str, Any] = openapi.build(all_operations(routers))
+
+    async def openapi_json(_request: Request) -> Response:
+        return json_response(spec)
+
+    routes: list[BaseRoute] = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/api/v1/openapi.json", openapi_json),
+    ]
+    for r in routers:
+        routes.extend(r.routes())
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await services.start()
+        try:
+            yield
+        finally:
+            await services.stop()
+
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(RequestId), Middleware(BodyLimit, max_bytes=settings.max_body_bytes)],
+        exception_handlers=exception_handlers(),
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app

@@ -1,0 +1,190 @@
+from __future__ import annotations
+
+import secrets
+from typing import Literal
+
+from pydantic import Field, field_validator
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import Response
+
+from server.api import Ctx, Out, Page, Router, Schema, json_response, parse_model, read_json
+from server.auth import service
+from server.auth.models import Role, User
+from server.auth.principal import ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE
+from server.auth.tokens import AccessClaims
+from server.errors import Problem
+from server.pagination import PageQuery, decode_cursor, encode_cursor
+from server.validators import normalize_email
+
+router = Router(tag="auth")
+
+BAD_CREDENTIALS = "The email or password is not right."
+
+
+class LoginIn(Schema):
+    email: str = Field(min_length=1, max_length=320)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class RefreshIn(Schema):
+    refresh_token: str = Field(min_length=1, max_length=200)
+
+
+class LogoutIn(Schema):
+    refresh_token: str | None = Field(default=None, max_length=200)
+
+
+class TokenPair(Out):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"
+    expires_in: int
+    refresh_token: str
+
+
+class UserOut(Out):
+    id: int
+    workspace_id: int
+    email: str
+    name: str
+    role: Role
+
+
+class UserIn(Schema):
+    email: str = Field(max_length=320)
+    password: str = Field(min_length=8, max_length=1024)
+    name: str = Field(default="", max_length=200)
+    role: Role = Role.agent
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, v: str) -> str:
+        return normalize_email(v)
+
+
+def _pair_response(request: Request, user: User, refresh: str) -> Response:
+    services = request.app.state.services
+    settings = services.settings
+    access = services.tokens.issue(AccessClaims(user.id, user.workspace_id, user.role))
+    pair = TokenPair(access_token=access, expires_in=settings.access_token_ttl_s, refresh_token=refresh)
+    response = json_response(pair)
+    set_session_cookies(response, settings, access=access, refresh=refresh)
+    return response
+
+
+def set_session_cookies(response: Response, settings: object, *, access: str, refresh: str) -> None:
+    secure = bool(getattr(settings, "cookie_secure", False))
+    ttl = int(getattr(settings, "refresh_token_ttl_s", 0))
+    response.set_cookie(
+        ACCESS_COOKIE, access, httponly=True, samesite="lax", secure=secure, path="/", max_age=ttl
+    )
+    response.set_cookie(
+        REFRESH_COOKIE, refresh, httponly=True, samesite="strict", secure=secure, path="/", max_age=ttl
+    )
+    # Double-submit CSRF token: readable by our own scripts, sent back in X-CSRF-Token or a form field.
+    response.set_cookie(
+        CSRF_COOKIE, secrets.token_urlsafe(24), httponly=False, samesite="strict", secure=secure, path="/"
+    )
+
+
+def clear_session_cookies(response: Response) -> None:
+    for name in (ACCESS_COOKIE, REFRESH_COOKIE, CSRF_COOKIE):
+        response.delete_cookie(name, path="/")
+
+
+@router.op(
+    "POST", "/auth/login", body=LoginIn, response=TokenPair, role=None, responses={401: "bad credentials"}
+)
+async def login(ctx: Ctx[LoginIn]) -> Response:
+    """Exchange email and password for an access and a refresh token (and session cookies)."""
+    settings = ctx.services.settings
+    async with ctx.db.transaction() as s:
+        try:
+            user = await service.check_credentials(s, email=ctx.body.email, password=ctx.body.password)
+        except service.AuthError:
+            raise Problem(401, BAD_CREDENTIALS) from None
+        refresh = await service.issue_refresh(s, user_id=user.id, ttl_s=settings.refresh_token_ttl_s)
+    return _pair_response(ctx.request, user, refresh)
+
+
+@router.op("POST", "/auth/refresh", body=RefreshIn, response=TokenPair, role=None, responses={401: "invalid"})
+async def refresh(ctx: Ctx[RefreshIn]) -> Response:
+    """Spend a refresh token for a new pair. Reusing a spent token revokes its whole family."""
+    settings = ctx.services.settings
+    async with ctx.db.transaction() as s:
+        try:
+            issued = await service.rotate_refresh(
+                s, token=ctx.body.refresh_token, ttl_s=settings.refresh_token_ttl_s
+            )
+        except service.AuthError:
+            issued = None  # caught inside, so a reuse's revocation of the family is committed
+    if issued is None:
+        raise Problem(401, "The refresh token is invalid, expired or already used.")
+    return _pair_response(ctx.request, issued.user, issued.token)
+
+
+@router.op("POST", "/auth/logout", body=None, status=204, role=None)
+async def logout(ctx: Ctx[LogoutIn]) -> Response:
+    """Revoke the refresh token (from the body or the cookie) and clear the session cookies."""
+    token: str | None = None
+    raw = await ctx.request.body()
+    if raw:
+        token = parse_model(LogoutIn, await read_json(ctx.request)).refresh_token
+    token = token or ctx.request.cookies.get(REFRESH_COOKIE)
+    if token:
+        async with ctx.db.transaction() as s:
+            await service.revoke_token(s, token=token)
+    response = Response(status_code=204)
+    clear_session_cookies(response)
+    return response
+
+
+@router.op("GET", "/me", response=UserOut)
+async def me(ctx: Ctx[None]) -> UserOut:
+    """The signed-in user."""
+    async with ctx.db.transaction() as s:
+        user = await s.get(User, ctx.principal.user_id)
+    if user is None or user.workspace_id != ctx.workspace_id:
+        raise Problem(401, "This user no longer exists.")
+    return UserOut.model_validate(user)
+
+
+@router.op("GET", "/users", query=PageQuery, response=Page[UserOut], role="admin")
+async def list_users(ctx: Ctx[None]) -> Page[UserOut]:
+    """Users of the workspace (admin)."""
+    q: PageQuery = ctx.query
+    after = decode_cursor(q.cursor)
+    async with ctx.db.transaction() as s:
+        stmt = select(User).where(User.workspace_id == ctx.workspace_id)
+        if after is not None:
+            stmt = stmt.where(User.id > after)
+        users = list((await s.execute(stmt.order_by(User.id).limit(q.limit + 1))).scalars())
+    more = len(users) > q.limit
+    users = users[: q.limit]
+    return Page[UserOut](
+        items=[UserOut.model_validate(u) for u in users],
+        next_cursor=encode_cursor(users[-1].id) if more else None,
+    )
+
+
+@router.op(
+    "POST", "/users", body=UserIn, response=UserOut, status=201, role="admin", responses={409: "taken"}
+)
+async def create_user(ctx: Ctx[UserIn]) -> UserOut:
+    """Add a user to the workspace (admin)."""
+    b: UserIn = ctx.body
+    try:
+        async with ctx.db.transaction() as s:
+            user = await service.create_user(
+                s,
+                workspace_id=ctx.workspace_id,
+                email=str(b.email),
+                password=b.password,
+                role=b.role,
+                name=b.name,
+            )
+    except service.DuplicateEmail:
+        raise Problem(
+            409, "A user with this email already exists.", errors=[{"field": "email", "message": "taken"}]
+        ) from None
+    return UserOut.model_validate(user)

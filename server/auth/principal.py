@@ -1,0 +1,83 @@
+"""Who is calling: from `Authorization: Bearer`, or the browser's cookie (then with a CSRF check)."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass
+
+from starlette.requests import HTTPConnection
+
+from server.auth.models import Role
+from server.auth.tokens import TokenError
+from server.errors import Problem
+
+ACCESS_COOKIE = "sb_access"
+REFRESH_COOKIE = "sb_refresh"
+CSRF_COOKIE = "sb_csrf"
+CSRF_HEADER = "x-csrf-token"
+_SAFE = {"GET", "HEAD", "OPTIONS"}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    user_id: int
+    workspace_id: int
+    role: Role
+    via_cookie: bool = False
+
+    @classmethod
+    def anonymous(cls) -> Principal:
+        return cls(user_id=0, workspace_id=0, role=Role.viewer)
+
+
+def bearer_token(conn: HTTPConnection) -> tuple[str | None, bool]:
+    """The access token and whether it came from the cookie."""
+    header = conn.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip(), False
+    token = conn.query_params.get("token") if conn.scope["type"] == "websocket" else None
+    if token:
+        return token, False
+    cookie = conn.cookies.get(ACCESS_COOKIE)
+    return (cookie, True) if cookie else (None, False)
+
+
+def principal_from_token(conn: HTTPConnection, token: str | None, via_cookie: bool = False) -> Principal:
+    if not token:
+        raise Problem(401, "Sign in first: send an access token.", headers={"WWW-Authenticate": "Bearer"})
+    try:
+        claims = conn.app.state.services.tokens.verify(token)
+    except TokenError:
+        raise Problem(
+            401,
+            "The access token is invalid or expired.",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        ) from None
+    try:
+        role = Role(claims.role)
+    except ValueError:
+        raise Problem(401, "The access token is invalid or expired.") from None
+    return Principal(claims.user_id, claims.workspace_id, role, via_cookie)
+
+
+def check_csrf(conn: HTTPConnection, submitted: str | None) -> None:
+    expected = conn.cookies.get(CSRF_COOKIE, "")
+    if not expected or not submitted or not hmac.compare_digest(expected, submitted):
+        raise Problem(403, "Missing or wrong CSRF token; reload the page and try again.")
+
+
+async def authenticate(conn: HTTPConnection, *, csrf_token: str | None = None) -> Principal:
+    """The caller, or 401. Cookie-authenticated unsafe requests must carry the CSRF token
+    (header `X-CSRF-Token`, or `csrf_token` passed in from a form)."""
+    token, via_cookie = bearer_token(conn)
+    principal = principal_from_token(conn, token, via_cookie)
+    method = conn.scope.get("method", "GET")
+    if via_cookie and method not in _SAFE:
+        check_csrf(conn, csrf_token or conn.headers.get(CSRF_HEADER))
+    return principal
+
+
+def require_role(principal: Principal, role: str) -> None:
+    if principal.role.rank < Role(role).rank:
+        raise Problem(403, f"This needs the {role} role; you are {principal.role.value}.")

@@ -1,0 +1,130 @@
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.auth.models import RefreshToken, Role, User
+from server.auth.passwords import hash_password, verify_password
+from server.db import utcnow
+from server.workspaces.models import Workspace
+
+
+class AuthError(Exception):
+    pass
+
+
+class DuplicateEmail(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedRefresh:
+    token: str
+    user: User
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+async def get_or_create_workspace(session: AsyncSession, *, name: str) -> Workspace:
+    ws = (
+        await session.execute(select(Workspace).where(func.lower(Workspace.name) == name.lower()))
+    ).scalar_one_or_none()
+    if ws is None:
+        ws = Workspace(name=name)
+        session.add(ws)
+        await session.flush()
+    return ws
+
+
+async def create_user(
+    session: AsyncSession, *, workspace_id: int, email: str, password: str, role: Role, name: str = ""
+) -> User:
+    user = User(
+        workspace_id=workspace_id,
+        email=email,
+        name=name,
+        password_hash=hash_password(password),
+        role=role.value,
+    )
+    session.add(user)
+    try:
+        await session.flush()
+    except IntegrityError:
+        raise DuplicateEmail(email) from None
+    return user
+
+
+async def find_user_by_email(session: AsyncSession, *, email: str) -> User | None:
+    q = select(User).where(func.lower(User.email) == email.strip().lower())
+    return (await session.execute(q)).scalar_one_or_none()
+
+
+async def check_credentials(session: AsyncSession, *, email: str, password: str) -> User:
+    """The user, or AuthError: the same error for an unknown user and a wrong password."""
+    user = await find_user_by_email(session, email=email)
+    ok = verify_password(user.password_hash if user else None, password)
+    if user is None or not ok or not user.is_active:
+        raise AuthError("invalid credentials")
+    return user
+
+
+async def issue_refresh(
+    session: AsyncSession, *, user_id: int, ttl_s: int, family_id: str | None = None
+) -> str:
+    token = secrets.token_urlsafe(32)
+    session.add(
+        RefreshToken(
+            id=_digest(token),
+            family_id=family_id or secrets.token_hex(16),
+            user_id=user_id,
+            expires_at=utcnow() + dt.timedelta(seconds=ttl_s),
+        )
+    )
+    await session.flush()
+    return token
+
+
+async def rotate_refresh(session: AsyncSession, *, token: str, ttl_s: int) -> IssuedRefresh:
+    """Spend a refresh token and issue its successor in the same family.
+
+    A token spent before (a replay, maybe by a thief) revokes its whole family."""
+    now = utcnow()
+    row = await session.get(RefreshToken, _digest(token))
+    if row is None or row.revoked_at is not None or row.expires_at <= now:
+        raise AuthError("invalid refresh token")
+    spent = await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.id == row.id, RefreshToken.used_at.is_(None))
+        .values(used_at=now)
+        .returning(RefreshToken.id)
+    )
+    if spent.first() is None:
+        await revoke_family(session, family_id=row.family_id)
+        raise AuthError("refresh token reused")
+    user = await session.get(User, row.user_id)
+    if user is None or not user.is_active:
+        raise AuthError("invalid refresh token")
+    new = await issue_refresh(session, user_id=user.id, ttl_s=ttl_s, family_id=row.family_id)
+    return IssuedRefresh(token=new, user=user)
+
+
+async def revoke_family(session: AsyncSession, *, family_id: str) -> None:
+    await session.execute(
+        update(RefreshToken)
+        .where(RefreshToken.family_id == family_id, RefreshToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+
+
+async def revoke_token(session: AsyncSession, *, token: str) -> None:
+    row = await session.get(RefreshToken, _digest(token))
+    if row is not None:
+        await revoke_family(session, family_id=row.family_id)

@@ -1,0 +1,163 @@
+"""The `switchboard` command (DESIGN §7)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from server.settings import Settings, get_settings
+
+log = logging.getLogger("switchboard")
+
+
+class CommandError(Exception):
+    pass
+
+
+async def _check_migrated(settings: Settings) -> None:
+    from server import migrate
+    from server.db import Database
+
+    if settings.is_sqlite:
+        import os.path
+
+        path = settings.database_url.split(":///", 1)[1]
+        if path != ":memory:" and not os.path.exists(path):  # noqa: ASYNC240 (one stat at start-up)
+            raise CommandError(f"no database at {path}: run `switchboard migrate` first")
+    db = Database(settings.database_url)
+    try:
+        have = await migrate.current(db.engine)
+    except Exception as exc:
+        raise CommandError(
+            f"cannot reach the database ({settings.database_url.split('@')[-1]}): {exc}"
+        ) from None
+    finally:
+        await db.dispose()
+    want = migrate.head(settings.database_url)
+    if have != want:
+        raise CommandError(
+            f"the database is not migrated (at {have or 'nothing'}, need {want}): run `switchboard migrate` first"
+        )
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
+    import uvicorn
+
+    from server.app import create_app
+    from server.logs import setup_logging
+
+    asyncio.run(_check_migrated(settings))
+    settings = settings.model_copy(update={"embedded_worker": not args.no_worker})
+    setup_logging(settings)
+    app = create_app(settings)
+    print(f"Switchboard serving on http://{args.host}:{args.port}/", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="on", proxy_headers=True)
+
+
+def cmd_worker(_args: argparse.Namespace, settings: Settings) -> None:
+    from server.logs import setup_logging
+
+    asyncio.run(_check_migrated(settings))
+    setup_logging(settings)
+    try:
+        from server.messages.worker import run_worker
+    except ImportError:
+        raise CommandError("the dispatcher is not built yet") from None
+    asyncio.run(run_worker(settings))
+
+
+def cmd_migrate(_args: argparse.Namespace, settings: Settings) -> None:
+    from server import migrate
+
+    migrate.upgrade(settings.database_url)
+    print(f"database at {migrate.head(settings.database_url)}")
+
+
+def cmd_createuser(args: argparse.Namespace, settings: Settings) -> None:
+    from server.auth.models import Role
+    from server.seed import create_user_cli
+
+    try:
+        role = Role(args.role)
+    except ValueError:
+        raise CommandError("role must be admin, agent or viewer") from None
+    asyncio.run(_check_migrated(settings))
+    user_id = asyncio.run(
+        create_user_cli(
+            settings, workspace=args.workspace, email=args.email, password=args.password, role=role
+        )
+    )
+    print(f"user {args.email} ({role.value}) is #{user_id} in workspace {args.workspace!r}")
+
+
+def cmd_demo(_args: argparse.Namespace, settings: Settings) -> None:
+    from server.seed import seed_demo
+
+    asyncio.run(_check_migrated(settings))
+    login = asyncio.run(seed_demo(settings))
+    print("\n  Demo workspace ready. Sign in at http://127.0.0.1:8000/login")
+    print(f"    email:    {login.email}")
+    print(f"    password: {login.password}\n", flush=True)
+
+
+def cmd_backup(args: argparse.Namespace, settings: Settings) -> None:
+    from server.backup import backup
+
+    asyncio.run(backup(settings, args.file))
+    print(f"backup written to {args.file}")
+
+
+def cmd_restore(args: argparse.Namespace, settings: Settings) -> None:
+    from server.backup import restore
+
+    asyncio.run(restore(settings, args.file))
+    print(f"restored from {args.file}")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="switchboard", description="Switchboard CRM messaging platform")
+    sub = p.add_subparsers(dest="command", required=True)
+    s = sub.add_parser("serve", help="serve the web app (with the dispatcher inside unless --no-worker)")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8000)
+    s.add_argument("--no-worker", action="store_true", help="do not run the dispatcher in this process")
+    s.set_defaults(func=cmd_serve)
+    sub.add_parser("worker", help="run the dispatcher alone").set_defaults(func=cmd_worker)
+    sub.add_parser("migrate", help="upgrade the database to the newest schema").set_defaults(func=cmd_migrate)
+    c = sub.add_parser("createuser", help="create a user (and the workspace if new)")
+    c.add_argument("--workspace", required=True)
+    c.add_argument("--email", required=True)
+    c.add_argument("--password", required=True)
+    c.add_argument("--role", default="admin", choices=["admin", "agent", "viewer"])
+    c.set_defaults(func=cmd_createuser)
+    sub.add_parser("demo", help="seed a demo workspace and print its login").set_defaults(func=cmd_demo)
+    b = sub.add_parser("backup", help="write a backup of the database to FILE")
+    b.add_argument("file")
+    b.set_defaults(func=cmd_backup)
+    r = sub.add_parser("restore", help="restore the database from FILE")
+    r.add_argument("file")
+    r.set_defaults(func=cmd_restore)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        settings = get_settings()
+        args.func(args, settings)
+    except CommandError as exc:
+        print(f"switchboard {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # settings errors, e.g. a missing secret in production
+        print(f"switchboard {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

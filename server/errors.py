@@ -1,0 +1,114 @@
+"""problem+json (RFC 9457) for every error the app answers, including 404, 405 and 500."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ExceptionHandler
+
+log = logging.getLogger("switchboard.errors")
+
+PROBLEM_TYPE = "application/problem+json"
+
+_TITLES = {
+    400: "Bad request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    412: "Precondition failed",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Validation failed",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
+}
+
+
+class Problem(Exception):
+    """Raise anywhere in a request to answer with problem+json."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str | None = None,
+        *,
+        title: str | None = None,
+        errors: list[dict[str, Any]] | None = None,
+        headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        super().__init__(detail or title or str(status))
+        self.status = status
+        self.title = title or _TITLES.get(status, "Error")
+        self.detail = detail or self.title
+        self.errors = errors
+        self.headers = headers or {}
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "type": "about:blank",
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+        if self.errors is not None:
+            out["errors"] = self.errors
+        out.update(self.extra)
+        return out
+
+
+def problem_response(problem: Problem) -> Response:
+    return Response(
+        orjson.dumps(problem.body()),
+        status_code=problem.status,
+        media_type=PROBLEM_TYPE,
+        headers=problem.headers,
+    )
+
+
+def validation_errors(exc: ValidationError, *, prefix: tuple[str | int, ...] = ()) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = [str(p) for p in (*prefix, *err["loc"])]
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "Unknown field"
+        out.append({"field": ".".join(loc) or "body", "message": message})
+    return out
+
+
+async def _on_problem(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, Problem)
+    return problem_response(exc)
+
+
+async def _on_http(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    detail = (
+        exc.detail if isinstance(exc.detail, str) and exc.detail != _TITLES.get(exc.status_code) else None
+    )
+    return problem_response(Problem(exc.status_code, detail, headers=dict(exc.headers or {})))
+
+
+async def _on_crash(request: Request, exc: Exception) -> Response:
+    # The traceback goes to the log, never to the client.
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(Problem(500, "Something went wrong on our side; it has been logged."))
+
+
+def exception_handlers() -> dict[Any, ExceptionHandler]:
+    return {
+        Problem: _on_problem,
+        HTTPException: _on_http,
+        Exception: _on_crash,
+    }
