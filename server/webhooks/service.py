@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, fields
+from typing import Any, cast
 
-from sqlalchemy import bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -97,9 +97,11 @@ class _Target:
     provider_id: int | None
     provider_message_id: str | None
     sent_at: dt.datetime | None
+    reason: str | None
 
 
-_TARGET_COLUMNS = [Message.__table__.c[name] for name in _Target.__slots__]
+_MESSAGE = cast(Table, Message.__table__)
+_TARGET_COLUMNS = [_MESSAGE.c[f.name] for f in fields(_Target)]
 
 
 async def _messages(
@@ -145,14 +147,15 @@ def _match(
     return None
 
 
-def _status_data(message: _Target, provider: Provider, status: str, reason: str | None) -> dict[str, Any]:
+def _status_data(message: _Target, provider: Provider) -> dict[str, Any]:
+    """`data` of `message.status` (DESIGN §6), as `server.messages.status.event_data` gives it."""
     return {
         "message_id": message.id,
         "contact_id": message.contact_id,
         "channel": message.channel,
-        "status": status,
+        "status": message.status,
         "provider": provider.kind,
-        "reason": reason,
+        "reason": message.reason,
     }
 
 
@@ -210,17 +213,15 @@ async def apply_events(
         message.status = event.status
         change = changes.setdefault(message.id, {"id": message.id})
         change.update(status=event.status, updated_at=now)
-        if event.status in (MessageStatus.bounced, MessageStatus.failed) and event.reason:
-            change["reason"] = event.reason
+        # `reason` says why a message ended badly; reaching sent/delivered clears a stale one (as
+        # `server.messages.status` does for the dispatcher's own changes).
+        if event.status in (MessageStatus.bounced, MessageStatus.failed):
+            change["reason"] = message.reason = event.reason
+        elif event.status in (MessageStatus.sent, MessageStatus.delivered):
+            change["reason"] = message.reason = None
         if event.status == MessageStatus.sent and message.sent_at is None:
             change["sent_at"] = message.sent_at = event.occurred_at
-        new_events.append(
-            NewEvent(
-                "message.status",
-                _status_data(message, provider, event.status, event.reason),
-                message.contact_id,
-            )
-        )
+        new_events.append(NewEvent("message.status", _status_data(message, provider), message.contact_id))
     if changes:
         await _update_messages(session, list(changes.values()))
     result.status_changes = len(new_events)
@@ -236,9 +237,9 @@ async def _update_messages(session: AsyncSession, changes: list[dict[str, Any]])
     for change in changes:
         by_columns.setdefault(tuple(sorted(change)), []).append(change)
     for columns, params in by_columns.items():
-        values = {c: bindparam(f"v_{c}") for c in columns if c != "id"}
+        values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in columns if c != "id"}
         await session.execute(
-            update(Message.__table__).where(Message.__table__.c.id == bindparam("v_id")).values(values),
+            update(_MESSAGE).where(_MESSAGE.c.id == bindparam("v_id")).values(values),
             [{f"v_{k}": v for k, v in p.items()} for p in params],
         )
 
@@ -254,39 +255,34 @@ async def _suppress(
     """Add the addresses that hard bounced, complained or unsubscribed; returns their events.
 
     Unmatched events suppress too: the provider itself will refuse the address from now on."""
-    wanted: dict[str, dict[str, Any]] = {}
+    wanted: dict[str, tuple[dict[str, Any], _Target | None]] = {}
     for event in applied:
         if event.suppress is None:
             continue
-        message = matched[event.provider_event_id]
-        address = event.recipient or (message.to_address if message is not None else "")
+        target = matched[event.provider_event_id]
+        address = event.recipient or (target.to_address if target is not None else "")
         if not address:
             continue
         key = normalise_address(address)
-        wanted.setdefault(
-            key,
-            {
-                "workspace_id": provider.workspace_id,
-                "address": key,
-                "reason": event.suppress,
-                "source_event_id": row_ids[event.provider_event_id],
-                "created_at": utcnow(),
-                "_message": message,
-            },
-        )
+        row = {
+            "workspace_id": provider.workspace_id,
+            "address": key,
+            "reason": event.suppress,
+            "source_event_id": row_ids[event.provider_event_id],
+            "created_at": utcnow(),
+        }
+        wanted.setdefault(key, (row, target))
     if not wanted:
         return []
-    rows = [{k: v for k, v in row.items() if k != "_message"} for row in wanted.values()]
     inserted = await session.execute(
         _insert(session, Suppression)
         .on_conflict_do_nothing(index_elements=["workspace_id", "address"])
         .returning(Suppression.id, Suppression.address),
-        rows,
+        [row for row, _ in wanted.values()],
     )
     events = []
     for suppression_id, address in inserted.all():
-        row = wanted[address]
-        message: _Target | None = row["_message"]
+        row, message = wanted[address]
         contact_id = message.contact_id if message is not None else None
         events.append(
             NewEvent(

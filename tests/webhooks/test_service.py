@@ -107,12 +107,12 @@ def test_moves_forward_never_goes_back() -> None:
     assert not moves_forward("sent", "opened")
 
 
-async def test_mixed_batch_records_every_event_and_moves_status_once(webhook_db: Database) -> None:
-    ws = await make_workspace(webhook_db, "acme")
-    provider = await make_provider(webhook_db, ws)
-    mid = await make_message(webhook_db, ws, provider_id=provider.id)
+async def test_mixed_batch_records_every_event_and_moves_status_once(db: Database) -> None:
+    ws = await make_workspace(db, "acme")
+    provider = await make_provider(db, ws)
+    mid = await make_message(db, ws, provider_id=provider.id)
     result = await deliver(
-        webhook_db,
+        db,
         provider,
         [
             sendgrid_event("processed", 1),
@@ -123,8 +123,8 @@ async def test_mixed_batch_records_every_event_and_moves_status_once(webhook_db:
         ],
     )
     assert (result.received, result.recorded, result.duplicates, result.status_changes) == (5, 5, 0, 1)
-    assert await status_of(webhook_db, mid) == "delivered"
-    rows = await message_events(webhook_db, provider.id)
+    assert await status_of(db, mid) == "delivered"
+    rows = await message_events(db, provider.id)
     assert [(r.message_id, r.status) for r in rows] == [
         (mid, "accepted"),
         (mid, "deferred"),
@@ -133,7 +133,7 @@ async def test_mixed_batch_records_every_event_and_moves_status_once(webhook_db:
         (mid, "clicked"),
     ]
     assert rows[0].raw is not None and rows[0].raw["sg_event_id"] == "sg_event_id-processed-1"
-    [ev] = await log(webhook_db, ws)
+    [ev] = await log(db, ws)
     assert ev.type == "message.status" and ev.contact_id is None
     assert ev.data == {
         "message_id": mid,
@@ -145,76 +145,74 @@ async def test_mixed_batch_records_every_event_and_moves_status_once(webhook_db:
     }
 
 
-async def test_replayed_delivery_changes_nothing(webhook_db: Database) -> None:
-    ws = await make_workspace(webhook_db, "acme")
-    provider = await make_provider(webhook_db, ws)
-    mid = await make_message(webhook_db, ws, status="queued")
+async def test_replayed_delivery_changes_nothing(db: Database) -> None:
+    ws = await make_workspace(db, "acme")
+    provider = await make_provider(db, ws)
+    mid = await make_message(db, ws, status="queued")
     batch = [sendgrid_event("processed", 1), sendgrid_event("bounce", 2, type="bounce", reason="550 no user")]
-    first = await deliver(webhook_db, provider, batch)
+    first = await deliver(db, provider, batch)
     assert (first.recorded, first.status_changes, first.suppressions) == (2, 2, 1)
-    before = (await log(webhook_db, ws), await message_events(webhook_db, provider.id))
-    again = await deliver(webhook_db, provider, batch)
+    before = (await log(db, ws), await message_events(db, provider.id))
+    again = await deliver(db, provider, batch)
     assert (again.recorded, again.duplicates, again.status_changes, again.suppressions) == (0, 2, 0, 0)
-    after = (await log(webhook_db, ws), await message_events(webhook_db, provider.id))
+    after = (await log(db, ws), await message_events(db, provider.id))
     assert [e.id for e in after[0]] == [e.id for e in before[0]]
     assert [r.id for r in after[1]] == [r.id for r in before[1]]
-    assert await status_of(webhook_db, mid) == "bounced"
+    assert await status_of(db, mid) == "bounced"
 
 
-async def test_same_event_twice_in_one_delivery_counts_once(webhook_db: Database) -> None:
-    ws = await make_workspace(webhook_db, "acme")
-    provider = await make_provider(webhook_db, ws)
-    await make_message(webhook_db, ws)
-    result = await deliver(
-        webhook_db, provider, [sendgrid_event("delivered", 1), sendgrid_event("delivered", 1)]
-    )
+async def test_same_event_twice_in_one_delivery_counts_once(db: Database) -> None:
+    ws = await make_workspace(db, "acme")
+    provider = await make_provider(db, ws)
+    await make_message(db, ws)
+    result = await deliver(db, provider, [sendgrid_event("delivered", 1), sendgrid_event("delivered", 1)])
     assert (result.recorded, result.duplicates, result.status_changes) == (1, 1, 1)
 
 
-async def test_out_of_order_events_never_move_back(webhook_db: Database) -> None:
-    ws = await make_workspace(webhook_db, "acme")
-    provider = await make_provider(webhook_db, ws, kind="twilio")
+async def test_out_of_order_events_never_move_back(db: Database) -> None:
+    ws = await make_workspace(db, "acme")
+    provider = await make_provider(db, ws, kind="twilio")
     mid = await make_message(
-        webhook_db, ws, status="sending", provider_message_id="SMabc", channel="sms", to="+15558675310"
+        db, ws, status="sending", provider_message_id="SMabc", channel="sms", to="+15558675310"
     )
 
     async def callback(status: str) -> Any:
         events = parse("twilio", twilio_body(twilio_form(status, sid="SMabc")), now=NOW)
-        async with webhook_db.transaction() as s:
+        async with db.transaction() as s:
             return await apply_events(s, provider=provider, events=events)
 
     assert (await callback("delivered")).status_changes == 1
     for late in ("queued", "sending", "sent"):
         result = await callback(late)
         assert (result.recorded, result.status_changes) == (1, 0)
-    assert await status_of(webhook_db, mid) == "delivered"
-    assert [r.status for r in await message_events(webhook_db, provider.id)] == [
+    assert await status_of(db, mid) == "delivered"
+    assert [r.status for r in await message_events(db, provider.id)] == [
         "delivered",
         "queued",
         "sending",
         "sent",
     ]
-    assert [e.data["status"] for e in await log(webhook_db, ws)] == ["delivered"]
+    assert [e.data["status"] for e in await log(db, ws)] == ["delivered"]
 
 
-async def test_batch_is_applied_in_event_time_order(webhook_db: Database) -> None:
-    ws = await make_workspace(webhook_db, "acme")
-    provider = await make_provider(webhook_db, ws)
-    mid = await make_message(webhook_db, ws, status="queued")
+async def test_batch_is_applied_in_event_time_order(db: Database) -> None:
+    ws = await make_workspace(db, "acme")
+    provider = await make_provider(db, ws)
+    mid = await make_message(db, ws, status="queued")
     # delivered (t=3) listed before processed (t=1): both apply, in the order they happened
-    await deliver(webhook_db, provider, [sendgrid_event("delivered", 3), sendgrid_event("processed", 1)])
-    assert await status_of(webhook_db, mid) == "delivered"
-    assert [e.data["status"] for e in await log(webhook_db, ws)] == ["sent", "delivered"]
+    await deliver(db, provider, [sendgrid_event("delivered", 3), sendgrid_event("processed", 1)])
+    assert await status_of(db, mid) == "delivered"
+    assert [e.data["status"] for e in await log(db, ws)] == ["sent", "delivered"]
 
 
-async def test_hard_bounce_spam_and_unsubscribe_suppress_soft_ones_do_not(webhook_db: Database) -> None:
-    ws = await make_workspace(webhook_db, "acme")
-    provider = await make_provider(webhook_db, ws)
-    hard = await make_message(webhook_db, ws, provider_message_id="hard")
-    soft = await make_message(webhook_db, ws, provider_message_id="soft")
-    await make_message(webhook_db, ws, provider_message_id="later", status="delivered")
+async def test_hard_bounce_spam_and_unsubscribe_suppress_soft_ones_do_not(db: Database) -> None:
+    ws = await make_workspace(db, "acme")
+    provider = await make_provider(db, ws)
+    hard = await make_message(db, ws, provider_message_id="hard")
+    soft = await make_message(db, ws, provider_message_id="soft")
+    await make_message(db, ws, provider_message_id="later", status="delivered")
     result = await deliver(
-        webhook_db,
+        db,
         provider,
         [
             sendgrid_event(
@@ -240,9 +238,9 @@ async def test_hard_bounce_spam_and_unsubscribe_suppress_soft_ones_do_not(webhoo
         ],
     )
     assert result.suppressions == 3
-    assert await status_of(webhook_db, hard) == "bounced"
-    assert await status_of(webhook_db, soft) == "bounced"
-    async with webhook_db.transaction() as s:
+    assert await status_of(db, hard) == "bounced"
+    assert await status_of(db, soft) == "bounced"
+    async with db.transaction() as s:
         rows = (await s.execute(select(Suppression).order_by(Suppression.address))).scalars().all()
         source = {r.id: r for r in (await s.execute(select(MessageEvent))).scalars()}
     assert [(r.address, r.reason) for r in rows] == [
@@ -252,7 +250,7 @@ async def test_hard_bounce_spam_and_unsubscribe_suppress_soft_ones_do_not(webhoo
     ]
     assert all(r.workspace_id == ws for r in rows)
     assert source[rows[0].source_event_id].provider_event_id == "sg_event_id-bounce-1"
-    events = await log(webhook_db, ws)
+    events = await log(db, ws)
     created = [e.data for e in events if e.type == "suppression.created"]
     assert [(d["address"], d["reason"]) for d in created] == [
         ("hard@example.test", "bounce"),
@@ -261,29 +259,29 @@ async def test_hard_bounce_spam_and_unsubscribe_suppress_soft_ones_do_not(webhoo
     ]
     bounced = [e.data for e in events if e.type == "message.status" and e.data["message_id"] == hard]
     assert bounced[0]["status"] == "bounced" and bounced[0]["reason"] == "550 5.1.1 no such user"
-    async with webhook_db.transaction() as s:
+    async with db.transaction() as s:
         reason = (await s.execute(select(Message.reason).where(Message.id == hard))).scalar_one()
     assert reason == "550 5.1.1 no such user"
 
 
-async def test_suppression_falls_back_to_the_message_address(webhook_db: Database) -> None:
-    ws = await make_workspace(webhook_db, "acme")
-    provider = await make_provider(webhook_db, ws)
-    await make_message(webhook_db, ws, to="Someone@Example.test")
+async def test_suppression_falls_back_to_the_message_address(db: Database) -> None:
+    ws = await make_workspace(db, "acme")
+    provider = await make_provider(db, ws)
+    await make_message(db, ws, to="Someone@Example.test")
     item = sendgrid_event("spamreport", 1)
     del item["email"]
-    await deliver(webhook_db, provider, [item])
-    async with webhook_db.transaction() as s:
+    await deliver(db, provider, [item])
+    async with db.transaction() as s:
         assert (await s.execute(select(Suppression.address))).scalars().all() == ["someone@example.test"]
 
 
-async def test_another_workspaces_message_is_never_touched(webhook_db: Database) -> None:
-    ours = await make_workspace(webhook_db, "ours")
-    theirs = await make_workspace(webhook_db, "theirs")
-    provider = await make_provider(webhook_db, ours)
-    victim = await make_message(webhook_db, theirs, status="sent", provider_message_id=SG_X_MESSAGE_ID)
+async def test_another_workspaces_message_is_never_touched(db: Database) -> None:
+    ours = await make_workspace(db, "ours")
+    theirs = await make_workspace(db, "theirs")
+    provider = await make_provider(db, ours)
+    victim = await make_message(db, theirs, status="sent", provider_message_id=SG_X_MESSAGE_ID)
     result = await deliver(
-        webhook_db,
+        db,
         provider,
         [
             sendgrid_event("delivered", 1),  # names their provider message id
@@ -291,19 +289,19 @@ async def test_another_workspaces_message_is_never_touched(webhook_db: Database)
         ],
     )
     assert (result.recorded, result.unmatched, result.status_changes) == (2, 2, 0)
-    assert await status_of(webhook_db, victim) == "sent"
-    assert [r.message_id for r in await message_events(webhook_db, provider.id)] == [None, None]
-    assert [r.workspace_id for r in await message_events(webhook_db, provider.id)] == [ours, ours]
-    assert await log(webhook_db, theirs) == []
-    assert [e.type for e in await log(webhook_db, ours)] == ["suppression.created"]
+    assert await status_of(db, victim) == "sent"
+    assert [r.message_id for r in await message_events(db, provider.id)] == [None, None]
+    assert [r.workspace_id for r in await message_events(db, provider.id)] == [ours, ours]
+    assert await log(db, theirs) == []
+    assert [e.type for e in await log(db, ours)] == ["suppression.created"]
 
 
-async def test_our_message_id_is_preferred_and_unknown_messages_are_kept(webhook_db: Database) -> None:
-    ws = await make_workspace(webhook_db, "acme")
-    provider = await make_provider(webhook_db, ws)
-    mid = await make_message(webhook_db, ws, provider_message_id=None, status="sending")
+async def test_our_message_id_is_preferred_and_unknown_messages_are_kept(db: Database) -> None:
+    ws = await make_workspace(db, "acme")
+    provider = await make_provider(db, ws)
+    mid = await make_message(db, ws, provider_message_id=None, status="sending")
     result = await deliver(
-        webhook_db,
+        db,
         provider,
         [
             sendgrid_event("delivered", 1, message_id=mid, sg_message_id="notstored.filter"),
@@ -311,16 +309,16 @@ async def test_our_message_id_is_preferred_and_unknown_messages_are_kept(webhook
         ],
     )
     assert (result.recorded, result.unmatched, result.status_changes) == (2, 1, 1)
-    assert await status_of(webhook_db, mid) == "delivered"
-    assert [r.message_id for r in await message_events(webhook_db, provider.id)] == [mid, None]
+    assert await status_of(db, mid) == "delivered"
+    assert [r.message_id for r in await message_events(db, provider.id)] == [mid, None]
 
 
-async def test_sent_sets_sent_at_once(webhook_db: Database) -> None:
-    ws = await make_workspace(webhook_db, "acme")
-    provider = await make_provider(webhook_db, ws)
-    mid = await make_message(webhook_db, ws, status="sending")
-    await deliver(webhook_db, provider, [sendgrid_event("processed", 1)])
-    async with webhook_db.transaction() as s:
+async def test_sent_sets_sent_at_once(db: Database) -> None:
+    ws = await make_workspace(db, "acme")
+    provider = await make_provider(db, ws)
+    mid = await make_message(db, ws, status="sending")
+    await deliver(db, provider, [sendgrid_event("processed", 1)])
+    async with db.transaction() as s:
         sent_at = (await s.execute(select(Message.sent_at).where(Message.id == mid))).scalar_one()
     assert sent_at == dt.datetime.fromtimestamp(1764000001, dt.UTC)
 
@@ -339,10 +337,10 @@ def count_statements(db: Database) -> Iterator[list[str]]:
         sa_event.remove(db.engine.sync_engine, "before_cursor_execute", before)
 
 
-async def test_a_thousand_events_cost_the_same_statements_as_ten(webhook_db: Database) -> None:
-    ws = await make_workspace(webhook_db, "acme")
-    provider = await make_provider(webhook_db, ws)
-    async with webhook_db.transaction() as s:
+async def test_a_thousand_events_cost_the_same_statements_as_ten(db: Database) -> None:
+    ws = await make_workspace(db, "acme")
+    provider = await make_provider(db, ws)
+    async with db.transaction() as s:
         s.add_all(
             Message(
                 workspace_id=ws,
@@ -369,15 +367,15 @@ async def test_a_thousand_events_cost_the_same_statements_as_ten(webhook_db: Dat
             )
         return out
 
-    with count_statements(webhook_db) as small:
-        r10 = await deliver(webhook_db, provider, batch(10, 0))
-    with count_statements(webhook_db) as big:
-        r1000 = await deliver(webhook_db, provider, batch(990, 10))
+    with count_statements(db) as small:
+        r10 = await deliver(db, provider, batch(10, 0))
+    with count_statements(db) as big:
+        r1000 = await deliver(db, provider, batch(990, 10))
     assert (r10.recorded, r1000.recorded) == (10, 990)
     assert r1000.status_changes == 660 and r1000.suppressions == 330
     assert small == big, (small, big)
     assert len(big) <= 12
-    async with webhook_db.transaction() as s:
+    async with db.transaction() as s:
         total = (await s.execute(select(func.count()).select_from(MessageEvent))).scalar_one()
         logged = (await s.execute(select(func.count()).select_from(Event))).scalar_one()
     assert total == 1000
@@ -386,15 +384,15 @@ async def test_a_thousand_events_cost_the_same_statements_as_ten(webhook_db: Dat
 
 
 @pytest.mark.postgres
-async def test_concurrent_deliveries_of_one_batch_record_it_once(webhook_db: Database) -> None:
-    if webhook_db.dialect != "postgresql":
+async def test_concurrent_deliveries_of_one_batch_record_it_once(db: Database) -> None:
+    if db.dialect != "postgresql":
         pytest.skip("concurrency needs PostgreSQL (SQLite serialises writers)")
-    ws = await make_workspace(webhook_db, "acme")
-    provider = await make_provider(webhook_db, ws)
-    ids = [await make_message(webhook_db, ws, provider_message_id=f"c{i}", status="sent") for i in range(20)]
+    ws = await make_workspace(db, "acme")
+    provider = await make_provider(db, ws)
+    ids = [await make_message(db, ws, provider_message_id=f"c{i}", status="sent") for i in range(20)]
     batch = [sendgrid_event("delivered", i, sg_message_id=f"c{i}.f") for i in range(20)]
-    results = await asyncio.gather(*(deliver(webhook_db, provider, batch) for _ in range(5)))
+    results = await asyncio.gather(*(deliver(db, provider, batch) for _ in range(5)))
     assert sum(r.recorded for r in results) == 20
     assert sum(r.status_changes for r in results) == 20
-    assert len(await log(webhook_db, ws)) == 20
-    assert {await status_of(webhook_db, i) for i in ids} == {"delivered"}
+    assert len(await log(db, ws)) == 20
+    assert {await status_of(db, i) for i in ids} == {"delivered"}

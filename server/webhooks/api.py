@@ -1,0 +1,106 @@
+"""`/webhooks/{provider_id}`: where providers post delivery events (DESIGN §5).
+
+The connection decides the format and the verification. Order matters: find the connection,
+verify the raw body, only then parse it and store the events, all in one transaction."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from dataclasses import asdict
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from server.api import json_response
+from server.db import utcnow
+from server.errors import Problem
+from server.providers.models import Provider
+from server.webhooks.parse import PARSERS, MalformedPayload, parse
+from server.webhooks.service import apply_events
+from server.webhooks.verify import InvalidSignature, verify_request
+
+log = logging.getLogger("switchboard.webhooks")
+
+
+def _provider_id(request: Request) -> int:
+    raw = request.path_params["provider_id"]
+    if not raw.isdigit() or len(raw) > 18:
+        raise Problem(404, "No such provider connection.")
+    return int(raw)
+
+
+def signed_url(request: Request) -> str:
+    """The URL the provider signed: our public URL behind a proxy, else the URL as requested."""
+    public = request.app.state.services.settings.public_url
+    if not public:
+        return str(request.url)
+    query = request.url.query
+    return public.rstrip("/") + request.url.path + (f"?{query}" if query else "")
+
+
+def _not_found() -> Problem:
+    return Problem(404, "No such provider connection.")
+
+
+async def receive(request: Request) -> Response:
+    """Verify, parse and apply one webhook delivery. Answers 200 with counts, including for repeats
+    and events about unknown messages (a provider retries anything else)."""
+    provider_id = _provider_id(request)
+    body = await request.body()
+    db = request.app.state.services.db
+    async with db.transaction() as session:
+        provider = await session.get(Provider, provider_id)
+        if provider is None or provider.kind not in PARSERS:
+            raise _not_found()
+        try:
+            verify_request(
+                provider.kind,
+                config=provider.config or {},
+                webhook_key=provider.webhook_key,
+                headers=request.headers,
+                body=body,
+                url=signed_url(request),
+                now=time.time(),
+            )
+        except InvalidSignature as exc:
+            log.warning("webhook for provider %s refused: %s", provider_id, exc)
+            raise Problem(401, "The webhook signature is missing, invalid or stale.") from None
+        try:
+            events = parse(provider.kind, body, now=utcnow())
+        except MalformedPayload as exc:
+            raise Problem(400, str(exc)) from None
+        result = await apply_events(session, provider=provider, events=events)
+    return json_response(asdict(result))
+
+
+async def handshake(request: Request) -> Response:
+    """WhatsApp's subscription check: echo `hub.challenge` when `hub.verify_token` is ours."""
+    provider_id = _provider_id(request)
+    async with request.app.state.services.db.transaction() as session:
+        provider = await session.get(Provider, provider_id)
+        if provider is None or provider.kind != "whatsapp":
+            raise _not_found()
+        expected = str((provider.config or {}).get("verify_token") or "")
+    params = request.query_params
+    token = params.get("hub.verify_token", "")
+    challenge = params.get("hub.challenge")
+    if (
+        params.get("hub.mode") != "subscribe"
+        or not expected
+        or challenge is None
+        or not hmac.compare_digest(token.encode(), expected.encode())
+    ):
+        raise Problem(403, "The verify token does not match this connection.")
+    return PlainTextResponse(challenge)
+
+
+async def endpoint(request: Request) -> Response:
+    if request.method == "GET":
+        return await handshake(request)
+    return await receive(request)
+
+
+routes: list[BaseRoute] = [Route("/webhooks/{provider_id}", endpoint, methods=["GET", "POST"])]
