@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,15 +71,23 @@ def _from_unix(value: Any, default: dt.datetime) -> dt.datetime:
     raise MalformedPayload(f"timestamp {value!r} is not a time")
 
 
+# The idempotency key a send carries (`sb-<workspace id>-<message id>`), echoed back by WhatsApp.
+_IDEMPOTENCY_KEY = re.compile(r"^sb-\d+-(\d{1,18})$")
+
+
 def _our_id(value: Any) -> int | None:
-    """Our message id as carried in custom args / user variables (strings there)."""
+    """Our message id as carried in custom args / user variables (strings there) or an idempotency key."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value.strip())
-    return None
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    if value.isdigit() and len(value) <= 18:
+        return int(value)
+    match = _IDEMPOTENCY_KEY.match(value)
+    return int(match.group(1)) if match else None
 
 
 def _str_or_none(value: Any) -> str | None:
@@ -331,7 +340,7 @@ def _whatsapp_status(item: Any, now: dt.datetime) -> ProviderEvent:
     return ProviderEvent(
         provider_event_id=event_hash("whatsapp", wamid, name),
         provider_message_id=wamid,
-        # The send may carry our id back in `biz_opaque_callback_data`.
+        # The send puts its idempotency key in `biz_opaque_callback_data`; Meta echoes it back.
         our_message_id=_our_id(item.get("biz_opaque_callback_data")),
         status=status,
         kind=kind,

@@ -109,7 +109,10 @@ async def _messages(
 ) -> tuple[dict[int, _Target], dict[str, _Target]]:
     """This workspace's messages the events name, locked (in id order) until commit."""
     our_ids = sorted({e.our_message_id for e in events if e.our_message_id is not None})
-    provider_ids = sorted({e.provider_message_id for e in events if e.provider_message_id})
+    # Some providers answer a send with the id in angle brackets (Mailgun's `<…@domain>`) but name it
+    # bare in their events: look for both spellings.
+    bare = {_bare(e.provider_message_id) for e in events if e.provider_message_id}
+    provider_ids = sorted(bare | {f"<{b}>" for b in bare})
     by_id: dict[int, _Target] = {}
     for i in range(0, max(len(our_ids), len(provider_ids)), _IN_CHUNK):
         ours, theirs = our_ids[i : i + _IN_CHUNK], provider_ids[i : i + _IN_CHUNK]
@@ -130,10 +133,11 @@ async def _messages(
     for message in by_id.values():
         if not message.provider_message_id:
             continue
-        held = by_provider_id.get(message.provider_message_id)
+        key = _bare(message.provider_message_id)
+        held = by_provider_id.get(key)
         # Two messages with one provider id (two connections of one kind): prefer this connection's.
         if held is None or (held.provider_id != provider.id and message.provider_id == provider.id):
-            by_provider_id[message.provider_message_id] = message
+            by_provider_id[key] = message
     return by_id, by_provider_id
 
 
@@ -143,8 +147,12 @@ def _match(
     if event.our_message_id is not None and event.our_message_id in by_id:
         return by_id[event.our_message_id]
     if event.provider_message_id:
-        return by_provider_id.get(event.provider_message_id)
+        return by_provider_id.get(_bare(event.provider_message_id))
     return None
+
+
+def _bare(provider_message_id: str) -> str:
+    return provider_message_id.strip().strip("<>")
 
 
 def _status_data(message: _Target, provider: Provider) -> dict[str, Any]:

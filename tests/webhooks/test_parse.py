@@ -351,3 +351,13 @@ def test_sandbox_malformed(body: bytes) -> None:
 def test_kinds_without_webhooks_are_refused() -> None:
     with pytest.raises(MalformedPayload):
         parse("smtp", b"{}", now=NOW)
+
+
+def test_whatsapp_echoed_idempotency_key_gives_our_message_id() -> None:
+    item = whatsapp_status("wamid.x", "delivered")
+    item["biz_opaque_callback_data"] = "sb-3-42"
+    [event] = parse("whatsapp", whatsapp_body(item), now=NOW)
+    assert event.our_message_id == 42
+    item["biz_opaque_callback_data"] = "campaign-7"
+    [event] = parse("whatsapp", whatsapp_body(item), now=NOW)
+    assert event.our_message_id is None

@@ -396,3 +396,25 @@ async def test_concurrent_deliveries_of_one_batch_record_it_once(db: Database) -
     assert sum(r.status_changes for r in results) == 20
     assert len(await log(db, ws)) == 20
     assert {await status_of(db, i) for i in ids} == {"delivered"}
+
+
+async def test_provider_ids_stored_in_angle_brackets_still_match(db: Database) -> None:
+    ws = await make_workspace(db, "acme")
+    provider = await make_provider(db, ws, kind="mailgun")
+    # Mailgun's send answers `"id": "<…@domain>"`; its events name the message without the brackets.
+    mid = await make_message(db, ws, provider_message_id="<20260203.abc@mg.example.test>")
+    body = json.dumps(
+        {
+            "event-data": {
+                "event": "delivered",
+                "id": "mg-1",
+                "timestamp": 1764000000,
+                "message": {"headers": {"message-id": "20260203.abc@mg.example.test"}},
+            }
+        }
+    )
+    events = parse("mailgun", body.encode(), now=NOW)
+    async with db.transaction() as s:
+        result = await apply_events(s, provider=provider, events=events)
+    assert (result.unmatched, result.status_changes) == (0, 1)
+    assert await status_of(db, mid) == "delivered"
