@@ -1,7 +1,8 @@
 """`/webhooks/{provider_id}`: where providers post delivery events (DESIGN §5).
 
 The connection decides the format and the verification. Order matters: find the connection,
-verify the raw body, only then parse it and store the events, all in one transaction."""
+verify the raw body, only then parse it and store its events (`Ingest`: one transaction, shared
+with the deliveries arriving at the same time)."""
 
 from __future__ import annotations
 
@@ -17,9 +18,8 @@ from starlette.routing import BaseRoute, Route
 from server.api import json_response
 from server.db import utcnow
 from server.errors import Problem
-from server.providers.models import Provider
+from server.webhooks.ingest import Ingest, ProviderCache, ProviderInfo
 from server.webhooks.parse import PARSERS, MalformedPayload, parse
-from server.webhooks.service import apply_events
 from server.webhooks.verify import InvalidSignature, verify_request
 
 log = logging.getLogger("switchboard.webhooks")
@@ -45,45 +45,63 @@ def _not_found() -> Problem:
     return Problem(404, "No such provider connection.")
 
 
+def _state(request: Request) -> tuple[ProviderCache, Ingest]:
+    """The app's provider cache and group-commit queue, made on first use (owned by the app)."""
+    state = request.app.state
+    if getattr(state, "webhook_ingest", None) is None:
+        db = state.services.db
+        state.webhook_providers, state.webhook_ingest = ProviderCache(db), Ingest(db)
+    return state.webhook_providers, state.webhook_ingest
+
+
+def _verify(provider: ProviderInfo, request: Request, body: bytes) -> None:
+    verify_request(
+        provider.kind,
+        config=provider.config,
+        webhook_key=provider.webhook_key,
+        headers=request.headers,
+        body=body,
+        url=signed_url(request),
+        now=time.time(),
+    )
+
+
 async def receive(request: Request) -> Response:
-    """Verify, parse and apply one webhook delivery. Answers 200 with counts, including for repeats
-    and events about unknown messages (a provider retries anything else)."""
+    """Verify, parse and apply one webhook delivery. Answers 200 with counts once its events are
+    committed, including for repeats and for events about unknown messages (a provider retries
+    anything else)."""
     provider_id = _provider_id(request)
+    providers, ingest = _state(request)
+    provider = await providers.get(provider_id)
+    if provider is None or provider.kind not in PARSERS:
+        raise _not_found()
     body = await request.body()
-    db = request.app.state.services.db
-    async with db.transaction() as session:
-        provider = await session.get(Provider, provider_id)
-        if provider is None or provider.kind not in PARSERS:
-            raise _not_found()
+    try:
         try:
-            verify_request(
-                provider.kind,
-                config=provider.config or {},
-                webhook_key=provider.webhook_key,
-                headers=request.headers,
-                body=body,
-                url=signed_url(request),
-                now=time.time(),
-            )
-        except InvalidSignature as exc:
-            log.warning("webhook for provider %s refused: %s", provider_id, exc)
-            raise Problem(401, "The webhook signature is missing, invalid or stale.") from None
-        try:
-            events = parse(provider.kind, body, now=utcnow())
-        except MalformedPayload as exc:
-            raise Problem(400, str(exc)) from None
-        result = await apply_events(session, provider=provider, events=events)
+            _verify(provider, request, body)
+        except InvalidSignature:
+            # Perhaps the key was rotated since the row was cached: check against the row as it is now.
+            provider = await providers.get(provider_id, fresh=True)
+            if provider is None or provider.kind not in PARSERS:
+                raise _not_found() from None
+            _verify(provider, request, body)
+    except InvalidSignature as exc:
+        log.warning("webhook for provider %s refused: %s", provider_id, exc)
+        raise Problem(401, "The webhook signature is missing, invalid or stale.") from None
+    try:
+        events = parse(provider.kind, body, now=utcnow())
+    except MalformedPayload as exc:
+        raise Problem(400, str(exc)) from None
+    result = await ingest.submit(provider, events)
     return json_response(asdict(result))
 
 
 async def handshake(request: Request) -> Response:
     """WhatsApp's subscription check: echo `hub.challenge` when `hub.verify_token` is ours."""
-    provider_id = _provider_id(request)
-    async with request.app.state.services.db.transaction() as session:
-        provider = await session.get(Provider, provider_id)
-        if provider is None or provider.kind != "whatsapp":
-            raise _not_found()
-        expected = str((provider.config or {}).get("verify_token") or "")
+    provider = await _state(request)[0].get(_provider_id(request), fresh=True)
+    if provider is None or provider.kind != "whatsapp":
+        raise _not_found()
+    expected = str(provider.config.get("verify_token") or "")
     params = request.query_params
     token = params.get("hub.verify_token", "")
     challenge = params.get("hub.challenge")

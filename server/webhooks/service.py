@@ -1,4 +1,4 @@
-"""Applying verified provider events to messages, in one transaction per webhook delivery.
+"""Applying verified provider events to messages, in the caller's transaction.
 
 Invariants:
 * each provider event is recorded once: `message_event` is unique on (provider, provider event id)
@@ -6,24 +6,25 @@ Invariants:
 * an event only ever reaches messages of the provider's own workspace; one naming any other
   message is kept with `message_id` NULL for inspection;
 * a message's status only moves forward (`MessageStatus.can_move_to`), whatever order events come in;
-* a batch costs a fixed number of statements, whatever its size.
+* a batch costs a fixed number of statements, whatever its size, and several deliveries can share
+  one transaction (`apply_batch`) with each still told what its own events did.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server.db import utcnow
 from server.events.service import NewEvent, emit_many
 from server.messages.models import Message, MessageEvent, MessageStatus, Suppression
-from server.providers.models import Provider
 from server.webhooks.parse import ProviderEvent
 
 # Keeps each `IN (...)` list well under the bind-parameter limits of asyncpg and SQLite.
@@ -41,15 +42,48 @@ class ApplyResult:
     suppressions: int = 0  # new suppression rows
 
 
-def _insert(session: AsyncSession, table: Any) -> Any:
+class Connection(Protocol):
+    """What applying events needs of a provider connection (a `Provider` row, or a snapshot of one)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def workspace_id(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one provider's events did, by provider event id; and the events to emit for it."""
+
+    recorded: set[str]
+    unmatched: set[str]
+    changes: Counter[str]  # status changes each event made
+    suppressions: Counter[str]  # new suppressions each event added
+    emit: list[NewEvent]
+
+    def summarise(self, events: Sequence[ProviderEvent], claimed: set[str]) -> ApplyResult:
+        """Counts for one delivery. `claimed` holds event ids already credited to an earlier delivery
+        in the same batch: an event posted twice is recorded for the first and a duplicate for the other."""
+        result = ApplyResult(received=len(events))
+        for event in events:
+            key = event.provider_event_id
+            if key not in self.recorded or key in claimed:
+                result.duplicates += 1
+                continue
+            claimed.add(key)
+            result.recorded += 1
+            result.unmatched += key in self.unmatched
+            result.status_changes += self.changes[key]
+            result.suppressions += self.suppressions[key]
+        return result
+
+
+def _insert(conn: AsyncConnection, table: Table) -> Any:
     """An INSERT that can take ON CONFLICT DO NOTHING on both supported databases."""
-    dialect = session.get_bind().dialect.name
+    dialect = conn.dialect.name
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
-
-
-def _chunks(values: Sequence[Any]) -> Iterable[Sequence[Any]]:
-    for i in range(0, len(values), _IN_CHUNK):
-        yield values[i : i + _IN_CHUNK]
 
 
 def normalise_address(address: str) -> str:
@@ -73,18 +107,6 @@ def moves_forward(current: str, new: str) -> bool:
     return cur.can_move_to(nxt)
 
 
-async def _known_event_ids(session: AsyncSession, provider_id: int, ids: list[str]) -> set[str]:
-    known: set[str] = set()
-    for chunk in _chunks(ids):
-        rows = await session.execute(
-            select(MessageEvent.provider_event_id).where(
-                MessageEvent.provider_id == provider_id, MessageEvent.provider_event_id.in_(chunk)
-            )
-        )
-        known.update(r for r in rows.scalars() if r is not None)
-    return known
-
-
 @dataclass(slots=True)
 class _Target:
     """The columns of a message that applying events reads and changes (no ORM identity map)."""
@@ -101,11 +123,13 @@ class _Target:
 
 
 _MESSAGE = cast(Table, Message.__table__)
+_EVENTS = cast(Table, MessageEvent.__table__)
+_SUPPRESSIONS = cast(Table, Suppression.__table__)
 _TARGET_COLUMNS = [_MESSAGE.c[f.name] for f in fields(_Target)]
 
 
 async def _messages(
-    session: AsyncSession, provider: Provider, events: list[ProviderEvent]
+    conn: AsyncConnection, provider: Connection, events: list[ProviderEvent]
 ) -> tuple[dict[int, _Target], dict[str, _Target]]:
     """This workspace's messages the events name, locked (in id order) until commit."""
     our_ids = sorted({e.our_message_id for e in events if e.our_message_id is not None})
@@ -118,13 +142,13 @@ async def _messages(
         ours, theirs = our_ids[i : i + _IN_CHUNK], provider_ids[i : i + _IN_CHUNK]
         conditions = []
         if ours:
-            conditions.append(Message.id.in_(ours))
+            conditions.append(_MESSAGE.c.id.in_(ours))
         if theirs:
-            conditions.append(Message.provider_message_id.in_(theirs))
-        rows = await session.execute(
+            conditions.append(_MESSAGE.c.provider_message_id.in_(theirs))
+        rows = await conn.execute(
             select(*_TARGET_COLUMNS)
-            .where(Message.workspace_id == provider.workspace_id, or_(*conditions))
-            .order_by(Message.id)
+            .where(_MESSAGE.c.workspace_id == provider.workspace_id, or_(*conditions))
+            .order_by(_MESSAGE.c.id)
             .with_for_update()
         )
         for row in rows:
@@ -155,7 +179,7 @@ def _bare(provider_message_id: str) -> str:
     return provider_message_id.strip().strip("<>")
 
 
-def _status_data(message: _Target, provider: Provider) -> dict[str, Any]:
+def _status_data(message: _Target, provider: Connection) -> dict[str, Any]:
     """`data` of `message.status` (DESIGN §6), as `server.messages.status.event_data` gives it."""
     return {
         "message_id": message.id,
@@ -168,20 +192,48 @@ def _status_data(message: _Target, provider: Provider) -> dict[str, Any]:
 
 
 async def apply_events(
-    session: AsyncSession, *, provider: Provider, events: Sequence[ProviderEvent]
+    session: AsyncSession, *, provider: Connection, events: Sequence[ProviderEvent]
 ) -> ApplyResult:
     """Record a webhook delivery's events and move their messages forward, in the caller's transaction."""
-    result = ApplyResult(received=len(events))
+    outcome = await record(session, provider=provider, events=events)
+    await emit_many(session, provider.workspace_id, outcome.emit)
+    return outcome.summarise(events, set())
+
+
+async def apply_batch(
+    session: AsyncSession, deliveries: Sequence[tuple[Connection, Sequence[ProviderEvent]]]
+) -> list[ApplyResult]:
+    """Several deliveries in one transaction: one `record` per connection, one `emit_many` per
+    workspace (in workspace order, taken last: that row lock is held until commit)."""
+    by_provider: dict[int, tuple[Connection, list[ProviderEvent]]] = {}
+    for provider, events in deliveries:
+        by_provider.setdefault(provider.id, (provider, []))[1].extend(events)
+    outcomes: dict[int, Outcome] = {}
+    to_emit: dict[int, list[NewEvent]] = {}
+    for provider_id, (provider, events) in by_provider.items():
+        outcomes[provider_id] = await record(session, provider=provider, events=events)
+        to_emit.setdefault(provider.workspace_id, []).extend(outcomes[provider_id].emit)
+    for workspace_id in sorted(to_emit):
+        await emit_many(session, workspace_id, to_emit[workspace_id])
+    claimed: dict[int, set[str]] = {}
+    return [
+        outcomes[provider.id].summarise(events, claimed.setdefault(provider.id, set()))
+        for provider, events in deliveries
+    ]
+
+
+async def record(session: AsyncSession, *, provider: Connection, events: Sequence[ProviderEvent]) -> Outcome:
+    """Everything `apply_events` does but emitting: the caller emits `Outcome.emit` before commit."""
+    outcome = Outcome(set(), set(), Counter(), Counter(), [])
     unique: dict[str, ProviderEvent] = {}
     for event in events:
         unique.setdefault(event.provider_event_id, event)
-    known = await _known_event_ids(session, provider.id, list(unique))
-    fresh = [e for key, e in unique.items() if key not in known]
-    result.duplicates = len(events) - len(fresh)
+    fresh = list(unique.values())
     if not fresh:
-        return result
-
-    by_id, by_provider_id = await _messages(session, provider, fresh)
+        return outcome
+    # Core statements on the session's connection: the ORM's bookkeeping is not needed here.
+    conn = await session.connection()
+    by_id, by_provider_id = await _messages(conn, provider, fresh)
     matched = {e.provider_event_id: _match(e, by_id, by_provider_id) for e in fresh}
     rows = [
         {
@@ -196,21 +248,19 @@ async def apply_events(
         }
         for e in fresh
     ]
-    # A concurrent delivery of the same event may have won the race since the read above: only the
-    # rows this statement inserts count, and only their events act below.
-    inserted = await session.execute(
-        _insert(session, MessageEvent)
+    # Events seen before (a provider retry, or a concurrent delivery of the same event) conflict
+    # and are skipped: only the rows this statement inserts count, and only their events act below.
+    inserted = await conn.execute(
+        _insert(conn, _EVENTS)
         .on_conflict_do_nothing(index_elements=["provider_id", "provider_event_id"])
-        .returning(MessageEvent.id, MessageEvent.provider_event_id),
+        .returning(_EVENTS.c.id, _EVENTS.c.provider_event_id),
         rows,
     )
     row_ids = {key: row_id for row_id, key in inserted.all()}
     applied = [e for e in fresh if e.provider_event_id in row_ids]
-    result.recorded = len(applied)
-    result.duplicates += len(fresh) - len(applied)
-    result.unmatched = sum(1 for e in applied if matched[e.provider_event_id] is None)
+    outcome.recorded.update(row_ids)
+    outcome.unmatched.update(e.provider_event_id for e in applied if matched[e.provider_event_id] is None)
 
-    new_events: list[NewEvent] = []
     changes: dict[int, dict[str, Any]] = {}
     now = utcnow()
     # Oldest first, so a batch holding "delivered" then an older "sent" reads as it happened.
@@ -229,41 +279,40 @@ async def apply_events(
             change["reason"] = message.reason = None
         if event.status == MessageStatus.sent and message.sent_at is None:
             change["sent_at"] = message.sent_at = event.occurred_at
-        new_events.append(NewEvent("message.status", _status_data(message, provider), message.contact_id))
+        outcome.changes[event.provider_event_id] += 1
+        outcome.emit.append(NewEvent("message.status", _status_data(message, provider), message.contact_id))
     if changes:
-        await _update_messages(session, list(changes.values()))
-    result.status_changes = len(new_events)
+        await _update_messages(conn, list(changes.values()))
 
-    new_events += await _suppress(session, provider, applied, matched, row_ids, result)
-    await emit_many(session, provider.workspace_id, new_events)
-    return result
+    outcome.emit += await _suppress(conn, provider, applied, matched, row_ids, outcome)
+    return outcome
 
 
-async def _update_messages(session: AsyncSession, changes: list[dict[str, Any]]) -> None:
+async def _update_messages(conn: AsyncConnection, changes: list[dict[str, Any]]) -> None:
     """One UPDATE per set of columns, each run for every message that changes them (executemany)."""
     by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for change in changes:
         by_columns.setdefault(tuple(sorted(change)), []).append(change)
     for columns, params in by_columns.items():
         values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in columns if c != "id"}
-        await session.execute(
+        await conn.execute(
             update(_MESSAGE).where(_MESSAGE.c.id == bindparam("v_id")).values(values),
             [{f"v_{k}": v for k, v in p.items()} for p in params],
         )
 
 
 async def _suppress(
-    session: AsyncSession,
-    provider: Provider,
+    conn: AsyncConnection,
+    provider: Connection,
     applied: list[ProviderEvent],
     matched: dict[str, _Target | None],
     row_ids: dict[str, int],
-    result: ApplyResult,
+    outcome: Outcome,
 ) -> list[NewEvent]:
     """Add the addresses that hard bounced, complained or unsubscribed; returns their events.
 
     Unmatched events suppress too: the provider itself will refuse the address from now on."""
-    wanted: dict[str, tuple[dict[str, Any], _Target | None]] = {}
+    wanted: dict[str, tuple[dict[str, Any], _Target | None, str]] = {}
     for event in applied:
         if event.suppress is None:
             continue
@@ -279,18 +328,19 @@ async def _suppress(
             "source_event_id": row_ids[event.provider_event_id],
             "created_at": utcnow(),
         }
-        wanted.setdefault(key, (row, target))
+        wanted.setdefault(key, (row, target, event.provider_event_id))
     if not wanted:
         return []
-    inserted = await session.execute(
-        _insert(session, Suppression)
+    inserted = await conn.execute(
+        _insert(conn, _SUPPRESSIONS)
         .on_conflict_do_nothing(index_elements=["workspace_id", "address"])
-        .returning(Suppression.id, Suppression.address),
-        [row for row, _ in wanted.values()],
+        .returning(_SUPPRESSIONS.c.id, _SUPPRESSIONS.c.address),
+        [row for row, _, _ in wanted.values()],
     )
     events = []
     for suppression_id, address in inserted.all():
-        row, message = wanted[address]
+        row, message, event_key = wanted[address]
+        outcome.suppressions[event_key] += 1
         contact_id = message.contact_id if message is not None else None
         events.append(
             NewEvent(
@@ -306,5 +356,4 @@ async def _suppress(
                 contact_id,
             )
         )
-    result.suppressions = len(events)
     return events
