@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -11,7 +13,11 @@ from starlette.routing import Route
 def switchboard() -> Starlette:
     """The real app, from the `SWITCHBOARD_*` environment (uvicorn `--factory`)."""
     from server.app import create_app
+    from server.webhooks import ingest
     from server.webhooks.api import routes
+
+    if writers := os.environ.get("BENCH_WEBHOOK_WRITERS"):
+        ingest.WRITERS = int(writers)  # the benchmark's --writers, for comparing pipelines
 
     app = create_app()
     if not any(getattr(r, "path", None) == "/webhooks/{provider_id}" for r in app.router.routes):

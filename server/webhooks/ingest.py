@@ -22,6 +22,9 @@ from server.webhooks.service import ApplyResult, apply_batch
 
 log = logging.getLogger("switchboard.webhooks")
 
+# Transactions in flight at once. One leaves the process idle while it waits on the database; many
+# queue on each other's row locks (the workspace's event counter above all).
+WRITERS = 2
 # A batch this large is split: its statements and its transaction stay bounded.
 MAX_BATCH_EVENTS = 5000
 # How long a connection's row (keys, kind) is trusted. A key rotated meanwhile still works at once:
@@ -70,33 +73,43 @@ class ProviderCache:
 class _Delivery:
     provider: ProviderInfo
     events: Sequence[ProviderEvent]
+    taken: bool = False  # in a batch being applied
     done: asyncio.Future[ApplyResult] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
 class Ingest:
-    """Applies deliveries in shared transactions; `submit` returns once its own are committed."""
+    """Applies deliveries in shared transactions; `submit` returns once its own are committed.
 
-    def __init__(self, db: Database, max_batch_events: int = MAX_BATCH_EVENTS) -> None:
+    At most `writers` transactions run at once: while one waits on the database the next batch
+    forms and starts, and no more than that many ever queue on the same rows."""
+
+    def __init__(
+        self, db: Database, *, writers: int = WRITERS, max_batch_events: int = MAX_BATCH_EVENTS
+    ) -> None:
         self.db = db
         self.max_batch_events = max_batch_events
         self._waiting: list[_Delivery] = []
-        self._lock = asyncio.Lock()
+        self._writers = asyncio.Semaphore(writers)
 
     async def submit(self, provider: ProviderInfo, events: Sequence[ProviderEvent]) -> ApplyResult:
         delivery = _Delivery(provider, events)
         self._waiting.append(delivery)
-        async with self._lock:
-            while not delivery.done.done():
-                await self._apply(self._take())
-        return delivery.done.result()
+        while not delivery.taken:
+            async with self._writers:
+                if not delivery.taken:
+                    await self._apply(self._take())
+        # Taken by this task or by another writer: wait for that batch (shielded, so a cancelled
+        # request does not cancel the result the writer is about to set).
+        return await asyncio.shield(delivery.done)
 
     def _take(self) -> list[_Delivery]:
         batch: list[_Delivery] = []
         size = 0
         while self._waiting and (not batch or size + len(self._waiting[0].events) <= self.max_batch_events):
             delivery = self._waiting.pop(0)
+            delivery.taken = True
             batch.append(delivery)
             size += len(delivery.events)
         return batch
@@ -106,7 +119,7 @@ class Ingest:
             async with self.db.transaction() as session:
                 results = await apply_batch(session, [(d.provider, d.events) for d in batch])
         except asyncio.CancelledError:
-            # The lock holder's request was cancelled mid-transaction (rolled back): the others
+            # The writer's own request was cancelled mid-transaction (rolled back): the others
             # in its batch must not wait for ever.
             for delivery in batch:
                 if not delivery.done.done():
@@ -114,7 +127,8 @@ class Ingest:
             raise
         except Exception as exc:
             if len(batch) == 1:
-                batch[0].done.set_exception(exc)
+                if not batch[0].done.done():
+                    batch[0].done.set_exception(exc)
                 return
             # One delivery must not fail the others (say, a body the database refuses to store):
             # each is tried again on its own.
@@ -125,4 +139,5 @@ class Ingest:
                 await self._apply([delivery])
             return
         for delivery, result in zip(batch, results, strict=True):
-            delivery.done.set_result(result)
+            if not delivery.done.done():
+                delivery.done.set_result(result)

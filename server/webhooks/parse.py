@@ -21,6 +21,10 @@ from urllib.parse import parse_qsl
 _HASH_PREFIX = "h:"
 
 
+# message_event.provider_event_id is VARCHAR(200): a longer id is stored as its hash.
+_EVENT_ID_MAX = 200
+
+
 class MalformedPayload(ValueError):
     """The body is not what this provider sends: answer 400."""
 
@@ -38,6 +42,10 @@ class ProviderEvent:
     occurred_at: dt.datetime
     raw: dict[str, Any] = field(repr=False)
 
+    def __post_init__(self) -> None:
+        if len(self.provider_event_id) > _EVENT_ID_MAX:
+            object.__setattr__(self, "provider_event_id", event_hash("long-id", self.provider_event_id))
+
 
 def event_hash(*parts: object) -> str:
     """A stable event id for providers that send none: the same delivery hashes the same."""
@@ -46,6 +54,9 @@ def event_hash(*parts: object) -> str:
 
 
 def _json(body: bytes) -> Any:
+    if b"\\u0000" in body:
+        # PostgreSQL's JSONB cannot hold NUL characters; the raw event is kept with a stand-in.
+        body = body.replace(b"\\u0000", b"\\ufffd")
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -276,7 +287,8 @@ _TWILIO_SUPPRESS = {
 
 def parse_twilio(body: bytes, now: dt.datetime) -> list[ProviderEvent]:
     try:
-        form = dict(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body)))
+        pairs = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
+        form = {k: v.replace("\x00", "\ufffd") for k, v in pairs}  # no NUL in JSONB (see `_json`)
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedPayload("a Twilio callback is form-encoded") from exc
     sid, name = (

@@ -30,6 +30,7 @@ from server.webhooks.parse import ProviderEvent
 # Keeps each `IN (...)` list well under the bind-parameter limits of asyncpg and SQLite.
 _IN_CHUNK = 5000
 _KIND_LEN = 24  # message_event.status
+_ADDRESS_LEN = 320  # suppression.address
 
 
 @dataclass(slots=True)
@@ -321,6 +322,8 @@ async def _suppress(
         if not address:
             continue
         key = normalise_address(address)
+        if len(key) > _ADDRESS_LEN:
+            continue  # no real address is this long, and the column would refuse it
         row = {
             "workspace_id": provider.workspace_id,
             "address": key,

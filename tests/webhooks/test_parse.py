@@ -361,3 +361,24 @@ def test_whatsapp_echoed_idempotency_key_gives_our_message_id() -> None:
     item["biz_opaque_callback_data"] = "campaign-7"
     [event] = parse("whatsapp", whatsapp_body(item), now=NOW)
     assert event.our_message_id is None
+
+
+def test_nul_characters_are_replaced_for_storage() -> None:
+    body = json.dumps([sendgrid_event("open", 1, useragent="bad\u0000agent")]).encode()
+    assert b"\\u0000" in body
+    [event] = parse("sendgrid", body, now=NOW)
+    assert event.raw["useragent"] == "bad\ufffdagent"
+    [event] = parse("twilio", twilio_body({**twilio_form("sent"), "Body": "a\x00b"}), now=NOW)
+    assert event.raw["Body"] == "a\ufffdb"
+
+
+def test_overlong_event_ids_are_hashed_to_fit_the_column() -> None:
+    long_id = "x" * 500
+    [event] = parse(
+        "sendgrid", json.dumps([sendgrid_event("open", 1, sg_event_id=long_id)]).encode(), now=NOW
+    )
+    assert len(event.provider_event_id) <= 200
+    [again] = parse(
+        "sendgrid", json.dumps([sendgrid_event("open", 2, sg_event_id=long_id)]).encode(), now=NOW
+    )
+    assert again.provider_event_id == event.provider_event_id
