@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlencode
 
 import asyncpg
@@ -183,7 +184,7 @@ class Feed:
         n = 0
         per_message = ("processed", "delivered", "open")
         while self.cursor < len(self.world.sendgrid_ids):
-            items = []
+            items: list[dict[str, Any]] = []
             ts = int(time.time())
             while len(items) + len(per_message) <= batch and self.cursor < len(self.world.sendgrid_ids):
                 mid = self.world.sendgrid_ids[self.cursor]
