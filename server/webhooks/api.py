@@ -27,8 +27,8 @@ log = logging.getLogger("switchboard.webhooks")
 
 def _provider_id(request: Request) -> int:
     raw = request.path_params["provider_id"]
-    if not raw.isdigit() or len(raw) > 18:
-        raise Problem(404, "No such provider connection.")
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise _not_found()
     return int(raw)
 
 

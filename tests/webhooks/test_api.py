@@ -406,6 +406,7 @@ async def test_sandbox_valid_stale_and_forged(hooks: httpx.AsyncClient, world: W
 async def test_unknown_connection_is_404(hooks: httpx.AsyncClient, world: World) -> None:
     assert_problem(await hooks.post("/webhooks/999999", content=b"[]"), 404)
     assert_problem(await hooks.post("/webhooks/abc", content=b"[]"), 404)
+    assert_problem(await hooks.post("/webhooks/%C2%B2", content=b"[]"), 404)  # "²" is a digit to Python
     assert_problem(await hooks.post(world.url("smtp"), content=b"[]"), 404)  # no webhooks for SMTP
 
 
