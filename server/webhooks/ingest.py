@@ -22,9 +22,10 @@ from server.webhooks.service import ApplyResult, apply_batch
 
 log = logging.getLogger("switchboard.webhooks")
 
-# Transactions in flight at once. One leaves the process idle while it waits on the database; many
-# queue on each other's row locks (the workspace's event counter above all).
-WRITERS = 2
+# Transactions in flight at once. Measured (bench/webhooks, `--writers`): a second writer mostly
+# waits on the first's lock on the workspace's event counter, and batches get smaller; one is as fast
+# or faster. More than one only helps deliveries for different workspaces.
+WRITERS = 1
 # A batch this large is split: its statements and its transaction stay bounded.
 MAX_BATCH_EVENTS = 5000
 # How long a connection's row (keys, kind) is trusted. A key rotated meanwhile still works at once:
