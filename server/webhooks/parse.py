@@ -91,7 +91,7 @@ def _our_id(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        return value if 0 < value < 2**62 else None  # an id, not a number the database would refuse
     if not isinstance(value, str):
         return None
     value = value.strip()
