@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -434,3 +435,65 @@ async def test_another_workspaces_message_is_untouched(hooks: httpx.AsyncClient,
         stored = (await s.execute(select(MessageEvent.message_id, MessageEvent.workspace_id))).all()
     assert other_log == []
     assert [tuple(r) for r in stored] == [(None, world.ws), (None, world.ws)]
+
+
+# --- the sandbox adapter's own webhooks, end to end ----------------------------------------------
+
+
+async def test_sandbox_adapter_webhooks_move_the_message(hooks: httpx.AsyncClient, world: World) -> None:
+    """The sandbox adapter (server.providers.adapters.sandbox) posts its signed webhooks to us."""
+    from server.providers.adapters.base import OutgoingMessage
+    from server.providers.adapters.sandbox import SandboxAdapter
+
+    provider = world.providers["sandbox"]
+    adapter = SandboxAdapter(
+        {"delivery_delay_ms": 300, "bounce_rate": 1.0},  # time to store the provider message id
+        http=hooks,
+        provider_id=provider.id,
+        webhook_url="http://testserver" + world.url("sandbox"),
+        webhook_key=SANDBOX_KEY,
+    )
+    async with world.db.transaction() as s:
+        m = Message(
+            workspace_id=world.ws,
+            channel="email",
+            to_address="Carol@Example.test",
+            status="sending",
+            provider_id=provider.id,
+            provider_kind="sandbox",
+        )
+        s.add(m)
+        await s.flush()
+        mid = m.id
+    result = await adapter.send(
+        OutgoingMessage(
+            message_id=mid,
+            workspace_id=world.ws,
+            channel="email",
+            to="Carol@Example.test",
+            subject="Hi",
+            body="Hello",
+            idempotency_key=f"sb-{world.ws}-{mid}",
+        )
+    )
+    async with world.db.transaction() as s:
+        row = await s.get(Message, mid)
+        assert row is not None
+        row.provider_message_id = result.provider_message_id  # what the dispatcher stores
+    for _ in range(250):
+        if adapter.pending_webhooks == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert adapter.pending_webhooks == 0
+    await adapter.aclose()
+    async with world.db.transaction() as s:
+        status = (await s.execute(select(Message.status).where(Message.id == mid))).scalar_one()
+        kinds = (
+            (await s.execute(select(MessageEvent.status).where(MessageEvent.message_id == mid)))
+            .scalars()
+            .all()
+        )
+        supp = (await s.execute(select(Suppression.address, Suppression.reason))).all()
+    assert status == "bounced"
+    assert sorted(kinds) == ["bounced", "sent"]
+    assert [tuple(r) for r in supp] == [("carol@example.test", "bounce")]
