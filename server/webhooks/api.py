@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import logging
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -19,7 +19,7 @@ from server.api import json_response
 from server.db import utcnow
 from server.errors import Problem
 from server.webhooks.ingest import Ingest, ProviderCache, ProviderInfo
-from server.webhooks.parse import PARSERS, MalformedPayload, parse
+from server.webhooks.parse import PARSERS, MalformedPayload, ProviderEvent, parse
 from server.webhooks.verify import InvalidSignature, verify_request
 
 log = logging.getLogger("switchboard.webhooks")
@@ -39,6 +39,15 @@ def signed_url(request: Request) -> str:
         return str(request.url)
     query = request.url.query
     return public.rstrip("/") + request.url.path + (f"?{query}" if query else "")
+
+
+def with_our_id_from_url(request: Request, events: list[ProviderEvent]) -> list[ProviderEvent]:
+    """A status callback URL may carry our message id (`?sb_message_id=`). Twilio signs the URL, so
+    it is as trustworthy as the body; it matches the message even before its SID is stored."""
+    raw = request.query_params.get("sb_message_id", "")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        return events
+    return [e if e.our_message_id is not None else replace(e, our_message_id=int(raw)) for e in events]
 
 
 def _not_found() -> Problem:
@@ -92,6 +101,8 @@ async def receive(request: Request) -> Response:
         events = parse(provider.kind, body, now=utcnow())
     except MalformedPayload as exc:
         raise Problem(400, str(exc)) from None
+    if provider.kind == "twilio":
+        events = with_our_id_from_url(request, events)
     result = await ingest.submit(provider, events)
     return json_response(asdict(result))
 

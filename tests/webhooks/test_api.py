@@ -497,3 +497,29 @@ async def test_sandbox_adapter_webhooks_move_the_message(hooks: httpx.AsyncClien
     assert status == "bounced"
     assert sorted(kinds) == ["bounced", "sent"]
     assert [tuple(r) for r in supp] == [("carol@example.test", "bounce")]
+
+
+async def test_twilio_callback_url_can_carry_our_message_id(hooks: httpx.AsyncClient, world: World) -> None:
+    """Matched by our id even when the SID is not stored yet (the callback beat the send's commit)."""
+    async with world.db.transaction() as s:
+        m = Message(
+            workspace_id=world.ws,
+            channel="sms",
+            to_address="+15558675311",
+            status="sending",
+            provider_id=world.providers["twilio"].id,
+            provider_kind="twilio",
+        )
+        s.add(m)
+        await s.flush()
+        mid = m.id
+    path = f"{world.url('twilio')}?sb_message_id={mid}"
+    request = world.twilio(twilio_form("sent", sid="SMnotstoredyet"), url="http://testserver" + path)
+    r = await hooks.post(path, **request)
+    assert r.status_code == 200 and r.json()["unmatched"] == 0, r.text
+    async with world.db.transaction() as s:
+        assert (await s.execute(select(Message.status).where(Message.id == mid))).scalar_one() == "sent"
+    # the id is part of what Twilio signs: pointing the same body at another message breaks the signature
+    other = f"{world.url('twilio')}?sb_message_id={world.messages['twilio']}"
+    r = await hooks.post(other, **request)
+    assert_problem(r, 401)
