@@ -18,11 +18,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol, cast
 
-from sqlalchemy import Table, bindparam, or_, select, update
+import sqlalchemy as sa
+from sqlalchemy import BigInteger, String, Table, Text, bindparam, column, or_, select, update, values
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from server.db import utcnow
+from server.db import UTCDateTime, utcnow
 from server.events.service import NewEvent, emit_many
 from server.messages.models import Message, MessageEvent, MessageStatus, Suppression
 from server.webhooks.parse import ProviderEvent
@@ -262,44 +263,69 @@ async def record(session: AsyncSession, *, provider: Connection, events: Sequenc
     outcome.recorded.update(row_ids)
     outcome.unmatched.update(e.provider_event_id for e in applied if matched[e.provider_event_id] is None)
 
-    changes: dict[int, dict[str, Any]] = {}
-    now = utcnow()
+    changed: dict[int, _Target] = {}
     # Oldest first, so a batch holding "delivered" then an older "sent" reads as it happened.
     for event in sorted(applied, key=lambda e: e.occurred_at):
         message = matched[event.provider_event_id]
         if message is None or event.status is None or not moves_forward(message.status, event.status):
             continue
         message.status = event.status
-        change = changes.setdefault(message.id, {"id": message.id})
-        change.update(status=event.status, updated_at=now)
         # `reason` says why a message ended badly; reaching sent/delivered clears a stale one (as
         # `server.messages.status` does for the dispatcher's own changes).
         if event.status in (MessageStatus.bounced, MessageStatus.failed):
-            change["reason"] = message.reason = event.reason
+            message.reason = event.reason
         elif event.status in (MessageStatus.sent, MessageStatus.delivered):
-            change["reason"] = message.reason = None
+            message.reason = None
         if event.status == MessageStatus.sent and message.sent_at is None:
-            change["sent_at"] = message.sent_at = event.occurred_at
+            message.sent_at = event.occurred_at
+        changed[message.id] = message
         outcome.changes[event.provider_event_id] += 1
         outcome.emit.append(NewEvent("message.status", _status_data(message, provider), message.contact_id))
-    if changes:
-        await _update_messages(conn, list(changes.values()))
+    if changed:
+        await _update_messages(conn, list(changed.values()))
 
     outcome.emit += await _suppress(conn, provider, applied, matched, row_ids, outcome)
     return outcome
 
 
-async def _update_messages(conn: AsyncConnection, changes: list[dict[str, Any]]) -> None:
-    """One UPDATE per set of columns, each run for every message that changes them (executemany)."""
-    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-    for change in changes:
-        by_columns.setdefault(tuple(sorted(change)), []).append(change)
-    for columns, params in by_columns.items():
-        values: dict[str, Any] = {c: bindparam(f"v_{c}") for c in columns if c != "id"}
+async def _update_messages(conn: AsyncConnection, messages: list[_Target]) -> None:
+    """Write the messages' new state: on PostgreSQL in one `UPDATE … FROM (VALUES …)` statement;
+    SQLite cannot name the columns of a VALUES list there, so it runs one UPDATE per message."""
+    now = utcnow()
+    if conn.dialect.name == "postgresql":
+        rows = values(
+            column("id", BigInteger()),
+            column("status", String()),
+            column("reason", Text()),
+            column("sent_at", UTCDateTime()),
+            name="changed",
+        ).data([(m.id, m.status, m.reason, m.sent_at) for m in messages])
         await conn.execute(
-            update(_MESSAGE).where(_MESSAGE.c.id == bindparam("v_id")).values(values),
-            [{f"v_{k}": v for k, v in p.items()} for p in params],
+            update(_MESSAGE)
+            .where(_MESSAGE.c.id == rows.c.id)
+            .values(
+                status=rows.c.status,
+                # A column of NULLs only would be typed text: say what it is.
+                reason=sa.cast(rows.c.reason, Text()),
+                sent_at=sa.cast(rows.c.sent_at, UTCDateTime()),
+                updated_at=now,
+            )
         )
+        return
+    await conn.execute(
+        update(_MESSAGE)
+        .where(_MESSAGE.c.id == bindparam("m_id"))
+        .values(
+            status=bindparam("m_status"),
+            reason=bindparam("m_reason"),
+            sent_at=bindparam("m_sent_at"),
+            updated_at=now,
+        ),
+        [
+            {"m_id": m.id, "m_status": m.status, "m_reason": m.reason, "m_sent_at": m.sent_at}
+            for m in messages
+        ],
+    )
 
 
 async def _suppress(
