@@ -44,6 +44,22 @@ WA_VERIFY = "my-verify-token"
 SANDBOX_KEY = "sandbox-webhook-key-0123456789abcdef"
 
 
+def signed_sendgrid(
+    key: SendGridKey, items: list[dict[str, Any]], *, ts: int | None = None
+) -> dict[str, Any]:
+    """httpx arguments for a SendGrid Event Webhook POST, signed as SendGrid signs."""
+    body = json.dumps(items).encode()
+    t = str(int(time.time()) if ts is None else ts)
+    return {
+        "content": body,
+        "headers": {
+            "Content-Type": "application/json",
+            "X-Twilio-Email-Event-Webhook-Signature": key.sign(t, body),
+            "X-Twilio-Email-Event-Webhook-Timestamp": t,
+        },
+    }
+
+
 def with_webhooks(app: Starlette) -> Starlette:
     """The lead wires `routes` into the app; until then, add them here."""
     if not any(getattr(r, "path", None) == "/webhooks/{provider_id}" for r in app.router.routes):
@@ -131,16 +147,7 @@ class World:
     def sendgrid(
         self, items: list[dict[str, Any]], *, ts: int | None = None, key: SendGridKey | None = None
     ) -> dict[str, Any]:
-        body = json.dumps(items).encode()
-        t = str(int(time.time()) if ts is None else ts)
-        return {
-            "content": body,
-            "headers": {
-                "Content-Type": "application/json",
-                "X-Twilio-Email-Event-Webhook-Signature": (key or self.sg_key).sign(t, body),
-                "X-Twilio-Email-Event-Webhook-Timestamp": t,
-            },
-        }
+        return signed_sendgrid(key or self.sg_key, items, ts=ts)
 
     def mailgun(self, data: dict[str, Any], *, ts: int | None = None, key: str = MG_KEY) -> dict[str, Any]:
         t = str(int(time.time()) if ts is None else ts)
