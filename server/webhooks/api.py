@@ -18,7 +18,7 @@ from starlette.routing import BaseRoute, Route
 from server.api import json_response
 from server.db import utcnow
 from server.errors import Problem
-from server.webhooks.ingest import Ingest, ProviderCache, ProviderInfo
+from server.webhooks.ingest import REVERIFY_AGE_S, Ingest, ProviderCache, ProviderInfo
 from server.webhooks.parse import PARSERS, MalformedPayload, ProviderEvent, parse
 from server.webhooks.verify import InvalidSignature, verify_request
 
@@ -90,7 +90,7 @@ async def receive(request: Request) -> Response:
             _verify(provider, request, body)
         except InvalidSignature:
             # Perhaps the key was rotated since the row was cached: check against the row as it is now.
-            provider = await providers.get(provider_id, fresh=True)
+            provider = await providers.get(provider_id, max_age_s=REVERIFY_AGE_S)
             if provider is None or provider.kind not in PARSERS:
                 raise _not_found() from None
             _verify(provider, request, body)
@@ -109,7 +109,7 @@ async def receive(request: Request) -> Response:
 
 async def handshake(request: Request) -> Response:
     """WhatsApp's subscription check: echo `hub.challenge` when `hub.verify_token` is ours."""
-    provider = await _state(request)[0].get(_provider_id(request), fresh=True)
+    provider = await _state(request)[0].get(_provider_id(request), max_age_s=0)
     if provider is None or provider.kind != "whatsapp":
         raise _not_found()
     expected = str(provider.config.get("verify_token") or "")

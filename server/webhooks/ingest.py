@@ -29,8 +29,10 @@ WRITERS = 1
 # A batch this large is split: its statements and its transaction stay bounded.
 MAX_BATCH_EVENTS = 5000
 # How long a connection's row (keys, kind) is trusted. A key rotated meanwhile still works at once:
-# a delivery that fails verification against a cached row is checked again against a fresh one.
+# a delivery that fails verification against a cached row is checked again against one read at most
+# REVERIFY_AGE_S ago (so a flood of forged requests costs at most one read a second per connection).
 PROVIDER_TTL_S = 5.0
+REVERIFY_AGE_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,10 +53,11 @@ class ProviderCache:
         self.ttl_s = ttl_s
         self._rows: dict[int, ProviderInfo] = {}
 
-    async def get(self, provider_id: int, *, fresh: bool = False) -> ProviderInfo | None:
+    async def get(self, provider_id: int, *, max_age_s: float | None = None) -> ProviderInfo | None:
+        """The connection, read again when the cached row is older than `max_age_s` (default: the TTL)."""
         now = time.monotonic()
         cached = self._rows.get(provider_id)
-        if cached is not None and not fresh and now - cached.loaded_at < self.ttl_s:
+        if cached is not None and now - cached.loaded_at < (self.ttl_s if max_age_s is None else max_age_s):
             return cached
         async with self.db.transaction() as session:
             row = await session.get(Provider, provider_id)

@@ -530,3 +530,23 @@ async def test_twilio_callback_url_can_carry_our_message_id(hooks: httpx.AsyncCl
     other = f"{world.url('twilio')}?sb_message_id={world.messages['twilio']}"
     r = await hooks.post(other, **request)
     assert_problem(r, 401)
+
+
+async def test_a_rotated_key_is_picked_up_without_waiting_for_the_cache(
+    hooks: httpx.AsyncClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from server.webhooks import api as webhooks_api
+
+    batch = [sendgrid_event("open", 1)]
+    assert (await hooks.post(world.url("sendgrid"), **world.sendgrid(batch))).status_code == 200  # row cached
+    new_key = SendGridKey()
+    async with world.db.transaction() as s:
+        row = await s.get(Provider, world.providers["sendgrid"].id)
+        assert row is not None
+        row.config = {"webhook_public_key": new_key.public_b64}
+    monkeypatch.setattr(webhooks_api, "REVERIFY_AGE_S", 0.0)  # as if the cached row were a second old
+    r = await hooks.post(world.url("sendgrid"), **world.sendgrid([sendgrid_event("open", 2)], key=new_key))
+    assert r.status_code == 200, r.text
+    # and the old key no longer works
+    r = await hooks.post(world.url("sendgrid"), **world.sendgrid([sendgrid_event("open", 3)]))
+    assert_problem(r, 401)

@@ -108,7 +108,7 @@ async def test_provider_cache_reloads_after_its_ttl_and_on_demand(db: Database) 
         assert row is not None
         row.config = {"webhook_public_key": "rotated"}
     assert (await cache.get(provider_id)) is first  # still cached
-    fresh = await cache.get(provider_id, fresh=True)
+    fresh = await cache.get(provider_id, max_age_s=0)
     assert fresh is not None and fresh.config == {"webhook_public_key": "rotated"}
     assert await cache.get(999_999) is None
 
