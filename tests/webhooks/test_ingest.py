@@ -130,5 +130,27 @@ async def test_every_delivery_is_answered_whatever_the_writers(db: Database, wri
     ]
     results = await asyncio.gather(*(ingest.submit(provider, d) for d in deliveries))
     assert sum(r.recorded for r in results) == 120
+    assert db.engine.pool.checkedout() == 0  # connections kept between batches went back once idle
     async with db.transaction() as s:
         assert (await s.execute(select(func.count()).select_from(MessageEvent))).scalar_one() == 120
+
+
+async def test_a_cancelled_delivery_is_dropped_and_leaves_nothing_checked_out(db: Database) -> None:
+    provider_id = await setup(db, 2)
+    provider = await ProviderCache(db).get(provider_id)
+    assert provider is not None
+    ingest = Ingest(db, writers=1)
+    first = asyncio.create_task(
+        ingest.submit(provider, events(sendgrid_event("open", 1, sg_message_id="m0.f")))
+    )
+    second = asyncio.create_task(
+        ingest.submit(provider, events(sendgrid_event("open", 2, sg_message_id="m1.f")))
+    )
+    await asyncio.sleep(0)  # both queued; the first holds the writer slot
+    second.cancel()
+    assert (await first).recorded == 1
+    with pytest.raises(asyncio.CancelledError):
+        await second
+    assert db.engine.pool.checkedout() == 0
+    async with db.transaction() as s:
+        assert (await s.execute(select(func.count()).select_from(MessageEvent))).scalar_one() == 1
