@@ -140,6 +140,7 @@ class Feed:
 
     world: World
     port: int
+    pid: int | None = None  # the server's, to measure its CPU time
     posted: set[str] = field(default_factory=set)
     delivered: set[str] = field(default_factory=set)  # provider message ids sent a "delivered"
     cursor: int = 0
@@ -322,7 +323,7 @@ async def check(world: World, feed: Feed) -> Integrity:
 def _row(name: str, s: Stats) -> str:
     return (
         f"| {name:<38} | {s.requests:>8} | {s.events:>8} | {s.events_per_s:>9.0f} | {s.requests_per_s:>7.0f} "
-        f"| {s.percentile(50):>7.1f} | {s.percentile(99):>7.1f} | {s.errors:>6} |"
+        f"| {s.percentile(50):>7.1f} | {s.percentile(99):>7.1f} | {s.cpu_ms_per_request:>9.2f} | {s.errors:>6} |"
     )
 
 
@@ -339,11 +340,15 @@ class Phase:
 async def twilio_phase(args: argparse.Namespace, feed: Feed, bare_feed: Feed) -> Phase:
     d, c = args.duration, args.connections
     await closed_loop(HOST, feed.port, feed.twilio(), connections=8, duration_s=1.0)  # warm-up
-    ours = await closed_loop(HOST, feed.port, feed.twilio(), connections=c, duration_s=d)
+    ours = await closed_loop(HOST, feed.port, feed.twilio(), connections=c, duration_s=d, server_pid=feed.pid)
     bare_feed.cursor = feed.cursor
-    bare = await closed_loop(HOST, bare_feed.port, bare_feed.twilio(), connections=c, duration_s=d)
+    bare = await closed_loop(
+        HOST, bare_feed.port, bare_feed.twilio(), connections=c, duration_s=d, server_pid=bare_feed.pid
+    )
     rate = TARGET_EVENTS_PER_S / 2
-    half = await open_loop(HOST, feed.port, feed.twilio(), rate=rate, connections=c, duration_s=d)
+    half = await open_loop(
+        HOST, feed.port, feed.twilio(), rate=rate, connections=c, duration_s=d, server_pid=feed.pid
+    )
     return Phase("twilio callbacks", ours, bare, half)
 
 
@@ -351,11 +356,17 @@ async def sendgrid_phase(args: argparse.Namespace, feed: Feed, bare_feed: Feed) 
     d, c, b = args.duration, args.sg_connections, args.batch
     feed.cursor = bare_feed.cursor = 0  # SendGrid messages are a list of their own
     await closed_loop(HOST, feed.port, feed.sendgrid(b), connections=2, duration_s=1.0)  # warm-up
-    ours = await closed_loop(HOST, feed.port, feed.sendgrid(b), connections=c, duration_s=d)
+    ours = await closed_loop(
+        HOST, feed.port, feed.sendgrid(b), connections=c, duration_s=d, server_pid=feed.pid
+    )
     bare_feed.cursor = feed.cursor
-    bare = await closed_loop(HOST, bare_feed.port, bare_feed.sendgrid(b), connections=c, duration_s=d)
+    bare = await closed_loop(
+        HOST, bare_feed.port, bare_feed.sendgrid(b), connections=c, duration_s=d, server_pid=bare_feed.pid
+    )
     rate = TARGET_EVENTS_PER_S / 2 / b
-    half = await open_loop(HOST, feed.port, feed.sendgrid(b), rate=rate, connections=c, duration_s=d)
+    half = await open_loop(
+        HOST, feed.port, feed.sendgrid(b), rate=rate, connections=c, duration_s=d, server_pid=feed.pid
+    )
     return Phase(f"sendgrid batches of {b}", ours, bare, half)
 
 
@@ -380,9 +391,10 @@ def report(phases: list[Phase]) -> list[str]:
 
 
 async def run_load(
-    args: argparse.Namespace, world: World, sb_port: int, bare_port: int
+    args: argparse.Namespace, world: World, servers: list[tuple[int, int]]
 ) -> tuple[list[str], Feed]:
-    feed, bare_feed = Feed(world, sb_port), Feed(world, bare_port)
+    (sb_port, sb_pid), (bare_port, bare_pid) = servers
+    feed, bare_feed = Feed(world, sb_port, sb_pid), Feed(world, bare_port, bare_pid)
     phases = []
     if args.only in (None, "twilio"):
         phases.append(await twilio_phase(args, feed, bare_feed))
@@ -444,7 +456,8 @@ def main(argv: list[str] | None = None) -> int:
             uvloop.install()
         except ImportError:
             pass
-        rows, feed = asyncio.run(run_load(args, world, sb_port, bare_port))
+        servers = [(sb_port, procs[0].pid), (bare_port, procs[1].pid)]
+        rows, feed = asyncio.run(run_load(args, world, servers))
         integrity = asyncio.run(check(world, feed))
     finally:
         for p in procs:
@@ -455,13 +468,13 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\nInbound webhooks, one web process on PostgreSQL ({cores}); {args.duration:.0f} s per run; "
         f"1 request in {REPLAY_EVERY} is a replay; latency at {TARGET_EVENTS_PER_S // 2} events/s is an open "
-        "loop (from each request's due time).\n"
+        "loop (from each request's due time); CPU ms/req is the server process's own CPU time per request.\n"
     )
     print(
         "| scenario                               | requests |   events |  events/s |   req/s "
-        "| p50 ms  | p99 ms  | errors |"
+        "| p50 ms  | p99 ms  | CPU ms/req | errors |"
     )
-    print("|" + "|".join("-" * w for w in (40, 10, 10, 11, 9, 9, 9, 8)) + "|")
+    print("|" + "|".join("-" * w for w in (40, 10, 10, 11, 9, 9, 9, 12, 8)) + "|")
     for r in rows:
         print(r)
     print()

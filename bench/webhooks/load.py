@@ -5,6 +5,7 @@ rate, latency measured from each request's scheduled time so a stall is not hidd
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,6 +30,11 @@ class Stats:
     events: int = 0
     requests: int = 0
     elapsed: float = 0.0
+    server_cpu_s: float = 0.0  # CPU time the server process used during the run
+
+    @property
+    def cpu_ms_per_request(self) -> float:
+        return 1000 * self.server_cpu_s / self.requests if self.requests else float("nan")
 
     def record(self, status: int, latency: float, events: int) -> None:
         self.requests += 1
@@ -54,6 +60,18 @@ class Stats:
     @property
     def requests_per_s(self) -> float:
         return self.requests / self.elapsed if self.elapsed else 0.0
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (Linux), or 0 when it cannot be read."""
+    if pid is None:
+        return 0.0
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Connection:
@@ -88,11 +106,18 @@ class Connection:
 
 
 async def closed_loop(
-    host: str, port: int, requests: Iterator[Request], *, connections: int, duration_s: float
+    host: str,
+    port: int,
+    requests: Iterator[Request],
+    *,
+    connections: int,
+    duration_s: float,
+    server_pid: int | None = None,
 ) -> Stats:
     """Each connection sends its next request as soon as the previous one is answered."""
     stats = Stats()
     conns = [await Connection.open(host, port) for _ in range(connections)]
+    cpu = cpu_seconds(server_pid)
     start = time.perf_counter()
     deadline = start + duration_s
 
@@ -107,18 +132,27 @@ async def closed_loop(
 
     await asyncio.gather(*(worker(c) for c in conns))
     stats.elapsed = time.perf_counter() - start
+    stats.server_cpu_s = cpu_seconds(server_pid) - cpu
     for c in conns:
         c.close()
     return stats
 
 
 async def open_loop(
-    host: str, port: int, requests: Iterator[Request], *, rate: float, connections: int, duration_s: float
+    host: str,
+    port: int,
+    requests: Iterator[Request],
+    *,
+    rate: float,
+    connections: int,
+    duration_s: float,
+    server_pid: int | None = None,
 ) -> Stats:
     """Requests due at `rate` per second; each latency counts from when it was due."""
     stats = Stats()
     conns = [await Connection.open(host, port) for _ in range(connections)]
     queue: asyncio.Queue[tuple[float, Request] | None] = asyncio.Queue()
+    cpu = cpu_seconds(server_pid)
     start = time.perf_counter()
     total = int(rate * duration_s)
 
@@ -143,6 +177,7 @@ async def open_loop(
 
     await asyncio.gather(ticker(), *(worker(c) for c in conns))
     stats.elapsed = time.perf_counter() - start
+    stats.server_cpu_s = cpu_seconds(server_pid) - cpu
     for c in conns:
         c.close()
     return stats
