@@ -18,12 +18,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Protocol, cast
 
-import sqlalchemy as sa
-from sqlalchemy import BigInteger, String, Table, Text, bindparam, column, or_, select, update, values
+from sqlalchemy import BigInteger, String, Table, any_, bindparam, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from server.db import UTCDateTime, utcnow
+from server.db import utcnow
 from server.events.service import NewEvent, emit_many
 from server.messages.models import Message, MessageEvent, MessageStatus, Suppression
 from server.webhooks.parse import ProviderEvent
@@ -88,6 +87,14 @@ def _insert(conn: AsyncConnection, table: Table) -> Any:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
+def _one_of(conn: AsyncConnection, column: Any, values: Sequence[Any], type_: Any) -> Any:
+    """`column IN (values)`; on PostgreSQL `= ANY(array)`: one statement whatever the number of values,
+    so it is prepared once rather than once per length."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(type_)))
+    return column.in_(values)
+
+
 def normalise_address(address: str) -> str:
     """Suppressions hold lower-cased emails and E.164 phones."""
     address = address.strip()
@@ -144,9 +151,9 @@ async def _messages(
         ours, theirs = our_ids[i : i + _IN_CHUNK], provider_ids[i : i + _IN_CHUNK]
         conditions = []
         if ours:
-            conditions.append(_MESSAGE.c.id.in_(ours))
+            conditions.append(_one_of(conn, _MESSAGE.c.id, ours, BigInteger()))
         if theirs:
-            conditions.append(_MESSAGE.c.provider_message_id.in_(theirs))
+            conditions.append(_one_of(conn, _MESSAGE.c.provider_message_id, theirs, String()))
         rows = await conn.execute(
             select(*_TARGET_COLUMNS)
             .where(_MESSAGE.c.workspace_id == provider.workspace_id, or_(*conditions))
@@ -288,28 +295,35 @@ async def record(session: AsyncSession, *, provider: Connection, events: Sequenc
     return outcome
 
 
+# One statement for any number of messages, so it is compiled and prepared once: the new state
+# arrives as arrays, unnested into rows.
+_UPDATE_MESSAGES_PG = text(
+    """
+    UPDATE message
+    SET status = changed.status, reason = changed.reason, sent_at = changed.sent_at, updated_at = :now
+    FROM unnest(
+        CAST(:ids AS BIGINT[]), CAST(:statuses AS VARCHAR[]), CAST(:reasons AS TEXT[]),
+        CAST(:sent_ats AS TIMESTAMPTZ[])
+    ) AS changed (id, status, reason, sent_at)
+    WHERE message.id = changed.id
+    """
+)
+
+
 async def _update_messages(conn: AsyncConnection, messages: list[_Target]) -> None:
-    """Write the messages' new state: on PostgreSQL in one `UPDATE … FROM (VALUES …)` statement;
-    SQLite cannot name the columns of a VALUES list there, so it runs one UPDATE per message."""
+    """Write the messages' new state: on PostgreSQL in one statement; SQLite runs the UPDATE once
+    per message (it has no arrays, and writes in-process anyway)."""
     now = utcnow()
     if conn.dialect.name == "postgresql":
-        rows = values(
-            column("id", BigInteger()),
-            column("status", String()),
-            column("reason", Text()),
-            column("sent_at", UTCDateTime()),
-            name="changed",
-        ).data([(m.id, m.status, m.reason, m.sent_at) for m in messages])
         await conn.execute(
-            update(_MESSAGE)
-            .where(_MESSAGE.c.id == rows.c.id)
-            .values(
-                status=rows.c.status,
-                # A column of NULLs only would be typed text: say what it is.
-                reason=sa.cast(rows.c.reason, Text()),
-                sent_at=sa.cast(rows.c.sent_at, UTCDateTime()),
-                updated_at=now,
-            )
+            _UPDATE_MESSAGES_PG,
+            {
+                "now": now,
+                "ids": [m.id for m in messages],
+                "statuses": [m.status for m in messages],
+                "reasons": [m.reason for m in messages],
+                "sent_ats": [m.sent_at for m in messages],
+            },
         )
         return
     await conn.execute(

@@ -139,7 +139,7 @@ def _url_variants(url: str) -> list[str]:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     without = urlunsplit(parts._replace(netloc=prefix + host))
     with_port = urlunsplit(parts._replace(netloc=f"{prefix}{host}:{port}"))
-    return [url, without, with_port]
+    return list(dict.fromkeys([url, without, with_port]))
 
 
 def verify_twilio(auth_token: str, headers: Mapping[str, str], body: bytes, *, url: str) -> None:
@@ -152,12 +152,12 @@ def verify_twilio(auth_token: str, headers: Mapping[str, str], body: bytes, *, u
         params = parse_qsl(body.decode(), keep_blank_values=True)
     except UnicodeDecodeError as exc:
         raise InvalidSignature("body is not a form") from exc
-    ok = False
+    # The URL as given first; the port variants only when it fails. Which variant matched is no
+    # secret, so stopping early leaks nothing; each comparison itself is constant-time.
     for candidate in _url_variants(url):
-        # Check every variant so the time taken does not tell which one matched.
-        ok |= hmac.compare_digest(twilio_signature(auth_token, candidate, params).encode(), given.encode())
-    if not ok:
-        raise InvalidSignature("bad signature")
+        if hmac.compare_digest(twilio_signature(auth_token, candidate, params).encode(), given.encode()):
+            return
+    raise InvalidSignature("bad signature")
 
 
 # --- WhatsApp Cloud API: sha256=<hex HMAC-SHA256(app secret, raw body)> -----------------------
