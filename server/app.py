@@ -25,6 +25,7 @@ from server.providers.api import router as providers_router
 from server.services import Services
 from server.settings import Settings, get_settings
 from server.templates.api import router as templates_router
+from server.webhooks.api import routes as webhook_routes
 
 ROUTERS: list[Router] = [
     auth_router,
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     ]
     for r in routers:
         routes.extend(r.routes())
+    routes.extend(webhook_routes)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

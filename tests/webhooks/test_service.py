@@ -384,9 +384,9 @@ async def test_a_thousand_events_cost_the_same_statements_as_ten(db: Database) -
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # SQLite serialises writers
 async def test_concurrent_deliveries_of_one_batch_record_it_once(db: Database) -> None:
-    if db.dialect != "postgresql":
-        pytest.skip("concurrency needs PostgreSQL (SQLite serialises writers)")
+    assert db.dialect == "postgresql"
     ws = await make_workspace(db, "acme")
     provider = await make_provider(db, ws)
     ids = [await make_message(db, ws, provider_message_id=f"c{i}", status="sent") for i in range(20)]
