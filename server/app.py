@@ -17,11 +17,14 @@ from server.api import Router, all_operations, json_response
 from server.auth.api import router as auth_router
 from server.contacts.api import router as contacts_router
 from server.errors import exception_handlers
+from server.metrics import HttpMetrics, metrics_endpoint
 from server.middleware import BodyLimit, RequestId
+from server.ratelimit_middleware import RateLimit
+from server.reports.api import router as reports_router
 from server.services import Services
 from server.settings import Settings, get_settings
 
-ROUTERS: list[Router] = [auth_router, contacts_router]
+ROUTERS: list[Router] = [auth_router, contacts_router, reports_router]
 
 
 async def healthz(_request: Request) -> Response:
@@ -55,6 +58,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
         Route("/api/v1/openapi.json", openapi_json),
     ]
     for r in routers:
@@ -70,7 +74,12 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(RequestId), Middleware(BodyLimit, max_bytes=settings.max_body_bytes)],
+        middleware=[
+            Middleware(RequestId),
+            Middleware(HttpMetrics),
+            Middleware(RateLimit),
+            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+        ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     env: Literal["development", "production", "test"] = "development"
     database_url: str = DEFAULT_SQLITE
     redis_url: str | None = None
+    redis_prefix: str = "sb:"  # every Redis key and channel of this deployment starts with it
     secret_key: str = ""
     public_url: str | None = None
 

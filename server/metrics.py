@@ -1,0 +1,228 @@
+"""Prometheus metrics, on a registry owned by the app (never the process-global one, so tests
+can build many apps).
+
+Other modules get the app's metrics with `metrics_of(services)` and update the objects here:
+
+    m = metrics_of(request.app.state.services)
+    m.webhook_events.labels(provider="mailgun", outcome="applied").inc()
+
+Figures that live in the database (messages by status, the dispatcher's queue) are read at
+scrape time, so every web instance reports the same truth whichever worker did the work."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import generate_latest
+from sqlalchemy import func, select
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.db import utcnow
+from server.messages.models import Message as MessageRow
+from server.messages.models import MessageStatus
+
+# Buckets in seconds: API calls sit in the low milliseconds; long-polls wait up to a minute.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+LONGPOLL_ROUTES = frozenset({"/api/v1/events", "/api/v1/events/stream"})
+
+
+class Metrics:
+    """Every metric the app exports. Names and meanings are listed in docs/operations.md."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.http_latency = Histogram(
+            "switchboard_http_request_duration_seconds",
+            "HTTP request latency by route template (not raw path).",
+            ["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.websockets_open = Gauge(
+            "switchboard_websockets_open", "WebSocket connections open on this instance.", registry=r
+        )
+        self.longpolls_open = Gauge(
+            "switchboard_longpolls_open",
+            "Long-poll and SSE requests waiting on this instance.",
+            ["route"],
+            registry=r,
+        )
+        self.rate_limited = Counter(
+            "switchboard_rate_limit_rejections",
+            "Requests answered 429 by the API rate limiter, by bucket.",
+            ["bucket"],
+            registry=r,
+        )
+        self.cache_requests = Counter(
+            "switchboard_cache_requests",
+            "Cache look-ups by kind (contact, template) and result (hit, miss).",
+            ["kind", "result"],
+            registry=r,
+        )
+        self.webhook_events = Counter(
+            "switchboard_webhook_events",
+            "Inbound provider webhook requests by provider kind and outcome (applied, duplicate, rejected).",
+            ["provider", "outcome"],
+            registry=r,
+        )
+        self.endpoint_deliveries = Counter(
+            "switchboard_endpoint_deliveries",
+            "Outgoing webhook deliveries by outcome (success, failure, gave_up).",
+            ["outcome"],
+            registry=r,
+        )
+        self.sends = Counter(
+            "switchboard_dispatcher_sends",
+            "Provider send attempts made by the dispatcher(s) of this process, by provider and outcome.",
+            ["provider", "outcome"],
+            registry=r,
+        )
+        self.messages = Gauge(
+            "switchboard_messages",
+            "Messages in the database by status and provider kind (read at scrape time).",
+            ["status", "provider"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "switchboard_dispatch_queue_depth",
+            "Messages due now and waiting for a dispatcher (queued, next attempt in the past).",
+            registry=r,
+        )
+        self.queue_lag = Gauge(
+            "switchboard_dispatch_queue_lag_seconds",
+            "How long the oldest due message has been waiting (0 when none is due).",
+            registry=r,
+        )
+        self.scrape_errors = Counter(
+            "switchboard_metrics_scrape_errors",
+            "Scrapes where the database figures could not be read.",
+            registry=r,
+        )
+
+    async def refresh_from_db(self, db: Any) -> None:
+        """Read the database-backed gauges (messages by status/provider, queue depth and lag)."""
+        now = utcnow()
+        due = (MessageRow.status == MessageStatus.queued.value) & (MessageRow.next_attempt_at <= now)
+        async with db.transaction() as s:
+            by_status = (
+                await s.execute(
+                    select(MessageRow.status, MessageRow.provider_kind, func.count()).group_by(
+                        MessageRow.status, MessageRow.provider_kind
+                    )
+                )
+            ).all()
+            depth, oldest = (
+                await s.execute(select(func.count(), func.min(MessageRow.next_attempt_at)).where(due))
+            ).one()
+        self.messages.clear()
+        for status, provider, count in by_status:
+            self.messages.labels(status=status, provider=provider or "none").set(count)
+        self.queue_depth.set(depth or 0)
+        # min() keeps the column type, so this is an aware UTC datetime on both databases.
+        lag = (now - oldest).total_seconds() if oldest is not None else 0.0
+        self.queue_lag.set(max(0.0, lag))
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def metrics_of(services: Any) -> Metrics:
+    """The app's Metrics, made on first use and kept on `services.extras`."""
+    m = services.extras.get("metrics")
+    if m is None:
+        m = services.extras["metrics"] = Metrics()
+    return m  # type: ignore[no-any-return]
+
+
+async def metrics_endpoint(request: Request) -> Response:
+    services = request.app.state.services
+    m = metrics_of(services)
+    try:
+        await m.refresh_from_db(services.db)
+    except Exception:
+        m.scrape_errors.inc()
+    return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+class _RouteNames:
+    """Maps a matched endpoint back to its route template (`/api/v1/contacts/{contact_id}`)."""
+
+    def __init__(self, app: Any) -> None:
+        self.by_endpoint: dict[int, str] = {}
+        for route in getattr(app, "routes", []):
+            endpoint = getattr(route, "endpoint", None) or getattr(route, "app", None)
+            path = getattr(route, "path", None)
+            if endpoint is not None and path is not None:
+                self.by_endpoint.setdefault(id(endpoint), path or "/")
+
+    def name(self, scope: Scope) -> str:
+        endpoint = scope.get("endpoint")
+        if endpoint is None:
+            return "unmatched"
+        return self.by_endpoint.get(id(endpoint), "unmatched")
+
+
+class HttpMetrics:
+    """Pure ASGI middleware: latency by route template, open WebSockets and waiting long-polls."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self._routes: _RouteNames | None = None
+
+    def _route(self, scope: Scope) -> str:
+        if self._routes is None:
+            self._routes = _RouteNames(scope["app"])
+        return self._routes.name(scope)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await self._websocket(scope, receive, send)
+            return
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        m = metrics_of(scope["app"].state.services)
+        start = time.perf_counter()
+        status = 500
+        waiting: str | None = None
+        path = scope["path"]
+        if path in LONGPOLL_ROUTES:
+            waiting = path
+            m.longpolls_open.labels(route=path).inc()
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            if waiting is not None:
+                m.longpolls_open.labels(route=waiting).dec()
+            m.http_latency.labels(scope["method"], self._route(scope), str(status)).observe(
+                time.perf_counter() - start
+            )
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
+        m = metrics_of(scope["app"].state.services)
+        accepted = False
+
+        async def send_accept(message: Message) -> None:
+            nonlocal accepted
+            if message["type"] == "websocket.accept" and not accepted:
+                accepted = True
+                m.websockets_open.inc()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_accept)
+        finally:
+            if accepted:
+                m.websockets_open.dec()
