@@ -1,0 +1,81 @@
+from __future__ import annotations
+
+import datetime as dt
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from server.auth import service as auth_service
+from server.db import utcnow
+from tests.ops.conftest import AppFactory, http_client, sign_in
+from tests.ops.history import add_message
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+async def scrape(app: object) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    r = await http_client(app).get("/metrics")  # type: ignore[arg-type]
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    return samples(r.text)
+
+
+async def test_latency_is_labelled_by_route_template(make_app: AppFactory) -> None:
+    app = await make_app()
+    client = await sign_in(app)
+    for i in range(3):
+        r = await client.post("/api/v1/contacts", json={"name": f"C{i}", "email": f"c{i}@example.test"})
+        await client.get(f"/api/v1/contacts/{r.json()['id']}")
+    await client.get("/api/v1/contacts/999999")
+    await client.get("/no/such/page")
+
+    got = await scrape(app)
+    count = "switchboard_http_request_duration_seconds_count"
+    route = "/api/v1/contacts/{contact_id}"
+    assert got[(count, (("method", "GET"), ("route", route), ("status", "200")))] == 3
+    assert got[(count, (("method", "GET"), ("route", route), ("status", "404")))] == 1
+    assert got[(count, (("method", "POST"), ("route", "/api/v1/contacts"), ("status", "201")))] == 3
+    assert got[(count, (("method", "GET"), ("route", "unmatched"), ("status", "404")))] == 1
+    # No raw path ever becomes a label.
+    assert not any("/api/v1/contacts/1" == dict(labels).get("route") for _, labels in got)
+
+
+async def test_database_figures_move_with_messages(make_app: AppFactory, db_url: str) -> None:
+    app = await make_app(db_url)
+    db = app.state.services.db
+    async with db.transaction() as s:
+        ws = (await auth_service.get_or_create_workspace(s, name="Acme")).id
+    got = await scrape(app)
+    assert got[("switchboard_dispatch_queue_depth", ())] == 0
+    assert got[("switchboard_dispatch_queue_lag_seconds", ())] == 0
+
+    now = utcnow()
+    await add_message(db, ws, status="queued", next_attempt_at=now - dt.timedelta(seconds=90))
+    await add_message(db, ws, status="queued", next_attempt_at=now - dt.timedelta(seconds=5))
+    await add_message(db, ws, status="queued", next_attempt_at=now + dt.timedelta(hours=1))  # not due
+    await add_message(db, ws, status="delivered", provider="sendgrid")
+    await add_message(db, ws, status="delivered", provider="sendgrid")
+    await add_message(db, ws, status="bounced", provider="mailgun")
+
+    got = await scrape(app)
+    assert got[("switchboard_dispatch_queue_depth", ())] == 2
+    assert 90 <= got[("switchboard_dispatch_queue_lag_seconds", ())] < 120
+    msgs = "switchboard_messages"
+    assert got[(msgs, (("provider", "sendgrid"), ("status", "delivered")))] == 2
+    assert got[(msgs, (("provider", "mailgun"), ("status", "bounced")))] == 1
+    assert got[(msgs, (("provider", "none"), ("status", "queued")))] == 3
+
+
+async def test_each_app_has_its_own_registry(make_app: AppFactory) -> None:
+    one = await make_app(rate_limit_enabled=True, rate_limit_ip_burst=1, rate_limit_ip_per_s=0.01)
+    two = await make_app()
+    c = http_client(one)
+    assert (await c.get("/api/v1/openapi.json")).status_code == 200
+    assert (await c.get("/api/v1/openapi.json")).status_code == 429
+    assert (await scrape(one))[("switchboard_rate_limit_rejections_total", (("bucket", "ip"),))] == 1
+    assert ("switchboard_rate_limit_rejections_total", (("bucket", "ip"),)) not in await scrape(two)
