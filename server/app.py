@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from server import openapi
 from server.api import Router, all_operations, json_response
 from server.auth.api import router as auth_router
+from server.cache import caches_of
 from server.contacts.api import router as contacts_router
 from server.errors import exception_handlers
 from server.metrics import HttpMetrics, metrics_endpoint
@@ -49,6 +50,7 @@ async def readyz(request: Request) -> Response:
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Starlette:
     settings = settings or get_settings()
     services = services or Services.create(settings)
+    services.components.append(caches_of(services))
     routers = list(ROUTERS)
     spec: dict[str, Any] = openapi.build(all_operations(routers))
 
