@@ -61,8 +61,8 @@ async def redis_prefix(redis_url: str) -> AsyncIterator[str]:
         await client.aclose()
 
 
-def http_client(app: Starlette, *, ip: str = "127.0.0.1") -> httpx.AsyncClient:
-    transport = httpx.ASGITransport(app=app, client=(ip, 40000))
+def http_client(app: Starlette, *, ip: str = "127.0.0.1", raise_errors: bool = True) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app, client=(ip, 40000), raise_app_exceptions=raise_errors)
     client = httpx.AsyncClient(transport=transport, base_url="http://testserver")
     app.state.test_clients.append(client)
     return client

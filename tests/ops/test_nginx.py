@@ -127,6 +127,8 @@ def test_api_call_passes_through_tls_to_both_instances(stack: Stack) -> None:
     used = (stack.run_dir / "access.log").read_text()
     for port in stack.web_ports:
         assert f"up=127.0.0.1:{port}" in used, used
+    assert "rid=trace-42" in used
+    assert token not in used
 
 
 def test_static_files_come_from_nginx_and_plain_http_redirects(stack: Stack) -> None:
