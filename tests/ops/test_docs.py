@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+import re
+
+from server.metrics import Metrics
+from server.settings import Settings
+from tests.ops.procs import ROOT
+
+DOC = (ROOT / "docs" / "operations.md").read_text()
+
+
+def test_every_setting_is_documented() -> None:
+    documented = set(re.findall(r"`SWITCHBOARD_([A-Z0-9_]+)`", DOC))
+    missing = {n for n in Settings.model_fields if n.upper() not in documented}
+    assert not missing, f"add these to docs/operations.md: {sorted(missing)}"
+
+
+def test_every_metric_is_documented() -> None:
+    names = {m.name for m in Metrics().registry.collect()}
+    missing = {n for n in names if n not in DOC}
+    assert not missing, f"add these to docs/operations.md: {sorted(missing)}"
