@@ -75,6 +75,9 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    # Fail fast while the database is down (503 at once), recover by itself when it is back.
+    kwargs.setdefault("connect_args", {"timeout": 3})
+    kwargs.setdefault("pool_timeout", 5)
     kwargs.setdefault("pool_size", 20)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)
