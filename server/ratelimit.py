@@ -6,6 +6,7 @@ across every web instance); on the embedded default an in-process bucket does th
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import OrderedDict
@@ -13,6 +14,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from server.settings import Settings
+
+log = logging.getLogger("switchboard.ratelimit")
+
+WARN_EVERY_S = 30.0  # one warning per outage window, not one per request
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +53,8 @@ Check = tuple[str, Bucket]  # (key, bucket), e.g. ("user:42", user bucket)
 
 
 class Limiter(Protocol):
-    async def hit(self, checks: list[Check]) -> Decision: ...
+    async def hit(self, checks: list[Check]) -> Decision | None:
+        """The decision, or None when the limiter cannot decide (Redis down): then fail open."""
 
 
 def _decide(checks: list[Check], levels: list[float], allowed: bool) -> Decision:
@@ -139,13 +145,24 @@ class RedisLimiter:
     def __init__(self, redis: Any, *, prefix: str = "sb:") -> None:
         self._script = redis.register_script(_TOKEN_BUCKETS)
         self._prefix = f"{prefix}rl:"
+        self._warned_at = 0.0
 
-    async def hit(self, checks: list[Check]) -> Decision:
+    async def hit(self, checks: list[Check]) -> Decision | None:
+        from redis.exceptions import RedisError
+
         keys = [self._prefix + key for key, _ in checks]
         args: list[Any] = []
         for _, b in checks:
             args += [b.burst, repr(float(b.per_s))]
-        out = await self._script(keys=keys, args=args)
+        try:
+            out = await self._script(keys=keys, args=args)
+        except (RedisError, OSError) as exc:
+            # An outage of Redis must not take the API down with it: let requests through.
+            now = time.monotonic()
+            if now - self._warned_at > WARN_EVERY_S:
+                self._warned_at = now
+                log.warning("rate limiter unavailable (%s): not limiting", exc.__class__.__name__)
+            return None
         levels = [int(v) / 1000 for v in out[1:]]
         return _decide(checks, levels, bool(int(out[0])))
 

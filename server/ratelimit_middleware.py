@@ -75,6 +75,9 @@ class RateLimit:
         if scope["method"] == "POST" and scope["path"] == LOGIN_PATH:
             checks.append((f"login-ip:{ip}", rl.buckets.login_ip))
         decision = await rl.limiter.hit(checks)
+        if decision is None:
+            await self.app(scope, receive, send)
+            return
         if not decision.allowed:
             metrics_of(services).rate_limited.labels(bucket=decision.bucket).inc()
             await problem_response(too_many(decision, decision.bucket))(scope, receive, send)
@@ -99,6 +102,6 @@ async def check_login_email(services: Any, email: str) -> None:
     # Hashed: the address itself never sits in Redis.
     key = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
     decision = await rl.limiter.hit([(f"login-email:{key}", rl.buckets.login_email)])
-    if not decision.allowed:
+    if decision is not None and not decision.allowed:
         metrics_of(services).rate_limited.labels(bucket=decision.bucket).inc()
         raise too_many(decision, "sign-in attempts for this address")

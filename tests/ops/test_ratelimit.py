@@ -124,3 +124,16 @@ async def test_disabled_limits_add_no_headers(make_app: AppFactory) -> None:
         r = await alice.get("/api/v1/me")
         assert r.status_code == 200
         assert "ratelimit-limit" not in r.headers
+
+
+async def test_requests_pass_while_redis_is_unreachable(make_app: AppFactory, caplog: Any) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app = await make_app(**USER_LIMITS, redis_url=f"redis://127.0.0.1:{port}/0")
+    client = http_client(app)
+    codes = [(await client.get("/api/v1/openapi.json")).status_code for _ in range(5)]
+    assert codes == [200] * 5
+    assert sum("rate limiter unavailable" in r.getMessage() for r in caplog.records) == 1
