@@ -12,6 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from realtime.backend import create_backend
+from realtime.service import Realtime
 from server import openapi
 from server.api import Router, all_operations, json_response
 from server.auth.api import router as auth_router
@@ -50,7 +52,11 @@ async def readyz(request: Request) -> Response:
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Starlette:
     settings = settings or get_settings()
     services = services or Services.create(settings)
-    services.components.append(caches_of(services))
+    caches = caches_of(services)
+    backend = caches.follow(create_backend(settings.redis_url, prefix=settings.redis_prefix))
+    realtime = Realtime(settings, services.db, backend=backend, prefix=settings.redis_prefix)
+    services.extras["realtime"] = realtime
+    services.components += [caches, realtime]
     routers = list(ROUTERS)
     spec: dict[str, Any] = openapi.build(all_operations(routers))
 
@@ -65,6 +71,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     ]
     for r in routers:
         routes.extend(r.routes())
+    routes.extend(realtime.routes)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

@@ -143,6 +143,21 @@ class Caches:
         elif kind == "template" and data.get("template_id") is not None:
             self.templates.drop(workspace_id, int(data["template_id"]))
 
+    def follow(self, backend: Any) -> Any:
+        """The realtime broadcast backend to use. Without Redis (one process) it is wrapped so
+        every batch the relay publishes also passes through here; with Redis each instance
+        follows the published batches on its own subscription instead."""
+        if self._redis is not None:
+            return backend
+        return _Tee(backend, self._on_batch)
+
+    def _on_batch(self, workspace_id: int, data: bytes) -> None:
+        from realtime.wire import decode_batch
+
+        for event in decode_batch(workspace_id, data):
+            if event.type.startswith(("contact.", "template.")):
+                self.apply_event(workspace_id, orjson.loads(event.payload))
+
     async def start(self) -> None:
         if self._redis is not None:
             self._task = asyncio.create_task(self._listen(), name="cache-invalidation")
@@ -163,12 +178,7 @@ class Caches:
             self.of(body["kind"]).drop(int(body["ws"]), int(body["id"]), version=body.get("version"))
             return
         # A batch of committed events from the realtime relay, on `{prefix}ws:{workspace id}`.
-        from realtime.wire import decode_batch
-
-        workspace_id = int(channel[len(self._prefix) + 3 :])
-        for event in decode_batch(workspace_id, msg["data"]):
-            if event.type.startswith(("contact.", "template.")):
-                self.apply_event(workspace_id, orjson.loads(event.payload))
+        self._on_batch(int(channel[len(self._prefix) + 3 :]), msg["data"])
 
     async def _listen(self) -> None:
         from redis.exceptions import RedisError
@@ -205,6 +215,25 @@ class Caches:
                     await pubsub.aclose()
                 except (RedisError, OSError):
                     pass
+
+
+class _Tee:
+    """A broadcast backend that also hands each published batch to a callback (in-process)."""
+
+    def __init__(self, inner: Any, on_batch: Callable[[int, bytes], None]) -> None:
+        self._inner = inner
+        self._on_batch = on_batch
+
+    async def publish(self, batches: list[tuple[int, bytes]], cursors: dict[int, int]) -> None:
+        await self._inner.publish(batches, cursors)
+        for workspace_id, data in batches:
+            try:
+                self._on_batch(workspace_id, data)
+            except Exception:
+                log.exception("cache invalidation from a published batch failed")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 def caches_of(services: Any) -> Caches:

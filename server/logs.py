@@ -103,9 +103,9 @@ def setup_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
-    # These log every statement with its parameters (password hashes, token digests) at DEBUG.
+    # These log every statement with its parameters (password hashes, token digests) below WARNING.
     for name in ("aiosqlite", "asyncpg", "sqlalchemy.engine"):
-        logging.getLogger(name).setLevel(max(root.level, logging.INFO))
+        logging.getLogger(name).setLevel(max(root.level, logging.WARNING))
 
 
 @contextmanager

@@ -104,6 +104,7 @@ async def test_committed_change_events_invalidate_other_instances(
     wire = pytest.importorskip("realtime.wire", reason="the realtime layer is not on this branch")
     import orjson
     import redis.asyncio as aioredis
+
     from realtime.types import Event
 
     app = await make_app(redis_url=redis_url, redis_prefix=redis_prefix)
@@ -137,3 +138,48 @@ async def test_without_redis_invalidate_is_local(make_app: AppFactory) -> None:
     assert caches.contacts.get(1, 1) is None
     with pytest.raises(ValueError):
         caches.of("unicorn")
+
+
+async def _cached_contact(app: Any, client: Any) -> tuple[int, int]:
+    r = await client.post("/api/v1/contacts", json={"name": "Ada", "email": "ada@example.test"})
+    assert r.status_code == 201, r.text
+    ws = (await client.get("/api/v1/me")).json()["workspace_id"]
+    return ws, r.json()["id"]
+
+
+async def test_a_contact_edit_on_one_instance_drops_it_on_the_other(
+    make_app: AppFactory, redis_url: str, redis_prefix: str
+) -> None:
+    """End to end: PATCH on A → outbox → relay → Redis → B's cache, with no explicit invalidate."""
+    from tests.ops.conftest import sign_in
+
+    settings = {"redis_url": redis_url, "redis_prefix": redis_prefix}
+    a = await make_app(**settings)
+    b = await make_app(a.state.services.settings.database_url, **settings)
+    cb = caches_of(b.state.services)
+    await asyncio.wait_for(cb.listening.wait(), 5)
+    client = await sign_in(a)
+    ws, cid = await _cached_contact(a, client)
+    cb.contacts.put(ws, cid, Row(cid, 1, "Ada"), version=1)
+    assert cb.contacts.get(ws, cid) is not None
+
+    r = await client.patch(f"/api/v1/contacts/{cid}", json={"name": "Ada K."})
+    assert r.status_code == 200 and r.json()["version"] == 2
+    await _eventually(lambda: cb.contacts.get(ws, cid) is None, timeout_s=5)
+    cb.contacts.put(ws, cid, Row(cid, 1, "Ada"), version=1)  # a stale read arriving late
+    assert cb.contacts.get(ws, cid) is None
+    cb.contacts.put(ws, cid, Row(cid, 2, "Ada K."), version=2)
+    assert cb.contacts.get(ws, cid).name == "Ada K."
+
+
+async def test_without_redis_committed_edits_drop_the_local_entry(make_app: AppFactory) -> None:
+    from tests.ops.conftest import sign_in
+
+    app = await make_app()
+    caches = caches_of(app.state.services)
+    client = await sign_in(app)
+    ws, cid = await _cached_contact(app, client)
+    caches.contacts.put(ws, cid, Row(cid, 1, "Ada"), version=1)
+    r = await client.patch(f"/api/v1/contacts/{cid}", json={"tags": ["vip"]})
+    assert r.status_code == 200
+    await _eventually(lambda: caches.contacts.get(ws, cid) is None, timeout_s=5)

@@ -64,6 +64,8 @@ async def test_no_secret_reaches_the_logs_and_request_ids_do(
     assert any(rec["msg"] == "logging is on" for rec in records), text[:2000]
     for secret in (PASSWORD, access, refresh, app.state.services.settings.secret_key):
         assert secret not in text
+    # Statements and their parameters (password hashes, token digests) are not logged even at DEBUG.
+    assert "refresh_token" not in text and "password_hash" not in text
     crash = [rec for rec in records if rec["logger"] == "switchboard.errors"]
     assert len(crash) == 1
     assert crash[0]["request_id"] == "rid-boom-1"
