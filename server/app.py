@@ -20,14 +20,24 @@ from server.auth.api import router as auth_router
 from server.cache import caches_of
 from server.contacts.api import router as contacts_router
 from server.errors import exception_handlers
+from server.messages.api import router as messages_router
 from server.metrics import HttpMetrics, metrics_endpoint
 from server.middleware import BodyLimit, RequestId
+from server.providers.api import router as providers_router
 from server.ratelimit_middleware import RateLimit
 from server.reports.api import router as reports_router
 from server.services import Services
 from server.settings import Settings, get_settings
+from server.templates.api import router as templates_router
 
-ROUTERS: list[Router] = [auth_router, contacts_router, reports_router]
+ROUTERS: list[Router] = [
+    auth_router,
+    contacts_router,
+    templates_router,
+    providers_router,
+    messages_router,
+    reports_router,
+]
 
 
 async def healthz(_request: Request) -> Response:
