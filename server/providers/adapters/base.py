@@ -1,0 +1,115 @@
+"""The one interface every provider adapter speaks.
+
+An adapter is pure protocol: it turns an `OutgoingMessage` into the provider's request and the
+provider's answer into a `SendResult` or a classified `SendError`. Retries, fallback, rate limits
+and persistence belong to the dispatcher.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import httpx
+
+from server.providers.adapters.fields import ConfigError, Fields
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    message_id: int
+    workspace_id: int
+    channel: str  # email | sms | whatsapp | chat
+    to: str  # email address, E.164 phone, or "" for slack
+    subject: str
+    body: str
+    idempotency_key: str  # stable for the message across retries and crashes, e.g. "sb-<ws>-<msg id>"
+    from_name: str = ""
+    template: dict[str, Any] | None = None  # whatsapp: {"name","language","parameters":[str,...]}
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    provider_message_id: str
+
+
+class SendError(Exception):
+    """A send that did not go through. `code` is the provider's own error code, when it gives one."""
+
+    def __init__(self, reason: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.code = code
+
+
+class TransientError(SendError):
+    """Worth retrying later (timeout, connection error, 429, 5xx); `retry_after` in seconds if the provider said."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(reason, status=status, code=code)
+        self.retry_after = retry_after
+
+
+class PermanentError(SendError):
+    """Retrying the same message cannot succeed (rejected, invalid address, bad credentials)."""
+
+
+class Adapter(ABC):
+    """One provider connection. Build it once per connection and keep it: the sandbox owns
+    background webhook tasks until `aclose`. Timeouts are those of the shared `http` client."""
+
+    kind: ClassVar[str]
+    channels: ClassVar[frozenset[str]]
+    required_keys: ClassVar[frozenset[str]]
+    secret_keys: ClassVar[frozenset[str]]  # config keys the API must never return
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        *,
+        http: httpx.AsyncClient,
+        provider_id: int,
+        webhook_url: str,
+        webhook_key: str,
+    ) -> None:
+        self.config = self.validate_config(config)
+        self.http = http
+        self.provider_id = provider_id
+        self.webhook_url = webhook_url
+        self.webhook_key = webhook_key
+
+    @classmethod
+    def validate_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The normalised config (defaults filled in), or `ConfigError` listing every bad field."""
+        if not isinstance(config, Mapping):
+            raise ConfigError([{"field": "config", "message": "must be an object"}])
+        fields = Fields(config)
+        cls.check_config(fields)
+        return fields.result()
+
+    @classmethod
+    @abstractmethod
+    def check_config(cls, fields: Fields) -> None:
+        """Read every key of this kind through `fields` (which records errors and unknown keys)."""
+
+    @classmethod
+    def public_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The config without its secrets: what the API may show."""
+        return {k: v for k, v in config.items() if k not in cls.secret_keys}
+
+    @abstractmethod
+    async def send(self, msg: OutgoingMessage) -> SendResult: ...
+
+    async def aclose(self) -> None:
+        """Release what the adapter owns (not the shared `http` client)."""
+        return None

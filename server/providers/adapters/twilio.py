@@ -1,0 +1,64 @@
+"""Twilio Programmable Messaging: `POST /2010-04-01/Accounts/{sid}/Messages.json`, form-encoded,
+basic auth `AccountSid:AuthToken`; 201 with the Message resource (`sid`).
+
+Idempotency: the Messages API has no idempotency key (Twilio's docs say sending an SMS is not an
+idempotent POST and a retry after a 500 may deliver twice), so nothing is sent for it. The status
+callback URL is set per message so delivery reports reach our webhook.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from server.providers.adapters import http
+from server.providers.adapters.base import Adapter, OutgoingMessage, SendResult
+from server.providers.adapters.fields import Fields
+
+PUBLIC_API = "https://api.twilio.com"
+E164 = r"\+[1-9][0-9]{1,14}"
+MESSAGING_SERVICE_SID = r"MG[0-9a-fA-F]{32}"
+
+
+class TwilioAdapter(Adapter):
+    kind: ClassVar[str] = "twilio"
+    channels: ClassVar[frozenset[str]] = frozenset({"sms"})
+    required_keys: ClassVar[frozenset[str]] = frozenset({"account_sid", "auth_token", "from_number"})
+    secret_keys: ClassVar[frozenset[str]] = frozenset({"auth_token"})
+
+    @classmethod
+    def check_config(cls, fields: Fields) -> None:
+        fields.string(
+            "account_sid",
+            required=True,
+            pattern=r"AC[0-9a-fA-F]{32}",
+            hint="must look like AC + 32 hex digits",
+        )
+        fields.string("auth_token", required=True)
+        fields.string(
+            "from_number",
+            required=True,
+            pattern=f"{E164}|{MESSAGING_SERVICE_SID}",
+            hint="must be an E.164 number (+15551234567) or a Messaging Service SID (MG...)",
+        )
+        fields.origin(default=PUBLIC_API)
+
+    async def send(self, msg: OutgoingMessage) -> SendResult:
+        sid = self.config["account_sid"]
+        sender = self.config["from_number"]
+        form = {"To": msg.to, "Body": msg.body, "StatusCallback": self.webhook_url}
+        # A Messaging Service picks the sender number itself.
+        form["MessagingServiceSid" if sender.startswith("MG") else "From"] = sender
+        response = await http.post(
+            self.http,
+            f"{self.config['base_url']}/2010-04-01/Accounts/{sid}/Messages.json",
+            data=form,
+            auth=(sid, self.config["auth_token"]),
+            parse_error=parse_error,
+        )
+        return SendResult(http.accepted_id(response, lambda b: b["sid"], fallback=msg.idempotency_key))
+
+
+def parse_error(body: Any) -> tuple[str, str | None] | None:
+    """`{"code": 21211, "message": "...", "more_info": "...", "status": 400}`."""
+    code = body.get("code")
+    return str(body["message"]), None if code is None else str(code)

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from server.providers.adapters import ConfigError, PermanentError
+from server.providers.adapters.twilio import TwilioAdapter
+from tests.providers.fakes import FakeProvider, FakeTwilio
+from tests.providers.support import WEBHOOK_URL, adapter, good_config, message
+
+ServerFactory = Callable[[str], tuple[FakeProvider, str]]
+
+
+async def test_send_creates_a_message_resource(
+    provider_server: ServerFactory, http: httpx.AsyncClient
+) -> None:
+    fake, origin = provider_server("twilio")
+    result = await adapter("twilio", good_config("twilio", origin), http).send(message("twilio"))
+
+    (seen,) = fake.requests
+    assert (seen.method, seen.path) == (
+        "POST",
+        f"/2010-04-01/Accounts/{FakeTwilio.account_sid}/Messages.json",
+    )
+    assert (
+        seen.headers["authorization"]
+        == httpx.BasicAuth(FakeTwilio.account_sid, FakeTwilio.auth_token)._auth_header
+    )
+    assert seen.headers["content-type"] == "application/x-www-form-urlencoded"
+    assert seen.form == {
+        "To": "+15551234567",
+        "From": "+15550001111",
+        "Body": "Hello Ada, your order #1001 is on its way.",
+        "StatusCallback": WEBHOOK_URL,
+    }
+    assert result.provider_message_id == fake.issued[0]
+    assert result.provider_message_id.startswith("SM")
+
+
+async def test_messaging_service_sid_is_sent_instead_of_from(
+    provider_server: ServerFactory, http: httpx.AsyncClient
+) -> None:
+    fake, origin = provider_server("twilio")
+    service = "MG" + "ab" * 16
+    await adapter("twilio", good_config("twilio", origin) | {"from_number": service}, http).send(
+        message("twilio")
+    )
+    assert fake.requests[0].form["MessagingServiceSid"] == service
+    assert "From" not in fake.requests[0].form
+
+
+async def test_invalid_number_fails_permanently_with_twilios_code(
+    provider_server: ServerFactory, http: httpx.AsyncClient
+) -> None:
+    _, origin = provider_server("twilio")
+    with pytest.raises(PermanentError) as failed:
+        await adapter("twilio", good_config("twilio", origin), http).send(message("twilio", to="555-0100"))
+    assert (failed.value.status, failed.value.code) == (400, "21211")
+    assert failed.value.reason == "Invalid 'To' Phone Number: 555-0100"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("account_sid", "SK" + "0" * 32),
+        ("account_sid", "AC123"),
+        ("from_number", "5550001111"),
+        ("from_number", "+0123"),
+    ],
+)
+def test_sid_and_sender_formats_are_checked(key: str, value: str) -> None:
+    with pytest.raises(ConfigError) as invalid:
+        TwilioAdapter.validate_config(good_config("twilio", "http://x.test") | {key: value})
+    assert [e["field"] for e in invalid.value.errors] == [f"config.{key}"]

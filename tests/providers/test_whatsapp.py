@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from server.providers.adapters import PermanentError, TransientError
+from tests.providers.fakes import FakeProvider, FakeWhatsApp
+from tests.providers.support import adapter, good_config, message
+
+ServerFactory = Callable[[str], tuple[FakeProvider, str]]
+
+
+async def test_text_message_is_posted_to_the_cloud_api(
+    provider_server: ServerFactory, http: httpx.AsyncClient
+) -> None:
+    fake, origin = provider_server("whatsapp")
+    result = await adapter("whatsapp", good_config("whatsapp", origin), http).send(message("whatsapp"))
+
+    (seen,) = fake.requests
+    assert (seen.method, seen.path) == ("POST", f"/v21.0/{FakeWhatsApp.phone_number_id}/messages")
+    assert seen.headers["authorization"] == f"Bearer {FakeWhatsApp.access_token}"
+    assert seen.headers["content-type"] == "application/json"
+    assert seen.json == {
+        "messaging_product": "whatsapp",
+        "recipient_type": "individual",
+        "to": "+15551234567",
+        "type": "text",
+        "text": {"preview_url": False, "body": "Hello Ada, your order #1001 is on its way."},
+        "biz_opaque_callback_data": "sb-3-42",
+    }
+    assert result.provider_message_id == fake.issued[0]
+    assert result.provider_message_id.startswith("wamid.")
+
+
+async def test_template_message_carries_its_body_parameters(
+    provider_server: ServerFactory, http: httpx.AsyncClient
+) -> None:
+    fake, origin = provider_server("whatsapp")
+    template = {"name": "order_update", "language": "en_US", "parameters": ["Ada", "#1001"]}
+    result = await adapter("whatsapp", good_config("whatsapp", origin), http).send(
+        message("whatsapp", template=template)
+    )
+
+    sent = fake.requests[0].json
+    assert sent["type"] == "template"
+    assert "text" not in sent
+    assert sent["template"] == {
+        "name": "order_update",
+        "language": {"code": "en_US"},
+        "components": [
+            {
+                "type": "body",
+                "parameters": [{"type": "text", "text": "Ada"}, {"type": "text", "text": "#1001"}],
+            }
+        ],
+    }
+    assert result.provider_message_id == fake.issued[0]
+
+
+async def test_unknown_template_fails_permanently_with_metas_details(
+    provider_server: ServerFactory, http: httpx.AsyncClient
+) -> None:
+    _, origin = provider_server("whatsapp")
+    with pytest.raises(PermanentError) as failed:
+        await adapter("whatsapp", good_config("whatsapp", origin), http).send(
+            message("whatsapp", template={"name": "nope", "language": "de"})
+        )
+    assert failed.value.code == "132001"
+    assert failed.value.reason == (
+        "(#132001) Template name does not exist in the translation: template name (nope) does not exist in de"
+    )
+
+
+async def test_recipient_outside_the_allowed_list_is_permanent(
+    provider_server: ServerFactory, http: httpx.AsyncClient
+) -> None:
+    _, origin = provider_server("whatsapp")
+    with pytest.raises(PermanentError) as failed:
+        await adapter("whatsapp", good_config("whatsapp", origin), http).send(
+            message("whatsapp", to="+4915112345678")
+        )
+    assert (failed.value.status, failed.value.code) == (400, "131030")
+
+
+async def test_rate_limit_code_is_transient_although_meta_answers_400(
+    provider_server: ServerFactory, http: httpx.AsyncClient
+) -> None:
+    fake, origin = provider_server("whatsapp")
+    fake.mode = "rate_limited"
+    with pytest.raises(TransientError) as failed:
+        await adapter("whatsapp", good_config("whatsapp", origin), http).send(message("whatsapp"))
+    assert (failed.value.status, failed.value.code) == (400, "130429")
+
+
+async def test_template_without_a_name_fails_before_any_request(
+    provider_server: ServerFactory, http: httpx.AsyncClient
+) -> None:
+    fake, origin = provider_server("whatsapp")
+    with pytest.raises(PermanentError, match="no name"):
+        await adapter("whatsapp", good_config("whatsapp", origin), http).send(
+            message("whatsapp", template={"parameters": ["x"]})
+        )
+    assert fake.requests == []
+
+
+def test_secrets_include_the_webhook_secrets() -> None:
+    from server.providers.adapters.whatsapp import WhatsAppAdapter
+
+    public = WhatsAppAdapter.public_config(
+        WhatsAppAdapter.validate_config(good_config("whatsapp", "http://x.test"))
+    )
+    assert public == {
+        "phone_number_id": FakeWhatsApp.phone_number_id,
+        "api_version": "v21.0",
+        "base_url": "http://x.test",
+    }
