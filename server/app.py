@@ -46,6 +46,10 @@ async def readyz(request: Request) -> Response:
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Starlette:
     settings = settings or get_settings()
     services = services or Services.create(settings)
+    if settings.embedded_worker:
+        from server.messages.dispatcher import Dispatcher
+
+        services.components.append(Dispatcher(services))
     routers = list(ROUTERS)
     spec: dict[str, Any] = openapi.build(all_operations(routers))
 

@@ -34,7 +34,9 @@ def event_data(m: Message) -> dict[str, Any]:
     }
 
 
-async def apply_changes(session: AsyncSession, workspace_id: int, changes: list[StatusChange]) -> list[Message]:
+async def apply_changes(
+    session: AsyncSession, workspace_id: int, changes: list[StatusChange]
+) -> list[Message]:
     """Apply the allowed changes (forward only, never out of a terminal state); returns the messages
     that changed. Each change writes a `message_event` row and a `message.status` event."""
     now = utcnow()
@@ -72,3 +74,59 @@ async def apply_changes(session: AsyncSession, workspace_id: int, changes: list[
             [NewEvent("message.status", event_data(m), contact_id=m.contact_id) for m in changed],
         )
     return changed
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedChange:
+    """A status change already written to `message` by a bulk `UPDATE … RETURNING` (the dispatcher's)."""
+
+    message_id: int
+    workspace_id: int
+    contact_id: int | None
+    channel: str
+    status: str
+    provider_kind: str | None = None
+    reason: str | None = None
+
+    def event_data(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "contact_id": self.contact_id,
+            "channel": self.channel,
+            "status": self.status,
+            "provider": self.provider_kind,
+            "reason": self.reason,
+        }
+
+
+async def record_applied(session: AsyncSession, changes: list[AppliedChange]) -> None:
+    """The `message_event` rows and `message.status` events of changes applied in bulk, written as
+    `apply_changes` writes them. The caller's UPDATE must only have made allowed moves. Events go out
+    with one `emit_many` per workspace, in workspace order: a fixed order of row locks, so two
+    dispatchers never deadlock on each other's workspaces."""
+    if not changes:
+        return
+    now = utcnow()
+    await session.execute(
+        insert(MessageEvent),
+        [
+            {
+                "workspace_id": c.workspace_id,
+                "message_id": c.message_id,
+                "status": c.status,
+                "provider_id": None,
+                "provider_event_id": None,
+                "reason": c.reason,
+                "raw": None,
+                "at": now,
+            }
+            for c in changes
+        ],
+    )
+    by_workspace: dict[int, list[NewEvent]] = {}
+    for c in changes:
+        by_workspace.setdefault(c.workspace_id, []).append(
+            NewEvent("message.status", c.event_data(), contact_id=c.contact_id)
+        )
+    for workspace_id in sorted(by_workspace):
+        await emit_many(session, workspace_id, by_workspace[workspace_id])
