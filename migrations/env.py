@@ -16,7 +16,11 @@ target_metadata = Base.metadata
 
 
 def _url() -> str:
-    return config.attributes.get("url") or context.get_x_argument(as_dictionary=True).get("url") or get_settings().database_url
+    return (
+        config.attributes.get("url")
+        or context.get_x_argument(as_dictionary=True).get("url")
+        or get_settings().database_url
+    )
 
 
 def _run(connection: Connection) -> None:

@@ -50,7 +50,7 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 @dataclass
-class Ctx(Generic[M]):
+class Ctx(Generic[T]):
     """What a handler gets: the request, who is calling, and the validated input."""
 
     request: Request

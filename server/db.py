@@ -75,6 +75,9 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
+    # Fail fast while the database is down (503 at once), recover by itself when it is back.
+    kwargs.setdefault("connect_args", {"timeout": 3})
+    kwargs.setdefault("pool_timeout", 5)
     kwargs.setdefault("pool_size", 20)
     kwargs.setdefault("max_overflow", 20)
     kwargs.setdefault("pool_pre_ping", True)
@@ -101,6 +104,12 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def dialect_of(session: Any) -> str:
+    """The dialect name of a session's connection ("postgresql" or "sqlite")."""
+    bind = session.get_bind()
+    return str(bind.dialect.name)
 
 
 def json_array_contains(session_dialect: str, column: Any, value: str) -> Any:

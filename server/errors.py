@@ -100,6 +100,39 @@ async def _on_http(_request: Request, exc: Exception) -> Response:
     return problem_response(Problem(exc.status_code, detail, headers=dict(exc.headers or {})))
 
 
+def is_unavailable(exc: BaseException) -> bool:
+    """The database (or another dependency) cannot be reached right now: worth a 503, not a 500."""
+    from sqlalchemy import exc as sa_exc
+
+    if isinstance(exc, sa_exc.DBAPIError):
+        if exc.connection_invalidated or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)):
+            return True
+        # Walk to the driver's own error: SQLSTATE class 08 (connection exception), 53 (insufficient
+        # resources) and 57 (operator intervention: shutting down, starting up) mean "not now".
+        cause: BaseException | None = exc.orig
+        while cause is not None:
+            state = str(getattr(cause, "sqlstate", "") or "")
+            if state[:2] in {"08", "53", "57"} or "ConnectionDoesNotExist" in type(cause).__name__:
+                return True
+            if isinstance(cause, (ConnectionError, TimeoutError)):
+                return True
+            cause = cause.__cause__
+        return False
+    return isinstance(exc, (sa_exc.TimeoutError, ConnectionError, TimeoutError, OSError))
+
+
+async def _on_dependency_error(request: Request, exc: Exception) -> Response:
+    # Registered per class (not on Exception) so Starlette answers here without re-raising.
+    if is_unavailable(exc):
+        log.warning(
+            "dependency unavailable on %s %s: %s", request.method, request.url.path, exc.__class__.__name__
+        )
+        return problem_response(
+            Problem(503, "A dependency is unavailable; try again shortly.", headers={"Retry-After": "1"})
+        )
+    return await _on_crash(request, exc)
+
+
 async def _on_crash(request: Request, exc: Exception) -> Response:
     # The traceback goes to the log, never to the client.
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -107,7 +140,12 @@ async def _on_crash(request: Request, exc: Exception) -> Response:
 
 
 def exception_handlers() -> dict[Any, ExceptionHandler]:
+    from sqlalchemy import exc as sa_exc
+
     return {
+        sa_exc.DBAPIError: _on_dependency_error,
+        sa_exc.TimeoutError: _on_dependency_error,
+        OSError: _on_dependency_error,
         Problem: _on_problem,
         HTTPException: _on_http,
         Exception: _on_crash,

@@ -21,12 +21,24 @@ DEMO_EMAIL = "admin@demo.switchboard.test"
 DEMO_PASSWORD = "switchboard-demo"
 
 _PEOPLE = [
-    ("Ada Lovelace", "ada@example.test", "+442079460958", ["vip", "beta"], {"plan": "enterprise", "city": "London"}),
+    (
+        "Ada Lovelace",
+        "ada@example.test",
+        "+442079460958",
+        ["vip", "beta"],
+        {"plan": "enterprise", "city": "London"},
+    ),
     ("Grace Hopper", "grace@example.test", "+12025550173", ["vip"], {"plan": "pro", "city": "Arlington"}),
     ("Alan Turing", "alan@example.test", "+441619460123", ["beta"], {"plan": "free", "city": "Manchester"}),
     ("Katherine Johnson", "katherine@example.test", "+17575550142", ["newsletter"], {"plan": "pro"}),
     ("Edsger Dijkstra", "edsger@example.test", "+31205550199", ["newsletter"], {"plan": "free"}),
-    ("Margaret Hamilton", "margaret@example.test", "+16175550100", ["vip", "newsletter"], {"plan": "enterprise"}),
+    (
+        "Margaret Hamilton",
+        "margaret@example.test",
+        "+16175550100",
+        ["vip", "newsletter"],
+        {"plan": "enterprise"},
+    ),
     ("Linus Torvalds", "linus@example.test", "+15035550111", ["beta"], {"plan": "free"}),
     ("Barbara Liskov", "barbara@example.test", "+16175550122", ["newsletter"], {"plan": "pro"}),
     ("Donald Knuth", "don@example.test", "+16505550133", [], {"plan": "free"}),
@@ -42,12 +54,16 @@ class Login:
     password: str
 
 
-async def create_user_cli(settings: Settings, *, workspace: str, email: str, password: str, role: Role) -> int:
+async def create_user_cli(
+    settings: Settings, *, workspace: str, email: str, password: str, role: Role
+) -> int:
     db = Database(settings.database_url)
     try:
         async with db.transaction() as s:
             ws = await auth_service.get_or_create_workspace(s, name=workspace)
-            user = await auth_service.create_user(s, workspace_id=ws.id, email=email, password=password, role=role)
+            user = await auth_service.create_user(
+                s, workspace_id=ws.id, email=email, password=password, role=role
+            )
             return user.id
     finally:
         await db.dispose()
@@ -64,7 +80,12 @@ async def seed_demo(settings: Settings) -> Login:
                 return Login(DEMO_EMAIL, DEMO_PASSWORD)
             ws = await auth_service.get_or_create_workspace(s, name=DEMO_WORKSPACE)
             await auth_service.create_user(
-                s, workspace_id=ws.id, email=DEMO_EMAIL, password=DEMO_PASSWORD, role=Role.admin, name="Demo Admin"
+                s,
+                workspace_id=ws.id,
+                email=DEMO_EMAIL,
+                password=DEMO_PASSWORD,
+                role=Role.admin,
+                name="Demo Admin",
             )
             await auth_service.create_user(
                 s,

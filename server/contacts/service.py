@@ -138,7 +138,7 @@ async def get_contact(
 
 def list_query(
     dialect: str, *, workspace_id: int, q: str | None, tag: str | None, before_id: int | None
-) -> Select[tuple[Contact]]:
+) -> Select[Any]:
     stmt = select(Contact).where(Contact.workspace_id == workspace_id)
     if q:
         like = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db import utcnow
+from server.db import dialect_of, utcnow
 from server.events.models import Event
 from server.workspaces.models import Workspace
 
@@ -42,7 +42,7 @@ async def emit_many(session: AsyncSession, workspace_id: int, events: list[NewEv
         return []
     first = await reserve_ids(session, workspace_id, len(events))
     now = utcnow()
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "workspace_id": workspace_id,
             "id": first + i,
@@ -54,7 +54,7 @@ async def emit_many(session: AsyncSession, workspace_id: int, events: list[NewEv
         for i, e in enumerate(events)
     ]
     await session.execute(insert(Event), rows)
-    if session.bind.dialect.name == "postgresql":
+    if dialect_of(session) == "postgresql":
         # Delivered by PostgreSQL only when this transaction commits: wakes every relay at once.
         await session.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": str(workspace_id)})
     return [envelope(r["id"], r["type"], r["ts"], r["data"]) for r in rows]

@@ -11,11 +11,13 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.db import dialect_of
+
 DISPATCH_CHANNEL = "switchboard_dispatch"
 
 
 async def notify_dispatch(session: AsyncSession) -> None:
-    if session.bind.dialect.name == "postgresql":
+    if dialect_of(session) == "postgresql":
         await session.execute(text("SELECT pg_notify(:c, '')"), {"c": DISPATCH_CHANNEL})
 
 

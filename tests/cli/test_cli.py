@@ -12,7 +12,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "server.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "server.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -32,9 +37,22 @@ def test_serve_refuses_an_unmigrated_database(env: dict[str, str]) -> None:
 def test_migrate_createuser_and_demo_are_idempotent(env: dict[str, str]) -> None:
     assert run("migrate", env=env).returncode == 0
     assert run("migrate", env=env).returncode == 0
-    r = run("createuser", "--workspace", "Acme", "--email", "boss@acme.test", "--password", "pw-123456", env=env)
+    r = run(
+        "createuser", "--workspace", "Acme", "--email", "boss@acme.test", "--password", "pw-123456", env=env
+    )
     assert r.returncode == 0, r.stderr
-    r = run("createuser", "--workspace", "Acme", "--email", "x@acme.test", "--password", "p", "--role", "god", env=env)
+    r = run(
+        "createuser",
+        "--workspace",
+        "Acme",
+        "--email",
+        "x@acme.test",
+        "--password",
+        "p",
+        "--role",
+        "god",
+        env=env,
+    )
     assert r.returncode != 0
     first = run("demo", env=env)
     second = run("demo", env=env)

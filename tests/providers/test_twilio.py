@@ -74,3 +74,14 @@ def test_sid_and_sender_formats_are_checked(key: str, value: str) -> None:
     with pytest.raises(ConfigError) as invalid:
         TwilioAdapter.validate_config(good_config("twilio", "http://x.test") | {key: value})
     assert [e["field"] for e in invalid.value.errors] == [f"config.{key}"]
+
+
+async def test_no_status_callback_without_a_webhook_url(
+    provider_server: ServerFactory, http: httpx.AsyncClient
+) -> None:
+    fake, origin = provider_server("twilio")
+    sender = TwilioAdapter(
+        good_config("twilio", origin), http=http, provider_id=7, webhook_url="", webhook_key="k"
+    )
+    await sender.send(message("twilio"))
+    assert "StatusCallback" not in fake.requests[0].form

@@ -78,7 +78,7 @@ class SandboxAdapter(Adapter):
                 parse_error=parse_error,
             )
         provider_message_id = f"sbx-{uuid.uuid4()}"
-        if self.config["delivery_delay_ms"] >= 0:
+        if self.config["delivery_delay_ms"] >= 0 and self.webhook_url:
             task = asyncio.create_task(
                 self._post_webhook(provider_message_id, msg), name=f"sandbox-webhook-{provider_message_id}"
             )

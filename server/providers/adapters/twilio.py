@@ -45,7 +45,9 @@ class TwilioAdapter(Adapter):
     async def send(self, msg: OutgoingMessage) -> SendResult:
         sid = self.config["account_sid"]
         sender = self.config["from_number"]
-        form = {"To": msg.to, "Body": msg.body, "StatusCallback": self.webhook_url}
+        form = {"To": msg.to, "Body": msg.body}
+        if self.webhook_url:
+            form["StatusCallback"] = self.webhook_url
         # A Messaging Service picks the sender number itself.
         form["MessagingServiceSid" if sender.startswith("MG") else "From"] = sender
         response = await http.post(
