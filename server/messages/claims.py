@@ -18,7 +18,7 @@ from sqlalchemy import bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
-from server.db import UTCDateTime, utcnow
+from server.db import UTCDateTime, dialect_of, utcnow
 from server.messages.models import MessageStatus
 from server.messages.status import AppliedChange, record_applied
 
@@ -181,7 +181,7 @@ def _typed(statement: TextClause, *columns: str) -> TextClause:
 
 
 def _is_pg(session: AsyncSession) -> bool:
-    return session.bind.dialect.name == "postgresql"
+    return dialect_of(session) == "postgresql"
 
 
 def _changes(rows: object) -> list[AppliedChange]:

@@ -1,9 +1,9 @@
 """The suppression check before every send: a Bloom filter per workspace in front of the table.
 
-A Bloom miss is final (the address was never suppressed as far as this process has loaded); a hit is
-only a maybe, and the `suppression` table decides. New rows are picked up by a cheap range read on the
-primary key before each check (at most every `refresh_s`), and the filters are rebuilt from scratch
-every `rebuild_s`, which also forgets addresses taken off the list.
+A Bloom miss is final; a hit is only a maybe, and the `suppression` table decides. Before each check
+the rows added since the last one are read (a range on the primary key: nothing when nothing changed),
+and the filters are rebuilt from scratch every `rebuild_s`, which also forgets addresses taken off
+the list.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from server.messages.models import Suppression
 
 FALSE_POSITIVE_RATE = 0.001
 MIN_CAPACITY = 10_000
-# Ids come from a sequence, and two transactions can commit out of id order: re-read this many ids
-# below the highest seen, so a row that committed late is not skipped until the next rebuild.
+# Ids come from a sequence, and two transactions can commit out of id order: every `slack_s` re-read
+# this many ids below the highest seen, so a row that committed late is not missed until the rebuild.
 ID_SLACK = 1000
 
 
@@ -41,9 +41,9 @@ class _Filter:
 
 class SuppressionFilter:
     def __init__(
-        self, *, refresh_s: float = 1.0, rebuild_s: float = 300.0, clock: Callable[[], float] = time.monotonic
+        self, *, slack_s: float = 5.0, rebuild_s: float = 300.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        self.refresh_s = refresh_s
+        self.slack_s = slack_s
         self.rebuild_s = rebuild_s
         self.clock = clock
         self._filters: dict[int, _Filter] = {}
@@ -58,19 +58,17 @@ class SuppressionFilter:
                 await session.execute(
                     select(Suppression.workspace_id, func.count()).group_by(Suppression.workspace_id)
                 )
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         self._filters = {ws: _Filter(max(MIN_CAPACITY, 2 * n)) for ws, n in counts.items()}
         self._last_id = 0
         await self._read_new(session)
         self._built_at = self._refreshed_at = self.clock()
 
-    async def _read_new(self, session: AsyncSession) -> None:
+    async def _read_new(self, session: AsyncSession, slack: int = 0) -> None:
         rows = await session.execute(
             select(Suppression.id, Suppression.workspace_id, Suppression.address)
-            .where(Suppression.id > self._last_id - ID_SLACK)
+            .where(Suppression.id > self._last_id - slack)
             .order_by(Suppression.id)
         )
         grow = False
@@ -88,9 +86,11 @@ class SuppressionFilter:
         now = self.clock()
         if self._built_at is None or now - self._built_at >= self.rebuild_s:
             await self._rebuild(session)
-        elif now - self._refreshed_at >= self.refresh_s:
-            await self._read_new(session)
+        elif now - self._refreshed_at >= self.slack_s:
+            await self._read_new(session, ID_SLACK)
             self._refreshed_at = now
+        else:
+            await self._read_new(session)
 
     def maybe(self, workspace_id: int, address: str) -> bool:
         f = self._filters.get(workspace_id)
@@ -114,8 +114,6 @@ class SuppressionFilter:
                         tuple_(Suppression.workspace_id, Suppression.address).in_(list(keys))
                     )
                 )
-            )
-            .tuples()
-            .all()
+            ).all()
         )
         return {(ws, a) for ws, a in hits if (ws, normalize(a)) in found}
