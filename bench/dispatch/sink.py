@@ -37,7 +37,13 @@ class Answer:
 
 Responder = Callable[[Received], Answer | None]  # None: accept and deliver
 
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests", 500: "Internal Server Error"}
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+}
 
 
 class Sink:
@@ -130,10 +136,16 @@ class _Protocol(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         path = httptools.parse_url(self._url).path.decode()
-        received = Received(self._headers.get("idempotency-key", ""), time.time(), b"".join(self._body), path, self._headers)
+        received = Received(
+            self._headers.get("idempotency-key", ""), time.time(), b"".join(self._body), path, self._headers
+        )
         answer = self.sink.handle(received)
         head = [f"HTTP/1.1 {answer.status} {_REASONS.get(answer.status, 'Status')}"]
-        headers = {"content-type": "application/json", **answer.headers, "content-length": str(len(answer.body))}
+        headers = {
+            "content-type": "application/json",
+            **answer.headers,
+            "content-length": str(len(answer.body)),
+        }
         head.extend(f"{k}: {v}" for k, v in headers.items())
         assert self.transport is not None
         self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + answer.body)

@@ -194,11 +194,9 @@ async def make_dispatcher() -> AsyncIterator[DispatcherFactory]:
         assert dispatcher.error is None, f"dispatcher failed: {dispatcher.error!r}"
 
 
-async def wait_until(
-    check: Callable[[], Awaitable[bool]], timeout: float = 10.0, every: float = 0.05
-) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
+async def wait_until(check: Callable[[], Awaitable[bool]], within: float = 10.0, every: float = 0.05) -> None:
+    deadline = asyncio.get_running_loop().time() + within
     while not await check():
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(every)

@@ -100,7 +100,7 @@ async def test_two_dispatchers_never_send_a_message_twice(
     two = await make_dispatcher(pg_world, dispatcher_batch=20)
     ids = await pg_world.messages(1000, to=lambda i: f"user{i}@example.test")
 
-    await wait_until(lambda: _all_sent(pg_world, len(ids)), timeout=30)
+    await wait_until(lambda: _all_sent(pg_world, len(ids)), within=30)
 
     assert len(sink.requests) == 1000 and len(sink.counts) == 1000  # every key once, none twice
     assert set(sink.counts) == {f"sb-{pg_world.workspace_id}-{i}" for i in ids}
@@ -118,7 +118,7 @@ async def test_notify_wakes_the_worker_at_once(
     before = utcnow()
     [mid] = await pg_world.messages(1)  # commits with NOTIFY switchboard_dispatch
 
-    await wait_until(lambda: _status_is(pg_world, mid, "sent"), timeout=5)
+    await wait_until(lambda: _status_is(pg_world, mid, "sent"), within=5)
 
     assert sink.requests[0].at - before.timestamp() < 0.5
 
@@ -127,7 +127,11 @@ async def _listening(world: World) -> bool:
     from sqlalchemy import text
 
     async with world.db.sessions() as s:
-        n = await s.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'"))
+        n = await s.execute(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query LIKE 'LISTEN%'"
+            )
+        )
         return bool(n.scalar())
 
 

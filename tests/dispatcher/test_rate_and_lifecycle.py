@@ -94,7 +94,7 @@ async def test_worker_command_stops_gracefully_on_sigterm(world: World, make_sin
     )
     try:
         await world.messages(5)
-        await wait_until(lambda: _all_sent(world, 5), timeout=20)
+        await wait_until(lambda: _all_sent(world, 5), within=20)
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(proc.wait(), 10)
     finally:

@@ -178,7 +178,7 @@ async def test_scheduled_message_goes_out_within_a_second_of_send_at(
     [mid] = await world.messages(1, send_at=send_at)
     assert (await world.get(mid)).status == "scheduled"
 
-    await wait_until(lambda: settled(world, mid), timeout=5)
+    await wait_until(lambda: settled(world, mid), within=5)
 
     [request] = sink.requests
     lag = request.at - send_at.timestamp()

@@ -53,7 +53,9 @@ async def test_suppression_belongs_to_one_workspace(world: World) -> None:
     await world.suppress("shared@example.test")
     f = SuppressionFilter()
     async with world.db.sessions() as s:
-        found = await f.suppressed(s, [(world.workspace_id, "shared@example.test"), (other, "shared@example.test")])
+        found = await f.suppressed(
+            s, [(world.workspace_id, "shared@example.test"), (other, "shared@example.test")]
+        )
     assert found == {(world.workspace_id, "shared@example.test")}
 
 
