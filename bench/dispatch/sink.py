@@ -2,8 +2,8 @@
 
 Like a provider that deduplicates, it delivers a key once: a repeated key is answered 200 with the
 first answer and counted as a replay, not delivered again. `respond` may script other answers
-(500, 429 with Retry-After, 400 …) for tests. `GET /_stats` returns what it saw, for a sink running
-in another process (`python -m bench.dispatch.sink --port N`).
+(500, 429 with Retry-After, 400 …) for tests. `GET /_stats` returns what it saw and `POST /_reset`
+forgets it, for a sink running in another process (`python -m bench.dispatch.sink --port N`).
 """
 
 from __future__ import annotations
@@ -86,6 +86,12 @@ class Sink:
     def handle(self, r: Received) -> Answer:
         if r.path == "/_stats":
             return Answer(body=orjson.dumps(self.stats()))
+        if r.path == "/_reset":
+            self.requests.clear()
+            self.counts.clear()
+            self.delivered.clear()
+            self.replays = 0
+            return Answer()
         self.requests.append(r)
         self.counts[r.key] += 1
         answer = self.respond(r) if self.respond is not None else None

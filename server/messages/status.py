@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db import utcnow
+from server.db import dialect_of, utcnow
 from server.events.service import NewEvent, emit_many
 from server.messages.models import Message, MessageEvent, MessageStatus
 
@@ -76,6 +76,15 @@ async def apply_changes(
     return changed
 
 
+_PG_HISTORY = text("""
+INSERT INTO message_event (workspace_id, message_id, status, reason, at)
+SELECT workspace_id, message_id, status, reason, now()
+FROM unnest(CAST(:workspace_ids AS bigint[]), CAST(:message_ids AS bigint[]),
+            CAST(:statuses AS text[]), CAST(:reasons AS text[]))
+     AS v(workspace_id, message_id, status, reason)
+""")
+
+
 @dataclass(frozen=True, slots=True)
 class AppliedChange:
     """A status change already written to `message` by a bulk `UPDATE … RETURNING` (the dispatcher's)."""
@@ -106,23 +115,35 @@ async def record_applied(session: AsyncSession, changes: list[AppliedChange]) ->
     dispatchers never deadlock on each other's workspaces."""
     if not changes:
         return
-    now = utcnow()
-    await session.execute(
-        insert(MessageEvent),
-        [
+    if dialect_of(session) == "postgresql":
+        # One statement with arrays: a tenth of the per-row cost of an executemany on a hot path.
+        await session.execute(
+            _PG_HISTORY,
             {
-                "workspace_id": c.workspace_id,
-                "message_id": c.message_id,
-                "status": c.status,
-                "provider_id": None,
-                "provider_event_id": None,
-                "reason": c.reason,
-                "raw": None,
-                "at": now,
-            }
-            for c in changes
-        ],
-    )
+                "workspace_ids": [c.workspace_id for c in changes],
+                "message_ids": [c.message_id for c in changes],
+                "statuses": [c.status for c in changes],
+                "reasons": [c.reason for c in changes],
+            },
+        )
+    else:
+        now = utcnow()
+        await session.execute(
+            insert(MessageEvent),
+            [
+                {
+                    "workspace_id": c.workspace_id,
+                    "message_id": c.message_id,
+                    "status": c.status,
+                    "provider_id": None,
+                    "provider_event_id": None,
+                    "reason": c.reason,
+                    "raw": None,
+                    "at": now,
+                }
+                for c in changes
+            ],
+        )
     by_workspace: dict[int, list[NewEvent]] = {}
     for c in changes:
         by_workspace.setdefault(c.workspace_id, []).append(
