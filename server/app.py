@@ -67,6 +67,12 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     realtime = Realtime(settings, services.db, backend=backend, prefix=settings.redis_prefix)
     services.extras["realtime"] = realtime
     services.components += [caches, realtime]
+    if settings.embedded_worker:
+        from server.messages.dispatcher import Dispatcher
+        from server.reports.job import ReportJob
+
+        services.components.append(Dispatcher(services))
+        services.components.append(ReportJob(services.db, on_change=realtime.poke))
     routers = list(ROUTERS)
     spec: dict[str, Any] = openapi.build(all_operations(routers))
 
