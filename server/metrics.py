@@ -12,10 +12,20 @@ scrape time, so every web instance reports the same truth whichever worker did t
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from typing import Any
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    start_http_server,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from starlette.requests import Request
 from starlette.responses import Response
@@ -33,9 +43,11 @@ LONGPOLL_ROUTES = frozenset({"/api/v1/events", "/api/v1/events/stream"})
 class Metrics:
     """Every metric the app exports. Names and meanings are listed in docs/operations.md."""
 
-    def __init__(self) -> None:
+    def __init__(self, services: Any = None) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        if services is not None:
+            r.register(DispatcherCollector(services, queue=False))
         self.http_latency = Histogram(
             "switchboard_http_request_duration_seconds",
             "HTTP request latency by route template (not raw path).",
@@ -74,12 +86,6 @@ class Metrics:
             "switchboard_endpoint_deliveries",
             "Outgoing webhook deliveries by outcome (success, failure, gave_up).",
             ["outcome"],
-            registry=r,
-        )
-        self.sends = Counter(
-            "switchboard_dispatcher_sends",
-            "Provider send attempts made by the dispatcher(s) of this process, by provider and outcome.",
-            ["provider", "outcome"],
             registry=r,
         )
         self.messages = Gauge(
@@ -135,8 +141,80 @@ def metrics_of(services: Any) -> Metrics:
     """The app's Metrics, made on first use and kept on `services.extras`."""
     m = services.extras.get("metrics")
     if m is None:
-        m = services.extras["metrics"] = Metrics()
+        m = services.extras["metrics"] = Metrics(services)
     return m  # type: ignore[no-any-return]
+
+
+OUTCOMES = ("claimed", "sent", "failed", "retried", "deferred", "suppressed", "reclaimed", "fenced")
+
+
+class DispatcherCollector(Collector):
+    """Reads the counters of the dispatchers running in this process at scrape time
+    (`Dispatcher.stats`); yields nothing in a process without one."""
+
+    def __init__(self, services: Any, *, queue: bool) -> None:
+        self.services = services
+        self.queue = queue  # also the queue figures the dispatcher measures (the worker's exporter)
+
+    def _stats(self) -> list[Any]:
+        try:
+            from server.messages.dispatcher import DispatchStats
+        except ImportError:
+            return []
+        found = (getattr(c, "stats", None) for c in self.services.components)
+        return [s for s in found if isinstance(s, DispatchStats)]
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self._stats()
+        if not stats:
+            return
+        outcomes = CounterMetricFamily(
+            "switchboard_dispatcher_outcomes",
+            "Messages handled by the dispatcher(s) of this process, by outcome.",
+            labels=["outcome"],
+        )
+        for name in OUTCOMES:
+            outcomes.add_metric([name], sum(getattr(s, name) for s in stats))
+        yield outcomes
+        yield GaugeMetricFamily(
+            "switchboard_dispatcher_in_flight",
+            "Provider sends in flight in this process.",
+            value=sum(s.in_flight for s in stats),
+        )
+        if self.queue:
+            yield GaugeMetricFamily(
+                "switchboard_dispatch_queue_depth",
+                "Messages due now and waiting for a dispatcher (as this worker last measured).",
+                value=max(s.queue_depth for s in stats),
+            )
+            yield GaugeMetricFamily(
+                "switchboard_dispatch_queue_lag_seconds",
+                "How long the oldest due message has been waiting (as this worker last measured).",
+                value=max(s.oldest_due_s for s in stats),
+            )
+
+
+class WorkerMetricsServer:
+    """A component for `switchboard worker`: serves its dispatcher's figures on
+    `http://host:port/metrics` (the web instances' /metrics cannot see another process)."""
+
+    def __init__(self, services: Any, port: int, host: str = "127.0.0.1") -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.registry.register(DispatcherCollector(services, queue=True))
+        self.port = port
+        self.host = host
+        self._server: Any = None
+        self._thread: Any = None
+
+    async def start(self) -> None:
+        self._server, self._thread = start_http_server(self.port, addr=self.host, registry=self.registry)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._thread.join(5)
+            self._server = None
 
 
 async def metrics_endpoint(request: Request) -> Response:

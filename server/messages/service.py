@@ -19,6 +19,7 @@ from server.events.service import NewEvent, emit_many
 from server.messages.models import Message, MessageEvent, MessageStatus
 from server.messages.status import StatusChange, apply_changes, event_data
 from server.messages.wake import notify_dispatch
+from server.middleware import request_id_var
 from server.templates import render
 from server.templates import service as templates
 
@@ -123,6 +124,7 @@ def build_message(
         reason=reason,
         attempts=0,
         idempotency_key=idempotency_key,
+        request_id=request_id_var.get(),  # the dispatcher logs its sends under the creating request's id
         created_by=created_by,
         created_at=now,
         updated_at=now,

@@ -7,6 +7,8 @@ import logging
 import signal
 
 from server.messages.dispatcher import Dispatcher
+from server.metrics import WorkerMetricsServer
+from server.reports.job import ReportJob
 from server.services import Services
 from server.settings import Settings
 
@@ -18,6 +20,9 @@ async def run_worker(settings: Settings) -> None:
     services = Services.create(settings)
     dispatcher = Dispatcher(services)
     services.components.append(dispatcher)
+    services.components.append(ReportJob(services.db))  # daily figures; today's move live
+    if settings.worker_metrics_port:
+        services.components.append(WorkerMetricsServer(services, settings.worker_metrics_port))
     loop = asyncio.get_running_loop()
     asked = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -103,3 +103,20 @@ def test_request_context_tags_lines_outside_requests(
 def test_redaction_masks_secret_shapes(line: str, secret: str) -> None:
     assert secret not in redact(line)
     assert "[redacted]" in redact(line)
+
+
+async def test_a_message_remembers_the_request_that_created_it(client: Any, db: Any) -> None:
+    from server.messages.models import Message
+
+    r = await client.post("/api/v1/contacts", json={"name": "Ada", "email": "ada@example.test"})
+    cid = r.json()["id"]
+    r = await client.post(
+        "/api/v1/messages",
+        json={"contact_id": cid, "channel": "email", "subject": "Hi", "body": "Hello"},
+        headers={"X-Request-ID": "rid-send-7"},
+    )
+    assert r.status_code == 202, r.text
+    assert r.headers["x-request-id"] == "rid-send-7"
+    async with db.transaction() as s:
+        m = await s.get(Message, r.json()["id"])
+    assert m is not None and m.request_id == "rid-send-7"

@@ -79,3 +79,32 @@ async def test_each_app_has_its_own_registry(make_app: AppFactory) -> None:
     assert (await c.get("/api/v1/openapi.json")).status_code == 429
     assert (await scrape(one))[("switchboard_rate_limit_rejections_total", (("bucket", "ip"),))] == 1
     assert ("switchboard_rate_limit_rejections_total", (("bucket", "ip"),)) not in await scrape(two)
+
+
+async def test_an_embedded_dispatcher_reports_its_outcomes(make_app: AppFactory) -> None:
+    import asyncio
+
+    from tests.ops.conftest import sign_in
+
+    app = await make_app(embedded_worker=True)
+    client = await sign_in(app)
+    r = await client.post(
+        "/api/v1/providers",
+        json={"name": "Sandbox", "kind": "sandbox", "channel": "email", "priority": 1, "config": {}},
+    )
+    assert r.status_code == 201, r.text
+    cid = (await client.post("/api/v1/contacts", json={"name": "Ada", "email": "ada@example.test"})).json()[
+        "id"
+    ]
+    r = await client.post(
+        "/api/v1/messages", json={"contact_id": cid, "channel": "email", "subject": "Hi", "body": "Hello"}
+    )
+    assert r.status_code == 202, r.text
+    for _ in range(100):
+        if (await client.get(f"/api/v1/messages/{r.json()['id']}")).json()["status"] in ("sent", "delivered"):
+            break
+        await asyncio.sleep(0.05)
+    got = await scrape(app)
+    assert got[("switchboard_dispatcher_outcomes_total", (("outcome", "sent"),))] == 1
+    assert got[("switchboard_dispatcher_outcomes_total", (("outcome", "failed"),))] == 0
+    assert got[("switchboard_dispatcher_in_flight", ())] == 0

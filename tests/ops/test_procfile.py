@@ -39,7 +39,10 @@ def test_honcho_starts_web_and_worker_and_the_worker_dispatches(pg_database_url:
         pytest.skip("the dispatcher (server/messages/worker.py) is not on this branch yet")
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    env = env_for(pg_database_url, SWITCHBOARD_PUBLIC_URL=base)
+    worker_metrics = free_port()
+    env = env_for(
+        pg_database_url, SWITCHBOARD_PUBLIC_URL=base, SWITCHBOARD_WORKER_METRICS_PORT=str(worker_metrics)
+    )
     switchboard("migrate", env=env)
     switchboard("createuser", "--workspace", "Ops", "--email", EMAIL, "--password", PASSWORD, env=env)
 
@@ -72,7 +75,13 @@ def test_honcho_starts_web_and_worker_and_the_worker_dispatches(pg_database_url:
                 if status in DONE:
                     break
                 time.sleep(0.2)
+            worker_scrape = httpx.get(f"http://127.0.0.1:{worker_metrics}/metrics").text
+            web_scrape = c.get("/metrics").text
         output = log.read_text()
     assert status in DONE, f"message stayed {status}; honcho output:\n{output}"
     # Both process types ran under honcho; the worker (not web) did the sending.
     assert "web.1" in output and "worker.1" in output, output
+    assert 'switchboard_dispatcher_outcomes_total{outcome="sent"} 1.0' in worker_scrape, worker_scrape
+    # The web instance runs no dispatcher: it reports the queue from the database instead.
+    assert "switchboard_dispatcher_outcomes_total" not in web_scrape
+    assert "switchboard_dispatch_queue_depth 0.0" in web_scrape
