@@ -78,8 +78,15 @@ class Metrics:
         )
         self.webhook_events = Counter(
             "switchboard_webhook_events",
-            "Inbound provider webhook requests by provider kind and outcome (applied, duplicate, rejected).",
+            "Inbound provider webhook events by provider kind and outcome "
+            "(applied, duplicate, unmatched: recorded without a known message).",
             ["provider", "outcome"],
+            registry=r,
+        )
+        self.webhook_rejections = Counter(
+            "switchboard_webhook_rejections",
+            "Inbound provider webhook requests refused, by provider kind and reason (signature, malformed).",
+            ["provider", "reason"],
             registry=r,
         )
         self.endpoint_deliveries = Counter(
