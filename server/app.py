@@ -19,6 +19,8 @@ from server.api import Router, all_operations, json_response
 from server.auth.api import router as auth_router
 from server.cache import caches_of
 from server.contacts.api import router as contacts_router
+from server.contacts.merge_api import router as merge_router
+from server.endpoints.api import router as endpoints_router
 from server.errors import exception_handlers
 from server.messages.api import router as messages_router
 from server.metrics import HttpMetrics, metrics_endpoint
@@ -36,6 +38,8 @@ ROUTERS: list[Router] = [
     templates_router,
     providers_router,
     messages_router,
+    merge_router,
+    endpoints_router,
     reports_router,
 ]
 
@@ -68,11 +72,16 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     services.extras["realtime"] = realtime
     services.components += [caches, realtime]
     if settings.embedded_worker:
+        from server.endpoints.deliverer import Deliverer
         from server.messages.dispatcher import Dispatcher
         from server.reports.job import ReportJob
 
         services.components.append(Dispatcher(services))
         services.components.append(ReportJob(services.db, on_change=realtime.poke))
+        # Outgoing webhooks; the worker process runs a Deliverer too.
+        deliverer = Deliverer(services.db)
+        services.components.append(deliverer)
+        services.extras["deliverer"] = deliverer
     routers = list(ROUTERS)
     spec: dict[str, Any] = openapi.build(all_operations(routers))
 
