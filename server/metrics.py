@@ -11,6 +11,7 @@ scrape time, so every web instance reports the same truth whichever worker did t
 
 from __future__ import annotations
 
+import collections
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -47,7 +48,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         if services is not None:
-            r.register(DispatcherCollector(services, queue=False))
+            r.register(ComponentCollector(services, queue=False))
         self.http_latency = Histogram(
             "switchboard_http_request_duration_seconds",
             "HTTP request latency by route template (not raw path).",
@@ -87,12 +88,6 @@ class Metrics:
             "switchboard_webhook_rejections",
             "Inbound provider webhook requests refused, by provider kind and reason (signature, malformed).",
             ["provider", "reason"],
-            registry=r,
-        )
-        self.endpoint_deliveries = Counter(
-            "switchboard_endpoint_deliveries",
-            "Outgoing webhook deliveries by outcome (success, failure, gave_up).",
-            ["outcome"],
             registry=r,
         )
         self.messages = Gauge(
@@ -155,9 +150,9 @@ def metrics_of(services: Any) -> Metrics:
 OUTCOMES = ("claimed", "sent", "failed", "retried", "deferred", "suppressed", "reclaimed", "fenced")
 
 
-class DispatcherCollector(Collector):
-    """Reads the counters of the dispatchers running in this process at scrape time
-    (`Dispatcher.stats`); yields nothing in a process without one."""
+class ComponentCollector(Collector):
+    """Reads the counters of the dispatchers (`Dispatcher.stats`) and outgoing-webhook deliverers
+    (`Deliverer.outcomes`) running in this process at scrape time; nothing for absent ones."""
 
     def __init__(self, services: Any, *, queue: bool) -> None:
         self.services = services
@@ -171,8 +166,23 @@ class DispatcherCollector(Collector):
         found = (getattr(c, "stats", None) for c in self.services.components)
         return [s for s in found if isinstance(s, DispatchStats)]
 
+    def _deliveries(self) -> Iterator[Metric]:
+        found = [getattr(c, "outcomes", None) for c in self.services.components]
+        counters = [c for c in found if isinstance(c, collections.Counter)]
+        if not counters:
+            return
+        family = CounterMetricFamily(
+            "switchboard_endpoint_deliveries",
+            "Outgoing webhook delivery attempts by the deliverer(s) of this process, by outcome.",
+            labels=["outcome"],
+        )
+        for name in ("success", "failure", "gave_up"):
+            family.add_metric([name], sum(c[name] for c in counters))
+        yield family
+
     def collect(self) -> Iterator[Metric]:
         stats = self._stats()
+        yield from self._deliveries()
         if not stats:
             return
         outcomes = CounterMetricFamily(
@@ -207,7 +217,7 @@ class WorkerMetricsServer:
 
     def __init__(self, services: Any, port: int, host: str = "127.0.0.1") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.registry.register(DispatcherCollector(services, queue=True))
+        self.registry.register(ComponentCollector(services, queue=True))
         self.port = port
         self.host = host
         self._server: Any = None

@@ -108,3 +108,23 @@ async def test_an_embedded_dispatcher_reports_its_outcomes(make_app: AppFactory)
     assert got[("switchboard_dispatcher_outcomes_total", (("outcome", "sent"),))] == 1
     assert got[("switchboard_dispatcher_outcomes_total", (("outcome", "failed"),))] == 0
     assert got[("switchboard_dispatcher_in_flight", ())] == 0
+
+
+def test_component_collector_reads_deliverer_outcomes() -> None:
+    import collections
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from server.metrics import ComponentCollector
+
+    deliverer = SimpleNamespace(outcomes=collections.Counter(success=3, gave_up=1))
+    registry = CollectorRegistry()
+    registry.register(ComponentCollector(SimpleNamespace(components=[deliverer]), queue=True))
+    got = samples(generate_latest(registry).decode())
+    family = "switchboard_endpoint_deliveries_total"
+    assert got[(family, (("outcome", "success"),))] == 3
+    assert got[(family, (("outcome", "failure"),))] == 0
+    assert got[(family, (("outcome", "gave_up"),))] == 1
+    # No dispatcher in that process: no dispatcher figures at all (not zeros).
+    assert not any(name.startswith("switchboard_dispatch") for name, _ in got)
