@@ -77,3 +77,39 @@ async def test_postgres_errors_name_the_tool(tmp_path: Path) -> None:
     bad = make_settings("postgresql+asyncpg://postgres@127.0.0.1:5432/sb_ops_does_not_exist")
     with pytest.raises(BackupError, match="pg_dump failed"):
         await backup(bad, tmp_path / "x.backup")
+
+
+def test_cli_backup_and_restore(tmp_path: Path) -> None:
+    import sqlite3
+
+    from tests.ops.procs import env_for, switchboard
+
+    db_file = tmp_path / "cli.db"
+    env = env_for(f"sqlite+aiosqlite:///{db_file}")
+    switchboard("migrate", env=env)
+    switchboard(
+        "createuser", "--workspace", "Ops", "--email", "a@ops.test", "--password", "pw-123456789", env=env
+    )
+    out = switchboard("backup", str(tmp_path / "cli.backup"), env=env)
+    assert "backup written" in out
+    switchboard(
+        "createuser", "--workspace", "Ops", "--email", "b@ops.test", "--password", "pw-123456789", env=env
+    )
+    switchboard("restore", str(tmp_path / "cli.backup"), env=env)
+    with sqlite3.connect(db_file) as conn:
+        assert [r[0] for r in conn.execute("SELECT email FROM user_account")] == ["a@ops.test"]
+
+    import subprocess
+
+    from tests.ops.procs import BIN
+
+    r = subprocess.run(
+        [str(BIN / "switchboard"), "restore", str(tmp_path / "missing.backup")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 2
+    assert "no backup at" in r.stderr and "Traceback" not in r.stderr
