@@ -241,4 +241,4 @@ def caches_of(services: Any) -> Caches:
     c = services.extras.get("caches")
     if c is None:
         c = services.extras["caches"] = Caches(services)
-    return c  # type: ignore[no-any-return]
+    return c

@@ -34,7 +34,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.db import utcnow
 from server.messages.models import Message as MessageRow
-from server.messages.models import MessageStatus
 
 # Buckets in seconds: API calls sit in the low milliseconds; long-polls wait up to a minute.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -98,7 +97,7 @@ class Metrics:
         )
         self.queue_depth = Gauge(
             "switchboard_dispatch_queue_depth",
-            "Messages due now and waiting for a dispatcher (queued, next attempt in the past).",
+            "Messages due now and waiting for a dispatcher (queued or scheduled, due time passed).",
             registry=r,
         )
         self.queue_lag = Gauge(
@@ -114,8 +113,9 @@ class Metrics:
 
     async def refresh_from_db(self, db: Any) -> None:
         """Read the database-backed gauges (messages by status/provider, queue depth and lag)."""
+        from server.messages.claims import backlog  # the dispatcher's own definition of "due"
+
         now = utcnow()
-        due = (MessageRow.status == MessageStatus.queued.value) & (MessageRow.next_attempt_at <= now)
         async with db.transaction() as s:
             by_status = (
                 await s.execute(
@@ -124,16 +124,12 @@ class Metrics:
                     )
                 )
             ).all()
-            depth, oldest = (
-                await s.execute(select(func.count(), func.min(MessageRow.next_attempt_at)).where(due))
-            ).one()
+            depth, oldest = await backlog(s)
         self.messages.clear()
         for status, provider, count in by_status:
             self.messages.labels(status=status, provider=provider or "none").set(count)
-        self.queue_depth.set(depth or 0)
-        # min() keeps the column type, so this is an aware UTC datetime on both databases.
-        lag = (now - oldest).total_seconds() if oldest is not None else 0.0
-        self.queue_lag.set(max(0.0, lag))
+        self.queue_depth.set(depth)
+        self.queue_lag.set(max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
@@ -144,7 +140,7 @@ def metrics_of(services: Any) -> Metrics:
     m = services.extras.get("metrics")
     if m is None:
         m = services.extras["metrics"] = Metrics(services)
-    return m  # type: ignore[no-any-return]
+    return m
 
 
 OUTCOMES = ("claimed", "sent", "failed", "retried", "deferred", "suppressed", "reclaimed", "fenced")

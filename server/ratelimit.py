@@ -206,4 +206,4 @@ def rate_limits_of(services: Any) -> RateLimits:
         rl = services.extras["ratelimit"] = RateLimits(
             s.rate_limit_enabled, limiter, Buckets.from_settings(s)
         )
-    return rl  # type: ignore[no-any-return]
+    return rl
