@@ -183,3 +183,42 @@ async def test_without_redis_committed_edits_drop_the_local_entry(make_app: AppF
     r = await client.patch(f"/api/v1/contacts/{cid}", json={"tags": ["vip"]})
     assert r.status_code == 200
     await _eventually(lambda: caches.contacts.get(ws, cid) is None, timeout_s=5)
+
+
+async def test_messages_reuse_the_compiled_template_until_it_changes(make_app: AppFactory) -> None:
+    from tests.ops.conftest import sign_in
+
+    app = await make_app()
+    client = await sign_in(app)
+    caches = caches_of(app.state.services)
+    cid = (await client.post("/api/v1/contacts", json={"name": "Ada", "email": "ada@example.test"})).json()[
+        "id"
+    ]
+    r = await client.post(
+        "/api/v1/templates", json={"name": "Hi", "channel": "email", "subject": "Hi {{ name }}", "body": "v1"}
+    )
+    tid = r.json()["id"]
+
+    async def send() -> dict[str, Any]:
+        r = await client.post(
+            "/api/v1/messages", json={"contact_id": cid, "channel": "email", "template_id": tid}
+        )
+        assert r.status_code == 202, r.text
+        return (await client.get(f"/api/v1/messages/{r.json()['id']}")).json()
+
+    first, second = await send(), await send()
+    assert first["subject"] == second["subject"] == "Hi Ada" and second["body"] == "v1"
+    assert caches.templates._misses._value.get() == 1 and caches.templates._hits._value.get() == 1
+
+    assert (await client.patch(f"/api/v1/templates/{tid}", json={"body": "v2"})).status_code == 200
+    assert (await send())["body"] == "v2"
+    assert caches.templates._misses._value.get() == 2
+
+    # An email template never serves an SMS, cached or not.
+    r = await client.post("/api/v1/messages", json={"contact_id": cid, "channel": "sms", "template_id": tid})
+    assert r.status_code == 422
+    assert (await client.delete(f"/api/v1/templates/{tid}")).status_code == 204
+    r = await client.post(
+        "/api/v1/messages", json={"contact_id": cid, "channel": "email", "template_id": tid}
+    )
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "template_id"
