@@ -128,3 +128,25 @@ def test_component_collector_reads_deliverer_outcomes() -> None:
     assert got[(family, (("outcome", "gave_up"),))] == 1
     # No dispatcher in that process: no dispatcher figures at all (not zeros).
     assert not any(name.startswith("switchboard_dispatch") for name, _ in got)
+
+
+async def test_waiting_long_polls_are_counted(make_app: AppFactory) -> None:
+    import asyncio
+
+    from tests.ops.conftest import sign_in
+
+    app = await make_app()
+    client = await sign_in(app)
+    poll = asyncio.create_task(client.get("/api/v1/events", params={"topics": "board", "timeout": "1"}))
+    gauge = ("switchboard_longpolls_open", (("route", "/api/v1/events"),))
+    for _ in range(50):
+        await asyncio.sleep(0.02)
+        if (await scrape(app)).get(gauge) == 1:
+            break
+    assert (await scrape(app))[gauge] == 1
+    r = await poll
+    assert r.status_code == 200 and r.json()["events"] == []
+    got = await scrape(app)
+    assert got[gauge] == 0
+    count = "switchboard_http_request_duration_seconds_count"
+    assert got[(count, (("method", "GET"), ("route", "/api/v1/events"), ("status", "200")))] == 1

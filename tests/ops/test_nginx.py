@@ -186,6 +186,13 @@ def test_websocket_stream_through_nginx(stack: Stack) -> None:
             assert r.status_code == 201
         event = json.loads(ws.recv(10))
         assert event["type"] == "contact.created" and event["data"]["changed"]["name"] == "Streamed"
+        # The instance holding the socket counts it (nginx picked one of the two).
+        open_sockets = 0.0
+        for port in stack.web_ports:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+            line = next(x for x in text.splitlines() if x.startswith("switchboard_websockets_open "))
+            open_sockets += float(line.split()[1])
+        assert open_sockets == 1
 
 
 def test_a_stopped_instance_is_skipped(stack: Stack) -> None:
