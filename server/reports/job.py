@@ -12,12 +12,15 @@ import datetime as dt
 import logging
 from typing import Any
 
-from server.db import Database, utcnow
+from sqlalchemy import text
+
+from server.db import Database, dialect_of, utcnow
 from server.reports import service
 
 log = logging.getLogger("switchboard.reports")
 
-INTERVAL_S = 30.0  # how stale today's figures may get; each tick is two small GROUP BY queries
+INTERVAL_S = 30.0
+LOCK_KEY = 0x5B_0D_A1_1E  # advisory lock id of the report recompute  # how stale today's figures may get; each tick is two small GROUP BY queries
 
 
 async def run_once(
@@ -26,12 +29,21 @@ async def run_once(
     first: dt.date | None = None,
     last: dt.date | None = None,
     workspace_id: int | None = None,
+    wait: bool = True,
 ) -> dict[int, list[dict[str, Any]]]:
-    """Recompute `first`..`last` (default: yesterday and today, UTC) in one transaction."""
+    """Recompute `first`..`last` (default: yesterday and today, UTC) in one transaction.
+
+    On PostgreSQL one recompute runs at a time across all workers (an advisory lock), so two
+    workers never emit the same `report.updated` twice; with `wait=False` a busy lock skips."""
     today = utcnow().date()
     last = last or today
     first = first or min(last, today - dt.timedelta(days=1))
     async with db.transaction() as session:
+        if dialect_of(session) == "postgresql":
+            fn = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+            got = (await session.execute(text(f"SELECT {fn}(:k)"), {"k": LOCK_KEY})).scalar()
+            if got is False:
+                return {}
         return await service.recompute(session, first=first, last=last, workspace_id=workspace_id)
 
 
@@ -55,7 +67,7 @@ class ReportJob:
             self._task = None
 
     async def tick(self) -> dict[int, list[dict[str, Any]]]:
-        changed = await run_once(self.db)
+        changed = await run_once(self.db, wait=False)
         if changed and self.on_change is not None:
             for ws in changed:
                 self.on_change(ws)

@@ -108,3 +108,17 @@ async def test_range_is_validated_and_roles_enforced(make_client: ClientFactory)
     assert (await viewer.post("/api/v1/reports/recompute", json={})).status_code == 403
     anonymous = await make_client(None)
     assert (await anonymous.get("/api/v1/reports/daily")).status_code == 401
+
+
+async def test_concurrent_recomputes_emit_each_change_once(make_client: ClientFactory, db: Database) -> None:
+    import asyncio
+
+    admin = await make_client("admin")
+    ws = await _workspace_of(admin)
+    for _ in range(3):
+        await add_message(db, ws, history=[("sent", utcnow())])
+    results = await asyncio.gather(*(job.run_once(db) for _ in range(4)))
+    assert sum(1 for r in results if r) == 1  # one of them did the change, the others saw it done
+    assert len(await _report_events(db, ws)) == 1
+    r = await admin.get("/api/v1/reports/daily")
+    assert [i["sent"] for i in r.json()["items"]] == [3]
