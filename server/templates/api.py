@@ -38,7 +38,15 @@ def _duplicate() -> Problem:
     )
 
 
-@router.op("POST", "/templates", body=TemplateIn, response=TemplateOut, status=201, role="agent")
+@router.op(
+    "POST",
+    "/templates",
+    body=TemplateIn,
+    response=TemplateOut,
+    status=201,
+    role="agent",
+    responses={409: "name taken"},
+)
 async def create(ctx: Ctx[TemplateIn]) -> Response:
     """Create a template; its subject and body are checked (syntax and sandbox) now."""
     try:

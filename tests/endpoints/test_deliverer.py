@@ -302,11 +302,11 @@ async def test_two_deliverers_send_each_event_once_and_in_order(
     assert ids == sorted(set(ids)) and len(ids) == 10
 
 
+@pytest.mark.parametrize("db_url", ["postgres"], indirect=True)  # LISTEN/NOTIFY is PostgreSQL's
 async def test_on_postgresql_a_commit_wakes_the_deliverer_without_waiting_for_the_poll(
     client: httpx.AsyncClient, db: Database, receiver: Receiver, start_deliverer: DelivererFactory
 ) -> None:
-    if db.dialect != "postgresql":
-        pytest.skip("LISTEN/NOTIFY is PostgreSQL's; SQLite relies on the poll")
+    assert db.dialect == "postgresql"
     await _endpoint(client, receiver.url("listen"))
     await start_deliverer(poll_s=60.0)
     await asyncio.sleep(0.3)  # the listener is up and the first pass is done
