@@ -120,3 +120,40 @@ async def test_a_message_remembers_the_request_that_created_it(client: Any, db: 
     async with db.transaction() as s:
         m = await s.get(Message, r.json()["id"])
     assert m is not None and m.request_id == "rid-send-7"
+
+
+async def test_dispatcher_lines_carry_the_request_id_of_the_send(
+    make_app: AppFactory, json_logs: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from tests.ops.conftest import sign_in
+
+    app = await make_app(embedded_worker=True, log_json=True, log_level="DEBUG")
+    setup_logging(app.state.services.settings)
+    client = await sign_in(app)
+    r = await client.post(
+        "/api/v1/providers",
+        json={"name": "Sandbox", "kind": "sandbox", "channel": "email", "priority": 1, "config": {}},
+    )
+    assert r.status_code == 201, r.text
+    cid = (await client.post("/api/v1/contacts", json={"name": "Ada", "email": "ada@example.test"})).json()[
+        "id"
+    ]
+    r = await client.post(
+        "/api/v1/messages",
+        json={"contact_id": cid, "channel": "email", "subject": "Hi", "body": "Hello"},
+        headers={"X-Request-ID": "rid-dispatch-9"},
+    )
+    mid = r.json()["id"]
+    for _ in range(100):
+        if (await client.get(f"/api/v1/messages/{mid}")).json()["status"] in ("sent", "delivered"):
+            break
+        await asyncio.sleep(0.05)
+    records = lines(capsys.readouterr().err)
+    sends = [
+        rec for rec in records if rec["logger"] == "switchboard.dispatcher" and rec.get("message_id") == mid
+    ]
+    assert sends, [rec for rec in records if rec["logger"].startswith("switchboard")]
+    assert all(rec["request_id"] == "rid-dispatch-9" for rec in sends)
+    assert sends[0]["msg"] == f"message {mid}: sent"
