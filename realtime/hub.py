@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 
 from realtime import log as eventlog
 from realtime.backend import RESET, Backend
+from realtime.log import LogReader
 from realtime.subscriber import Subscriber
 from realtime.tasks import background
 from realtime.topics import matches
@@ -94,7 +95,7 @@ class Feed:
 
 
 class Hub:
-    def __init__(self, db: Database, backend: Backend, *, sweep_s: float = SWEEP_S) -> None:
+    def __init__(self, db: LogReader | Database, backend: Backend, *, sweep_s: float = SWEEP_S) -> None:
         self.db = db
         self.backend = backend
         self.sweep_s = sweep_s

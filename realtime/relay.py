@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from realtime import log as eventlog
 from realtime.backend import Backend, Message
+from realtime.log import LogReader
 from realtime.tasks import background
 from realtime.wire import encode_batch
 from server.db import Database, utcnow
@@ -42,8 +43,17 @@ TAKEOVER_REPLAY_S = 10.0
 
 
 class Relay:
-    def __init__(self, db: Database, backend: Backend, *, poll_s: float = POLL_S, batch: int = BATCH) -> None:
-        self.db = db
+    def __init__(
+        self,
+        db: Database,
+        backend: Backend,
+        *,
+        reader: LogReader | Database | None = None,
+        poll_s: float = POLL_S,
+        batch: int = BATCH,
+    ) -> None:
+        self.db = db  # where the app commits (for the commit hook and LISTEN)
+        self.reader = reader or db  # where the relay reads
         self.backend = backend
         self.poll_s = poll_s
         self.batch = batch
@@ -148,7 +158,7 @@ class Relay:
         """Start from the cursors the last leader recorded; a workspace it never published
         starts from its head now (hubs read older history from the log themselves)."""
         stored = await self.backend.load_cursors()
-        async with self.db.sessions() as session:
+        async with self.reader.sessions() as session:
             now = await eventlog.heads(session)
             recent = await eventlog.first_since(session, utcnow() - dt.timedelta(seconds=TAKEOVER_REPLAY_S))
         self.cursors = {w: stored.get(w, recent[w] - 1 if w in recent else head) for w, head in now.items()}
@@ -186,12 +196,12 @@ class Relay:
     async def _reader(self) -> AsyncIterator[Any]:
         """On PostgreSQL one autocommit connection held across rounds (no checkout, ping or
         BEGIN per round); on SQLite a session per round, so no snapshot outlives it."""
-        if self.db.dialect != "postgresql":
-            async with self.db.sessions() as session:
+        if self.reader.dialect != "postgresql":
+            async with self.reader.sessions() as session:
                 yield session
             return
         if self._conn is None or self._conn.closed:
-            self._conn = await self.db.engine.connect()
+            self._conn = await self.reader.engine.connect()
             await self._conn.execution_options(isolation_level="AUTOCOMMIT")
         try:
             yield self._conn

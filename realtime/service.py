@@ -24,6 +24,7 @@ from realtime import http, websocket
 from realtime import log as eventlog
 from realtime.backend import Backend, RedisBackend, create_backend
 from realtime.hub import Hub
+from realtime.log import LogReader
 from realtime.presence import Key, MemoryStore, Presence, RedisStore
 from realtime.relay import Relay
 from realtime.tasks import background
@@ -57,8 +58,11 @@ class Realtime:
         self.db = db
         self.authenticate: Authenticator = authenticate or _default_authenticate
         self.backend = backend or create_backend(settings.redis_url, prefix=prefix)
-        self.relay = Relay(db, self.backend) if relay else None
-        self.hub = Hub(db, self.backend)
+        # PostgreSQL: reads on an engine of their own (the relay holds a connection for its life).
+        # SQLite: the app's engine, whose connections are already open.
+        self.reader: LogReader | None = LogReader(db.url) if db.dialect == "postgresql" else None
+        self.relay = Relay(db, self.backend, reader=self.reader) if relay else None
+        self.hub = Hub(self.reader or db, self.backend)
         self.presence = Presence(db, MemoryStore(), ttl_s=settings.presence_ttl_s, on_emit=self.poke)
         self.connections: set[websocket.Connection] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -123,6 +127,8 @@ class Realtime:
             await self.relay.stop()
         await self.hub.stop()
         await self.backend.disconnect()
+        if self.reader is not None:
+            await self.reader.dispose()
 
     async def _tick(self) -> None:
         """One timer for every socket: the app-level ping, and presence refreshes."""
