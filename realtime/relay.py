@@ -37,6 +37,7 @@ POLL_S = 1.0  # fallback when no notification arrives (lost NOTIFY, SQLite in an
 LEASE_TTL_S = 5.0  # a dead leader's lease expires this fast; renewed every TTL/3
 BATCH = 1000  # events per workspace per round
 RETRY_MAX_S = 5.0
+STOP_GRACE_S = 2.0
 # A new leader without a recorded cursor republishes this much recent history: a duplicate is
 # dropped by every hub, whereas an event nobody published waits for a hub's sweep.
 TAKEOVER_REPLAY_S = 10.0
@@ -95,6 +96,10 @@ class Relay:
             sa_event.remove(Session, "after_commit", self._after_commit)
         self._stop.set()
         self._wake.set()
+        # Let a round in flight finish (a database call cut off by cancellation can outlive
+        # the event loop in the driver's thread); cancel only what is still waiting after that.
+        if self._tasks:
+            await asyncio.wait(self._tasks[:1], timeout=STOP_GRACE_S)
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -118,6 +123,8 @@ class Relay:
                     await self._wake.wait()
             except TimeoutError:
                 self._scan = True
+            if self._stop.is_set():
+                return
             self._wake.clear()
             scan, self._scan = self._scan, False
             dirty, self._dirty = self._dirty, set()

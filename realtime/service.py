@@ -150,10 +150,12 @@ class Realtime:
 
     async def _prune(self) -> None:
         while True:
+            # First after a while, not at start-up: a process that starts and stops at once
+            # (a CLI command, a test) should not be caught in the middle of a large DELETE.
+            await asyncio.sleep(PRUNE_EVERY_S)
             try:
                 removed = await self.prune_once()
                 if removed:
                     log.info("pruned %d events older than %gh", removed, self.settings.event_retention_hours)
             except Exception:
                 log.exception("pruning the event log failed")
-            await asyncio.sleep(PRUNE_EVERY_S)
