@@ -22,9 +22,8 @@ from tests.realtime.conftest import free_port, write
 async def test_a_signed_in_user_gets_events_over_ws_and_long_poll(settings: Settings) -> None:
     app = create_app(settings)
     services = app.state.services
-    rt = Realtime(settings, services.db)  # the default authenticator: server.auth
-    services.components.append(rt)
-    app.router.routes.extend(rt.routes)
+    rt = services.extras["realtime"]  # mounted by the app factory, signing in through server.auth
+    assert isinstance(rt, Realtime)
     async with services.db.transaction() as s:
         ws = await auth_service.get_or_create_workspace(s, name="Acme")
         await auth_service.create_user(
