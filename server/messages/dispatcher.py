@@ -30,7 +30,7 @@ from server.messages import claims
 from server.messages.circuit import Circuits
 from server.messages.claims import Claimed, Outcome
 from server.messages.models import MessageStatus
-from server.messages.provider_pool import ProviderPool, Route
+from server.messages.provider_pool import ProviderPool, Route, make_http_client
 from server.messages.ratelimit import RateLimiter, make_rate_limiter
 from server.messages.retry import RetryPolicy
 from server.messages.status import record_applied
@@ -146,11 +146,7 @@ class Dispatcher:
 
     async def start(self) -> None:
         if self._http is None:
-            n = self.settings.dispatcher_concurrency
-            self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(15.0, connect=5.0),
-                limits=httpx.Limits(max_connections=2 * n, max_keepalive_connections=n),
-            )
+            self._http = make_http_client(self.settings.dispatcher_concurrency)
         self._pool = ProviderPool(
             http=self._http, public_url=self.settings.public_url, adapters=self._adapters
         )
