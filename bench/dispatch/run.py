@@ -21,7 +21,6 @@ import os
 import platform
 import secrets
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -61,10 +60,8 @@ class Bench:
 
     # -- set-up ------------------------------------------------------------------------------
 
-    async def setup(self) -> None:
-        admin = await asyncpg.connect(f"{PG}/postgres")
-        await admin.execute(f'CREATE DATABASE "{self.dbname}"')
-        await admin.close()
+    def setup(self) -> None:
+        asyncio.run(self._create_database())
         subprocess.run(
             [sys.executable, "-c", f"from server import migrate; migrate.upgrade({self.url!r})"],
             check=True,
@@ -76,6 +73,14 @@ class Bench:
         assert self.sink_proc.stdout is not None
         port = int(self.sink_proc.stdout.readline())
         self.sink_url = f"http://127.0.0.1:{port}/send"
+        asyncio.run(self._seed())
+
+    async def _create_database(self) -> None:
+        admin = await asyncpg.connect(f"{PG}/postgres")
+        await admin.execute(f'CREATE DATABASE "{self.dbname}"')
+        await admin.close()
+
+    async def _seed(self) -> None:
         conn = await asyncpg.connect(self.dsn)
         try:
             self.workspace_id = await conn.fetchval(
@@ -248,7 +253,7 @@ class Bench:
             await asyncio.sleep(1.5)
             began = time.monotonic()
             i = 0
-            while (now := time.monotonic()) - began < seconds:
+            while time.monotonic() - began < seconds:
                 await self.insert(conn, per_tick, channel="email", send_at=dt.datetime.now(dt.UTC), start=i)
                 i += per_tick
                 await asyncio.sleep(max(0.0, began + (i / per_tick) * tick - time.monotonic()))
@@ -316,8 +321,9 @@ def table(results: dict[str, Any]) -> str:
 
 async def scenarios(b: Bench, offered_rate: int, offered_s: float) -> dict[str, Any]:
     runs: dict[str, Any] = {}
-    if os.environ.get("BENCH_ONLY") == "nohttp":
-        runs["switchboard, sandbox (no HTTP), 1 worker"] = await b.burst(1, "sms")
+    only = os.environ.get("BENCH_ONLY")  # "nohttp" or "http": one scenario, for profiling
+    if only:
+        runs[only] = await b.burst(1, "sms" if only == "nohttp" else "email")
         return runs
     runs["switchboard, sandbox (no HTTP), 1 worker"] = await b.burst(1, "sms")
     runs["switchboard, sandbox + HTTP sink, 1 worker"] = await b.burst(1, "email")
@@ -334,7 +340,7 @@ def main() -> None:
     p.add_argument("--offered-seconds", type=float, default=10.0)
     args = p.parse_args()
     b = Bench(args.messages, args.concurrency)
-    asyncio.run(b.setup())
+    b.setup()
     try:
         runs = asyncio.run(scenarios(b, args.offered_rate, args.offered_seconds))
         if os.environ.get("BENCH_ONLY"):
@@ -349,13 +355,18 @@ def main() -> None:
     ours_sink = runs["switchboard, sandbox + HTTP sink, 1 worker"]["msgs_per_s"]
     results = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "messages": args.messages,
         "concurrency": args.concurrency,
         "runs": runs,
         "ratios": {
             "switchboard / arq (no-op send)": ours_noop / runs["arq, no-op job, 1 worker"]["msgs_per_s"],
-            "switchboard / arq (POST to sink)": ours_sink / runs["arq, POST to the HTTP sink, 1 worker"]["msgs_per_s"],
+            "switchboard / arq (POST to sink)": ours_sink
+            / runs["arq, POST to the HTTP sink, 1 worker"]["msgs_per_s"],
         },
         "command": "python -m bench.dispatch",
     }
