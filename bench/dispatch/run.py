@@ -6,6 +6,7 @@ so the workers are idle and listening when they fall due):
   * sandbox provider POSTing every send to a local HTTP sink (another process), with 1 and 2
     workers; duplicates and losses are counted from the sink's Idempotency-Keys;
   * 500 messages/s offered for 10 s, one worker: lag p50/p99;
+  * the limit: the same POSTs through the same HTTP client from one process, with no database;
   * arq, the same number of jobs, one worker, `max_jobs` = our concurrency: a no-op job, and a job
     that makes the same POST to the sink.
 Results go to stdout as a table and to `bench/results/dispatch.json`.
@@ -296,6 +297,25 @@ class Bench:
             result.update(duplicates=stats["requests"] - stats["distinct"], lost=self.n - stats["distinct"])
         return result
 
+    async def http_limit(self) -> dict[str, Any]:
+        """The limit: the same POSTs with the same client and concurrency, and nothing else (no database)."""
+        from server.messages.provider_pool import make_http_client
+
+        await self._reset_sink()
+        slots = asyncio.Semaphore(self.concurrency)
+        body = b'{"to": "user@example.test", "subject": "Hello", "body": "Message"}'
+
+        async def one(client: httpx.AsyncClient, i: int) -> None:
+            async with slots:
+                r = await client.post(self.sink_url, content=body, headers={"Idempotency-Key": f"limit-{i}"})
+                r.raise_for_status()
+
+        async with make_http_client(self.concurrency) as client:
+            began = time.perf_counter()
+            await asyncio.gather(*(one(client, i) for i in range(self.n)))
+            elapsed = time.perf_counter() - began
+        return {"messages": self.n, "elapsed_s": elapsed, "msgs_per_s": self.n / elapsed}
+
     async def _reset_sink(self) -> None:
         async with httpx.AsyncClient() as client:
             await client.post(self.sink_url.replace("/send", "/_reset"))
@@ -321,7 +341,10 @@ def table(results: dict[str, Any]) -> str:
 
 async def scenarios(b: Bench, offered_rate: int, offered_s: float) -> dict[str, Any]:
     runs: dict[str, Any] = {}
-    only = os.environ.get("BENCH_ONLY")  # "nohttp" or "http": one scenario, for profiling
+    only = os.environ.get("BENCH_ONLY")  # "nohttp", "http" or "offered": one scenario, for profiling
+    if only == "offered":
+        runs[only] = await b.offered(offered_rate, offered_s)
+        return runs
     if only:
         runs[only] = await b.burst(1, "sms" if only == "nohttp" else "email")
         return runs
@@ -329,6 +352,7 @@ async def scenarios(b: Bench, offered_rate: int, offered_s: float) -> dict[str, 
     runs["switchboard, sandbox + HTTP sink, 1 worker"] = await b.burst(1, "email")
     runs["switchboard, sandbox + HTTP sink, 2 workers"] = await b.burst(2, "email")
     runs[f"switchboard, {offered_rate} msgs/s offered, 1 worker"] = await b.offered(offered_rate, offered_s)
+    runs["limit: same HTTP client and sink, no database"] = await b.http_limit()
     return runs
 
 
@@ -365,6 +389,8 @@ def main() -> None:
         "runs": runs,
         "ratios": {
             "switchboard / arq (no-op send)": ours_noop / runs["arq, no-op job, 1 worker"]["msgs_per_s"],
+            "switchboard / HTTP limit (POST to sink)": ours_sink
+            / runs["limit: same HTTP client and sink, no database"]["msgs_per_s"],
             "switchboard / arq (POST to sink)": ours_sink
             / runs["arq, POST to the HTTP sink, 1 worker"]["msgs_per_s"],
         },

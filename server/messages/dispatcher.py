@@ -357,6 +357,15 @@ class Dispatcher:
                     breaker.failure()
                 errors.append(exc)
                 continue
+            except Exception as exc:  # a bug in the adapter: logged, counted against it, then like a 5xx
+                log.exception(
+                    "provider %s (#%d) raised while sending message %d", route.name, route.provider_id, m.id
+                )
+                breaker.failure()
+                errors.append(
+                    TransientError(f"internal error in the {route.kind} adapter: {type(exc).__name__}")
+                )
+                continue
             breaker.success()
             lag = (utcnow() - m.send_at).total_seconds()
             self.stats.lag_last_s = lag

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from server.app import create_app
+from server.db import utcnow
 from server.messages import claims
 from tests.conftest import make_settings
 from tests.dispatcher.conftest import DispatcherFactory, SinkFactory, World, wait_until
@@ -104,3 +105,25 @@ async def test_worker_command_stops_gracefully_on_sigterm(world: World, make_sin
     stderr = (await proc.stderr.read()).decode() if proc.stderr else ""
     assert code == 0, stderr
     assert len(sink.delivered) == 5
+
+
+async def test_a_send_that_would_wait_long_for_its_rate_is_deferred_without_an_attempt(
+    world: World, make_sink: SinkFactory, make_dispatcher: DispatcherFactory
+) -> None:
+    sink = await make_sink()
+    await world.provider(sink.url, send_rate=0.1)  # one message per 10 s: far past the lease's patience
+    await make_dispatcher(world)
+    first, *rest = await world.messages(3)
+
+    async def deferred() -> bool:
+        reasons = [(await world.get(i)).reason for i in rest]
+        return reasons == ["waiting for a provider"] * len(rest)
+
+    await wait_until(deferred)
+
+    assert (await world.get(first)).status == "sent"
+    for i in rest:
+        m = await world.get(i)
+        assert (m.status, m.attempts) == ("queued", 0)  # not sitting in `sending`, no attempt spent
+        assert 5 < (m.next_attempt_at - utcnow()).total_seconds() <= 10.5
+    assert len(sink.requests) == 1

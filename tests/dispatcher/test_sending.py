@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+
 from bench.dispatch.sink import Answer, Received
 from server.db import utcnow
 from server.messages.circuit import CircuitState
+from server.providers.adapters import ADAPTERS, OutgoingMessage, SendResult
+from server.providers.adapters.sandbox import SandboxAdapter
 from tests.dispatcher.conftest import DispatcherFactory, SinkFactory, World, wait_until
 
 
@@ -184,3 +188,30 @@ async def test_scheduled_message_goes_out_within_a_second_of_send_at(
     lag = request.at - send_at.timestamp()
     assert 0 <= lag < 1.0
     assert await world.history(mid) == ["sending", "sent"]
+
+
+async def test_an_adapter_bug_is_logged_and_retried_not_lost(
+    world: World,
+    make_sink: SinkFactory,
+    make_dispatcher: DispatcherFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Buggy(SandboxAdapter):
+        calls = 0
+
+        async def send(self, msg: OutgoingMessage) -> SendResult:
+            type(self).calls += 1
+            if type(self).calls == 1:
+                raise KeyError("oops")
+            return await super().send(msg)
+
+    sink = await make_sink()
+    await world.provider(sink.url)
+    await make_dispatcher(world, adapters={**ADAPTERS, "sandbox": Buggy})
+    [mid] = await world.messages(1)
+
+    await wait_until(lambda: settled(world, mid))
+
+    m = await world.get(mid)
+    assert (m.status, m.attempts) == ("sent", 2)
+    assert "raised while sending message" in caplog.text and "KeyError" in caplog.text
