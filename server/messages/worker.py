@@ -1,4 +1,5 @@
-"""`switchboard worker`: the dispatcher alone in its process, stopped gracefully by SIGTERM or SIGINT."""
+"""`switchboard worker`: the dispatcher (and the outgoing-webhook deliverer) in their own process,
+stopped gracefully by SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import asyncio
 import logging
 import signal
 
+from server.endpoints.deliverer import Deliverer
 from server.messages.dispatcher import Dispatcher
 from server.services import Services
 from server.settings import Settings
@@ -18,6 +20,7 @@ async def run_worker(settings: Settings) -> None:
     services = Services.create(settings)
     dispatcher = Dispatcher(services)
     services.components.append(dispatcher)
+    services.components.append(Deliverer(services.db))
     loop = asyncio.get_running_loop()
     asked = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
