@@ -363,6 +363,7 @@ def main() -> None:
     p.add_argument("--offered-rate", type=int, default=500)
     p.add_argument("--offered-seconds", type=float, default=10.0)
     args = p.parse_args()
+    load = os.getloadavg()  # a shared machine: other work skews every figure, so record it
     b = Bench(args.messages, args.concurrency)
     b.setup()
     try:
@@ -383,6 +384,7 @@ def main() -> None:
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "platform": platform.platform(),
+            "loadavg_at_start": load,
         },
         "messages": args.messages,
         "concurrency": args.concurrency,
@@ -399,6 +401,7 @@ def main() -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, default=str))
     print(table(results))
+    print(f"load average at start: {load[0]:.1f} (2 cores: above ~2 the figures are pessimistic)")
     print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
 
 
