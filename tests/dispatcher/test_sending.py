@@ -5,12 +5,14 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from sqlalchemy import update
 
 from bench.dispatch.sink import Answer, Received
 from server.db import utcnow
 from server.messages.circuit import CircuitState
 from server.providers.adapters import ADAPTERS, OutgoingMessage, SendResult
 from server.providers.adapters.sandbox import SandboxAdapter
+from server.providers.models import Provider
 from tests.dispatcher.conftest import DispatcherFactory, SinkFactory, World, wait_until
 
 
@@ -216,3 +218,25 @@ async def test_an_adapter_bug_is_logged_and_retried_not_lost(
     m = await world.get(mid)
     assert (m.status, m.attempts) == ("sent", 2)
     assert "raised while sending message" in caplog.text and "KeyError" in caplog.text
+
+
+async def test_a_changed_provider_row_gets_a_new_adapter(
+    world: World, make_sink: SinkFactory, make_dispatcher: DispatcherFactory
+) -> None:
+    old, new = await make_sink(), await make_sink()
+    provider_id = await world.provider(old.url)
+    await make_dispatcher(world)
+    [first] = await world.messages(1)
+    await wait_until(lambda: settled(world, first))
+
+    async with world.db.transaction() as s:  # as PATCH /api/v1/providers/{id} does
+        await s.execute(
+            update(Provider)
+            .where(Provider.id == provider_id)
+            .values(config={"delivery_delay_ms": -1, "sink_url": new.url}, updated_at=utcnow())
+        )
+    [second] = await world.messages(1)
+    await wait_until(lambda: settled(world, second))
+
+    assert [r.key.rsplit("-", 1)[1] for r in old.requests] == [str(first)]
+    assert [r.key.rsplit("-", 1)[1] for r in new.requests] == [str(second)]
