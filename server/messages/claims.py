@@ -37,6 +37,7 @@ class Claimed:
     body: str
     send_at: dt.datetime
     attempts: int  # including this claim: the fencing token
+    request_id: str | None = None  # of the API request that created it: the send's log lines carry it
 
     def change(self, status: MessageStatus, reason: str | None = None) -> AppliedChange:
         return AppliedChange(
@@ -58,7 +59,9 @@ class Outcome:
     refund: bool = False  # no provider was tried: the claim does not count as an attempt
 
 
-_CLAIMED_COLUMNS = "id, workspace_id, contact_id, channel, to_address, subject, body, send_at, attempts"
+_CLAIMED_COLUMNS = (
+    "id, workspace_id, contact_id, channel, to_address, subject, body, send_at, attempts, request_id"
+)
 _CHANGED_COLUMNS = "id, workspace_id, contact_id, channel, status, provider_kind, reason"
 
 PG_CLAIM = text(f"""

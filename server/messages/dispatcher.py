@@ -26,6 +26,7 @@ import httpx
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from server.db import utcnow
+from server.logs import request_context
 from server.messages import claims
 from server.messages.circuit import Circuits
 from server.messages.claims import Claimed, Outcome
@@ -306,14 +307,25 @@ class Dispatcher:
 
     async def _send(self, m: Claimed, routes: list[Route]) -> None:
         self.stats.in_flight += 1
-        try:
-            outcome = await self._deliver(m, routes)
-        except Exception as exc:  # a bug in an adapter or below: logged, and retried like a transient failure
-            log.exception("sending message %d failed unexpectedly", m.id)
-            outcome = self._retry_later(m, f"internal error: {type(exc).__name__}: {exc}", None)
-        finally:
-            self.stats.in_flight -= 1
-            self._slots.release()
+        # Every line logged for this send (here, in adapters) carries the creating request's id.
+        with request_context(m.request_id):
+            try:
+                outcome = await self._deliver(m, routes)
+            except (
+                Exception
+            ) as exc:  # a bug in an adapter or below: logged, and retried like a transient failure
+                log.exception("sending message %d failed unexpectedly", m.id, extra={"message_id": m.id})
+                outcome = self._retry_later(m, f"internal error: {type(exc).__name__}: {exc}", None)
+            finally:
+                self.stats.in_flight -= 1
+                self._slots.release()
+            log.debug(
+                "message %d: %s%s",
+                m.id,
+                outcome.status.value,
+                f" ({outcome.reason})" if outcome.reason else "",
+                extra={"message_id": m.id, "workspace_id": m.workspace_id},
+            )
         self._record(outcome)
 
     async def _deliver(self, m: Claimed, routes: list[Route]) -> Outcome:

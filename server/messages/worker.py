@@ -1,5 +1,4 @@
-"""`switchboard worker`: the dispatcher (and the outgoing-webhook deliverer) in their own process,
-stopped gracefully by SIGTERM or SIGINT."""
+"""`switchboard worker`: the dispatcher alone in its process, stopped gracefully by SIGTERM or SIGINT."""
 
 from __future__ import annotations
 
@@ -9,6 +8,8 @@ import signal
 
 from server.endpoints.deliverer import Deliverer
 from server.messages.dispatcher import Dispatcher
+from server.metrics import WorkerMetricsServer
+from server.reports.job import ReportJob
 from server.services import Services
 from server.settings import Settings
 
@@ -20,7 +21,10 @@ async def run_worker(settings: Settings) -> None:
     services = Services.create(settings)
     dispatcher = Dispatcher(services)
     services.components.append(dispatcher)
-    services.components.append(Deliverer(services.db))
+    services.components.append(ReportJob(services.db))  # daily figures; today's move live
+    services.components.append(Deliverer(services.db))  # outgoing webhooks (web --no-worker has none)
+    if settings.worker_metrics_port:
+        services.components.append(WorkerMetricsServer(services, settings.worker_metrics_port))
     loop = asyncio.get_running_loop()
     asked = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
