@@ -16,12 +16,14 @@ from server import openapi
 from server.api import Router, all_operations, json_response
 from server.auth.api import router as auth_router
 from server.contacts.api import router as contacts_router
+from server.contacts.import_api import router as contacts_import_router
 from server.errors import exception_handlers
 from server.middleware import BodyLimit, RequestId
 from server.services import Services
 from server.settings import Settings, get_settings
+from ui.pages import routes as ui_routes
 
-ROUTERS: list[Router] = [auth_router, contacts_router]
+ROUTERS: list[Router] = [auth_router, contacts_router, contacts_import_router]
 
 
 async def healthz(_request: Request) -> Response:
@@ -59,6 +61,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     ]
     for r in routers:
         routes.extend(r.routes())
+    routes.extend(ui_routes())  # the dashboard and /static
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
