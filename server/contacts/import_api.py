@@ -41,15 +41,15 @@ def _poke(services: Any) -> Any:
 async def _upload(request: Request) -> bytes:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "multipart/form-data":
-        form = await request.form(max_files=1, max_fields=10)
-        upload = form.get("file")
-        if not isinstance(upload, UploadFile):
-            raise Problem(
-                422,
-                "Send the CSV as the form field `file`.",
-                errors=[{"field": "file", "message": "required"}],
-            )
-        return await upload.read()
+        async with request.form(max_files=1, max_fields=10) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise Problem(
+                    422,
+                    "Send the CSV as the form field `file`.",
+                    errors=[{"field": "file", "message": "required"}],
+                )
+            return await upload.read()
     if ctype in ("text/csv", "text/plain", "application/csv"):
         return await request.body()
     raise Problem(415, "Send the CSV as text/csv or as the `file` field of multipart/form-data.")
