@@ -211,8 +211,8 @@ async def test_two_agents_co_edit_a_contact(live_server: LiveServer, browser: An
 
 async def test_conflict_on_save_when_the_event_has_not_arrived(live_server: LiveServer, browser: Any) -> None:
     """The server's 409 shows the conflict too (say the other's event is still on its way)."""
-    contact_id = await _contact(live_server, name="Alan Turing")
     a = await sign_in(browser, live_server, await live_server.user("agent", name="Alice"))
+    contact_id = await _contact(live_server, name="Alan Turing")
     await a.goto(f"/contacts/{contact_id}")
     await a.evaluate("window.SB.contact.stop()")  # no more events on this page
     other = await live_server.user("agent")
