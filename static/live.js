@@ -162,9 +162,11 @@
         if (!subscribed) ws.close();
       }, WS_OPEN_TIMEOUT_MS);
       ws.onopen = () => {
+        if (this.stopped) return ws.close();
         ws.send(JSON.stringify({ op: "subscribe", topics: this.topics, after: this.lastId }));
       };
       ws.onmessage = (m) => {
+        if (this.stopped) return ws.close();
         let msg;
         try {
           msg = JSON.parse(m.data);
