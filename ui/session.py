@@ -12,7 +12,7 @@ from server.auth.api import BAD_CREDENTIALS, clear_session_cookies, set_session_
 from server.auth.principal import REFRESH_COOKIE, check_csrf
 from server.auth.tokens import AccessClaims
 from server.errors import Problem
-from ui.web import _renew, ensure_csrf_cookie, env, principal_or_none, safe_next, services
+from ui.web import CSP, ensure_csrf_cookie, env, principal_or_none, renew, safe_next, services
 
 
 def _login_page(request: Request, *, error: str = "", email: str = "", status: int = 200) -> Response:
@@ -25,6 +25,7 @@ def _login_page(request: Request, *, error: str = "", email: str = "", status: i
     response.body = response.render(html)
     response.headers["content-length"] = str(len(response.body))
     response.headers["cache-control"] = "no-store"
+    response.headers["content-security-policy"] = CSP
     return response
 
 
@@ -84,7 +85,7 @@ async def refresh(request: Request) -> Response:
         check_csrf(request, request.headers.get("x-csrf-token"))
     except Problem:
         return Response(status_code=403)
-    got = await _renew(request)
+    got = await renew(request)
     if got is None:
         response = Response(status_code=401)
         clear_session_cookies(response)
