@@ -55,16 +55,16 @@ async def test_admin_manages_templates_and_providers_and_sends(live_server: Live
 
     # A template, through the form, then its preview for the contact.
     await page.goto("/templates")
-    await page.get_by_label("Name").fill("Welcome")
+    await page.get_by_label("Name", exact=True).fill("Welcome")
     await page.get_by_label("Channel").select_option("email")
-    await page.get_by_label("Subject").fill("Hi {{ contact.name }}")
-    await page.get_by_label("Body").fill("Hello {{ contact.name }}, welcome.")
+    await page.get_by_label("Subject", exact=True).fill("Hi {{ contact.name }}")
+    await page.locator("#t-body").fill("Hello {{ contact.name }}, welcome.")
     await page.get_by_role("button", name="Create").click()
     await page.wait_for_url("**/templates/*")
     await page.get_by_label("Contact").select_option(str(contact.id))
     await page.get_by_role("button", name="Preview").click()
     await expect(page.locator("#preview-body")).to_have_text("Hello Grace, welcome.")
-    await page.get_by_label("Body").fill("{{ contact.name }}: hello again")
+    await page.locator("#t-body").fill("{{ contact.name }}: hello again")
     await page.get_by_role("button", name="Save").click()
     await expect(page.locator(".problem .ok")).to_have_text("Saved.")
 
