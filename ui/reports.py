@@ -127,7 +127,8 @@ def chart(days: list[dt.date], totals: dict[dt.date, Counts]) -> Chart:
             bars.append(Bar(round(x0 + j * bar_w, 1), round(height - bottom - h, 1), round(h, 1), m, v, d))
         if i % every == 0:
             labels.append((round(x0 + bar_w * 2, 1), d.strftime("%m-%d")))
-    ticks = [(round(height - bottom - peak * f * scale, 1), round(peak * f)) for f in (0, 0.5, 1)]
+    values = sorted({0, peak // 2, peak})
+    ticks = [(round(height - bottom - v * scale, 1), v) for v in values]
     return Chart(width, height, round(bar_w * 0.9, 1), bars, labels, ticks, peak)
 
 

@@ -257,3 +257,60 @@ async def test_xss_payloads_render_as_text(live_server: LiveServer, browser: Any
     await expect(page.locator("#contact-title")).to_have_text(XSS + "!", timeout=10_000)
     await expect(page.get_by_label("new<b>")).to_have_value(XSS, timeout=10_000)
     assert await page.evaluate("window.__xss") is None
+
+
+async def _created(server: LiveServer, channel: str = "sms") -> int:
+    async with server.db.transaction() as s:
+        m = Message(workspace_id=server.workspace_id, channel=channel, to_address="+1", status="queued")
+        s.add(m)
+        await s.flush()
+        data = {
+            "message_id": m.id,
+            "contact_id": None,
+            "channel": channel,
+            "status": "queued",
+            "provider": None,
+            "reason": None,
+        }
+        await emit(s, server.workspace_id, "message.created", data)
+        return m.id
+
+
+async def test_board_falls_back_to_polling_when_the_socket_drops_and_misses_nothing(
+    live_server: LiveServer, browser: Any
+) -> None:
+    """The socket works, then drops and cannot come back: the board switches to long-polling from
+    the last event it saw; events raised in the gap appear once each."""
+    email = await live_server.user("agent")
+    sockets: list[Any] = []
+
+    async def route(ws: Any) -> None:
+        if not sockets:
+            ws.connect_to_server()  # the first socket goes through to the app
+            sockets.append(ws)
+        else:
+            await ws.close()
+
+    context = await browser.new_context(viewport=DESKTOP, base_url=live_server.url)
+    await context.route_web_socket("**/ws*", route)
+    page = await context.new_page()
+    await page.goto("/login")
+    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Password").fill(PASSWORD)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.wait_for_url(live_server.url + "/")
+    await expect(page.locator("body")).to_have_attribute("data-live", "ws", timeout=10_000)
+    first = await _created(live_server)
+    await expect(page.locator(f"#msg-{first}")).to_have_count(1, timeout=10_000)
+
+    await sockets[0].close()
+    gap = [await _created(live_server) for _ in range(3)]
+    await expect(page.locator("body")).to_have_attribute("data-live", "poll", timeout=15_000)
+    after = await _created(live_server)
+    for mid in [first, *gap, after]:
+        await expect(page.locator(f"#msg-{mid}")).to_have_count(1, timeout=10_000)
+    ids = await page.eval_on_selector_all(
+        "#stream-list .row", "rows => rows.map(r => Number(r.dataset.messageId))"
+    )
+    assert ids == sorted(ids, reverse=True)
+    assert len(ids) == len(set(ids)) == 5
