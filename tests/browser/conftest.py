@@ -53,13 +53,19 @@ def build_app(settings: Any) -> Any:
     app = create_app(settings, services=services)
     paths = {getattr(r, "path", None) for r in app.router.routes}
     if "/ws" not in paths:
-        from realtime.service import Realtime
+        try:
+            from realtime.service import Realtime
+        except ImportError:
+            pytest.skip("the realtime layer is not in this tree yet")
 
         rt = Realtime(settings, services.db)
         services.components.append(rt)
         app.router.routes.extend(rt.routes)
     if "/webhooks/{provider_id}" not in paths:
-        from server.webhooks.api import routes as webhook_routes
+        try:
+            from server.webhooks.api import routes as webhook_routes
+        except ImportError:
+            pytest.skip("inbound webhooks are not in this tree yet")
 
         app.router.routes.extend(webhook_routes)
     return app
@@ -69,7 +75,12 @@ def build_app(settings: Any) -> Any:
 class LiveServer:
     url: str
     db: Database
+    paths: set[str]
     workspace_id: int = 0
+
+    def needs(self, path: str) -> None:
+        if path not in self.paths:
+            pytest.skip(f"{path} is not in this tree yet")
 
     async def user(self, role: str = "agent", name: str = "") -> str:
         email = f"{role}-{uuid.uuid4().hex[:6]}@acme.test"
@@ -91,9 +102,8 @@ async def live_server(tmp_path: Path, sqlite_template: Path) -> AsyncIterator[Li
     url = f"sqlite+aiosqlite:///{path}"
     settings = make_settings(url, presence_ttl_s=30.0, ws_ping_interval_s=5.0)
     port = free_port()
-    config = uvicorn.Config(
-        build_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
+    app = build_app(settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
@@ -104,7 +114,8 @@ async def live_server(tmp_path: Path, sqlite_template: Path) -> AsyncIterator[Li
     assert server.started, "uvicorn did not start"
     db = Database(url)
     try:
-        yield LiveServer(url=f"http://127.0.0.1:{port}", db=db)
+        paths = {str(getattr(r, "path", "")) for r in app.router.routes}
+        yield LiveServer(url=f"http://127.0.0.1:{port}", db=db, paths=paths)
     finally:
         await db.dispose()
         server.should_exit = True

@@ -24,6 +24,8 @@ def _watch(page: Any) -> list[str]:
 
 
 async def test_admin_manages_templates_and_providers_and_sends(live_server: LiveServer, browser: Any) -> None:
+    for path in ("/api/v1/templates", "/api/v1/providers", "/api/v1/messages"):
+        live_server.needs(path)
     page = await sign_in(browser, live_server, await live_server.user("admin", name="Ada Admin"))
     problems = _watch(page)
     async with live_server.db.transaction() as s:
