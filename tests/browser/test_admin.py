@@ -109,3 +109,26 @@ async def test_keyboard_reaches_the_main_controls(live_server: LiveServer, brows
                  .map(el => el.outerHTML)"""
         )
         assert unlabelled == [], (path, unlabelled)
+
+
+async def test_csv_import_shows_progress_and_rejected_rows(live_server: LiveServer, browser: Any) -> None:
+    page = await sign_in(browser, live_server, await live_server.user("agent"))
+    problems = _watch(page)
+    await page.goto("/contacts")
+    rows = "".join(f"Person {i},p{i}@example.test\n" for i in range(450))
+    csv = ("name,email\n" + rows + "Broken,not-an-email\n<b>x</b>,p1@example.test\n").encode()
+    await page.set_input_files(
+        "#import-file", files=[{"name": "people.csv", "mimeType": "text/csv", "buffer": csv}]
+    )
+    await page.get_by_role("button", name="Import").click()
+    await expect(page.locator("#import-summary")).to_have_text(
+        "452 of 452 rows, 450 imported, 2 rejected, done.", timeout=20_000
+    )
+    assert await page.get_attribute("#import-progress", "value") == "452"
+    rejected = page.locator("#import-rejected tr")
+    await expect(rejected).to_have_count(2)
+    await expect(rejected.nth(0)).to_contain_text("452")
+    await expect(rejected.nth(0)).to_contain_text("email")
+    await expect(rejected.nth(1)).to_contain_text("already used")
+    await expect(page.locator("#contact-results")).to_contain_text("Person 449")
+    assert problems == []

@@ -190,3 +190,15 @@ async def test_reports_count_messages_per_day_and_channel(app: Any, browser_clie
     row = r.text[r.text.index(f"<td>{today}</td><td>sms</td>") :].split("</tr>")[0]
     assert [x.split("<")[0] for x in row.split('class="num">')[1:]] == ["3", "2", "1", "1"]
     assert "<svg" in r.text and 'class="bar m-delivered"' in r.text
+
+
+def test_circuit_state_reads_the_dispatchers_breakers_without_creating_them() -> None:
+    from ui.admin import circuit_state
+
+    class Circuits:
+        def states(self) -> dict[int, str]:
+            return {7: "open"}
+
+    assert circuit_state(Circuits(), 7) == "open"
+    assert circuit_state(Circuits(), 8) == "closed"
+    assert circuit_state(None, 7).startswith("unknown")
