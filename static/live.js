@@ -291,6 +291,16 @@
   document.addEventListener("htmx:configRequest", (e) => {
     e.detail.headers["X-CSRF-Token"] = csrf();
   });
+  // A fragment refused because the access token expired: renew once, then ask again.
+  document.addEventListener("htmx:responseError", async (e) => {
+    const xhr = e.detail.xhr;
+    if (!xhr || xhr.status !== 401) return;
+    if (!(await refresh())) return toLogin();
+    const cfg = e.detail.requestConfig || {};
+    if ((cfg.verb || "get").toLowerCase() === "get" && xhr.responseURL) {
+      htmx.ajax("GET", xhr.responseURL, { source: e.detail.elt, target: e.detail.target });
+    }
+  });
   // Server-rendered forms carry the token as a field: refresh it from the cookie when submitted,
   // since a renewal of the session changes it.
   document.addEventListener(

@@ -133,6 +133,10 @@ async def viewer(request: Request, *, role: str = "viewer", csrf_form: str | Non
     except Problem as exc:
         if exc.status != 401:
             raise
+        if request.headers.get("hx-request") and request.cookies.get(REFRESH_COOKIE):
+            # Fragments leave the renewal to the page script (one at a time per page): two
+            # requests spending the same refresh token at once would revoke the session.
+            raise
         got = await renew(request)
         if got is None:
             raise LoginRequired(_next_url(request)) from None

@@ -135,3 +135,14 @@ async def test_login_next_is_only_a_local_path(app: Any) -> None:
             },
         )
         assert r.headers["location"] == "/"
+
+
+async def test_fragments_leave_renewal_to_the_page_script(app: Any, browser_client: BrowserFactory) -> None:
+    c = await browser_client("agent")
+    refresh = c.cookies["sb_refresh"]
+    c.cookies.set("sb_access", "expired.token.value", domain="testserver.local")
+    r = await c.get("/board/stream", headers={"HX-Request": "true"})
+    assert r.status_code == 401
+    assert c.cookies["sb_refresh"] == refresh  # not spent: the script renews once for the page
+    assert (await c.post("/session/refresh")).status_code == 204
+    assert (await c.get("/board/stream", headers={"HX-Request": "true"})).status_code == 200
