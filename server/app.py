@@ -17,13 +17,27 @@ from server.api import Router, all_operations, json_response
 from server.auth.api import router as auth_router
 from server.contacts.api import router as contacts_router
 from server.contacts.import_api import router as contacts_import_router
+from server.contacts.merge_api import router as merge_router
+from server.endpoints.api import router as endpoints_router
 from server.errors import exception_handlers
+from server.messages.api import router as messages_router
 from server.middleware import BodyLimit, RequestId
+from server.providers.api import router as providers_router
 from server.services import Services
 from server.settings import Settings, get_settings
+from server.templates.api import router as templates_router
 from ui.pages import routes as ui_routes
 
-ROUTERS: list[Router] = [auth_router, contacts_router, contacts_import_router]
+ROUTERS: list[Router] = [
+    auth_router,
+    contacts_router,
+    contacts_import_router,
+    templates_router,
+    providers_router,
+    messages_router,
+    merge_router,
+    endpoints_router,
+]
 
 
 async def healthz(_request: Request) -> Response:
@@ -48,6 +62,13 @@ async def readyz(request: Request) -> Response:
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Starlette:
     settings = settings or get_settings()
     services = services or Services.create(settings)
+    if settings.embedded_worker:
+        # Outgoing webhooks; the worker process runs a Deliverer too.
+        from server.endpoints.deliverer import Deliverer
+
+        deliverer = Deliverer(services.db)
+        services.components.append(deliverer)
+        services.extras["deliverer"] = deliverer
     routers = list(ROUTERS)
     spec: dict[str, Any] = openapi.build(all_operations(routers))
 

@@ -82,8 +82,13 @@ def build(operations: list[Operation], *, title: str = "Switchboard", version: s
             413: "Too large",
             422: "Validation failed",
             429: "Rate limited",
-            **o.extra_responses,
+            503: "Unavailable",
         }
+        if path_params:
+            codes[404] = "Not found"
+        if o.body is not None:
+            codes[415] = "Unsupported media type"
+        codes |= o.extra_responses
         if o.role is not None:
             codes |= {401: "Not signed in", 403: "Forbidden"}
         for code, desc in codes.items():

@@ -9,6 +9,7 @@ from sqlalchemy import Select, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.contacts.identities import check_free
 from server.contacts.models import Audit, Contact
 from server.db import json_array_contains, utcnow
 from server.events.service import emit
@@ -106,6 +107,8 @@ async def _flush_unique(session: AsyncSession) -> None:
 async def create_contact(
     session: AsyncSession, *, workspace_id: int, user_id: int | None, data: dict[str, Any]
 ) -> Contact:
+    # identities (issue 9): the email/phone may not be any contact's extra identity → 409
+    await check_free(session, workspace_id=workspace_id, email=data.get("email"), phone=data.get("phone"))
     now = utcnow()
     contact = Contact(workspace_id=workspace_id, version=1, created_at=now, updated_at=now, **data)
     session.add(contact)
@@ -188,6 +191,14 @@ async def patch_contact(
         if conflicts:
             raise EditConflict(conflicts=conflicts, current=as_dict(contact))
 
+    # identities (issue 9): a new email/phone may not be any contact's extra identity → 409
+    await check_free(
+        session,
+        workspace_id=workspace_id,
+        email=changes.get("email") if changes.get("email") != contact.email else None,
+        phone=changes.get("phone") if changes.get("phone") != contact.phone else None,
+        contact_id=contact.id,
+    )
     diff: dict[str, tuple[Any, Any]] = {}
     for name, value in changes.items():
         old = _value(contact, name)

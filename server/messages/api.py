@@ -1,0 +1,244 @@
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from sqlalchemy.exc import IntegrityError
+from starlette.responses import Response
+
+from server.api import Ctx, Page, Router, json_response
+from server.errors import Problem
+from server.messages import campaigns, idempotency, service
+from server.messages.models import MessageStatus
+from server.messages.schemas import (
+    CampaignIn,
+    CampaignOut,
+    MessageDetail,
+    MessageEventOut,
+    MessageIn,
+    MessageOut,
+    MessageQuery,
+)
+from server.messages.wake import wake_local
+from server.pagination import PageQuery, decode_cursor, encode_cursor
+from server.templates import render
+
+router = Router(tag="messages")
+
+SCOPE = "messages"
+
+
+def _not_found() -> Problem:
+    return Problem(404, "No such message.")
+
+
+def _key_reused() -> Problem:
+    return Problem(
+        422,
+        "This Idempotency-Key was already used with a different request body.",
+        errors=[{"field": idempotency.HEADER, "message": "already used with a different body"}],
+    )
+
+
+def _created(body: dict[str, Any], status: int = 202, headers: dict[str, str] | None = None) -> Response:
+    # Keys sorted: a replay comes back from a JSON column that may reorder them (PostgreSQL's
+    # jsonb does), and should be the same bytes as the first answer.
+    return Response(
+        orjson.dumps(body, option=orjson.OPT_SORT_KEYS),
+        status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+def _replay(r: idempotency.Replay) -> Response:
+    return _created(r.body, r.status_code, headers={"Idempotent-Replayed": "true"})
+
+
+def _idempotency_key(ctx: Ctx[Any]) -> str | None:
+    key = ctx.request.headers.get(idempotency.HEADER)
+    if key is None:
+        return None
+    try:
+        return idempotency.check_key(key)
+    except ValueError as exc:
+        raise Problem(
+            422, f"Idempotency-Key {exc}.", errors=[{"field": idempotency.HEADER, "message": str(exc)}]
+        ) from None
+
+
+async def _lookup(ctx: Ctx[Any], key: str, digest: str) -> Response | None:
+    async with ctx.db.transaction() as s:
+        try:
+            replay = await idempotency.lookup(
+                s, workspace_id=ctx.workspace_id, scope=SCOPE, key=key, digest=digest
+            )
+        except idempotency.KeyReused:
+            raise _key_reused() from None
+    return _replay(replay) if replay is not None else None
+
+
+@router.op(
+    "POST",
+    "/messages",
+    body=MessageIn,
+    response=MessageOut,
+    status=202,
+    role="agent",
+    summary="Send a message now or at `send_at`",
+)
+async def create(ctx: Ctx[MessageIn]) -> Response:
+    """Send a message now or at `send_at`; with `Idempotency-Key`, a retry replays the first answer."""
+    key = _idempotency_key(ctx)
+    digest = idempotency.request_hash(orjson.loads(await ctx.request.body())) if key else ""
+    try:
+        async with ctx.db.transaction() as s:
+            if key is not None:
+                try:
+                    replay = await idempotency.lookup(
+                        s, workspace_id=ctx.workspace_id, scope=SCOPE, key=key, digest=digest
+                    )
+                except idempotency.KeyReused:
+                    raise _key_reused() from None
+                if replay is not None:
+                    return _replay(replay)
+            m = await service.create_message(
+                s,
+                workspace_id=ctx.workspace_id,
+                user_id=ctx.principal.user_id,
+                data=ctx.body.model_dump(),
+                idempotency_key=key,
+            )
+            body = MessageOut.model_validate(service.as_dict(m)).model_dump(mode="json")
+            if key is not None:
+                await idempotency.remember(
+                    s,
+                    workspace_id=ctx.workspace_id,
+                    scope=SCOPE,
+                    key=key,
+                    digest=digest,
+                    status_code=202,
+                    response=body,
+                )
+    except service.InvalidReference as exc:
+        raise Problem(422, "The request is not valid.", errors=exc.errors) from None
+    except render.TemplateInvalid as exc:
+        raise Problem(422, "The subject or body is not a valid template.", errors=exc.errors) from None
+    except IntegrityError:
+        # A concurrent request with the same key committed first: answer as it did.
+        if key is not None and (winner := await _lookup(ctx, key, digest)) is not None:
+            return winner
+        raise
+    if m.status == MessageStatus.queued:
+        wake_local(ctx.services)
+    return _created(body)
+
+
+@router.op("GET", "/messages", query=MessageQuery, response=Page[MessageOut])
+async def list_messages(ctx: Ctx[None]) -> Page[MessageOut]:
+    """Messages, newest first, filtered by status, contact, campaign or channel."""
+    q: MessageQuery = ctx.query
+    async with ctx.db.transaction() as s:
+        rows = await service.list_messages(
+            s,
+            workspace_id=ctx.workspace_id,
+            status=q.status.value if q.status else None,
+            contact_id=q.contact_id,
+            campaign_id=q.campaign_id,
+            channel=q.channel,
+            before_id=decode_cursor(q.cursor),
+            limit=q.limit + 1,
+        )
+    more = len(rows) > q.limit
+    rows = rows[: q.limit]
+    return Page[MessageOut](
+        items=[MessageOut.model_validate(service.as_dict(m)) for m in rows],
+        next_cursor=encode_cursor(rows[-1].id) if more else None,
+    )
+
+
+@router.op("GET", "/messages/{message_id}", response=MessageDetail, responses={404: "not found"})
+async def get(ctx: Ctx[None]) -> MessageDetail:
+    """One message with its status timeline (oldest first) under `events`."""
+    try:
+        async with ctx.db.transaction() as s:
+            m = await service.get_message(
+                s, workspace_id=ctx.workspace_id, message_id=ctx.path_int("message_id")
+            )
+            events = await service.timeline(s, message_id=m.id)
+    except service.MessageNotFound:
+        raise _not_found() from None
+    return MessageDetail.model_validate(
+        {**service.as_dict(m), "events": [MessageEventOut.model_validate(e) for e in events]}
+    )
+
+
+@router.op(
+    "POST",
+    "/messages/{message_id}/cancel",
+    response=MessageOut,
+    role="agent",
+    responses={404: "not found", 409: "no longer cancelable"},
+)
+async def cancel(ctx: Ctx[None]) -> MessageOut:
+    """Cancel a message while it is scheduled or queued."""
+    try:
+        async with ctx.db.transaction() as s:
+            m = await service.cancel_message(
+                s,
+                workspace_id=ctx.workspace_id,
+                message_id=ctx.path_int("message_id"),
+                user_id=ctx.principal.user_id,
+            )
+    except service.MessageNotFound:
+        raise _not_found() from None
+    except service.NotCancelable as exc:
+        raise Problem(
+            409,
+            f"The message is {exc.status}; only scheduled or queued messages can be canceled.",
+            status_now=exc.status,
+        ) from None
+    return MessageOut.model_validate(service.as_dict(m))
+
+
+@router.op("POST", "/campaigns", body=CampaignIn, response=CampaignOut, status=202, role="agent")
+async def create_campaign(ctx: Ctx[CampaignIn]) -> Response:
+    """Start a campaign: one message per contact of the audience, created in the background."""
+    try:
+        async with ctx.db.transaction() as s:
+            c = await campaigns.create_campaign(
+                s, workspace_id=ctx.workspace_id, user_id=ctx.principal.user_id, data=ctx.body.model_dump()
+            )
+    except service.InvalidReference as exc:
+        raise Problem(422, "The request is not valid.", errors=exc.errors) from None
+    campaigns.start_expansion(ctx.services, c.id)
+    return json_response(CampaignOut.model_validate(campaigns.as_dict(c)), 202)
+
+
+@router.op("GET", "/campaigns", query=PageQuery, response=Page[CampaignOut])
+async def list_campaigns(ctx: Ctx[None]) -> Page[CampaignOut]:
+    """Campaigns, newest first."""
+    q: PageQuery = ctx.query
+    async with ctx.db.transaction() as s:
+        rows = await campaigns.list_campaigns(
+            s, workspace_id=ctx.workspace_id, before_id=decode_cursor(q.cursor), limit=q.limit + 1
+        )
+    more = len(rows) > q.limit
+    rows = rows[: q.limit]
+    return Page[CampaignOut](
+        items=[CampaignOut.model_validate(campaigns.as_dict(c)) for c in rows],
+        next_cursor=encode_cursor(rows[-1].id) if more else None,
+    )
+
+
+@router.op("GET", "/campaigns/{campaign_id}", response=CampaignOut, responses={404: "not found"})
+async def get_campaign(ctx: Ctx[None]) -> CampaignOut:
+    """A campaign and how far its expansion has come."""
+    try:
+        async with ctx.db.transaction() as s:
+            c = await campaigns.get_campaign(
+                s, workspace_id=ctx.workspace_id, campaign_id=ctx.path_int("campaign_id")
+            )
+    except campaigns.CampaignNotFound:
+        raise Problem(404, "No such campaign.") from None
+    return CampaignOut.model_validate(campaigns.as_dict(c))

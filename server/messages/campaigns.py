@@ -1,0 +1,246 @@
+"""Campaigns: one message per contact of an audience, created in batches.
+
+Each batch is its own transaction (never one huge one): it locks the campaign row, creates the
+messages for the next contacts after the cursor `last_contact_id`, moves the cursor and emits a
+`campaign.progress` event. An expansion interrupted by a crash or a restart resumes from the
+cursor (`expand_pending_campaigns`, called by the worker), and two expanders of the same campaign
+take turns on the row lock instead of creating a contact's message twice."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.contacts import service as contacts
+from server.contacts.models import Contact
+from server.db import Database, utcnow
+from server.events.service import emit
+from server.messages import service
+from server.messages.models import Campaign, MessageStatus
+from server.messages.wake import wake_local
+from server.templates import render
+from server.templates import service as templates
+
+log = logging.getLogger("switchboard.campaigns")
+
+BATCH_SIZE = 500  # messages per transaction: short locks, and progress the board can show
+_RUNNER = "campaign_runner"  # key in services.extras
+
+
+class CampaignNotFound(Exception):
+    pass
+
+
+def as_dict(c: Campaign) -> dict[str, Any]:
+    return {
+        "id": c.id,
+        "name": c.name,
+        "template_id": c.template_id,
+        "audience": c.audience,
+        "send_at": c.send_at,
+        "status": c.status,
+        "total": c.total,
+        "created": c.created,
+        "created_at": c.created_at,
+    }
+
+
+def _audience_query(dialect: str, c: Campaign) -> Any:
+    return contacts.list_query(
+        dialect,
+        workspace_id=c.workspace_id,
+        q=c.audience.get("q"),
+        tag=c.audience.get("tag"),
+        before_id=None,
+    ).order_by(None)
+
+
+async def _progress(session: AsyncSession, c: Campaign) -> None:
+    await emit(
+        session,
+        c.workspace_id,
+        "campaign.progress",
+        {"campaign_id": c.id, "created": c.created, "total": c.total, "status": c.status},
+    )
+
+
+async def create_campaign(
+    session: AsyncSession, *, workspace_id: int, user_id: int | None, data: dict[str, Any]
+) -> Campaign:
+    """The campaign row, with its audience counted; its messages come from `expand_campaign`.
+    `service.InvalidReference` when the template is not in this workspace."""
+    try:
+        await templates.get_template(session, workspace_id=workspace_id, template_id=data["template_id"])
+    except templates.TemplateNotFound:
+        raise service.InvalidReference("template_id", "no such template") from None
+    audience = {k: v for k, v in data["audience"].items() if v is not None}
+    c = Campaign(
+        workspace_id=workspace_id,
+        name=data["name"],
+        template_id=data["template_id"],
+        audience=audience,
+        send_at=data.get("send_at"),
+        status="expanding",
+        created=0,
+        last_contact_id=0,
+        created_by=user_id,
+        created_at=utcnow(),
+    )
+    query = _audience_query(session.get_bind().dialect.name, c)
+    c.total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+    session.add(c)
+    await session.flush()
+    await _progress(session, c)
+    return c
+
+
+async def get_campaign(session: AsyncSession, *, workspace_id: int, campaign_id: int) -> Campaign:
+    c = (
+        await session.execute(
+            select(Campaign).where(Campaign.id == campaign_id, Campaign.workspace_id == workspace_id)
+        )
+    ).scalar_one_or_none()
+    if c is None:
+        raise CampaignNotFound(campaign_id)
+    return c
+
+
+async def list_campaigns(
+    session: AsyncSession, *, workspace_id: int, before_id: int | None, limit: int
+) -> list[Campaign]:
+    stmt = select(Campaign).where(Campaign.workspace_id == workspace_id)
+    if before_id is not None:
+        stmt = stmt.where(Campaign.id < before_id)
+    return list((await session.execute(stmt.order_by(Campaign.id.desc()).limit(limit))).scalars())
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    created: int
+    queued: bool  # some message is due now: wake the dispatcher
+    finished: bool
+
+
+async def expand_batch(db: Database, campaign_id: int, *, batch_size: int = BATCH_SIZE) -> BatchResult:
+    """Create the next batch of a campaign's messages in one transaction."""
+    async with db.transaction() as s:
+        c = (
+            await s.execute(select(Campaign).where(Campaign.id == campaign_id).with_for_update())
+        ).scalar_one_or_none()
+        if c is None or c.status != "expanding":
+            return BatchResult(0, False, True)
+        try:
+            tpl = await templates.get_template(s, workspace_id=c.workspace_id, template_id=c.template_id)
+            compiled = render.compile_message(tpl.subject, tpl.body)
+        except (templates.TemplateNotFound, render.TemplateInvalid) as exc:
+            log.warning("campaign %s stopped: its template is gone or invalid (%s)", c.id, exc)
+            c.status = "failed"
+            await _progress(s, c)
+            return BatchResult(0, False, True)
+        rows = await s.execute(
+            _audience_query(s.get_bind().dialect.name, c)
+            .where(Contact.id > c.last_contact_id)
+            .order_by(Contact.id)
+            .limit(batch_size)
+        )
+        people = list(rows.scalars())
+        now = utcnow()
+        send_at = max(c.send_at or now, now)
+        messages = [
+            service.build_message(
+                workspace_id=c.workspace_id,
+                contact=p,
+                channel=tpl.channel,
+                compiled=compiled,
+                variables={},
+                send_at=send_at,
+                now=now,
+                template_id=tpl.id,
+                campaign_id=c.id,
+                created_by=c.created_by,
+            )
+            for p in people
+        ]
+        await service.record_created(s, c.workspace_id, messages)
+        if people:
+            c.last_contact_id = people[-1].id
+            c.created += len(people)
+        finished = len(people) < batch_size
+        if finished:
+            c.status = "done"
+            c.total = c.created  # the audience may have changed since it was counted
+        await _progress(s, c)
+    return BatchResult(len(messages), any(m.status == MessageStatus.queued for m in messages), finished)
+
+
+async def expand_campaign(services: Any, campaign_id: int, *, batch_size: int = BATCH_SIZE) -> int:
+    """Create all remaining messages of a campaign; returns how many this call created."""
+    total = 0
+    while True:
+        result = await expand_batch(services.db, campaign_id, batch_size=batch_size)
+        total += result.created
+        if result.queued:
+            wake_local(services)
+        if result.finished:
+            return total
+
+
+async def expand_pending_campaigns(services: Any, *, batch_size: int = BATCH_SIZE) -> int:
+    """Finish every campaign still expanding (after a crash, or started by a web process that
+    went away); returns the number of messages created. Safe to run beside other expanders."""
+    async with services.db.transaction() as s:
+        ids = list((await s.execute(select(Campaign.id).where(Campaign.status == "expanding"))).scalars())
+    total = 0
+    for campaign_id in ids:
+        total += await expand_campaign(services, campaign_id, batch_size=batch_size)
+    return total
+
+
+class CampaignRunner:
+    """Campaign expansions running in the background of this process. Registered as a component
+    of `services` on first use, so that shutdown cancels them (the cursor keeps their progress,
+    and `expand_pending_campaigns` finishes them later) before the database goes away."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+        self.tasks: set[asyncio.Task[int]] = set()
+
+    @classmethod
+    def of(cls, services: Any) -> CampaignRunner:
+        runner = services.extras.get(_RUNNER)
+        if runner is None:
+            runner = services.extras[_RUNNER] = cls(services)
+            services.components.append(runner)
+        return runner
+
+    def start_expansion(self, campaign_id: int) -> asyncio.Task[int]:
+        task = asyncio.create_task(
+            expand_campaign(self.services, campaign_id), name=f"campaign-{campaign_id}"
+        )
+        self.tasks.add(task)
+
+        def _done(t: asyncio.Task[int]) -> None:
+            self.tasks.discard(t)
+            if not t.cancelled() and t.exception() is not None:
+                log.error("expanding campaign %s failed", campaign_id, exc_info=t.exception())
+
+        task.add_done_callback(_done)
+        return task
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        for t in list(self.tasks):
+            t.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+def start_expansion(services: Any, campaign_id: int) -> asyncio.Task[int]:
+    """Expand a campaign in the background of this process; a failure is logged, never lost silently."""
+    return CampaignRunner.of(services).start_expansion(campaign_id)

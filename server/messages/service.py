@@ -1,0 +1,268 @@
+"""Creating messages: rendered and addressed at creation, queued for the dispatcher.
+
+A message that cannot be sent as asked (no address for its channel, a template that does not fit
+the data) is still created, as `failed` with the reason, so the sender sees why in one place."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.contacts import service as contacts
+from server.contacts.models import Contact
+from server.db import utcnow
+from server.events.service import NewEvent, emit_many
+from server.messages.models import Message, MessageEvent, MessageStatus
+from server.messages.status import StatusChange, apply_changes, event_data
+from server.messages.wake import notify_dispatch
+from server.templates import render
+from server.templates import service as templates
+
+CANCELABLE = frozenset({MessageStatus.scheduled, MessageStatus.queued})
+
+
+class InvalidReference(Exception):
+    """The body names something that is not there: `errors` as for a 422."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.errors = [{"field": field, "message": message}]
+
+
+class MessageNotFound(Exception):
+    pass
+
+
+class NotCancelable(Exception):
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+def as_dict(m: Message) -> dict[str, Any]:
+    """The public shape of a message."""
+    return {
+        "id": m.id,
+        "contact_id": m.contact_id,
+        "channel": m.channel,
+        "to": m.to_address,
+        "template_id": m.template_id,
+        "campaign_id": m.campaign_id,
+        "subject": m.subject,
+        "body": m.body,
+        "variables": m.variables,
+        "status": m.status,
+        "send_at": m.send_at,
+        "provider": m.provider_kind,
+        "provider_id": m.provider_id,
+        "provider_message_id": m.provider_message_id,
+        "attempts": m.attempts,
+        "reason": m.reason,
+        "idempotency_key": m.idempotency_key,
+        "created_at": m.created_at,
+        "updated_at": m.updated_at,
+        "sent_at": m.sent_at,
+    }
+
+
+def address_for(channel: str, contact: Contact) -> tuple[str, str | None]:
+    """(to, None), or ("", why not): email goes to the email, sms/whatsapp to the phone, chat (Slack) to
+    the connection's channel."""
+    if channel == "email":
+        return (contact.email, None) if contact.email else ("", "contact has no email address")
+    if channel in ("sms", "whatsapp"):
+        return (contact.phone, None) if contact.phone else ("", "contact has no phone number")
+    return "", None
+
+
+def build_message(
+    *,
+    workspace_id: int,
+    contact: Contact,
+    channel: str,
+    compiled: render.CompiledMessage,
+    variables: Mapping[str, Any],
+    send_at: dt.datetime,
+    now: dt.datetime,
+    template_id: int | None = None,
+    campaign_id: int | None = None,
+    created_by: int | None = None,
+    idempotency_key: str | None = None,
+) -> Message:
+    """A new message for one contact, rendered; `failed` with the reason when it cannot go out."""
+    to, reason = address_for(channel, contact)
+    subject = body = ""
+    if reason is None:
+        try:
+            subject, body = compiled.render(render.context_for(contact, variables))
+        except render.RenderError as exc:
+            reason = exc.reason
+    if reason is not None:
+        status = MessageStatus.failed
+    elif send_at > now:
+        status = MessageStatus.scheduled
+    else:
+        status = MessageStatus.queued
+    return Message(
+        workspace_id=workspace_id,
+        contact_id=contact.id,
+        channel=channel,
+        to_address=to,
+        template_id=template_id,
+        campaign_id=campaign_id,
+        subject=subject,
+        body=body,
+        variables=dict(variables),
+        send_at=send_at,
+        next_attempt_at=send_at,
+        status=status.value,
+        reason=reason,
+        attempts=0,
+        idempotency_key=idempotency_key,
+        created_by=created_by,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def record_created(session: AsyncSession, workspace_id: int, messages: Sequence[Message]) -> None:
+    """Insert new messages with their first history row and `message.created` events, and wake the
+    dispatcher (at commit) if any is due now."""
+    if not messages:
+        return
+    session.add_all(messages)
+    await session.flush()
+    await session.execute(
+        insert(MessageEvent),
+        [
+            {
+                "workspace_id": workspace_id,
+                "message_id": m.id,
+                "status": m.status,
+                "reason": m.reason,
+                "at": m.created_at,
+            }
+            for m in messages
+        ],
+    )
+    await emit_many(
+        session,
+        workspace_id,
+        [NewEvent("message.created", event_data(m), contact_id=m.contact_id) for m in messages],
+    )
+    if any(m.status == MessageStatus.queued for m in messages):
+        await notify_dispatch(session)
+
+
+async def create_message(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    user_id: int | None,
+    data: Mapping[str, Any],
+    idempotency_key: str | None = None,
+) -> Message:
+    """`InvalidReference` when the contact or template is not in this workspace (or does not fit),
+    `render.TemplateInvalid` for an inline subject or body that can never render."""
+    try:
+        contact = await contacts.get_contact(
+            session, workspace_id=workspace_id, contact_id=data["contact_id"]
+        )
+    except contacts.ContactNotFound:
+        raise InvalidReference("contact_id", "no such contact") from None
+    channel = data["channel"]
+    if data.get("template_id") is not None:
+        try:
+            tpl = await templates.get_template(
+                session, workspace_id=workspace_id, template_id=data["template_id"]
+            )
+        except templates.TemplateNotFound:
+            raise InvalidReference("template_id", "no such template") from None
+        if tpl.channel != channel:
+            raise InvalidReference("template_id", f"the template is for {tpl.channel}, not {channel}")
+        subject, body = tpl.subject, tpl.body
+    else:
+        subject, body = data.get("subject") or "", data["body"]
+        render.check(subject, body)
+    now = utcnow()
+    send_at = max(data.get("send_at") or now, now)
+    message = build_message(
+        workspace_id=workspace_id,
+        contact=contact,
+        channel=channel,
+        compiled=render.compile_message(subject, body),
+        variables=data.get("variables") or {},
+        send_at=send_at,
+        now=now,
+        template_id=data.get("template_id"),
+        created_by=user_id,
+        idempotency_key=idempotency_key,
+    )
+    await record_created(session, workspace_id, [message])
+    return message
+
+
+async def get_message(
+    session: AsyncSession, *, workspace_id: int, message_id: int, for_update: bool = False
+) -> Message:
+    stmt = select(Message).where(Message.id == message_id, Message.workspace_id == workspace_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    m = (await session.execute(stmt)).scalar_one_or_none()
+    if m is None:
+        raise MessageNotFound(message_id)
+    return m
+
+
+async def timeline(session: AsyncSession, *, message_id: int) -> list[MessageEvent]:
+    rows = await session.execute(
+        select(MessageEvent).where(MessageEvent.message_id == message_id).order_by(MessageEvent.id)
+    )
+    return list(rows.scalars())
+
+
+async def list_messages(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    status: str | None = None,
+    contact_id: int | None = None,
+    campaign_id: int | None = None,
+    channel: str | None = None,
+    before_id: int | None = None,
+    limit: int,
+) -> list[Message]:
+    """Newest first."""
+    stmt = select(Message).where(Message.workspace_id == workspace_id)
+    if status:
+        stmt = stmt.where(Message.status == status)
+    if contact_id is not None:
+        stmt = stmt.where(Message.contact_id == contact_id)
+    if campaign_id is not None:
+        stmt = stmt.where(Message.campaign_id == campaign_id)
+    if channel:
+        stmt = stmt.where(Message.channel == channel)
+    if before_id is not None:
+        stmt = stmt.where(Message.id < before_id)
+    rows = await session.execute(stmt.order_by(Message.id.desc()).limit(limit))
+    return list(rows.scalars())
+
+
+async def cancel_message(
+    session: AsyncSession, *, workspace_id: int, message_id: int, user_id: int | None
+) -> Message:
+    """Cancel a message the dispatcher has not taken yet; `NotCancelable` otherwise. The row lock
+    orders this against a worker claiming the same message."""
+    m = await get_message(session, workspace_id=workspace_id, message_id=message_id, for_update=True)
+    if MessageStatus(m.status) not in CANCELABLE:
+        raise NotCancelable(m.status)
+    await apply_changes(
+        session,
+        workspace_id,
+        [StatusChange(m, MessageStatus.canceled, reason="canceled", raw={"by": user_id})],
+    )
+    return m

@@ -1,0 +1,124 @@
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from server.api import Ctx, Page, Router, json_response
+from server.errors import Problem
+from server.pagination import decode_cursor, encode_cursor
+from server.providers import service
+from server.providers.adapters import ConfigError
+from server.providers.models import Provider
+from server.providers.schemas import ProviderIn, ProviderOut, ProviderPatch
+from server.templates.schemas import Channel
+
+router = Router(tag="providers")
+
+
+class ProviderQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    channel: Channel | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = Field(default=None, max_length=100)
+
+
+def _base_url(ctx: Ctx[Any]) -> str:
+    return ctx.services.settings.public_url or str(ctx.request.base_url)
+
+
+def _out(ctx: Ctx[Any], provider: Provider) -> ProviderOut:
+    return ProviderOut.model_validate(service.public_view(provider, _base_url(ctx)))
+
+
+def _not_found() -> Problem:
+    return Problem(404, "No such provider.")
+
+
+def _invalid(exc: ConfigError) -> Problem:
+    return Problem(422, "The provider configuration is not valid.", errors=exc.errors)
+
+
+@router.op("POST", "/providers", body=ProviderIn, response=ProviderOut, status=201, role="admin")
+async def create(ctx: Ctx[ProviderIn]) -> Response:
+    """Connect a provider; the answer holds its `webhook_url` and never its secrets."""
+    try:
+        async with ctx.db.transaction() as s:
+            p = await service.create_provider(s, workspace_id=ctx.workspace_id, data=ctx.body.model_dump())
+    except ConfigError as exc:
+        raise _invalid(exc) from None
+    return json_response(_out(ctx, p), 201)
+
+
+@router.op("GET", "/providers", query=ProviderQuery, response=Page[ProviderOut], role="admin")
+async def list_providers(ctx: Ctx[None]) -> Page[ProviderOut]:
+    """Provider connections, oldest first."""
+    q: ProviderQuery = ctx.query
+    async with ctx.db.transaction() as s:
+        rows = await service.list_providers(
+            s,
+            workspace_id=ctx.workspace_id,
+            channel=q.channel,
+            after_id=decode_cursor(q.cursor),
+            limit=q.limit + 1,
+        )
+    more = len(rows) > q.limit
+    rows = rows[: q.limit]
+    return Page[ProviderOut](
+        items=[_out(ctx, p) for p in rows], next_cursor=encode_cursor(rows[-1].id) if more else None
+    )
+
+
+@router.op(
+    "GET", "/providers/{provider_id}", response=ProviderOut, role="admin", responses={404: "not found"}
+)
+async def get(ctx: Ctx[None]) -> ProviderOut:
+    """One provider connection."""
+    try:
+        async with ctx.db.transaction() as s:
+            p = await service.get_provider(
+                s, workspace_id=ctx.workspace_id, provider_id=ctx.path_int("provider_id")
+            )
+    except service.ProviderNotFound:
+        raise _not_found() from None
+    return _out(ctx, p)
+
+
+@router.op(
+    "PATCH",
+    "/providers/{provider_id}",
+    body=ProviderPatch,
+    response=ProviderOut,
+    role="admin",
+    responses={404: "not found"},
+)
+async def patch(ctx: Ctx[ProviderPatch]) -> ProviderOut:
+    """Change a connection; `config` is merged, so secrets not sent again are kept."""
+    try:
+        async with ctx.db.transaction() as s:
+            p = await service.update_provider(
+                s,
+                workspace_id=ctx.workspace_id,
+                provider_id=ctx.path_int("provider_id"),
+                changes=ctx.body.model_dump(exclude_unset=True),
+            )
+    except service.ProviderNotFound:
+        raise _not_found() from None
+    except ConfigError as exc:
+        raise _invalid(exc) from None
+    return _out(ctx, p)
+
+
+@router.op("DELETE", "/providers/{provider_id}", status=204, role="admin", responses={404: "not found"})
+async def delete(ctx: Ctx[None]) -> Response:
+    """Remove a provider connection."""
+    try:
+        async with ctx.db.transaction() as s:
+            await service.delete_provider(
+                s, workspace_id=ctx.workspace_id, provider_id=ctx.path_int("provider_id")
+            )
+    except service.ProviderNotFound:
+        raise _not_found() from None
+    return Response(status_code=204)

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from server.api import Ctx, Page, Router, json_response
+from server.contacts import service as contacts
+from server.errors import Problem
+from server.pagination import decode_cursor, encode_cursor
+from server.templates import render, service
+from server.templates.schemas import Channel, PreviewIn, PreviewOut, TemplateIn, TemplateOut, TemplatePatch
+
+router = Router(tag="templates")
+
+
+class TemplateQuery(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    channel: Channel | None = None
+    limit: int = Field(default=50, ge=1, le=500)
+    cursor: str | None = Field(default=None, max_length=100)
+
+
+def _not_found() -> Problem:
+    return Problem(404, "No such template.")
+
+
+def _invalid(exc: render.TemplateInvalid) -> Problem:
+    return Problem(422, "The template is not valid.", errors=exc.errors)
+
+
+def _duplicate() -> Problem:
+    return Problem(
+        409,
+        "Another template in this workspace has this name.",
+        errors=[{"field": "name", "message": "already used by another template"}],
+    )
+
+
+@router.op(
+    "POST",
+    "/templates",
+    body=TemplateIn,
+    response=TemplateOut,
+    status=201,
+    role="agent",
+    responses={409: "name taken"},
+)
+async def create(ctx: Ctx[TemplateIn]) -> Response:
+    """Create a template; its subject and body are checked (syntax and sandbox) now."""
+    try:
+        async with ctx.db.transaction() as s:
+            tpl = await service.create_template(s, workspace_id=ctx.workspace_id, data=ctx.body.model_dump())
+    except render.TemplateInvalid as exc:
+        raise _invalid(exc) from None
+    except service.DuplicateName:
+        raise _duplicate() from None
+    return json_response(TemplateOut.model_validate(tpl), 201)
+
+
+@router.op("GET", "/templates", query=TemplateQuery, response=Page[TemplateOut])
+async def list_templates(ctx: Ctx[None]) -> Page[TemplateOut]:
+    """Templates, newest first."""
+    q: TemplateQuery = ctx.query
+    async with ctx.db.transaction() as s:
+        rows = await service.list_templates(
+            s,
+            workspace_id=ctx.workspace_id,
+            channel=q.channel,
+            before_id=decode_cursor(q.cursor),
+            limit=q.limit + 1,
+        )
+    more = len(rows) > q.limit
+    rows = rows[: q.limit]
+    return Page[TemplateOut](
+        items=[TemplateOut.model_validate(t) for t in rows],
+        next_cursor=encode_cursor(rows[-1].id) if more else None,
+    )
+
+
+@router.op("GET", "/templates/{template_id}", response=TemplateOut, responses={404: "not found"})
+async def get(ctx: Ctx[None]) -> TemplateOut:
+    """One template."""
+    try:
+        async with ctx.db.transaction() as s:
+            tpl = await service.get_template(
+                s, workspace_id=ctx.workspace_id, template_id=ctx.path_int("template_id")
+            )
+    except service.TemplateNotFound:
+        raise _not_found() from None
+    return TemplateOut.model_validate(tpl)
+
+
+@router.op(
+    "PATCH",
+    "/templates/{template_id}",
+    body=TemplatePatch,
+    response=TemplateOut,
+    role="agent",
+    responses={404: "not found", 409: "duplicate name"},
+)
+async def patch(ctx: Ctx[TemplatePatch]) -> TemplateOut:
+    """Change a template; messages already created keep what they were rendered with."""
+    try:
+        async with ctx.db.transaction() as s:
+            tpl = await service.update_template(
+                s,
+                workspace_id=ctx.workspace_id,
+                template_id=ctx.path_int("template_id"),
+                changes=ctx.body.model_dump(exclude_unset=True),
+            )
+    except service.TemplateNotFound:
+        raise _not_found() from None
+    except render.TemplateInvalid as exc:
+        raise _invalid(exc) from None
+    except service.DuplicateName:
+        raise _duplicate() from None
+    return TemplateOut.model_validate(tpl)
+
+
+@router.op("DELETE", "/templates/{template_id}", status=204, role="agent", responses={404: "not found"})
+async def delete(ctx: Ctx[None]) -> Response:
+    """Delete a template."""
+    try:
+        async with ctx.db.transaction() as s:
+            await service.delete_template(
+                s, workspace_id=ctx.workspace_id, template_id=ctx.path_int("template_id")
+            )
+    except service.TemplateNotFound:
+        raise _not_found() from None
+    return Response(status_code=204)
+
+
+@router.op(
+    "POST",
+    "/templates/{template_id}/preview",
+    body=PreviewIn,
+    response=PreviewOut,
+    responses={404: "not found"},
+)
+async def preview(ctx: Ctx[PreviewIn]) -> PreviewOut:
+    """Render a template for a contact (or none) and variables, without sending anything."""
+    template_id = ctx.path_int("template_id")
+    async with ctx.db.transaction() as s:
+        try:
+            tpl = await service.get_template(s, workspace_id=ctx.workspace_id, template_id=template_id)
+        except service.TemplateNotFound:
+            raise _not_found() from None
+        contact = None
+        if ctx.body.contact_id is not None:
+            try:
+                contact = await contacts.get_contact(
+                    s, workspace_id=ctx.workspace_id, contact_id=ctx.body.contact_id
+                )
+            except contacts.ContactNotFound:
+                raise Problem(
+                    422, "No such contact.", errors=[{"field": "contact_id", "message": "no such contact"}]
+                ) from None
+        context = render.context_for(contact, ctx.body.variables)
+    try:
+        subject, body = render.render(tpl.subject, tpl.body, context)
+    except render.RenderError as exc:
+        raise Problem(422, exc.reason, errors=[{"field": exc.field, "message": exc.detail}]) from None
+    except render.TemplateInvalid as exc:
+        raise _invalid(exc) from None
+    return PreviewOut(subject=subject, body=body)

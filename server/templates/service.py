@@ -1,0 +1,81 @@
+"""Templates: checked (syntax and sandbox) before they are stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from server.db import utcnow
+from server.templates import render
+from server.templates.models import Template
+
+
+class TemplateNotFound(Exception):
+    pass
+
+
+class DuplicateName(Exception):
+    pass
+
+
+async def _flush_unique(session: AsyncSession) -> None:
+    try:
+        await session.flush()
+    except IntegrityError as exc:
+        raise DuplicateName() from exc
+
+
+async def create_template(session: AsyncSession, *, workspace_id: int, data: dict[str, Any]) -> Template:
+    """`render.TemplateInvalid` for a bad subject or body, `DuplicateName` for a taken name."""
+    render.check(data.get("subject", ""), data["body"])
+    now = utcnow()
+    tpl = Template(workspace_id=workspace_id, created_at=now, updated_at=now, **data)
+    session.add(tpl)
+    await _flush_unique(session)
+    return tpl
+
+
+async def get_template(
+    session: AsyncSession, *, workspace_id: int, template_id: int, for_update: bool = False
+) -> Template:
+    stmt = select(Template).where(Template.id == template_id, Template.workspace_id == workspace_id)
+    if for_update:
+        stmt = stmt.with_for_update()
+    tpl = (await session.execute(stmt)).scalar_one_or_none()
+    if tpl is None:
+        raise TemplateNotFound(template_id)
+    return tpl
+
+
+async def list_templates(
+    session: AsyncSession, *, workspace_id: int, channel: str | None, before_id: int | None, limit: int
+) -> list[Template]:
+    stmt = select(Template).where(Template.workspace_id == workspace_id)
+    if channel:
+        stmt = stmt.where(Template.channel == channel)
+    if before_id is not None:
+        stmt = stmt.where(Template.id < before_id)
+    rows = await session.execute(stmt.order_by(Template.id.desc()).limit(limit))
+    return list(rows.scalars())
+
+
+async def update_template(
+    session: AsyncSession, *, workspace_id: int, template_id: int, changes: dict[str, Any]
+) -> Template:
+    tpl = await get_template(session, workspace_id=workspace_id, template_id=template_id, for_update=True)
+    if "subject" in changes or "body" in changes:
+        render.check(changes.get("subject", tpl.subject), changes.get("body", tpl.body))
+    for name, value in changes.items():
+        setattr(tpl, name, value)
+    tpl.updated_at = utcnow()
+    await _flush_unique(session)
+    return tpl
+
+
+async def delete_template(session: AsyncSession, *, workspace_id: int, template_id: int) -> None:
+    """Messages keep their rendered copy, so a template can go at any time."""
+    tpl = await get_template(session, workspace_id=workspace_id, template_id=template_id, for_update=True)
+    await session.delete(tpl)

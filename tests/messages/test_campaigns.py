@@ -1,0 +1,202 @@
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+from sqlalchemy import func, insert, select
+
+from server.contacts.models import Contact
+from server.db import Database, utcnow
+from server.messages import campaigns
+from server.messages.models import Campaign, Message
+from tests.conftest import ClientFactory
+from tests.messages.support import contact, events, template
+
+
+async def _workspace_id(client: httpx.AsyncClient) -> int:
+    return int((await client.get("/api/v1/me")).json()["workspace_id"])
+
+
+async def _contacts(db: Database, workspace_id: int, n: int, tag: str, start: int = 0) -> None:
+    now = utcnow()
+    async with db.transaction() as s:
+        await s.execute(
+            insert(Contact),
+            [
+                {
+                    "workspace_id": workspace_id,
+                    "name": f"Person {i}",
+                    "email": f"p{i}@example.test",
+                    "tags": [tag],
+                    "attributes": {},
+                    "version": 1,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for i in range(start, start + n)
+            ],
+        )
+
+
+async def _wait_done(client: httpx.AsyncClient, campaign_id: int) -> dict[str, Any]:
+    async with asyncio.timeout(60):
+        while True:
+            c = (await client.get(f"/api/v1/campaigns/{campaign_id}")).json()
+            if c["status"] != "expanding":
+                return c
+            await asyncio.sleep(0.05)
+
+
+async def _campaign_messages(db: Database, campaign_id: int) -> list[Message]:
+    async with db.transaction() as s:
+        rows = await s.execute(select(Message).where(Message.campaign_id == campaign_id))
+        return list(rows.scalars())
+
+
+async def test_campaign_of_1200_contacts_expands_in_batches(client: httpx.AsyncClient, db: Database) -> None:
+    ws = await _workspace_id(client)
+    await _contacts(db, ws, 1200, "vip")
+    await _contacts(db, ws, 30, "other", start=5000)
+    tpl = await template(client, subject="News for {{ name }}", body="Hello {{ name }}")
+    r = await client.post(
+        "/api/v1/campaigns", json={"name": "Spring", "template_id": tpl["id"], "audience": {"tag": "vip"}}
+    )
+    assert r.status_code == 202, r.text
+    started = r.json()
+    assert (started["status"], started["total"], started["created"]) == ("expanding", 1200, 0)
+
+    done = await _wait_done(client, started["id"])
+    assert (done["status"], done["created"], done["total"]) == ("done", 1200, 1200)
+    messages = await _campaign_messages(db, started["id"])
+    assert len(messages) == 1200
+    assert len({m.contact_id for m in messages}) == 1200
+    assert all(m.status == "queued" and m.subject.startswith("News for Person ") for m in messages)
+    assert len(await events(db, "message.created")) == 1200
+
+    # One progress event per transaction: the creation, then each batch of at most 500.
+    progress = await events(db, "campaign.progress")
+    assert [(p["created"], p["status"]) for p in progress] == [
+        (0, "expanding"),
+        (500, "expanding"),
+        (1000, "expanding"),
+        (1200, "done"),
+    ]
+    assert all(p["campaign_id"] == started["id"] and p["total"] == 1200 for p in progress)
+    listed = (
+        await client.get("/api/v1/messages", params={"campaign_id": started["id"], "limit": 500})
+    ).json()
+    assert len(listed["items"]) == 500 and listed["next_cursor"]
+
+
+async def test_interrupted_expansion_resumes_without_duplicates(
+    client: httpx.AsyncClient, app: Any, db: Database
+) -> None:
+    ws = await _workspace_id(client)
+    await _contacts(db, ws, 250, "vip")
+    tpl = await template(client, channel="email", body="Hi {{ name }}")
+    async with db.transaction() as s:
+        c = await campaigns.create_campaign(
+            s,
+            workspace_id=ws,
+            user_id=None,
+            data={"name": "Resume", "template_id": tpl["id"], "audience": {"tag": "vip", "q": None}},
+        )
+    # A first batch, then the process "dies"; the worker finishes it, and a second expander
+    # running at the same time creates nothing twice.
+    first = await campaigns.expand_batch(db, c.id, batch_size=100)
+    assert (first.created, first.finished) == (100, False)
+    created = await asyncio.gather(
+        campaigns.expand_pending_campaigns(app.state.services, batch_size=60),
+        campaigns.expand_campaign(app.state.services, c.id, batch_size=60),
+    )
+    assert sum(created) == 150
+    messages = await _campaign_messages(db, c.id)
+    assert sorted(m.contact_id for m in messages) == sorted({m.contact_id for m in messages})
+    assert len(messages) == 250
+    async with db.transaction() as s:
+        row = await s.get(Campaign, c.id)
+        assert row is not None and (row.status, row.created) == ("done", 250)
+    assert await campaigns.expand_pending_campaigns(app.state.services) == 0
+
+
+async def test_campaign_messages_without_address_fail_individually(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    await contact(client, name="Has mail", email="a@example.test", phone=None, tags=["t"])
+    await contact(client, name="No mail", email=None, phone="+14155552671", tags=["t"])
+    tpl = await template(client, body="{{ name }}")
+    r = await client.post(
+        "/api/v1/campaigns", json={"name": "C", "template_id": tpl["id"], "audience": {"q": "mail"}}
+    )
+    done = await _wait_done(client, r.json()["id"])
+    assert done["created"] == 2
+    by_name = {m.body or m.reason: m.status for m in await _campaign_messages(db, done["id"])}
+    assert by_name == {"Has mail": "queued", "contact has no email address": "failed"}
+
+
+async def test_campaign_with_deleted_template_stops_as_failed(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    ws = await _workspace_id(client)
+    await _contacts(db, ws, 3, "vip")
+    tpl = await template(client)
+    async with db.transaction() as s:
+        c = await campaigns.create_campaign(
+            s,
+            workspace_id=ws,
+            user_id=None,
+            data={"name": "X", "template_id": tpl["id"], "audience": {"tag": "vip"}},
+        )
+    assert (await client.delete(f"/api/v1/templates/{tpl['id']}")).status_code == 204
+    result = await campaigns.expand_batch(db, c.id)
+    assert result.finished and result.created == 0
+    assert (await client.get(f"/api/v1/campaigns/{c.id}")).json()["status"] == "failed"
+
+
+async def test_campaign_scoping_validation_and_roles(make_client: ClientFactory, db: Database) -> None:
+    acme = await make_client("agent", workspace="Acme")
+    other = await make_client("admin", workspace="Other")
+    viewer = await make_client("viewer", workspace="Acme")
+    tpl = await template(acme)
+    foreign_tpl = await template(other)
+    body = {"name": "C", "template_id": tpl["id"], "audience": {"tag": "none"}}
+    r = await acme.post("/api/v1/campaigns", json=body)
+    assert r.status_code == 202
+    cid = r.json()["id"]
+    await _wait_done(acme, cid)
+    assert (await other.get(f"/api/v1/campaigns/{cid}")).status_code == 404
+    assert (await other.get("/api/v1/campaigns")).json()["items"] == []
+    assert [c["id"] for c in (await viewer.get("/api/v1/campaigns")).json()["items"]] == [cid]
+    assert (await viewer.get(f"/api/v1/campaigns/{cid}")).status_code == 200
+    assert (await viewer.post("/api/v1/campaigns", json=body)).status_code == 403
+
+    r = await acme.post("/api/v1/campaigns", json={**body, "template_id": foreign_tpl["id"]})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "template_id"
+    r = await acme.post("/api/v1/campaigns", json={**body, "audience": {}})
+    assert r.status_code == 422
+    async with db.transaction() as s:
+        assert (await s.execute(select(func.count()).select_from(Campaign))).scalar_one() == 1
+
+
+async def test_shutdown_cancels_expansion_and_the_worker_resumes_it(
+    client: httpx.AsyncClient, app: Any, db: Database
+) -> None:
+    ws = await _workspace_id(client)
+    await _contacts(db, ws, 1200, "vip")
+    tpl = await template(client)
+    r = await client.post(
+        "/api/v1/campaigns", json={"name": "S", "template_id": tpl["id"], "audience": {"tag": "vip"}}
+    )
+    cid = r.json()["id"]
+    services = app.state.services
+    runner = services.extras["campaign_runner"]
+    assert runner in services.components
+    await asyncio.sleep(0)  # let the expansion begin its first batch
+    await runner.stop()  # what app shutdown does
+    assert not runner.tasks
+    partial = len(await _campaign_messages(db, cid))
+    assert partial < 1200 and partial % 500 == 0  # whole batches only
+    assert await campaigns.expand_pending_campaigns(services) == 1200 - partial
+    messages = await _campaign_messages(db, cid)
+    assert len(messages) == len({m.contact_id for m in messages}) == 1200
