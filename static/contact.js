@@ -219,8 +219,8 @@
         htmx.trigger(document.body, "messages-changed");
       }
     },
-    onLive(mode) {
-      if (mode === "ws") live.presence(contactId, editing ? "editing" : "viewing");
+    onLive() {
+      live.presence(contactId, editing ? "editing" : "viewing");
     },
   });
   window.SB.contact = live;
@@ -379,6 +379,13 @@
     });
   }
 
-  window.addEventListener("pagehide", () => live.presence(contactId, "left"));
+  window.addEventListener("pagehide", () => {
+    if (live.mode === "poll") {
+      live.presenceState = { op: "presence", contact_id: contactId, state: "left" };
+      live.postPresence(true);
+    } else {
+      live.presence(contactId, "left");
+    }
+  });
   live.start();
 })();

@@ -111,6 +111,7 @@
   const DROPS_BEFORE_POLL = 3;
   const WS_RETRY_FROM_POLL_MS = 60000; // while polling, try the socket again this often
   const POLL_TIMEOUT_S = 25;
+  const PRESENCE_REFRESH_MS = 20000; // well inside the server's presence expiry (60 s)
 
   class Live {
     constructor(opts) {
@@ -220,6 +221,7 @@
 
     stopPolling() {
       this.mode = "ws";
+      clearInterval(this.presenceTimer);
       if (this.pollAbort) this.pollAbort.abort();
     }
 
@@ -227,6 +229,10 @@
       if (this.mode === "poll" && this.pollAbort) return;
       this.mode = "poll";
       this.nextWsTry = Date.now() + WS_RETRY_FROM_POLL_MS;
+      clearInterval(this.presenceTimer);
+      this.presenceTimer = setInterval(() => {
+        if (this.mode === "poll") this.postPresence();
+      }, PRESENCE_REFRESH_MS);
       setLiveState("live (polling)");
       document.body.dataset.live = "poll";
       this.onLive("poll");
@@ -274,10 +280,26 @@
       this.pollAbort = null;
     }
 
-    // Announce presence on a contact (WebSocket only; re-sent after each reconnect).
+    // Announce presence on a contact: over the socket (re-sent after each reconnect), or, while
+    // long-polling, by POST to the page's presence route, repeated so that it does not expire.
     presence(contactId, state) {
       this.presenceState = { op: "presence", contact_id: contactId, state };
-      if (this.ws && this.subscribed) this.ws.send(JSON.stringify(this.presenceState));
+      if (this.ws && this.subscribed) {
+        this.ws.send(JSON.stringify(this.presenceState));
+      } else if (this.mode === "poll") {
+        this.postPresence();
+      }
+    }
+
+    postPresence(beacon) {
+      const p = this.presenceState;
+      if (!p) return;
+      const body = new FormData();
+      body.set("state", p.state);
+      body.set("csrf_token", csrf());
+      const url = "/contacts/" + Number(p.contact_id) + "/presence";
+      if (beacon && navigator.sendBeacon) return navigator.sendBeacon(url, body);
+      fetch(url, { method: "POST", body, credentials: "same-origin", keepalive: true }).catch(() => {});
     }
 
     stop() {

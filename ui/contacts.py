@@ -208,10 +208,29 @@ async def messages_fragment(request: Request, v: Viewer) -> Response:
     return render(request, "_contact_messages.html", {"messages": messages})
 
 
+PRESENCE_STATES = ("viewing", "editing", "left")
+
+
+@page()
+async def presence_post(request: Request, v: Viewer) -> Response:
+    """Presence from a page that is long-polling (no socket to announce it on): the page posts its
+    state, and again every 20 s so that it does not expire; `left` when it goes away."""
+    contact = await _contact(request, v)
+    form = await request.form()
+    state = str(form.get("state", ""))
+    if state not in PRESENCE_STATES:
+        raise Problem(422, 'state must be "viewing", "editing" or "left".')
+    presence = _present(request)
+    if presence is not None:
+        await presence.announce((v.workspace_id, contact.id, v.user.id), state)
+    return Response(status_code=204)
+
+
 routes = [
     Route("/contacts", contacts_page, methods=["GET"]),
     Route("/contacts/list", contacts_fragment, methods=["GET"]),
     Route("/contacts/{contact_id:int}", contact_page, methods=["GET"]),
     Route("/contacts/{contact_id:int}/history", history_fragment, methods=["GET"]),
     Route("/contacts/{contact_id:int}/messages", messages_fragment, methods=["GET"]),
+    Route("/contacts/{contact_id:int}/presence", presence_post, methods=["POST"]),
 ]

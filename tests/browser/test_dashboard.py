@@ -314,3 +314,27 @@ async def test_board_falls_back_to_polling_when_the_socket_drops_and_misses_noth
     )
     assert ids == sorted(ids, reverse=True)
     assert len(ids) == len(set(ids)) == 5
+
+
+async def test_presence_works_while_long_polling(live_server: LiveServer, browser: Any) -> None:
+    a_email = await live_server.user("agent", name="Polly Poller")
+    b_email = await live_server.user("agent", name="Sally Socket")
+    contact_id = await _contact(live_server, name="Katherine Johnson")
+    context = await browser.new_context(viewport=DESKTOP, base_url=live_server.url)
+    await context.route_web_socket("**/ws*", lambda ws: ws.close())
+    a = await context.new_page()
+    await a.goto("/login")
+    await a.get_by_label("Email").fill(a_email)
+    await a.get_by_label("Password").fill(PASSWORD)
+    await a.get_by_role("button", name="Sign in").click()
+    await a.wait_for_url(live_server.url + "/")
+    b = await sign_in(browser, live_server, b_email)
+    await a.goto(f"/contacts/{contact_id}")
+    await expect(a.locator("body")).to_have_attribute("data-live", "poll", timeout=10_000)
+    await b.goto(f"/contacts/{contact_id}")
+    await expect(b.locator("#presence")).to_contain_text("Polly Poller", timeout=10_000)
+    await expect(a.locator("#presence")).to_contain_text("Sally Socket", timeout=10_000)
+    await a.get_by_label("Name", exact=True).fill("K. Johnson")
+    await expect(b.locator("#presence li")).to_contain_text("editing", timeout=10_000)
+    await a.goto("/")
+    await expect(b.locator("#presence")).not_to_contain_text("Polly Poller", timeout=10_000)
