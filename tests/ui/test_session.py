@@ -146,3 +146,19 @@ async def test_fragments_leave_renewal_to_the_page_script(app: Any, browser_clie
     assert c.cookies["sb_refresh"] == refresh  # not spent: the script renews once for the page
     assert (await c.post("/session/refresh")).status_code == 204
     assert (await c.get("/board/stream", headers={"HX-Request": "true"})).status_code == 200
+
+
+async def test_presence_post_needs_csrf_a_known_state_and_an_own_contact(
+    app: Any, browser_client: BrowserFactory
+) -> None:
+    c = await browser_client("agent")
+    other = await browser_client("agent", workspace="Other")
+    contact = (await c.post("/api/v1/contacts", json={"name": "P"})).json()["id"]
+    token = c.headers.pop("X-CSRF-Token")
+    assert (await c.post(f"/contacts/{contact}/presence", data={"state": "viewing"})).status_code == 403
+    ok = await c.post(f"/contacts/{contact}/presence", data={"state": "viewing", "csrf_token": token})
+    assert ok.status_code == 204
+    bad = await c.post(f"/contacts/{contact}/presence", data={"state": "dancing", "csrf_token": token})
+    assert bad.status_code == 422
+    theirs = await other.post(f"/contacts/{contact}/presence", data={"state": "viewing"})
+    assert theirs.status_code == 404
