@@ -35,6 +35,29 @@ async def login_form(request: Request) -> Response:
     return _login_page(request)
 
 
+async def too_many_attempts(request: Request, email: str) -> str | None:
+    """Why this sign-in must wait, from the same buckets as `POST /api/v1/auth/login` (per client
+    address and per email address), or None. No limit when the rate limiter is not in this tree."""
+    try:
+        from server.ratelimit import rate_limits_of
+        from server.ratelimit_middleware import check_login_email
+    except ImportError:
+        return None
+    svc = services(request)
+    rl = rate_limits_of(svc)
+    if not rl.enabled:
+        return None
+    ip = request.client.host if request.client else "unknown"
+    decision = await rl.limiter.hit([(f"login-ip:{ip}", rl.buckets.login_ip)])
+    if decision is not None and not decision.allowed:
+        return f"Too many sign-in attempts; try again in {max(1, decision.retry_after_s)} s."
+    try:
+        await check_login_email(svc, email)
+    except Problem as exc:
+        return exc.detail
+    return None
+
+
 async def login(request: Request) -> Response:
     form = await request.form()
     email = str(form.get("email", "")).strip()
@@ -45,6 +68,9 @@ async def login(request: Request) -> Response:
         return _login_page(request, error="The form expired; please try again.", email=email, status=403)
     if not email or not password:
         return _login_page(request, error="Enter your email and password.", email=email, status=422)
+    wait = await too_many_attempts(request, email)
+    if wait is not None:
+        return _login_page(request, error=wait, email=email, status=429)
     svc = services(request)
     async with svc.db.transaction() as s:
         try:

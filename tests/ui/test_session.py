@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.ui.conftest import BrowserFactory, create_user, csrf_field, sign_in
 
@@ -162,3 +163,31 @@ async def test_presence_post_needs_csrf_a_known_state_and_an_own_contact(
     assert bad.status_code == 422
     theirs = await other.post(f"/contacts/{contact}/presence", data={"state": "viewing"})
     assert theirs.status_code == 404
+
+
+async def test_login_form_is_rate_limited_like_the_api(db_url: str) -> None:
+    pytest.importorskip("server.ratelimit", reason="the rate limiter is not in this tree yet")
+    from server.app import create_app
+    from tests.conftest import make_settings
+
+    settings = make_settings(
+        db_url, rate_limit_enabled=True, rate_limit_login_burst=3, rate_limit_login_per_s=0.001
+    )
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        email = await create_user(application, "agent", "Acme")
+        async with _client(application) as c:
+            page = await c.get("/login")
+            token = csrf_field(page.text)
+            codes = [
+                (
+                    await c.post("/login", data={"email": email, "password": "wrong", "csrf_token": token})
+                ).status_code
+                for _ in range(4)
+            ]
+            assert codes == [401, 401, 401, 429]
+            from tests.conftest import PASSWORD
+
+            r = await c.post("/login", data={"email": email, "password": PASSWORD, "csrf_token": token})
+            assert r.status_code == 429
+            assert "Too many" in r.text
