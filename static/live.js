@@ -313,6 +313,16 @@
   document.addEventListener("htmx:configRequest", (e) => {
     e.detail.headers["X-CSRF-Token"] = csrf();
   });
+  // A form that filters a fragment keeps the page's own address current (replaced, so the back
+  // button still leaves the page): <form data-replace-url="/" hx-get="/board/stream">.
+  document.addEventListener("htmx:afterRequest", (e) => {
+    const form = e.detail.elt;
+    if (!e.detail.successful || !form.dataset || !form.dataset.replaceUrl) return;
+    const params = new URLSearchParams();
+    for (const [k, v] of new FormData(form)) if (typeof v === "string" && v !== "") params.set(k, v);
+    const query = params.toString();
+    history.replaceState(history.state, "", form.dataset.replaceUrl + (query ? "?" + query : ""));
+  });
   // A fragment refused because the access token expired: renew once, then ask again.
   document.addEventListener("htmx:responseError", async (e) => {
     const xhr = e.detail.xhr;

@@ -100,6 +100,7 @@ async def test_keyboard_reaches_the_main_controls(live_server: LiveServer, brows
     await page.get_by_label("Search").focus()
     await page.keyboard.type("nobody-matches-this")
     await expect(page.locator("#contact-results")).to_contain_text("No contacts match.", timeout=5_000)
+    await expect(page).to_have_url(live_server.url + "/contacts?q=nobody-matches-this")
     # Every form control on the main pages has a label.
     for path in ("/", "/contacts", "/templates", "/reports"):
         await page.goto(path)
