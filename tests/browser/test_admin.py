@@ -54,6 +54,7 @@ async def test_admin_manages_templates_and_providers_and_sends(live_server: Live
     await expect(page.locator(".facts")).to_contain_text("/webhooks/")
     await page.goto("/providers")
     await expect(page.locator("#provider-table")).to_contain_text("Sandbox mail")
+    await screenshot(page, "providers-desktop")
 
     # A template, through the form, then its preview for the contact.
     await page.goto("/templates")
@@ -66,6 +67,7 @@ async def test_admin_manages_templates_and_providers_and_sends(live_server: Live
     await page.get_by_label("Contact").select_option(str(contact.id))
     await page.get_by_role("button", name="Preview").click()
     await expect(page.locator("#preview-body")).to_have_text("Hello Grace, welcome.")
+    await screenshot(page, "template-desktop")
     await page.locator("#t-body").fill("{{ contact.name }}: hello again")
     await page.get_by_role("button", name="Save").click()
     await expect(page.locator(".problem .ok")).to_have_text("Saved.")
@@ -132,4 +134,5 @@ async def test_csv_import_shows_progress_and_rejected_rows(live_server: LiveServ
     await expect(rejected.nth(0)).to_contain_text("email")
     await expect(rejected.nth(1)).to_contain_text("already used")
     await expect(page.locator("#contact-results")).to_contain_text("Person 449")
+    await screenshot(page, "contacts-import-desktop")
     assert problems == []
