@@ -36,6 +36,13 @@
     chip.textContent = status;
   }
 
+  // A new row names its contact as a row already on the board does, else by id.
+  function contactName(contactId) {
+    if (!contactId) return "";
+    const known = document.querySelector('#stream-list .row[data-contact-id="' + Number(contactId) + '"] .who');
+    return known ? known.textContent : "contact " + contactId;
+  }
+
   function newRow(d, ts) {
     const when = ts ? new Date(ts) : new Date();
     const chip = SB.el("span", { class: "chip s-" + d.status, "data-status": d.status }, d.status);
@@ -43,7 +50,7 @@
       "a",
       { class: "row-link", href: "/messages/" + Number(d.message_id) },
       SB.el("span", { class: "mid" }, "#" + d.message_id),
-      SB.el("span", { class: "who" }, d.contact_id ? "contact " + d.contact_id : ""),
+      SB.el("span", { class: "who" }, contactName(d.contact_id)),
       SB.el("span", { class: "chan" }, d.channel || ""),
       SB.el("span", { class: "prov" }, d.provider || ""),
       chip,
@@ -52,7 +59,7 @@
     return SB.el(
       "li",
       { class: "row fresh", id: "msg-" + Number(d.message_id), "data-message-id": d.message_id,
-        "data-channel": d.channel, "data-provider": d.provider || "" },
+        "data-channel": d.channel, "data-contact-id": d.contact_id || "", "data-provider": d.provider || "" },
       link
     );
   }

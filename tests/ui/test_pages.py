@@ -202,3 +202,19 @@ def test_circuit_state_reads_the_dispatchers_breakers_without_creating_them() ->
     assert circuit_state(Circuits(), 7) == "open"
     assert circuit_state(Circuits(), 8) == "closed"
     assert circuit_state(None, 7).startswith("unknown")
+
+
+async def test_message_page_offers_cancel_only_while_cancelable(
+    app: Any, browser_client: BrowserFactory
+) -> None:
+    c = await browser_client("agent")
+    ws = await _workspace_id(c)
+    async with app.state.services.db.transaction() as s:
+        queued = Message(workspace_id=ws, channel="sms", to_address="+1", status="queued")
+        done = Message(workspace_id=ws, channel="sms", to_address="+1", status="delivered")
+        s.add_all([queued, done])
+        await s.flush()
+    assert f"/api/v1/messages/{queued.id}/cancel" in (await c.get(f"/messages/{queued.id}")).text
+    assert "/cancel" not in (await c.get(f"/messages/{done.id}")).text
+    viewer = await browser_client("viewer")
+    assert "/cancel" not in (await viewer.get(f"/messages/{queued.id}")).text
