@@ -18,6 +18,7 @@ from server.contacts.service import create_contact
 from server.events.service import emit
 from server.messages.models import Message
 from server.providers.models import Provider
+from server.templates.models import Template
 from tests.browser.conftest import DESKTOP, PHONE, LiveServer, screenshot, sign_in
 from tests.conftest import PASSWORD
 
@@ -238,9 +239,35 @@ async def test_conflict_on_save_when_the_event_has_not_arrived(live_server: Live
 async def test_xss_payloads_render_as_text(live_server: LiveServer, browser: Any) -> None:
     page = await sign_in(browser, live_server, await live_server.user("agent"))
     contact_id = await _contact(live_server, name=XSS, attributes={XSS: XSS}, tags=[XSS])
-    for path in ("/contacts", f"/contacts/{contact_id}"):
+    async with live_server.db.transaction() as s:
+        tpl = Template(
+            workspace_id=live_server.workspace_id, name=XSS, channel="email", subject=XSS, body=XSS
+        )
+        msg = Message(
+            workspace_id=live_server.workspace_id,
+            contact_id=contact_id,
+            channel="email",
+            to_address=XSS,
+            subject=XSS,
+            body=XSS,
+            status="failed",
+            reason=XSS,
+        )
+        s.add_all([tpl, msg])
+        await s.flush()
+    pages = (
+        "/",
+        "/contacts",
+        f"/contacts/{contact_id}",
+        "/templates",
+        f"/templates/{tpl.id}",
+        f"/messages/{msg.id}",
+    )
+    for path in pages:
         await page.goto(path)
         await expect(page.get_by_text(XSS).first).to_be_visible()
+        # Rendered as text: no element came out of the payload (CSP would also stop it running).
+        assert await page.locator("main img, main script").count() == 0, path
     # And through the live path: a change by someone else is inserted as text.
     await page.goto(f"/contacts/{contact_id}")
     other = await live_server.user("agent")
