@@ -26,6 +26,7 @@ from server.providers.api import router as providers_router
 from server.services import Services
 from server.settings import Settings, get_settings
 from server.templates.api import router as templates_router
+from server.webhooks.api import routes as webhook_routes
 from ui.pages import routes as ui_routes
 
 ROUTERS: list[Router] = [
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     ]
     for r in routers:
         routes.extend(r.routes())
+    routes.extend(webhook_routes)
     routes.extend(ui_routes())  # the dashboard and /static
 
     @asynccontextmanager

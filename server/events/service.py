@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -36,12 +37,44 @@ async def reserve_ids(session: AsyncSession, workspace_id: int, count: int) -> i
     return int(last) - count + 1
 
 
+# On PostgreSQL, one round trip: take the ids under the workspace row lock, insert the rows, and
+# queue the NOTIFY (delivered only at commit, waking every relay at once).
+_EMIT_PG = text(
+    """
+    WITH seq AS (
+        UPDATE workspace SET event_seq = event_seq + :n WHERE id = :ws RETURNING event_seq
+    ), ins AS (
+        INSERT INTO event (workspace_id, id, type, contact_id, data, ts)
+        SELECT :ws, seq.event_seq - :n + 1 + r.i, r.type, r.contact_id, r.data, :ts
+        FROM seq, jsonb_to_recordset(CAST(:rows AS jsonb)) AS r(i bigint, type text, contact_id bigint, data jsonb)
+    )
+    SELECT seq.event_seq, pg_notify(:channel, CAST(:ws AS text)) FROM seq
+    """
+)
+
+
 async def emit_many(session: AsyncSession, workspace_id: int, events: list[NewEvent]) -> list[dict[str, Any]]:
     """Append events to the log in this transaction; returns their envelopes."""
     if not events:
         return []
-    first = await reserve_ids(session, workspace_id, len(events))
     now = utcnow()
+    if dialect_of(session) == "postgresql":
+        payload = orjson.dumps(
+            [
+                {"i": i, "type": e.type, "contact_id": e.contact_id, "data": e.data}
+                for i, e in enumerate(events)
+            ],
+            option=orjson.OPT_NON_STR_KEYS,
+        ).decode()
+        last = (
+            await session.execute(
+                _EMIT_PG,
+                {"n": len(events), "ws": workspace_id, "rows": payload, "ts": now, "channel": NOTIFY_CHANNEL},
+            )
+        ).scalar_one()
+        first = int(last) - len(events) + 1
+        return [envelope(first + i, e.type, now, e.data) for i, e in enumerate(events)]
+    first = await reserve_ids(session, workspace_id, len(events))
     rows: list[dict[str, Any]] = [
         {
             "workspace_id": workspace_id,
@@ -54,9 +87,6 @@ async def emit_many(session: AsyncSession, workspace_id: int, events: list[NewEv
         for i, e in enumerate(events)
     ]
     await session.execute(insert(Event), rows)
-    if dialect_of(session) == "postgresql":
-        # Delivered by PostgreSQL only when this transaction commits: wakes every relay at once.
-        await session.execute(text("SELECT pg_notify(:c, :p)"), {"c": NOTIFY_CHANNEL, "p": str(workspace_id)})
     return [envelope(r["id"], r["type"], r["ts"], r["data"]) for r in rows]
 
 

@@ -33,7 +33,7 @@ async def test_send_creates_a_message_resource(
         "To": "+15551234567",
         "From": "+15550001111",
         "Body": "Hello Ada, your order #1001 is on its way.",
-        "StatusCallback": WEBHOOK_URL,
+        "StatusCallback": f"{WEBHOOK_URL}?sb_message_id=42",
     }
     assert result.provider_message_id == fake.issued[0]
     assert result.provider_message_id.startswith("SM")

@@ -47,7 +47,10 @@ class TwilioAdapter(Adapter):
         sender = self.config["from_number"]
         form = {"To": msg.to, "Body": msg.body}
         if self.webhook_url:
-            form["StatusCallback"] = self.webhook_url
+            # Our id in the (signed) callback URL lets a status callback that races ahead of the
+            # stored SID still find its message.
+            sep = "&" if "?" in self.webhook_url else "?"
+            form["StatusCallback"] = f"{self.webhook_url}{sep}sb_message_id={msg.message_id}"
         # A Messaging Service picks the sender number itself.
         form["MessagingServiceSid" if sender.startswith("MG") else "From"] = sender
         response = await http.post(

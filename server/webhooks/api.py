@@ -1,0 +1,135 @@
+"""`/webhooks/{provider_id}`: where providers post delivery events (DESIGN §5).
+
+The connection decides the format and the verification. Order matters: find the connection,
+verify the raw body, only then parse it and store its events (`Ingest`: one transaction, shared
+with the deliveries arriving at the same time)."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from dataclasses import asdict, replace
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from server.api import json_response
+from server.db import utcnow
+from server.errors import Problem
+from server.webhooks.ingest import REVERIFY_AGE_S, Ingest, ProviderCache, ProviderInfo
+from server.webhooks.parse import PARSERS, MalformedPayload, ProviderEvent, parse
+from server.webhooks.verify import InvalidSignature, verify_request
+
+log = logging.getLogger("switchboard.webhooks")
+
+
+def _provider_id(request: Request) -> int:
+    raw = request.path_params["provider_id"]
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+        raise _not_found()
+    return int(raw)
+
+
+def signed_url(request: Request) -> str:
+    """The URL the provider signed: our public URL behind a proxy, else the URL as requested."""
+    public = request.app.state.services.settings.public_url
+    if not public:
+        return str(request.url)
+    query = request.url.query
+    return public.rstrip("/") + request.url.path + (f"?{query}" if query else "")
+
+
+def with_our_id_from_url(request: Request, events: list[ProviderEvent]) -> list[ProviderEvent]:
+    """A status callback URL may carry our message id (`?sb_message_id=`). Twilio signs the URL, so
+    it is as trustworthy as the body; it matches the message even before its SID is stored."""
+    raw = request.query_params.get("sb_message_id", "")
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+        return events
+    return [e if e.our_message_id is not None else replace(e, our_message_id=int(raw)) for e in events]
+
+
+def _not_found() -> Problem:
+    return Problem(404, "No such provider connection.")
+
+
+def _state(request: Request) -> tuple[ProviderCache, Ingest]:
+    """The app's provider cache and group-commit queue, made on first use (owned by the app)."""
+    state = request.app.state
+    if getattr(state, "webhook_ingest", None) is None:
+        db = state.services.db
+        state.webhook_providers, state.webhook_ingest = ProviderCache(db), Ingest(db)
+    return state.webhook_providers, state.webhook_ingest
+
+
+def _verify(provider: ProviderInfo, request: Request, body: bytes) -> None:
+    verify_request(
+        provider.kind,
+        config=provider.config,
+        webhook_key=provider.webhook_key,
+        headers=request.headers,
+        body=body,
+        url=signed_url(request),
+        now=time.time(),
+    )
+
+
+async def receive(request: Request) -> Response:
+    """Verify, parse and apply one webhook delivery. Answers 200 with counts once its events are
+    committed, including for repeats and for events about unknown messages (a provider retries
+    anything else)."""
+    provider_id = _provider_id(request)
+    providers, ingest = _state(request)
+    provider = await providers.get(provider_id)
+    if provider is None or provider.kind not in PARSERS:
+        raise _not_found()
+    body = await request.body()
+    try:
+        try:
+            _verify(provider, request, body)
+        except InvalidSignature:
+            # Perhaps the key was rotated since the row was cached: check against the row as it is now.
+            provider = await providers.get(provider_id, max_age_s=REVERIFY_AGE_S)
+            if provider is None or provider.kind not in PARSERS:
+                raise _not_found() from None
+            _verify(provider, request, body)
+    except InvalidSignature as exc:
+        log.warning("webhook for provider %s refused: %s", provider_id, exc)
+        raise Problem(401, "The webhook signature is missing, invalid or stale.") from None
+    try:
+        events = parse(provider.kind, body, now=utcnow())
+    except MalformedPayload as exc:
+        raise Problem(400, str(exc)) from None
+    if provider.kind == "twilio":
+        events = with_our_id_from_url(request, events)
+    result = await ingest.submit(provider, events)
+    return json_response(asdict(result))
+
+
+async def handshake(request: Request) -> Response:
+    """WhatsApp's subscription check: echo `hub.challenge` when `hub.verify_token` is ours."""
+    provider = await _state(request)[0].get(_provider_id(request), max_age_s=0)
+    if provider is None or provider.kind != "whatsapp":
+        raise _not_found()
+    expected = str(provider.config.get("verify_token") or "")
+    params = request.query_params
+    token = params.get("hub.verify_token", "")
+    challenge = params.get("hub.challenge")
+    if (
+        params.get("hub.mode") != "subscribe"
+        or not expected
+        or challenge is None
+        or not hmac.compare_digest(token.encode(), expected.encode())
+    ):
+        raise Problem(403, "The verify token does not match this connection.")
+    return PlainTextResponse(challenge)
+
+
+async def endpoint(request: Request) -> Response:
+    if request.method == "GET":
+        return await handshake(request)
+    return await receive(request)
+
+
+routes: list[BaseRoute] = [Route("/webhooks/{provider_id}", endpoint, methods=["GET", "POST"])]

@@ -1,0 +1,182 @@
+"""Group commit for webhook deliveries, and a short-lived cache of provider connections.
+
+Each delivery is answered only after its events are committed, but concurrent deliveries share
+one transaction: whoever holds the lock applies everything waiting, and those that queued behind
+it find their result ready. One writer at a time per process also keeps transactions from
+queueing on each other's row locks (the workspace's event counter, the messages) while the event
+loop is busy: one transaction per delivery under load turned into a lock convoy at ~200/s."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from server.db import Database
+from server.providers.models import Provider
+from server.webhooks.parse import ProviderEvent
+from server.webhooks.service import ApplyResult, apply_batch
+
+log = logging.getLogger("switchboard.webhooks")
+
+# Transactions in flight at once. Measured (bench/webhooks, `--writers`): a second writer mostly
+# waits on the first's lock on the workspace's event counter, and batches get smaller; one is as fast
+# or faster. More than one only helps deliveries for different workspaces.
+WRITERS = 1
+# A batch this large is split: its statements and its transaction stay bounded.
+MAX_BATCH_EVENTS = 5000
+# How long a connection's row (keys, kind) is trusted. A key rotated meanwhile still works at once:
+# a delivery that fails verification against a cached row is checked again against one read at most
+# REVERIFY_AGE_S ago (so a flood of forged requests costs at most one read a second per connection).
+PROVIDER_TTL_S = 5.0
+REVERIFY_AGE_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderInfo:
+    """A snapshot of a provider connection: what receiving its webhooks needs."""
+
+    id: int
+    workspace_id: int
+    kind: str
+    config: Mapping[str, Any]
+    webhook_key: str
+    loaded_at: float
+
+
+class ProviderCache:
+    def __init__(self, db: Database, ttl_s: float = PROVIDER_TTL_S) -> None:
+        self.db = db
+        self.ttl_s = ttl_s
+        self._rows: dict[int, ProviderInfo] = {}
+
+    async def get(self, provider_id: int, *, max_age_s: float | None = None) -> ProviderInfo | None:
+        """The connection, read again when the cached row is older than `max_age_s` (default: the TTL)."""
+        now = time.monotonic()
+        cached = self._rows.get(provider_id)
+        if cached is not None and now - cached.loaded_at < (self.ttl_s if max_age_s is None else max_age_s):
+            return cached
+        async with self.db.transaction() as session:
+            row = await session.get(Provider, provider_id)
+            if row is None:
+                self._rows.pop(provider_id, None)
+                return None
+            info = ProviderInfo(
+                row.id, row.workspace_id, row.kind, dict(row.config or {}), row.webhook_key, now
+            )
+        if len(self._rows) > 10_000:
+            self._rows.clear()
+        self._rows[provider_id] = info
+        return info
+
+
+@dataclass(slots=True)
+class _Delivery:
+    provider: ProviderInfo
+    events: Sequence[ProviderEvent]
+    taken: bool = False  # in a batch being applied
+    done: asyncio.Future[ApplyResult] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+class Ingest:
+    """Applies deliveries in shared transactions; `submit` returns once its own are committed.
+
+    At most `writers` transactions run at once. While deliveries keep coming, a writer keeps its
+    database connection from one batch to the next (no pool check-out and liveness ping per
+    transaction, a third of a batch's time when measured); it goes back to the pool once the queue
+    is empty, or after any error."""
+
+    def __init__(
+        self, db: Database, *, writers: int | None = None, max_batch_events: int = MAX_BATCH_EVENTS
+    ) -> None:
+        self.db = db
+        self.max_batch_events = max_batch_events
+        self._waiting: list[_Delivery] = []
+        self._writers_count = writers or WRITERS
+        self._writers = asyncio.Semaphore(self._writers_count)
+        self._held: list[AsyncConnection] = []
+
+    async def submit(self, provider: ProviderInfo, events: Sequence[ProviderEvent]) -> ApplyResult:
+        delivery = _Delivery(provider, events)
+        self._waiting.append(delivery)
+        try:
+            while not delivery.taken:
+                async with self._writers:
+                    if not delivery.taken:
+                        await self._run(self._take())
+        except asyncio.CancelledError:
+            if not delivery.taken:  # abandoned before any writer took it: the provider will retry
+                self._waiting.remove(delivery)
+                if not self._waiting:
+                    await self._release(len(self._held))
+            raise
+        # Taken by this task or by another writer: wait for that batch (shielded, so a cancelled
+        # request does not cancel the result the writer is about to set).
+        return await asyncio.shield(delivery.done)
+
+    def _take(self) -> list[_Delivery]:
+        batch: list[_Delivery] = []
+        size = 0
+        while self._waiting and (not batch or size + len(self._waiting[0].events) <= self.max_batch_events):
+            delivery = self._waiting.pop(0)
+            delivery.taken = True
+            batch.append(delivery)
+            size += len(delivery.events)
+        return batch
+
+    async def _run(self, batch: list[_Delivery]) -> None:
+        conn = self._held.pop() if self._held else await self.db.engine.connect()
+        keep = False
+        try:
+            keep = await self._apply(conn, batch)
+        finally:
+            if keep:
+                self._held.append(conn)
+            else:
+                await conn.close()
+            # Held connections beyond what the queue can use go back to the pool; with nothing
+            # queued, all of them: none stays checked out while the endpoint is idle.
+            await self._release(len(self._held) - min(len(self._waiting), self._writers_count))
+
+    async def _release(self, count: int) -> None:
+        surplus = [self._held.pop() for _ in range(max(0, count))]
+        for conn in surplus:
+            await conn.close()
+
+    async def _apply(self, conn: AsyncConnection, batch: list[_Delivery]) -> bool:
+        """Apply a batch on `conn`; True when `conn` is fit for the next one."""
+        try:
+            async with AsyncSession(bind=conn, expire_on_commit=False) as session, session.begin():
+                results = await apply_batch(session, [(d.provider, d.events) for d in batch])
+        except asyncio.CancelledError:
+            # The writer's own request was cancelled mid-transaction (rolled back): the others
+            # in its batch must not wait for ever.
+            for delivery in batch:
+                if not delivery.done.done():
+                    delivery.done.set_exception(RuntimeError("webhook batch interrupted"))
+            raise
+        except Exception as exc:
+            if len(batch) == 1:
+                if not batch[0].done.done():
+                    batch[0].done.set_exception(exc)
+                return False
+            # One delivery must not fail the others (say, a body the database refuses to store, or a
+            # connection lost): each is tried again on its own, on a connection from the pool.
+            log.warning(
+                "webhook batch of %d failed (%s); applying one by one", len(batch), exc.__class__.__name__
+            )
+            for delivery in batch:
+                async with self.db.engine.connect() as fresh:
+                    await self._apply(fresh, [delivery])
+            return False
+        for delivery, result in zip(batch, results, strict=True):
+            if not delivery.done.done():
+                delivery.done.set_result(result)
+        return True

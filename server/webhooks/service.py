@@ -1,0 +1,402 @@
+"""Applying verified provider events to messages, in the caller's transaction.
+
+Invariants:
+* each provider event is recorded once: `message_event` is unique on (provider, provider event id)
+  and a repeat changes nothing;
+* an event only ever reaches messages of the provider's own workspace; one naming any other
+  message is kept with `message_id` NULL for inspection;
+* a message's status only moves forward (`MessageStatus.can_move_to`), whatever order events come in;
+* a batch costs a fixed number of statements, whatever its size, and several deliveries can share
+  one transaction (`apply_batch`) with each still told what its own events did.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from typing import Any, Protocol, cast
+
+from sqlalchemy import BigInteger, String, Table, any_, bindparam, or_, select, text, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from server.db import utcnow
+from server.events.service import NewEvent, emit_many
+from server.messages.models import Message, MessageEvent, MessageStatus, Suppression
+from server.webhooks.parse import ProviderEvent
+
+# Keeps each `IN (...)` list well under the bind-parameter limits of asyncpg and SQLite.
+_IN_CHUNK = 5000
+_KIND_LEN = 24  # message_event.status
+_ADDRESS_LEN = 320  # suppression.address
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    received: int = 0
+    recorded: int = 0  # new message_event rows
+    duplicates: int = 0  # seen before (or twice in this delivery)
+    unmatched: int = 0  # recorded without a message of this workspace
+    status_changes: int = 0
+    suppressions: int = 0  # new suppression rows
+
+
+class Connection(Protocol):
+    """What applying events needs of a provider connection (a `Provider` row, or a snapshot of one)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def workspace_id(self) -> int: ...
+    @property
+    def kind(self) -> str: ...
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one provider's events did, by provider event id; and the events to emit for it."""
+
+    recorded: set[str]
+    unmatched: set[str]
+    changes: Counter[str]  # status changes each event made
+    suppressions: Counter[str]  # new suppressions each event added
+    emit: list[NewEvent]
+
+    def summarise(self, events: Sequence[ProviderEvent], claimed: set[str]) -> ApplyResult:
+        """Counts for one delivery. `claimed` holds event ids already credited to an earlier delivery
+        in the same batch: an event posted twice is recorded for the first and a duplicate for the other."""
+        result = ApplyResult(received=len(events))
+        for event in events:
+            key = event.provider_event_id
+            if key not in self.recorded or key in claimed:
+                result.duplicates += 1
+                continue
+            claimed.add(key)
+            result.recorded += 1
+            result.unmatched += key in self.unmatched
+            result.status_changes += self.changes[key]
+            result.suppressions += self.suppressions[key]
+        return result
+
+
+def _insert(conn: AsyncConnection, table: Table) -> Any:
+    """An INSERT that can take ON CONFLICT DO NOTHING on both supported databases."""
+    dialect = conn.dialect.name
+    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+def _one_of(conn: AsyncConnection, column: Any, values: Sequence[Any], type_: Any) -> Any:
+    """`column IN (values)`; on PostgreSQL `= ANY(array)`: one statement whatever the number of values,
+    so it is prepared once rather than once per length."""
+    if conn.dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(type_)))
+    return column.in_(values)
+
+
+def normalise_address(address: str) -> str:
+    """Suppressions hold lower-cased emails and E.164 phones."""
+    address = address.strip()
+    if "@" in address:
+        return address.lower()
+    digits = "".join(ch for ch in address if ch.isdigit())
+    return "+" + digits if digits else address
+
+
+def moves_forward(current: str, new: str) -> bool:
+    """A provider event may move a message forward only; `sending → queued` is the dispatcher's own retry
+    step and never a provider's to take."""
+    try:
+        cur, nxt = MessageStatus(current), MessageStatus(new)
+    except ValueError:
+        return False
+    if cur is MessageStatus.sending and nxt is MessageStatus.queued:
+        return False
+    return cur.can_move_to(nxt)
+
+
+@dataclass(slots=True)
+class _Target:
+    """The columns of a message that applying events reads and changes (no ORM identity map)."""
+
+    id: int
+    status: str
+    contact_id: int | None
+    channel: str
+    to_address: str
+    provider_id: int | None
+    provider_message_id: str | None
+    sent_at: dt.datetime | None
+    reason: str | None
+
+
+_MESSAGE = cast(Table, Message.__table__)
+_EVENTS = cast(Table, MessageEvent.__table__)
+_SUPPRESSIONS = cast(Table, Suppression.__table__)
+_TARGET_COLUMNS = [_MESSAGE.c[f.name] for f in fields(_Target)]
+
+
+async def _messages(
+    conn: AsyncConnection, provider: Connection, events: list[ProviderEvent]
+) -> tuple[dict[int, _Target], dict[str, _Target]]:
+    """This workspace's messages the events name, locked (in id order) until commit."""
+    our_ids = sorted({e.our_message_id for e in events if e.our_message_id is not None})
+    # Some providers answer a send with the id in angle brackets (Mailgun's `<…@domain>`) but name it
+    # bare in their events: look for both spellings.
+    bare = {_bare(e.provider_message_id) for e in events if e.provider_message_id}
+    provider_ids = sorted(bare | {f"<{b}>" for b in bare})
+    by_id: dict[int, _Target] = {}
+    for i in range(0, max(len(our_ids), len(provider_ids)), _IN_CHUNK):
+        ours, theirs = our_ids[i : i + _IN_CHUNK], provider_ids[i : i + _IN_CHUNK]
+        conditions = []
+        if ours:
+            conditions.append(_one_of(conn, _MESSAGE.c.id, ours, BigInteger()))
+        if theirs:
+            conditions.append(_one_of(conn, _MESSAGE.c.provider_message_id, theirs, String()))
+        rows = await conn.execute(
+            select(*_TARGET_COLUMNS)
+            .where(_MESSAGE.c.workspace_id == provider.workspace_id, or_(*conditions))
+            .order_by(_MESSAGE.c.id)
+            .with_for_update()
+        )
+        for row in rows:
+            by_id[row.id] = _Target(*row)
+    by_provider_id: dict[str, _Target] = {}
+    for message in by_id.values():
+        if not message.provider_message_id:
+            continue
+        key = _bare(message.provider_message_id)
+        held = by_provider_id.get(key)
+        # Two messages with one provider id (two connections of one kind): prefer this connection's.
+        if held is None or (held.provider_id != provider.id and message.provider_id == provider.id):
+            by_provider_id[key] = message
+    return by_id, by_provider_id
+
+
+def _match(
+    event: ProviderEvent, by_id: dict[int, _Target], by_provider_id: dict[str, _Target]
+) -> _Target | None:
+    if event.our_message_id is not None and event.our_message_id in by_id:
+        return by_id[event.our_message_id]
+    if event.provider_message_id:
+        return by_provider_id.get(_bare(event.provider_message_id))
+    return None
+
+
+def _bare(provider_message_id: str) -> str:
+    return provider_message_id.strip().strip("<>")
+
+
+def _status_data(message: _Target, provider: Connection) -> dict[str, Any]:
+    """`data` of `message.status` (DESIGN §6), as `server.messages.status.event_data` gives it."""
+    return {
+        "message_id": message.id,
+        "contact_id": message.contact_id,
+        "channel": message.channel,
+        "status": message.status,
+        "provider": provider.kind,
+        "reason": message.reason,
+    }
+
+
+async def apply_events(
+    session: AsyncSession, *, provider: Connection, events: Sequence[ProviderEvent]
+) -> ApplyResult:
+    """Record a webhook delivery's events and move their messages forward, in the caller's transaction."""
+    outcome = await record(session, provider=provider, events=events)
+    await emit_many(session, provider.workspace_id, outcome.emit)
+    return outcome.summarise(events, set())
+
+
+async def apply_batch(
+    session: AsyncSession, deliveries: Sequence[tuple[Connection, Sequence[ProviderEvent]]]
+) -> list[ApplyResult]:
+    """Several deliveries in one transaction: one `record` per connection, one `emit_many` per
+    workspace (in workspace order, taken last: that row lock is held until commit)."""
+    by_provider: dict[int, tuple[Connection, list[ProviderEvent]]] = {}
+    for provider, events in deliveries:
+        by_provider.setdefault(provider.id, (provider, []))[1].extend(events)
+    outcomes: dict[int, Outcome] = {}
+    to_emit: dict[int, list[NewEvent]] = {}
+    for provider_id, (provider, events) in by_provider.items():
+        outcomes[provider_id] = await record(session, provider=provider, events=events)
+        to_emit.setdefault(provider.workspace_id, []).extend(outcomes[provider_id].emit)
+    for workspace_id in sorted(to_emit):
+        await emit_many(session, workspace_id, to_emit[workspace_id])
+    claimed: dict[int, set[str]] = {}
+    return [
+        outcomes[provider.id].summarise(events, claimed.setdefault(provider.id, set()))
+        for provider, events in deliveries
+    ]
+
+
+async def record(session: AsyncSession, *, provider: Connection, events: Sequence[ProviderEvent]) -> Outcome:
+    """Everything `apply_events` does but emitting: the caller emits `Outcome.emit` before commit."""
+    outcome = Outcome(set(), set(), Counter(), Counter(), [])
+    unique: dict[str, ProviderEvent] = {}
+    for event in events:
+        unique.setdefault(event.provider_event_id, event)
+    fresh = list(unique.values())
+    if not fresh:
+        return outcome
+    # Core statements on the session's connection: the ORM's bookkeeping is not needed here.
+    conn = await session.connection()
+    by_id, by_provider_id = await _messages(conn, provider, fresh)
+    matched = {e.provider_event_id: _match(e, by_id, by_provider_id) for e in fresh}
+    rows = [
+        {
+            "workspace_id": provider.workspace_id,
+            "message_id": m.id if (m := matched[e.provider_event_id]) is not None else None,
+            "status": e.kind[:_KIND_LEN],
+            "provider_id": provider.id,
+            "provider_event_id": e.provider_event_id,
+            "reason": e.reason,
+            "raw": e.raw,
+            "at": e.occurred_at,
+        }
+        for e in fresh
+    ]
+    # Events seen before (a provider retry, or a concurrent delivery of the same event) conflict
+    # and are skipped: only the rows this statement inserts count, and only their events act below.
+    inserted = await conn.execute(
+        _insert(conn, _EVENTS)
+        .on_conflict_do_nothing(index_elements=["provider_id", "provider_event_id"])
+        .returning(_EVENTS.c.id, _EVENTS.c.provider_event_id),
+        rows,
+    )
+    row_ids = {key: row_id for row_id, key in inserted.all()}
+    applied = [e for e in fresh if e.provider_event_id in row_ids]
+    outcome.recorded.update(row_ids)
+    outcome.unmatched.update(e.provider_event_id for e in applied if matched[e.provider_event_id] is None)
+
+    changed: dict[int, _Target] = {}
+    # Oldest first, so a batch holding "delivered" then an older "sent" reads as it happened.
+    for event in sorted(applied, key=lambda e: e.occurred_at):
+        message = matched[event.provider_event_id]
+        if message is None or event.status is None or not moves_forward(message.status, event.status):
+            continue
+        message.status = event.status
+        # `reason` says why a message ended badly; reaching sent/delivered clears a stale one (as
+        # `server.messages.status` does for the dispatcher's own changes).
+        if event.status in (MessageStatus.bounced, MessageStatus.failed):
+            message.reason = event.reason
+        elif event.status in (MessageStatus.sent, MessageStatus.delivered):
+            message.reason = None
+        if event.status == MessageStatus.sent and message.sent_at is None:
+            message.sent_at = event.occurred_at
+        changed[message.id] = message
+        outcome.changes[event.provider_event_id] += 1
+        outcome.emit.append(NewEvent("message.status", _status_data(message, provider), message.contact_id))
+    if changed:
+        await _update_messages(conn, list(changed.values()))
+
+    outcome.emit += await _suppress(conn, provider, applied, matched, row_ids, outcome)
+    return outcome
+
+
+# One statement for any number of messages, so it is compiled and prepared once: the new state
+# arrives as arrays, unnested into rows.
+_UPDATE_MESSAGES_PG = text(
+    """
+    UPDATE message
+    SET status = changed.status, reason = changed.reason, sent_at = changed.sent_at, updated_at = :now
+    FROM unnest(
+        CAST(:ids AS BIGINT[]), CAST(:statuses AS VARCHAR[]), CAST(:reasons AS TEXT[]),
+        CAST(:sent_ats AS TIMESTAMPTZ[])
+    ) AS changed (id, status, reason, sent_at)
+    WHERE message.id = changed.id
+    """
+)
+
+
+async def _update_messages(conn: AsyncConnection, messages: list[_Target]) -> None:
+    """Write the messages' new state: on PostgreSQL in one statement; SQLite runs the UPDATE once
+    per message (it has no arrays, and writes in-process anyway)."""
+    now = utcnow()
+    if conn.dialect.name == "postgresql":
+        await conn.execute(
+            _UPDATE_MESSAGES_PG,
+            {
+                "now": now,
+                "ids": [m.id for m in messages],
+                "statuses": [m.status for m in messages],
+                "reasons": [m.reason for m in messages],
+                "sent_ats": [m.sent_at for m in messages],
+            },
+        )
+        return
+    await conn.execute(
+        update(_MESSAGE)
+        .where(_MESSAGE.c.id == bindparam("m_id"))
+        .values(
+            status=bindparam("m_status"),
+            reason=bindparam("m_reason"),
+            sent_at=bindparam("m_sent_at"),
+            updated_at=now,
+        ),
+        [
+            {"m_id": m.id, "m_status": m.status, "m_reason": m.reason, "m_sent_at": m.sent_at}
+            for m in messages
+        ],
+    )
+
+
+async def _suppress(
+    conn: AsyncConnection,
+    provider: Connection,
+    applied: list[ProviderEvent],
+    matched: dict[str, _Target | None],
+    row_ids: dict[str, int],
+    outcome: Outcome,
+) -> list[NewEvent]:
+    """Add the addresses that hard bounced, complained or unsubscribed; returns their events.
+
+    Unmatched events suppress too: the provider itself will refuse the address from now on."""
+    wanted: dict[str, tuple[dict[str, Any], _Target | None, str]] = {}
+    for event in applied:
+        if event.suppress is None:
+            continue
+        target = matched[event.provider_event_id]
+        address = event.recipient or (target.to_address if target is not None else "")
+        if not address:
+            continue
+        key = normalise_address(address)
+        if len(key) > _ADDRESS_LEN:
+            continue  # no real address is this long, and the column would refuse it
+        row = {
+            "workspace_id": provider.workspace_id,
+            "address": key,
+            "reason": event.suppress,
+            "source_event_id": row_ids[event.provider_event_id],
+            "created_at": utcnow(),
+        }
+        wanted.setdefault(key, (row, target, event.provider_event_id))
+    if not wanted:
+        return []
+    inserted = await conn.execute(
+        _insert(conn, _SUPPRESSIONS)
+        .on_conflict_do_nothing(index_elements=["workspace_id", "address"])
+        .returning(_SUPPRESSIONS.c.id, _SUPPRESSIONS.c.address),
+        [row for row, _, _ in wanted.values()],
+    )
+    events = []
+    for suppression_id, address in inserted.all():
+        row, message, event_key = wanted[address]
+        outcome.suppressions[event_key] += 1
+        contact_id = message.contact_id if message is not None else None
+        events.append(
+            NewEvent(
+                "suppression.created",
+                {
+                    "suppression_id": suppression_id,
+                    "address": address,
+                    "reason": row["reason"],
+                    "message_id": message.id if message is not None else None,
+                    "contact_id": contact_id,
+                    "provider": provider.kind,
+                },
+                contact_id,
+            )
+        )
+    return events
