@@ -29,7 +29,7 @@ XSS = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script>'
 
 
 async def _contact(server: LiveServer, name: str = "Ada Lovelace", **extra: Any) -> int:
-    data = {
+    data: dict[str, Any] = {
         "name": name,
         "email": f"{uuid.uuid4().hex[:6]}@example.test",
         "phone": None,
