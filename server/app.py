@@ -12,17 +12,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from realtime.backend import create_backend
+from realtime.service import Realtime
 from server import openapi
 from server.api import Router, all_operations, json_response
 from server.auth.api import router as auth_router
+from server.cache import caches_of
 from server.contacts.api import router as contacts_router
 from server.contacts.import_api import router as contacts_import_router
 from server.contacts.merge_api import router as merge_router
 from server.endpoints.api import router as endpoints_router
 from server.errors import exception_handlers
 from server.messages.api import router as messages_router
+from server.metrics import HttpMetrics, metrics_endpoint
 from server.middleware import BodyLimit, RequestId
 from server.providers.api import router as providers_router
+from server.ratelimit_middleware import RateLimit
+from server.reports.api import router as reports_router
 from server.services import Services
 from server.settings import Settings, get_settings
 from server.templates.api import router as templates_router
@@ -38,6 +44,7 @@ ROUTERS: list[Router] = [
     messages_router,
     merge_router,
     endpoints_router,
+    reports_router,
 ]
 
 
@@ -63,10 +70,19 @@ async def readyz(request: Request) -> Response:
 def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Starlette:
     settings = settings or get_settings()
     services = services or Services.create(settings)
+    caches = caches_of(services)
+    backend = caches.follow(create_backend(settings.redis_url, prefix=settings.redis_prefix))
+    realtime = Realtime(settings, services.db, backend=backend, prefix=settings.redis_prefix)
+    services.extras["realtime"] = realtime
+    services.components += [caches, realtime]
     if settings.embedded_worker:
-        # Outgoing webhooks; the worker process runs a Deliverer too.
         from server.endpoints.deliverer import Deliverer
+        from server.messages.dispatcher import Dispatcher
+        from server.reports.job import ReportJob
 
+        services.components.append(Dispatcher(services))
+        services.components.append(ReportJob(services.db, on_change=realtime.poke))
+        # Outgoing webhooks; the worker process runs a Deliverer too.
         deliverer = Deliverer(services.db)
         services.components.append(deliverer)
         services.extras["deliverer"] = deliverer
@@ -79,11 +95,13 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     routes: list[BaseRoute] = [
         Route("/healthz", healthz),
         Route("/readyz", readyz),
+        Route("/metrics", metrics_endpoint),
         Route("/api/v1/openapi.json", openapi_json),
     ]
     for r in routers:
         routes.extend(r.routes())
     routes.extend(webhook_routes)
+    routes.extend(realtime.routes)
     routes.extend(ui_routes())  # the dashboard and /static
 
     @asynccontextmanager
@@ -96,7 +114,12 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
 
     app = Starlette(
         routes=routes,
-        middleware=[Middleware(RequestId), Middleware(BodyLimit, max_bytes=settings.max_body_bytes)],
+        middleware=[
+            Middleware(RequestId),
+            Middleware(HttpMetrics),
+            Middleware(RateLimit),
+            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+        ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,
     )

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from server.backup import BackupError
 from server.settings import Settings, get_settings
 
 log = logging.getLogger("switchboard")
@@ -148,7 +149,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = get_settings()
         args.func(args, settings)
-    except CommandError as exc:
+    except (CommandError, BackupError) as exc:
         print(f"switchboard {args.command}: {exc}", file=sys.stderr)
         return 2
     except ValueError as exc:  # settings errors, e.g. a missing secret in production

@@ -71,7 +71,7 @@ class RequestId:
                 message["headers"] = [*message["headers"], (b"x-request-id", rid.encode())]
             await send(message)
 
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            request_id_var.reset(token)
+        await self.app(scope, receive, send_with_id)
+        # Reset only on success: on an unhandled error the outer ServerErrorMiddleware logs it
+        # next, and its line must carry this id (each request runs in its own task context).
+        request_id_var.reset(token)

@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     env: Literal["development", "production", "test"] = "development"
     database_url: str = DEFAULT_SQLITE
     redis_url: str | None = None
+    redis_prefix: str = "sb:"  # every Redis key and channel of this deployment starts with it
     secret_key: str = ""
     public_url: str | None = None
 
@@ -51,6 +52,7 @@ class Settings(BaseSettings):
     retry_max_s: float = 3600.0
     circuit_failures: int = 5
     circuit_reset_s: float = 30.0
+    worker_metrics_port: int | None = None  # `switchboard worker` serves /metrics here when set
 
     # API rate limits (token bucket: burst capacity and refill per second)
     rate_limit_enabled: bool = True

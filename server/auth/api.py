@@ -15,6 +15,7 @@ from server.auth.principal import ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE
 from server.auth.tokens import AccessClaims
 from server.errors import Problem
 from server.pagination import PageQuery, decode_cursor, encode_cursor
+from server.ratelimit_middleware import check_login_email
 from server.validators import normalize_email
 
 router = Router(tag="auth")
@@ -98,6 +99,7 @@ def clear_session_cookies(response: Response) -> None:
 async def login(ctx: Ctx[LoginIn]) -> Response:
     """Exchange email and password for an access and a refresh token (and session cookies)."""
     settings = ctx.services.settings
+    await check_login_email(ctx.services, ctx.body.email)
     async with ctx.db.transaction() as s:
         try:
             user = await service.check_credentials(s, email=ctx.body.email, password=ctx.body.password)

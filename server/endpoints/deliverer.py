@@ -16,6 +16,7 @@ claimed with a lease (see `server.endpoints.service`), so each delivery is in fl
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime as dt
 import logging
 import random
@@ -75,6 +76,8 @@ class Deliverer:
         self._listen_task: asyncio.Task[None] | None = None
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._pruned_at = float("-inf")
+        # Attempts by outcome (success, failure, gave_up), read by the metrics exporter.
+        self.outcomes: collections.Counter[str] = collections.Counter()
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -251,6 +254,7 @@ class Deliverer:
         next_at: dt.datetime | None = None
         if not outcome.ok:
             next_at = self.next_attempt_at(attempt, now)
+        self.outcomes["success" if outcome.ok else "failure" if next_at else "gave_up"] += 1
         async with self.db.transaction() as s:
             reason = await service.record(
                 s, attempt, outcome, now=now, next_attempt_at=next_at, max_failures=self.config.max_failures

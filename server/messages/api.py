@@ -7,6 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 
 from server.api import Ctx, Page, Router, json_response
+from server.cache import caches_of
 from server.errors import Problem
 from server.messages import campaigns, idempotency, service
 from server.messages.models import MessageStatus
@@ -108,6 +109,7 @@ async def create(ctx: Ctx[MessageIn]) -> Response:
                 user_id=ctx.principal.user_id,
                 data=ctx.body.model_dump(),
                 idempotency_key=key,
+                templates_cache=caches_of(ctx.services).templates,
             )
             body = MessageOut.model_validate(service.as_dict(m)).model_dump(mode="json")
             if key is not None:

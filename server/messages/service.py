@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.cache import EntityCache
 from server.contacts import service as contacts
 from server.contacts.models import Contact
 from server.db import utcnow
@@ -19,6 +20,7 @@ from server.events.service import NewEvent, emit_many
 from server.messages.models import Message, MessageEvent, MessageStatus
 from server.messages.status import StatusChange, apply_changes, event_data
 from server.messages.wake import notify_dispatch
+from server.middleware import request_id_var
 from server.templates import render
 from server.templates import service as templates
 
@@ -123,6 +125,7 @@ def build_message(
         reason=reason,
         attempts=0,
         idempotency_key=idempotency_key,
+        request_id=request_id_var.get(),  # the dispatcher logs its sends under the creating request's id
         created_by=created_by,
         created_at=now,
         updated_at=now,
@@ -165,9 +168,11 @@ async def create_message(
     user_id: int | None,
     data: Mapping[str, Any],
     idempotency_key: str | None = None,
+    templates_cache: EntityCache | None = None,
 ) -> Message:
     """`InvalidReference` when the contact or template is not in this workspace (or does not fit),
-    `render.TemplateInvalid` for an inline subject or body that can never render."""
+    `render.TemplateInvalid` for an inline subject or body that can never render.
+    With `templates_cache`, a template is read and compiled once, not once per message."""
     try:
         contact = await contacts.get_contact(
             session, workspace_id=workspace_id, contact_id=data["contact_id"]
@@ -176,25 +181,36 @@ async def create_message(
         raise InvalidReference("contact_id", "no such contact") from None
     channel = data["channel"]
     if data.get("template_id") is not None:
-        try:
-            tpl = await templates.get_template(
-                session, workspace_id=workspace_id, template_id=data["template_id"]
+        template_id = data["template_id"]
+
+        async def load() -> tuple[str, render.CompiledMessage]:
+            try:
+                tpl = await templates.get_template(
+                    session, workspace_id=workspace_id, template_id=template_id
+                )
+            except templates.TemplateNotFound:
+                raise InvalidReference("template_id", "no such template") from None
+            return tpl.channel, render.compile_message(tpl.subject, tpl.body)
+
+        if templates_cache is None:
+            tpl_channel, compiled = await load()
+        else:
+            tpl_channel, compiled = await templates_cache.get_or_load(
+                workspace_id, template_id, load, version_of=lambda _: 0
             )
-        except templates.TemplateNotFound:
-            raise InvalidReference("template_id", "no such template") from None
-        if tpl.channel != channel:
-            raise InvalidReference("template_id", f"the template is for {tpl.channel}, not {channel}")
-        subject, body = tpl.subject, tpl.body
+        if tpl_channel != channel:
+            raise InvalidReference("template_id", f"the template is for {tpl_channel}, not {channel}")
     else:
         subject, body = data.get("subject") or "", data["body"]
         render.check(subject, body)
+        compiled = render.compile_message(subject, body)
     now = utcnow()
     send_at = max(data.get("send_at") or now, now)
     message = build_message(
         workspace_id=workspace_id,
         contact=contact,
         channel=channel,
-        compiled=render.compile_message(subject, body),
+        compiled=compiled,
         variables=data.get("variables") or {},
         send_at=send_at,
         now=now,

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.db import utcnow
+from server.db import dialect_of, utcnow
 from server.events.service import NewEvent, emit_many
 from server.messages.models import Message, MessageEvent, MessageStatus
 
@@ -74,3 +74,80 @@ async def apply_changes(
             [NewEvent("message.status", event_data(m), contact_id=m.contact_id) for m in changed],
         )
     return changed
+
+
+_PG_HISTORY = text("""
+INSERT INTO message_event (workspace_id, message_id, status, reason, at)
+SELECT workspace_id, message_id, status, reason, now()
+FROM unnest(CAST(:workspace_ids AS bigint[]), CAST(:message_ids AS bigint[]),
+            CAST(:statuses AS text[]), CAST(:reasons AS text[]))
+     AS v(workspace_id, message_id, status, reason)
+""")
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedChange:
+    """A status change already written to `message` by a bulk `UPDATE … RETURNING` (the dispatcher's)."""
+
+    message_id: int
+    workspace_id: int
+    contact_id: int | None
+    channel: str
+    status: str
+    provider_kind: str | None = None
+    reason: str | None = None
+
+    def event_data(self) -> dict[str, Any]:
+        return {
+            "message_id": self.message_id,
+            "contact_id": self.contact_id,
+            "channel": self.channel,
+            "status": self.status,
+            "provider": self.provider_kind,
+            "reason": self.reason,
+        }
+
+
+async def record_applied(session: AsyncSession, changes: list[AppliedChange]) -> None:
+    """The `message_event` rows and `message.status` events of changes applied in bulk, written as
+    `apply_changes` writes them. The caller's UPDATE must only have made allowed moves. Events go out
+    with one `emit_many` per workspace, in workspace order: a fixed order of row locks, so two
+    dispatchers never deadlock on each other's workspaces."""
+    if not changes:
+        return
+    if dialect_of(session) == "postgresql":
+        # One statement with arrays: a tenth of the per-row cost of an executemany on a hot path.
+        await session.execute(
+            _PG_HISTORY,
+            {
+                "workspace_ids": [c.workspace_id for c in changes],
+                "message_ids": [c.message_id for c in changes],
+                "statuses": [c.status for c in changes],
+                "reasons": [c.reason for c in changes],
+            },
+        )
+    else:
+        now = utcnow()
+        await session.execute(
+            insert(MessageEvent),
+            [
+                {
+                    "workspace_id": c.workspace_id,
+                    "message_id": c.message_id,
+                    "status": c.status,
+                    "provider_id": None,
+                    "provider_event_id": None,
+                    "reason": c.reason,
+                    "raw": None,
+                    "at": now,
+                }
+                for c in changes
+            ],
+        )
+    by_workspace: dict[int, list[NewEvent]] = {}
+    for c in changes:
+        by_workspace.setdefault(c.workspace_id, []).append(
+            NewEvent("message.status", c.event_data(), contact_id=c.contact_id)
+        )
+    for workspace_id in sorted(by_workspace):
+        await emit_many(session, workspace_id, by_workspace[workspace_id])

@@ -4,6 +4,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from server.api import Ctx, Page, Router, json_response
+from server.cache import caches_of
 from server.contacts import service as contacts
 from server.errors import Problem
 from server.pagination import decode_cursor, encode_cursor
@@ -115,6 +116,8 @@ async def patch(ctx: Ctx[TemplatePatch]) -> TemplateOut:
         raise _invalid(exc) from None
     except service.DuplicateName:
         raise _duplicate() from None
+    # After the commit: drop the compiled copy on every instance.
+    await caches_of(ctx.services).invalidate("template", ctx.workspace_id, tpl.id)
     return TemplateOut.model_validate(tpl)
 
 
@@ -128,6 +131,7 @@ async def delete(ctx: Ctx[None]) -> Response:
             )
     except service.TemplateNotFound:
         raise _not_found() from None
+    await caches_of(ctx.services).invalidate("template", ctx.workspace_id, ctx.path_int("template_id"))
     return Response(status_code=204)
 
 

@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 from server.api import json_response
 from server.db import utcnow
 from server.errors import Problem
+from server.metrics import metrics_of
 from server.webhooks.ingest import REVERIFY_AGE_S, Ingest, ProviderCache, ProviderInfo
 from server.webhooks.parse import PARSERS, MalformedPayload, ProviderEvent, parse
 from server.webhooks.verify import InvalidSignature, verify_request
@@ -81,6 +82,7 @@ async def receive(request: Request) -> Response:
     anything else)."""
     provider_id = _provider_id(request)
     providers, ingest = _state(request)
+    metrics = metrics_of(request.app.state.services)
     provider = await providers.get(provider_id)
     if provider is None or provider.kind not in PARSERS:
         raise _not_found()
@@ -96,14 +98,20 @@ async def receive(request: Request) -> Response:
             _verify(provider, request, body)
     except InvalidSignature as exc:
         log.warning("webhook for provider %s refused: %s", provider_id, exc)
+        metrics.webhook_rejections.labels(provider=provider.kind, reason="signature").inc()
         raise Problem(401, "The webhook signature is missing, invalid or stale.") from None
     try:
         events = parse(provider.kind, body, now=utcnow())
     except MalformedPayload as exc:
+        metrics.webhook_rejections.labels(provider=provider.kind, reason="malformed").inc()
         raise Problem(400, str(exc)) from None
     if provider.kind == "twilio":
         events = with_our_id_from_url(request, events)
     result = await ingest.submit(provider, events)
+    counted = metrics.webhook_events
+    counted.labels(provider=provider.kind, outcome="applied").inc(result.recorded - result.unmatched)
+    counted.labels(provider=provider.kind, outcome="duplicate").inc(result.duplicates)
+    counted.labels(provider=provider.kind, outcome="unmatched").inc(result.unmatched)
     return json_response(asdict(result))
 
 

@@ -1,0 +1,139 @@
+"""The real-time layer of one web process: owns the backend, relay, hub and presence.
+
+The app adds it to its components (started and stopped in the lifespan) and mounts `routes`:
+
+    rt = Realtime(settings, db, authenticate=authenticate)
+    services.components.append(rt); routes += rt.routes
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from realtime import http, websocket
+from realtime import log as eventlog
+from realtime.backend import Backend, RedisBackend, create_backend
+from realtime.hub import Hub
+from realtime.presence import Key, MemoryStore, Presence, RedisStore
+from realtime.relay import Relay
+from realtime.types import Authenticator, Caller
+from server.db import Database, utcnow
+from server.settings import Settings
+
+log = logging.getLogger("switchboard.realtime")
+
+PRUNE_EVERY_S = 600.0  # the retention is hours: pruning every ten minutes keeps the log near it
+
+
+async def _default_authenticate(conn: Any) -> Caller:
+    from server.auth.principal import authenticate
+
+    return await authenticate(conn)
+
+
+class Realtime:
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        authenticate: Authenticator | None = None,
+        backend: Backend | None = None,
+        prefix: str = "sb:",
+        relay: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.authenticate: Authenticator = authenticate or _default_authenticate
+        self.backend = backend or create_backend(settings.redis_url, prefix=prefix)
+        self.relay = Relay(db, self.backend) if relay else None
+        self.hub = Hub(db, self.backend)
+        self.presence = Presence(db, MemoryStore(), ttl_s=settings.presence_ttl_s, on_emit=self.poke)
+        self.connections: set[websocket.Connection] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def poke(self, workspace_id: int | None = None) -> None:
+        """Call after committing events to publish them at once (PostgreSQL also NOTIFYs)."""
+        if self.relay is not None:
+            self.relay.poke(workspace_id)
+
+    @property
+    def routes(self) -> list[BaseRoute]:
+        async def ws(socket: WebSocket) -> None:
+            await websocket.endpoint(self, socket)
+
+        async def events(request: Request) -> Response:
+            return await http.longpoll(self, request)
+
+        async def stream(request: Request) -> Response:
+            return await http.stream(self, request)
+
+        return [
+            WebSocketRoute("/ws", ws),
+            Route("/api/v1/events", events, methods=["GET"]),
+            Route("/api/v1/events/stream", stream, methods=["GET"]),
+        ]
+
+    async def start(self) -> None:
+        await self.backend.connect()
+        if isinstance(self.backend, RedisBackend):
+            # Presence shares the backend's connection pool and key prefix.
+            self.presence.store = RedisStore(self.backend.client, self.backend.prefix)
+        await self.hub.start()
+        if self.relay is not None:
+            await self.relay.start()
+        await self.presence.start()
+        self._tasks = [
+            asyncio.create_task(self._tick(), name="ws-ping"),
+            asyncio.create_task(self._prune(), name="event-retention"),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            try:
+                await t
+            except asyncio.CancelledError:
+                pass
+        await self.presence.stop()
+        if self.relay is not None:
+            await self.relay.stop()
+        await self.hub.stop()
+        await self.backend.disconnect()
+
+    async def _tick(self) -> None:
+        """One timer for every socket: the app-level ping, and presence refreshes."""
+        while True:
+            await asyncio.sleep(self.settings.ws_ping_interval_s)
+            keys: list[Key] = []
+            for conn in list(self.connections):
+                conn.send(websocket.PING)
+                keys.extend(conn.presence_keys())
+            try:
+                await self.presence.refresh(keys)
+            except Exception:
+                log.exception("refreshing presence failed")
+
+    async def prune_once(self) -> int:
+        cutoff = utcnow() - dt.timedelta(hours=self.settings.event_retention_hours)
+        async with self.db.transaction() as session:
+            return await eventlog.prune(session, cutoff)
+
+    async def _prune(self) -> None:
+        while True:
+            try:
+                removed = await self.prune_once()
+                if removed:
+                    log.info("pruned %d events older than %gh", removed, self.settings.event_retention_hours)
+            except Exception:
+                log.exception("pruning the event log failed")
+            await asyncio.sleep(PRUNE_EVERY_S)

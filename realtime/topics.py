@@ -1,0 +1,83 @@
+"""Topics: which events a subscription receives.
+
+`board` gets every `message.*` event and `report.updated`; `contacts` every `contact.*` event and
+`import.progress`; `contact:{id}` every event whose `contact_id` is id (presence included)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ColumnElement, false, or_
+
+if TYPE_CHECKING:
+    from realtime.types import Topic
+
+BOARD = "board"
+CONTACTS = "contacts"
+MAX_TOPICS = 100
+_CONTACT = re.compile(r"contact:([1-9][0-9]{0,17})")
+
+
+class TopicError(ValueError):
+    pass
+
+
+def topic_group(type: str) -> Topic | None:
+    if type.startswith("message.") or type == "report.updated":
+        return BOARD
+    if type.startswith("contact.") or type == "import.progress":
+        return CONTACTS
+    return None
+
+
+def topics_of(type: str, contact_id: int | None) -> tuple[Topic, ...]:
+    group = topic_group(type)
+    if contact_id is None:
+        return (group,) if group else ()
+    contact = f"contact:{contact_id}"
+    return (group, contact) if group else (contact,)
+
+
+def parse_topics(raw: Iterable[Any]) -> frozenset[Topic]:
+    """Validated topics; raises TopicError naming the first bad one."""
+    out: set[Topic] = set()
+    for item in raw:
+        if not isinstance(item, str):
+            raise TopicError(f"A topic is a string, not {item!r}.")
+        t = item.strip()
+        if t not in (BOARD, CONTACTS) and not _CONTACT.fullmatch(t):
+            raise TopicError(f"Unknown topic {t!r}: use board, contacts or contact:<id>.")
+        out.add(t)
+    if not out:
+        raise TopicError("Name at least one topic: board, contacts or contact:<id>.")
+    if len(out) > MAX_TOPICS:
+        raise TopicError(f"At most {MAX_TOPICS} topics per subscription.")
+    return frozenset(out)
+
+
+def parse_topic_list(raw: str | None) -> frozenset[Topic]:
+    """From a query string: `board,contact:7`."""
+    return parse_topics(p for p in (raw or "").split(",") if p.strip())
+
+
+def contact_ids(topics: Iterable[Topic]) -> list[int]:
+    return sorted(int(t.split(":", 1)[1]) for t in topics if t.startswith("contact:"))
+
+
+def matches(topics: frozenset[Topic], event_topics: tuple[Topic, ...]) -> bool:
+    return not topics.isdisjoint(event_topics)
+
+
+def sql_filter(topics: frozenset[Topic], type_col: Any, contact_col: Any) -> ColumnElement[bool]:
+    """The same rule as `topics_of`, as a WHERE clause over the event log."""
+    clauses: list[ColumnElement[bool]] = []
+    if BOARD in topics:
+        clauses += [type_col.like("message.%"), type_col == "report.updated"]
+    if CONTACTS in topics:
+        clauses += [type_col.like("contact.%"), type_col == "import.progress"]
+    ids = contact_ids(topics)
+    if ids:
+        clauses.append(contact_col.in_(ids))
+    return or_(*clauses) if clauses else false()

@@ -1,0 +1,190 @@
+"""`GET /ws`: one connection. Ops: `subscribe` (topics, after), `presence`, `ping`."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from realtime import access
+from realtime.presence import STATES, Key
+from realtime.subscriber import QueueSink, TransportSink
+from realtime.types import Caller, Event
+from realtime.wire import ws_text_frame
+
+if TYPE_CHECKING:
+    from realtime.service import Realtime
+
+log = logging.getLogger("switchboard.realtime")
+
+PING = b'{"type":"ping"}'
+# `ws_send_buffer` counts frames; the transport's buffer counts bytes. A typical event frame.
+FRAME_BYTES = 256
+RESYNC = b'{"type":"resync"}'
+
+
+def find_transport(send: Any) -> Any:
+    """The transport under uvicorn's WebSocket protocol, found through the ASGI `send` callable
+    (middleware wraps it in closures). None under any other server: then frames go through ASGI."""
+    stack, seen = [send], 0
+    while stack and seen < 16:
+        fn = stack.pop()
+        seen += 1
+        owner = getattr(fn, "__self__", None)
+        if owner is not None and type(owner).__module__.startswith("uvicorn.protocols.websockets"):
+            t = getattr(owner, "transport", None)
+            return t if t is not None and hasattr(t, "get_write_buffer_size") else None
+        for cell in getattr(fn, "__closure__", None) or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:
+                continue
+            if callable(value):
+                stack.append(value)
+    return None
+
+
+def error(detail: str) -> bytes:
+    return orjson.dumps({"type": "error", "detail": detail})
+
+
+class Connection:
+    def __init__(self, rt: Realtime, websocket: WebSocket, caller: Caller) -> None:
+        self.rt = rt
+        self.websocket = websocket
+        self.caller = caller
+        self.workspace_id = caller.workspace_id
+        self.presence: dict[int, str] = {}  # contact id → state announced by this socket
+        transport = find_transport(websocket._send)
+        self.sink: TransportSink | QueueSink
+        if transport is not None:
+            self.sink = TransportSink(
+                self.workspace_id,
+                frozenset(),
+                transport,
+                limit_bytes=rt.settings.ws_send_buffer * FRAME_BYTES,
+            )
+        else:
+            self.sink = QueueSink(self.workspace_id, frozenset(), limit=rt.settings.ws_send_buffer)
+        self.subscribed = False
+
+    def send(self, payload: bytes) -> None:
+        if isinstance(self.sink, TransportSink):
+            self.sink.send_frame(ws_text_frame(payload))
+        else:
+            self.sink.send_frame(payload)
+
+    def presence_keys(self) -> list[Key]:
+        return [(self.workspace_id, c, self.caller.user_id) for c in self.presence]
+
+    async def run(self) -> None:
+        writer = None
+        if isinstance(self.sink, QueueSink):
+            writer = asyncio.create_task(self._write_queue(self.sink), name="ws-writer")
+        try:
+            while not self.sink.closed:
+                message = await self.websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return
+                raw = message.get("text") or message.get("bytes")
+                if raw is not None:
+                    await self._handle(raw)
+        except WebSocketDisconnect:
+            return
+        finally:
+            self.rt.hub.unsubscribe(self.sink)
+            self.sink.closed = self.sink.closed or "closed"
+            if writer is not None:
+                writer.cancel()
+            for contact in list(self.presence):
+                try:
+                    await self.rt.presence.announce((self.workspace_id, contact, self.caller.user_id), "left")
+                except Exception:
+                    log.exception("announcing presence left failed")
+
+    async def _write_queue(self, sink: QueueSink) -> None:
+        ws = self.websocket
+        try:
+            while True:
+                items = await sink.get()
+                if sink.closed:
+                    if sink.closed != "closed":
+                        await ws.close(1008, sink.closed)
+                    return
+                for item in items:
+                    payload = item.payload if isinstance(item, Event) else item
+                    await ws.send({"type": "websocket.send", "text": payload.decode()})
+        except (OSError, RuntimeError, WebSocketDisconnect):
+            return
+
+    async def _handle(self, raw: str | bytes) -> None:
+        try:
+            msg = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            self.send(error("Frames must be JSON objects."))
+            return
+        op = msg.get("op") if isinstance(msg, dict) else None
+        if op == "subscribe":
+            await self._subscribe(msg)
+        elif op == "presence":
+            await self._presence(msg)
+        elif op == "ping":
+            self.send(b'{"type":"pong"}')
+        else:
+            self.send(error('Unknown op: use "subscribe", "presence" or "ping".'))
+
+    async def _subscribe(self, msg: dict[str, Any]) -> None:
+        try:
+            after = access.parse_after(msg.get("after"))
+            topics = await access.check(self.rt.db, self.workspace_id, msg.get("topics"), after)
+        except access.Refused as exc:
+            self.send(error(str(exc)))
+            return
+        except access.Resync:
+            self.send(RESYNC)
+            return
+        hub = self.rt.hub
+        if self.subscribed:
+            hub.unsubscribe(self.sink)
+        self.sink.topics = topics
+        self.subscribed = True
+        answer = orjson.dumps({"type": "subscribed", "topics": sorted(topics)})
+        await hub.subscribe(self.sink, after, on_attached=lambda: self.send(answer))
+
+    async def _presence(self, msg: dict[str, Any]) -> None:
+        contact = msg.get("contact_id")
+        state = msg.get("state")
+        if state not in STATES:
+            self.send(error('state must be "viewing", "editing" or "left".'))
+            return
+        if not isinstance(contact, int) or isinstance(contact, bool):
+            self.send(error("contact_id must be an integer."))
+            return
+        try:
+            await access.check(self.rt.db, self.workspace_id, [f"contact:{contact}"], None)
+        except (access.Refused, access.Resync):
+            self.send(error(f"No contact {contact} in this workspace."))
+            return
+        if state == "left":
+            self.presence.pop(contact, None)
+        else:
+            self.presence[contact] = state
+        await self.rt.presence.announce((self.workspace_id, contact, self.caller.user_id), state)
+
+
+async def endpoint(rt: Realtime, websocket: WebSocket) -> None:
+    try:
+        caller = await rt.authenticate(websocket)
+    except Exception:
+        await websocket.close(code=1008, reason="Sign in first: send an access token.")
+        return
+    await websocket.accept()
+    conn = Connection(rt, websocket, caller)
+    rt.connections.add(conn)
+    try:
+        await conn.run()
+    finally:
+        rt.connections.discard(conn)

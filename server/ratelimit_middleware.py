@@ -1,0 +1,107 @@
+"""Pure ASGI middleware applying the API rate limits (server.ratelimit) to `/api/` requests.
+
+It never reads the body: the per-email sign-in bucket is checked by the login handler
+(`check_login_email`). The client IP is the socket peer; behind nginx, uvicorn's
+`proxy_headers` has already replaced it with the X-Forwarded-For address of a trusted proxy."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.auth.principal import ACCESS_COOKIE
+from server.auth.tokens import TokenError
+from server.errors import Problem, problem_response
+from server.metrics import metrics_of
+from server.ratelimit import Check, Decision, rate_limits_of
+
+LOGIN_PATH = "/api/v1/auth/login"
+
+
+def _user_id(scope: Scope, services: Any) -> int | None:
+    """The user of a valid access token (bearer header or session cookie), else None."""
+    token = None
+    cookie = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, rest = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer":
+                token = rest.strip()
+        elif name == b"cookie":
+            cookie = value.decode("latin-1")
+    if not token and cookie:
+        prefix = ACCESS_COOKIE + "="
+        for part in cookie.split(";"):
+            part = part.strip()
+            if part.startswith(prefix):
+                token = part[len(prefix) :].strip('"')
+    if not token:
+        return None
+    try:
+        return services.tokens.verify(token).user_id
+    except TokenError:
+        return None  # the handler answers 401; the IP bucket still counts the attempt
+
+
+def too_many(decision: Decision, what: str) -> Problem:
+    return Problem(
+        429,
+        f"Too many requests ({what}); retry in {max(1, decision.retry_after_s)} s.",
+        headers=decision.headers(),
+    )
+
+
+class RateLimit:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+            await self.app(scope, receive, send)
+            return
+        services = scope["app"].state.services
+        rl = rate_limits_of(services)
+        if not rl.enabled:
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        ip = client[0] if client else "unknown"
+        checks: list[Check] = [(f"ip:{ip}", rl.buckets.ip)]
+        user_id = _user_id(scope, services)
+        if user_id is not None:
+            checks.append((f"user:{user_id}", rl.buckets.user))
+        if scope["method"] == "POST" and scope["path"] == LOGIN_PATH:
+            checks.append((f"login-ip:{ip}", rl.buckets.login_ip))
+        decision = await rl.limiter.hit(checks)
+        if decision is None:
+            await self.app(scope, receive, send)
+            return
+        if not decision.allowed:
+            metrics_of(services).rate_limited.labels(bucket=decision.bucket).inc()
+            await problem_response(too_many(decision, decision.bucket))(scope, receive, send)
+            return
+        extra = [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), *extra]
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+async def check_login_email(services: Any, email: str) -> None:
+    """Count a sign-in attempt for this address; 429 when it has had too many.
+
+    Checked before the password, so a guessing run costs no argon2 work once limited."""
+    rl = rate_limits_of(services)
+    if not rl.enabled:
+        return
+    # Hashed: the address itself never sits in Redis.
+    key = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
+    decision = await rl.limiter.hit([(f"login-email:{key}", rl.buckets.login_email)])
+    if decision is not None and not decision.allowed:
+        metrics_of(services).rate_limited.labels(bucket=decision.bucket).inc()
+        raise too_many(decision, "sign-in attempts for this address")

@@ -1,0 +1,83 @@
+"""The report job: a component of the worker (and of `serve` with the embedded dispatcher).
+
+Every `interval_s` it recomputes yesterday and today, so today's row moves live (each change is
+a `report.updated` event) and yesterday's settles after midnight; `run_once` is the on-demand
+entry point (also behind `POST /api/v1/reports/recompute`). Several workers may run it at
+once: the recompute is an idempotent upsert."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from typing import Any
+
+from sqlalchemy import text
+
+from server.db import Database, dialect_of, utcnow
+from server.reports import service
+
+log = logging.getLogger("switchboard.reports")
+
+INTERVAL_S = 30.0
+LOCK_KEY = 0x5B_0D_A1_1E  # advisory lock id of the report recompute  # how stale today's figures may get; each tick is two small GROUP BY queries
+
+
+async def run_once(
+    db: Database,
+    *,
+    first: dt.date | None = None,
+    last: dt.date | None = None,
+    workspace_id: int | None = None,
+    wait: bool = True,
+) -> dict[int, list[dict[str, Any]]]:
+    """Recompute `first`..`last` (default: yesterday and today, UTC) in one transaction.
+
+    On PostgreSQL one recompute runs at a time across all workers (an advisory lock), so two
+    workers never emit the same `report.updated` twice; with `wait=False` a busy lock skips."""
+    today = utcnow().date()
+    last = last or today
+    first = first or min(last, today - dt.timedelta(days=1))
+    async with db.transaction() as session:
+        if dialect_of(session) == "postgresql":
+            fn = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+            got = (await session.execute(text(f"SELECT {fn}(:k)"), {"k": LOCK_KEY})).scalar()
+            if got is False:
+                return {}
+        return await service.recompute(session, first=first, last=last, workspace_id=workspace_id)
+
+
+class ReportJob:
+    def __init__(self, db: Database, *, interval_s: float = INTERVAL_S, on_change: Any = None) -> None:
+        self.db = db
+        self.interval_s = interval_s
+        self.on_change = on_change  # called with the workspace ids after a commit (e.g. realtime's poke)
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="report-job")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def tick(self) -> dict[int, list[dict[str, Any]]]:
+        changed = await run_once(self.db, wait=False)
+        if changed and self.on_change is not None:
+            for ws in changed:
+                self.on_change(ws)
+        return changed
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception:
+                # A database blip must not end the worker; the next tick catches up.
+                log.exception("recomputing the daily reports failed")
+            await asyncio.sleep(self.interval_s)
