@@ -16,7 +16,9 @@ from collections.abc import Callable, Iterable
 
 from realtime import log as eventlog
 from realtime.backend import RESET, Backend
+from realtime.log import LogReader
 from realtime.subscriber import Subscriber
+from realtime.tasks import background
 from realtime.topics import matches
 from realtime.types import Event, Topic
 from realtime.wire import decode_batch
@@ -27,12 +29,23 @@ log = logging.getLogger("switchboard.realtime")
 RING = 1024  # recent events kept per workspace: most replays and long-polls never touch the log
 SWEEP_S = 2.0  # how often the log's head is compared with what was delivered
 PAGE = 500
+IDLE_SWEEPS = 30  # a feed without subscribers is dropped after this many sweeps (one minute)
 
 
 class Feed:
     """One workspace as seen by this process."""
 
-    __slots__ = ("by_topic", "early", "last", "lock", "ready", "ring", "seen_head", "workspace_id")
+    __slots__ = (
+        "by_topic",
+        "early",
+        "idle_sweeps",
+        "last",
+        "lock",
+        "ready",
+        "ring",
+        "seen_head",
+        "workspace_id",
+    )
 
     def __init__(self, workspace_id: int) -> None:
         self.workspace_id = workspace_id
@@ -43,6 +56,7 @@ class Feed:
         self.lock = asyncio.Lock()  # one ingest at a time
         self.ready: asyncio.Future[None] | None = None
         self.seen_head = 0
+        self.idle_sweeps = 0
 
     def add(self, sub: Subscriber) -> None:
         for t in sub.topics:
@@ -81,7 +95,7 @@ class Feed:
 
 
 class Hub:
-    def __init__(self, db: Database, backend: Backend, *, sweep_s: float = SWEEP_S) -> None:
+    def __init__(self, db: LogReader | Database, backend: Backend, *, sweep_s: float = SWEEP_S) -> None:
         self.db = db
         self.backend = backend
         self.sweep_s = sweep_s
@@ -92,8 +106,8 @@ class Hub:
 
     async def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(self._listen(), name="hub-listen"),
-            asyncio.create_task(self._sweep(), name="hub-sweep"),
+            background(self._listen(), "hub-listen"),
+            background(self._sweep(), "hub-sweep"),
         ]
 
     async def stop(self) -> None:
@@ -189,11 +203,11 @@ class Hub:
             feed = self.feeds.get(workspace_id)
             if feed is None:
                 continue  # no subscriber here has ever asked for this workspace
-            events = list(decode_batch(workspace_id, data))
-            if feed.last is None:
-                feed.early.extend(events)
-                continue
             try:
+                events = list(decode_batch(workspace_id, data))
+                if feed.last is None:
+                    feed.early.extend(events)
+                    continue
                 async with feed.lock:
                     await self._ingest(feed, events)
             except Exception:
@@ -288,6 +302,11 @@ class Hub:
                 log.exception("reading the event log's heads failed")
                 continue
             for feed in feeds:
+                # Forget a workspace nobody here has followed for a while (its ring is memory).
+                feed.idle_sweeps = 0 if feed.by_topic else feed.idle_sweeps + 1
+                if feed.idle_sweeps > IDLE_SWEEPS and not feed.lock.locked():
+                    del self.feeds[feed.workspace_id]
+                    continue
                 # Behind the head seen one sweep ago: the relay had its chance, read the log.
                 if feed.last is not None and feed.last < feed.seen_head:
                     try:

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import delete, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession, async_sessionmaker, create_async_engine
 
 from realtime.topics import sql_filter
 from realtime.types import Event, Topic
@@ -18,6 +18,23 @@ from server.events.service import envelope
 from server.workspaces.models import Workspace
 
 Reader = AsyncSession | AsyncConnection
+
+
+class LogReader:
+    """An engine of the layer's own for reading the log on PostgreSQL: the relay holds a
+    connection for its life and hubs read on every sweep, so they stay off the app's pool."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = create_async_engine(url, pool_size=2, max_overflow=6, pool_pre_ping=True)
+        self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    async def dispose(self) -> None:
+        await self.engine.dispose()
+
 
 _COLUMNS = (
     EventRow.workspace_id,

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from sqlalchemy import select
 
+from realtime.tasks import background
 from server.auth.models import User
 from server.db import Database
 from server.events.service import emit
@@ -164,7 +165,7 @@ class Presence:
             self.on_emit(ws)
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._expire(), name="presence-expiry")
+        self._task = background(self._expire(), "presence-expiry")
 
     async def stop(self) -> None:
         if self._task is not None:

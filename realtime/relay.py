@@ -25,6 +25,8 @@ from sqlalchemy.orm import Session
 
 from realtime import log as eventlog
 from realtime.backend import Backend, Message
+from realtime.log import LogReader
+from realtime.tasks import background
 from realtime.wire import encode_batch
 from server.db import Database, utcnow
 from server.events.service import NOTIFY_CHANNEL
@@ -35,14 +37,24 @@ POLL_S = 1.0  # fallback when no notification arrives (lost NOTIFY, SQLite in an
 LEASE_TTL_S = 5.0  # a dead leader's lease expires this fast; renewed every TTL/3
 BATCH = 1000  # events per workspace per round
 RETRY_MAX_S = 5.0
+STOP_GRACE_S = 2.0
 # A new leader without a recorded cursor republishes this much recent history: a duplicate is
 # dropped by every hub, whereas an event nobody published waits for a hub's sweep.
 TAKEOVER_REPLAY_S = 10.0
 
 
 class Relay:
-    def __init__(self, db: Database, backend: Backend, *, poll_s: float = POLL_S, batch: int = BATCH) -> None:
-        self.db = db
+    def __init__(
+        self,
+        db: Database,
+        backend: Backend,
+        *,
+        reader: LogReader | Database | None = None,
+        poll_s: float = POLL_S,
+        batch: int = BATCH,
+    ) -> None:
+        self.db = db  # where the app commits (for the commit hook and LISTEN)
+        self.reader = reader or db  # where the relay reads
         self.backend = backend
         self.poll_s = poll_s
         self.batch = batch
@@ -75,15 +87,19 @@ class Relay:
             await self._leader()
         except Exception as exc:
             log.warning("relay start: %s; will retry", exc)
-        self._tasks = [asyncio.create_task(self._run(), name="relay")]
+        self._tasks = [background(self._run(), "relay")]
         if self.db.dialect == "postgresql":
-            self._tasks.append(asyncio.create_task(self._listen_pg(), name="relay-listen"))
+            self._tasks.append(background(self._listen_pg(), "relay-listen"))
 
     async def stop(self) -> None:
         if self._hooked:
             sa_event.remove(Session, "after_commit", self._after_commit)
         self._stop.set()
         self._wake.set()
+        # Let a round in flight finish (a database call cut off by cancellation can outlive
+        # the event loop in the driver's thread); cancel only what is still waiting after that.
+        if self._tasks:
+            await asyncio.wait(self._tasks[:1], timeout=STOP_GRACE_S)
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -107,6 +123,8 @@ class Relay:
                     await self._wake.wait()
             except TimeoutError:
                 self._scan = True
+            if self._stop.is_set():
+                return
             self._wake.clear()
             scan, self._scan = self._scan, False
             dirty, self._dirty = self._dirty, set()
@@ -132,10 +150,11 @@ class Relay:
 
     async def _leader(self) -> bool:
         loop = asyncio.get_running_loop()
-        if self.cursors is not None and loop.time() < self._lease_until:
-            return True
+        if loop.time() < self._lease_until:
+            return self.cursors is not None  # leader until renewal, or standby until the next try
         if not await self.backend.hold_lease(self.token, LEASE_TTL_S):
             self.cursors = None
+            self._lease_until = loop.time() + LEASE_TTL_S / 3
             return False
         self._lease_until = loop.time() + LEASE_TTL_S / 3
         if self.cursors is None:
@@ -146,7 +165,7 @@ class Relay:
         """Start from the cursors the last leader recorded; a workspace it never published
         starts from its head now (hubs read older history from the log themselves)."""
         stored = await self.backend.load_cursors()
-        async with self.db.sessions() as session:
+        async with self.reader.sessions() as session:
             now = await eventlog.heads(session)
             recent = await eventlog.first_since(session, utcnow() - dt.timedelta(seconds=TAKEOVER_REPLAY_S))
         self.cursors = {w: stored.get(w, recent[w] - 1 if w in recent else head) for w, head in now.items()}
@@ -184,12 +203,12 @@ class Relay:
     async def _reader(self) -> AsyncIterator[Any]:
         """On PostgreSQL one autocommit connection held across rounds (no checkout, ping or
         BEGIN per round); on SQLite a session per round, so no snapshot outlives it."""
-        if self.db.dialect != "postgresql":
-            async with self.db.sessions() as session:
+        if self.reader.dialect != "postgresql":
+            async with self.reader.sessions() as session:
                 yield session
             return
         if self._conn is None or self._conn.closed:
-            self._conn = await self.db.engine.connect()
+            self._conn = await self.reader.engine.connect()
             await self._conn.execution_options(isolation_level="AUTOCOMMIT")
         try:
             yield self._conn

@@ -17,11 +17,14 @@ from realtime.wire import ws_close_frame
 
 SLOW = "too slow: reconnect and resume with after"
 ABORT_AFTER_S = 5.0
-BURST_FACTOR = 4
+GRACE_S = 1.0
+HARD_FACTOR = 8
 KERNEL_SNDBUF = 64 * 1024  # a cut-off client that does not read its close frame is dropped after this
 
 
 class Subscriber:
+    __slots__ = ("closed", "floor", "limit", "live", "pending", "topics", "workspace_id")
+
     def __init__(self, workspace_id: int, topics: frozenset[Topic], *, limit: int) -> None:
         self.workspace_id = workspace_id
         self.topics = topics
@@ -69,6 +72,8 @@ class TransportSink(Subscriber):
     """A WebSocket written straight to its transport: frames built once per event are shared by
     every socket, and the transport's write buffer is the bounded per-connection buffer."""
 
+    __slots__ = ("limit_bytes", "over_since", "transport")
+
     def __init__(
         self,
         workspace_id: int,
@@ -80,6 +85,7 @@ class TransportSink(Subscriber):
         super().__init__(workspace_id, topics, limit=limit_bytes // 64)
         self.transport = transport
         self.limit_bytes = limit_bytes
+        self.over_since: float | None = None
         # Keep the kernel's share of the backlog small too (loopback autotunes it to megabytes),
         # so "cut off past the buffer" bounds a client's lag in time, not just in our memory.
         sock = transport.get_extra_info("socket")
@@ -94,14 +100,19 @@ class TransportSink(Subscriber):
         if t.is_closing():
             self.closed = "closed"
             return
-        # Cut off a client that has not drained what it had: past the limit before this write.
-        # A burst may pass the limit once (a fast reader takes it at once), up to a hard cap.
-        if t.get_write_buffer_size() > self.limit_bytes:
-            self.cut(SLOW)
-            return
+        # A client is cut off when its backlog stays past the limit for GRACE_S (it does not
+        # drain), or passes HARD_FACTOR times the limit: bursts pass, slow readers do not.
+        size = t.get_write_buffer_size()
+        if size > self.limit_bytes:
+            now = asyncio.get_running_loop().time()
+            if self.over_since is None:
+                self.over_since = now
+            elif now - self.over_since > GRACE_S or size > self.limit_bytes * HARD_FACTOR:
+                self.cut(SLOW)
+                return
+        else:
+            self.over_since = None
         t.write(events[0].frame if len(events) == 1 else b"".join([e.frame for e in events]))
-        if t.get_write_buffer_size() > self.limit_bytes * BURST_FACTOR:
-            self.cut(SLOW)
 
     def send_frame(self, frame: bytes) -> None:
         if not self.closed and not self.transport.is_closing():
@@ -129,6 +140,8 @@ class TransportSink(Subscriber):
 class QueueSink(Subscriber):
     """A bounded queue drained by the connection's own task (SSE, or a WebSocket whose transport
     we cannot reach). Control frames (bytes) share the queue so order is kept."""
+
+    __slots__ = ("_drained", "_ready", "queue")
 
     def __init__(self, workspace_id: int, topics: frozenset[Topic], *, limit: int) -> None:
         super().__init__(workspace_id, topics, limit=limit)
@@ -179,6 +192,8 @@ class QueueSink(Subscriber):
 
 class LongPollSink(Subscriber):
     """Collects up to `max_events` and then stops: a long-poll answer."""
+
+    __slots__ = ("events", "max_events", "ready")
 
     def __init__(self, workspace_id: int, topics: frozenset[Topic], *, max_events: int) -> None:
         super().__init__(workspace_id, topics, limit=max_events * 4)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.requests import HTTPConnection
+from starlette.types import Receive, Scope, Send
 
 from realtime import access
 from realtime.presence import STATES, Key
@@ -47,18 +49,30 @@ def find_transport(send: Any) -> Any:
     return None
 
 
+def same_origin(conn: HTTPConnection, extra: list[str]) -> bool:
+    """The browser's Origin is this host (or a configured extra origin)."""
+    origin = conn.headers.get("origin")
+    if origin is None:
+        return True  # not a browser: nothing rides along without being sent on purpose
+    host = conn.headers.get("host", "")
+    return origin.split("://", 1)[-1] == host or origin in extra
+
+
 def error(detail: str) -> bytes:
     return orjson.dumps({"type": "error", "detail": detail})
 
 
 class Connection:
-    def __init__(self, rt: Realtime, websocket: WebSocket, caller: Caller) -> None:
+    __slots__ = ("asgi_send", "caller", "presence", "receive", "rt", "sink", "subscribed", "workspace_id")
+
+    def __init__(self, rt: Realtime, receive: Receive, send: Send, caller: Caller) -> None:
         self.rt = rt
-        self.websocket = websocket
+        self.receive = receive
+        self.asgi_send = send
         self.caller = caller
         self.workspace_id = caller.workspace_id
         self.presence: dict[int, str] = {}  # contact id → state announced by this socket
-        transport = find_transport(websocket._send)
+        transport = find_transport(send)
         self.sink: TransportSink | QueueSink
         if transport is not None:
             self.sink = TransportSink(
@@ -80,47 +94,31 @@ class Connection:
     def presence_keys(self) -> list[Key]:
         return [(self.workspace_id, c, self.caller.user_id) for c in self.presence]
 
-    async def run(self) -> None:
-        writer = None
-        if isinstance(self.sink, QueueSink):
-            writer = asyncio.create_task(self._write_queue(self.sink), name="ws-writer")
-        try:
-            while not self.sink.closed:
-                message = await self.websocket.receive()
-                if message["type"] == "websocket.disconnect":
-                    return
-                raw = message.get("text") or message.get("bytes")
-                if raw is not None:
-                    await self._handle(raw)
-        except WebSocketDisconnect:
-            return
-        finally:
-            self.rt.hub.unsubscribe(self.sink)
-            self.sink.closed = self.sink.closed or "closed"
-            if writer is not None:
-                writer.cancel()
-            for contact in list(self.presence):
-                try:
-                    await self.rt.presence.announce((self.workspace_id, contact, self.caller.user_id), "left")
-                except Exception:
-                    log.exception("announcing presence left failed")
+    async def close(self) -> None:
+        self.rt.hub.unsubscribe(self.sink)
+        self.sink.closed = self.sink.closed or "closed"
+        for contact in list(self.presence):
+            try:
+                await self.rt.presence.announce((self.workspace_id, contact, self.caller.user_id), "left")
+            except Exception:
+                log.exception("announcing presence left failed")
 
     async def _write_queue(self, sink: QueueSink) -> None:
-        ws = self.websocket
+        send = self.asgi_send
         try:
             while True:
                 items = await sink.get()
                 if sink.closed:
                     if sink.closed != "closed":
-                        await ws.close(1008, sink.closed)
+                        await send({"type": "websocket.close", "code": 1008, "reason": sink.closed})
                     return
                 for item in items:
                     payload = item.payload if isinstance(item, Event) else item
-                    await ws.send({"type": "websocket.send", "text": payload.decode()})
-        except (OSError, RuntimeError, WebSocketDisconnect):
+                    await send({"type": "websocket.send", "text": payload.decode()})
+        except (OSError, RuntimeError):
             return
 
-    async def _handle(self, raw: str | bytes) -> None:
+    async def handle(self, raw: str | bytes) -> None:
         try:
             msg = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -175,16 +173,51 @@ class Connection:
         await self.rt.presence.announce((self.workspace_id, contact, self.caller.user_id), state)
 
 
-async def endpoint(rt: Realtime, websocket: WebSocket) -> None:
-    try:
-        caller = await rt.authenticate(websocket)
-    except Exception:
-        await websocket.close(code=1008, reason="Sign in first: send an access token.")
+class Endpoint:
+    """`GET /ws` as a bare ASGI app: no per-connection WebSocket object or session wrapper
+    (a socket's memory is most of what an idle connection costs). Mount it as a route, or put
+    `Realtime.wrap(app)` in front of the app to skip the middleware stack for /ws as well."""
+
+    def __init__(self, rt: Realtime) -> None:
+        self.rt = rt
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        return serve(self.rt, scope, receive, send)
+
+
+async def serve(rt: Realtime, scope: Scope, receive: Receive, send: Send) -> None:
+    """One socket from handshake to close, in ONE coroutine: an idle socket costs its frame."""
+    if (await receive())["type"] != "websocket.connect":
         return
-    await websocket.accept()
-    conn = Connection(rt, websocket, caller)
-    rt.connections.add(conn)
+    http = HTTPConnection(scope)
     try:
-        await conn.run()
+        caller = await rt.authenticate(http)
+    except Exception:
+        await send(
+            {"type": "websocket.close", "code": 1008, "reason": "Sign in first: send an access token."}
+        )
+        return
+    if getattr(caller, "via_cookie", False) and not same_origin(http, rt.settings.extra_origins):
+        # A cookie rides along with any site's WebSocket: only our own pages may use it.
+        await send({"type": "websocket.close", "code": 1008, "reason": "Cross-origin WebSocket refused."})
+        return
+    await send({"type": "websocket.accept"})
+    conn = Connection(rt, receive, send, caller)
+    rt.connections.add(conn)
+    sink = conn.sink
+    writer = None
+    if isinstance(sink, QueueSink):
+        writer = asyncio.create_task(conn._write_queue(sink), name="ws-writer")
+    try:
+        while not sink.closed:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            raw = message.get("text") or message.get("bytes")
+            if raw is not None:
+                await conn.handle(raw)
     finally:
         rt.connections.discard(conn)
+        if writer is not None:
+            writer.cancel()
+        await conn.close()

@@ -51,11 +51,17 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from server.logs import setup_logging
 
     asyncio.run(_check_migrated(settings))
-    settings = settings.model_copy(update={"embedded_worker": not args.no_worker})
+    update: dict[str, object] = {"embedded_worker": not args.no_worker}
+    if not settings.public_url:
+        # Where the sandbox posts its delivery webhooks, and the URL shown for provider webhooks.
+        update["public_url"] = f"http://{args.host}:{args.port}"
+    settings = settings.model_copy(update=update)
     setup_logging(settings)
     app = create_app(settings)
+    # /ws answered before the middleware stack: less memory per idle socket.
+    asgi = app.state.services.extras["realtime"].wrap(app)
     print(f"Switchboard serving on http://{args.host}:{args.port}/", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", lifespan="on", proxy_headers=True)
+    uvicorn.run(asgi, host=args.host, port=args.port, log_level="warning", lifespan="on", proxy_headers=True)
 
 
 def cmd_worker(_args: argparse.Namespace, settings: Settings) -> None:

@@ -2,7 +2,7 @@
 
 `python -m bench.dispatch.arq_peer --jobs N [--sink URL]` enqueues N jobs, then runs one burst worker
 until the queue is empty, and prints JSON `{"jobs", "elapsed_s"}`. With `--sink` each job POSTs to the
-sink like our sandbox adapter does (httpx, Idempotency-Key); without it the job does nothing.
+sink like our sandbox adapter does (same HTTP client, Idempotency-Key); without it the job does nothing.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ import json
 import time
 from typing import Any
 
-import httpx
 import orjson
 from arq import Worker, create_pool
 from arq.connections import RedisSettings
+
+from server.messages.provider_pool import make_http_client
 
 QUEUE = "switchboard-bench:arq"
 
@@ -41,13 +42,13 @@ async def run(jobs: int, sink: str | None, redis_url: str, max_jobs: int) -> dic
         await pool.delete(QUEUE)
         for start in range(0, jobs, 500):
             await asyncio.gather(*(pool.enqueue_job(fn, i) for i in range(start, min(jobs, start + 500))))
-        http = httpx.AsyncClient(limits=httpx.Limits(max_connections=2 * max_jobs, max_keepalive_connections=max_jobs))
+        http = make_http_client(max_jobs)  # the very client our dispatcher uses
 
         async def startup(ctx: dict[str, Any]) -> None:
             ctx["http"], ctx["sink"] = http, sink
 
         worker = Worker(
-            functions=[noop, post],
+            functions=[noop, post],  # type: ignore[list-item]
             redis_pool=pool,
             queue_name=QUEUE,
             burst=True,

@@ -6,6 +6,7 @@ so the workers are idle and listening when they fall due):
   * sandbox provider POSTing every send to a local HTTP sink (another process), with 1 and 2
     workers; duplicates and losses are counted from the sink's Idempotency-Keys;
   * 500 messages/s offered for 10 s, one worker: lag p50/p99;
+  * the limit: the same POSTs through the same HTTP client from one process, with no database;
   * arq, the same number of jobs, one worker, `max_jobs` = our concurrency: a no-op job, and a job
     that makes the same POST to the sink.
 Results go to stdout as a table and to `bench/results/dispatch.json`.
@@ -60,10 +61,8 @@ class Bench:
 
     # -- set-up ------------------------------------------------------------------------------
 
-    async def setup(self) -> None:
-        admin = await asyncpg.connect(f"{PG}/postgres")
-        await admin.execute(f'CREATE DATABASE "{self.dbname}"')
-        await admin.close()
+    def setup(self) -> None:
+        asyncio.run(self._create_database())
         subprocess.run(
             [sys.executable, "-c", f"from server import migrate; migrate.upgrade({self.url!r})"],
             check=True,
@@ -75,6 +74,14 @@ class Bench:
         assert self.sink_proc.stdout is not None
         port = int(self.sink_proc.stdout.readline())
         self.sink_url = f"http://127.0.0.1:{port}/send"
+        asyncio.run(self._seed())
+
+    async def _create_database(self) -> None:
+        admin = await asyncpg.connect(f"{PG}/postgres")
+        await admin.execute(f'CREATE DATABASE "{self.dbname}"')
+        await admin.close()
+
+    async def _seed(self) -> None:
         conn = await asyncpg.connect(self.dsn)
         try:
             self.workspace_id = await conn.fetchval(
@@ -247,7 +254,7 @@ class Bench:
             await asyncio.sleep(1.5)
             began = time.monotonic()
             i = 0
-            while (now := time.monotonic()) - began < seconds:
+            while time.monotonic() - began < seconds:
                 await self.insert(conn, per_tick, channel="email", send_at=dt.datetime.now(dt.UTC), start=i)
                 i += per_tick
                 await asyncio.sleep(max(0.0, began + (i / per_tick) * tick - time.monotonic()))
@@ -290,6 +297,25 @@ class Bench:
             result.update(duplicates=stats["requests"] - stats["distinct"], lost=self.n - stats["distinct"])
         return result
 
+    async def http_limit(self) -> dict[str, Any]:
+        """The limit: the same POSTs with the same client and concurrency, and nothing else (no database)."""
+        from server.messages.provider_pool import make_http_client
+
+        await self._reset_sink()
+        slots = asyncio.Semaphore(self.concurrency)
+        body = b'{"to": "user@example.test", "subject": "Hello", "body": "Message"}'
+
+        async def one(client: httpx.AsyncClient, i: int) -> None:
+            async with slots:
+                r = await client.post(self.sink_url, content=body, headers={"Idempotency-Key": f"limit-{i}"})
+                r.raise_for_status()
+
+        async with make_http_client(self.concurrency) as client:
+            began = time.perf_counter()
+            await asyncio.gather(*(one(client, i) for i in range(self.n)))
+            elapsed = time.perf_counter() - began
+        return {"messages": self.n, "elapsed_s": elapsed, "msgs_per_s": self.n / elapsed}
+
     async def _reset_sink(self) -> None:
         async with httpx.AsyncClient() as client:
             await client.post(self.sink_url.replace("/send", "/_reset"))
@@ -315,13 +341,18 @@ def table(results: dict[str, Any]) -> str:
 
 async def scenarios(b: Bench, offered_rate: int, offered_s: float) -> dict[str, Any]:
     runs: dict[str, Any] = {}
-    if os.environ.get("BENCH_ONLY") == "nohttp":
-        runs["switchboard, sandbox (no HTTP), 1 worker"] = await b.burst(1, "sms")
+    only = os.environ.get("BENCH_ONLY")  # "nohttp", "http" or "offered": one scenario, for profiling
+    if only == "offered":
+        runs[only] = await b.offered(offered_rate, offered_s)
+        return runs
+    if only:
+        runs[only] = await b.burst(1, "sms" if only == "nohttp" else "email")
         return runs
     runs["switchboard, sandbox (no HTTP), 1 worker"] = await b.burst(1, "sms")
     runs["switchboard, sandbox + HTTP sink, 1 worker"] = await b.burst(1, "email")
     runs["switchboard, sandbox + HTTP sink, 2 workers"] = await b.burst(2, "email")
     runs[f"switchboard, {offered_rate} msgs/s offered, 1 worker"] = await b.offered(offered_rate, offered_s)
+    runs["limit: same HTTP client and sink, no database"] = await b.http_limit()
     return runs
 
 
@@ -332,8 +363,9 @@ def main() -> None:
     p.add_argument("--offered-rate", type=int, default=500)
     p.add_argument("--offered-seconds", type=float, default=10.0)
     args = p.parse_args()
+    load = os.getloadavg()  # a shared machine: other work skews every figure, so record it
     b = Bench(args.messages, args.concurrency)
-    asyncio.run(b.setup())
+    b.setup()
     try:
         runs = asyncio.run(scenarios(b, args.offered_rate, args.offered_seconds))
         if os.environ.get("BENCH_ONLY"):
@@ -348,19 +380,28 @@ def main() -> None:
     ours_sink = runs["switchboard, sandbox + HTTP sink, 1 worker"]["msgs_per_s"]
     results = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "loadavg_at_start": load,
+        },
         "messages": args.messages,
         "concurrency": args.concurrency,
         "runs": runs,
         "ratios": {
             "switchboard / arq (no-op send)": ours_noop / runs["arq, no-op job, 1 worker"]["msgs_per_s"],
-            "switchboard / arq (POST to sink)": ours_sink / runs["arq, POST to the HTTP sink, 1 worker"]["msgs_per_s"],
+            "switchboard / HTTP limit (POST to sink)": ours_sink
+            / runs["limit: same HTTP client and sink, no database"]["msgs_per_s"],
+            "switchboard / arq (POST to sink)": ours_sink
+            / runs["arq, POST to the HTTP sink, 1 worker"]["msgs_per_s"],
         },
         "command": "python -m bench.dispatch",
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2, default=str))
     print(table(results))
+    print(f"load average at start: {load[0]:.1f} (2 cores: above ~2 the figures are pessimistic)")
     print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
 
 

@@ -24,6 +24,7 @@ import orjson
 
 PG_ADMIN = os.environ.get("SWITCHBOARD_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
 STACKS = ["ours", "limit", "broadcaster", "socketio"]
+WS_IMPL = os.environ.get("SWITCHBOARD_BENCH_WS", "websockets-sansio")  # uvicorn's, for ours
 PROTO = {
     "ours": ("ours", "/ws?token={ws}:1"),
     "limit": ("plain", "/"),
@@ -311,7 +312,8 @@ def report(
 ) -> None:
     print(
         f"\nFan-out: {args.clients} WebSocket clients, ~250-byte events; server pinned to core 0, "
-        f"load generator and publisher on core 1; {args.step_s:g} s per rate\n"
+        f"load generator and publisher on core 1; {args.step_s:g} s per rate; latency read on every\n"
+        f"10th client (the others count frames), deliveries scaled from them\n"
     )
     print(
         f"{'stack':<12} {'events/s':>8} {'offered/s':>10} {'delivered/s':>12} {'received':>9} {'p50 ms':>8} {'p99 ms':>8}"
@@ -334,8 +336,8 @@ def report(
                 f"{st['p50_ms']:>8.1f} {st['p99_ms']:>8.1f}"
             )
         print(
-            f"{'':<12} clients cut off: {res['cut']}, connections closed: {res['closed']}, "
-            f"server CPU {res.get('server_cpu_s', 0):.1f} s"
+            f"{'':<12} event frames received by all clients: {res.get('frames', 0):,}; clients cut off: "
+            f"{res['cut']}; connections closed: {res['closed']}; server CPU {res.get('server_cpu_s', 0):.1f} s"
         )
     print(f"\n{'stack':<12} {'peak delivered/s':>17} {'p50/p99 @ lowest rate':>22} {'KiB per idle WS':>16}")
     for stack in streams:

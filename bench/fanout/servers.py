@@ -67,8 +67,8 @@ def ours(args: argparse.Namespace) -> None:
         yield
         await rt.stop()
 
-    app = Starlette(routes=rt.routes, lifespan=lifespan)
-    uvicorn.run(app, port=args.port, ws="websockets-sansio", ws_per_message_deflate=False, **UVICORN)
+    app = rt.wrap(Starlette(routes=rt.routes, lifespan=lifespan))
+    uvicorn.run(app, port=args.port, ws=args.ws, ws_per_message_deflate=False, **UVICORN)
 
 
 def limit(args: argparse.Namespace) -> None:
@@ -173,6 +173,7 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=1000)
     p.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",") if x], default=[])
     p.add_argument("--step-s", type=float, default=3.0)
+    p.add_argument("--ws", default="websockets-sansio", help="uvicorn's WebSocket implementation (ours)")
     args = p.parse_args()
     {"ours": ours, "limit": limit, "broadcaster": broadcaster, "socketio": socketio_server}[args.stack](args)
 

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import bindparam, text
+from sqlalchemy import Result, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
@@ -187,11 +188,11 @@ def _is_pg(session: AsyncSession) -> bool:
     return dialect_of(session) == "postgresql"
 
 
-def _changes(rows: object) -> list[AppliedChange]:
+def _changes(rows: Result[Any]) -> list[AppliedChange]:
     return [
         AppliedChange(r.id, r.workspace_id, r.contact_id, r.channel, r.status, r.provider_kind, r.reason)
         for r in rows
-    ]  # type: ignore[attr-defined]
+    ]
 
 
 async def claim_due(

@@ -31,7 +31,7 @@ from server.messages import claims
 from server.messages.circuit import Circuits
 from server.messages.claims import Claimed, Outcome
 from server.messages.models import MessageStatus
-from server.messages.provider_pool import ProviderPool, Route
+from server.messages.provider_pool import ProviderPool, Route, make_http_client
 from server.messages.ratelimit import RateLimiter, make_rate_limiter
 from server.messages.retry import RetryPolicy
 from server.messages.status import record_applied
@@ -147,11 +147,7 @@ class Dispatcher:
 
     async def start(self) -> None:
         if self._http is None:
-            n = self.settings.dispatcher_concurrency
-            self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(15.0, connect=5.0),
-                limits=httpx.Limits(max_connections=2 * n, max_keepalive_connections=n),
-            )
+            self._http = make_http_client(self.settings.dispatcher_concurrency)
         self._pool = ProviderPool(
             http=self._http, public_url=self.settings.public_url, adapters=self._adapters
         )
@@ -372,6 +368,15 @@ class Dispatcher:
                 else:
                     breaker.failure()
                 errors.append(exc)
+                continue
+            except Exception as exc:  # a bug in the adapter: logged, counted against it, then like a 5xx
+                log.exception(
+                    "provider %s (#%d) raised while sending message %d", route.name, route.provider_id, m.id
+                )
+                breaker.failure()
+                errors.append(
+                    TransientError(f"internal error in the {route.kind} adapter: {type(exc).__name__}")
+                )
                 continue
             breaker.success()
             lag = (utcnow() - m.send_at).total_seconds()

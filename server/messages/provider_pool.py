@@ -34,6 +34,18 @@ class Route:
     problem: str | None = None
 
 
+def make_http_client(concurrency: int) -> httpx.AsyncClient:
+    """The one client every adapter of the process shares. aiohttp does the HTTP/1.1 underneath:
+    httpcore's pool rescans every connection for every request, and at 64 sends in flight it
+    managed ~60 requests/s here against ~900/s through aiohttp (bench/dispatch)."""
+    from httpx_aiohttp import AiohttpTransport
+
+    limits = httpx.Limits(max_connections=2 * concurrency, max_keepalive_connections=concurrency)
+    return httpx.AsyncClient(
+        transport=AiohttpTransport(limits=limits), timeout=httpx.Timeout(15.0, connect=5.0), limits=limits
+    )
+
+
 def webhook_url(public_url: str | None, provider_id: int) -> str:
     return f"{(public_url or DEFAULT_PUBLIC_URL).rstrip('/')}/webhooks/{provider_id}"
 

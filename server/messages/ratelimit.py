@@ -8,6 +8,7 @@ every worker through one Lua script call when Redis is configured.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -21,6 +22,9 @@ class RateLimiter(Protocol):
     async def cancel(self, key: str, rate: float) -> None:
         """Give back a token taken by `reserve` and not used."""
         ...
+
+
+log = logging.getLogger("switchboard.dispatcher")
 
 
 def capacity(rate: float) -> float:
@@ -68,12 +72,29 @@ return tostring(-tokens / rate)
 
 
 class RedisRateLimiter:
+    """Shared buckets. While Redis is unreachable each process keeps its own bucket instead: sends go
+    on at up to (workers * rate) rather than stopping, and a warning says so."""
+
     def __init__(self, redis: Any, prefix: str = "switchboard:rate:") -> None:
         self.prefix = prefix
         self._script = redis.register_script(_LUA)
+        self._local = LocalRateLimiter()
+        self._degraded = False
 
     async def _call(self, key: str, rate: float, n: int) -> float:
-        return float(await self._script(keys=[self.prefix + key], args=[rate, capacity(rate), n]))
+        from redis.exceptions import ConnectionError, TimeoutError
+
+        try:
+            wait = float(await self._script(keys=[self.prefix + key], args=[rate, capacity(rate), n]))
+        except (ConnectionError, TimeoutError, OSError) as exc:
+            if not self._degraded:
+                log.warning("rate limits: Redis unreachable (%s); using per-process buckets meanwhile", exc)
+                self._degraded = True
+            return self._local._take(key, rate, n)
+        if self._degraded:
+            log.info("rate limits: Redis is back; buckets shared again")
+            self._degraded = False
+        return wait
 
     async def reserve(self, key: str, rate: float) -> float:
         return await self._call(key, rate, 1)

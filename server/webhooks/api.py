@@ -98,7 +98,8 @@ async def receive(request: Request) -> Response:
             _verify(provider, request, body)
     except InvalidSignature as exc:
         log.warning("webhook for provider %s refused: %s", provider_id, exc)
-        metrics.webhook_rejections.labels(provider=provider.kind, reason="signature").inc()
+        kind = provider.kind if provider is not None else "unknown"
+        metrics.webhook_rejections.labels(provider=kind, reason="signature").inc()
         raise Problem(401, "The webhook signature is missing, invalid or stale.") from None
     try:
         events = parse(provider.kind, body, now=utcnow())

@@ -178,10 +178,12 @@ async def make_dispatcher() -> AsyncIterator[DispatcherFactory]:
     """`await make_dispatcher(world, **settings)` → a started dispatcher with its own Services."""
     running: list[tuple[Dispatcher, Services]] = []
 
-    async def factory(world: World, redis_url: str | None = None, **overrides: Any) -> Dispatcher:
+    async def factory(
+        world: World, redis_url: str | None = None, adapters: Any = None, **overrides: Any
+    ) -> Dispatcher:
         settings = make_settings(world.url, redis_url=redis_url, **{**FAST, **overrides})
         services = Services.create(settings)
-        dispatcher = Dispatcher(services)
+        dispatcher = Dispatcher(services, adapters=adapters) if adapters else Dispatcher(services)
         await dispatcher.start()
         running.append((dispatcher, services))
         return dispatcher

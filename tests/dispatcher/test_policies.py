@@ -109,3 +109,16 @@ async def test_redis_bucket_is_shared_between_limiters(redis_url: str) -> None:
         assert await client.pttl(f"switchboard-test:rate:{key}") > 0  # idle buckets expire
     finally:
         await client.aclose()
+
+
+async def test_redis_bucket_falls_back_to_a_local_one_while_redis_is_down() -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)  # nothing listens there
+    try:
+        limiter = RedisRateLimiter(client)
+        waits = [await limiter.reserve("p", 2.0) for _ in range(3)]
+    finally:
+        await client.aclose()
+    assert waits[:2] == [0.0, 0.0]
+    assert waits[2] == pytest.approx(0.5, abs=0.05)

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
+from sqlalchemy import update
+
 from bench.dispatch.sink import Answer, Received
 from server.db import utcnow
 from server.messages.circuit import CircuitState
+from server.providers.adapters import ADAPTERS, OutgoingMessage, SendResult
+from server.providers.adapters.sandbox import SandboxAdapter
+from server.providers.models import Provider
 from tests.dispatcher.conftest import DispatcherFactory, SinkFactory, World, wait_until
 
 
@@ -182,5 +188,55 @@ async def test_scheduled_message_goes_out_within_a_second_of_send_at(
 
     [request] = sink.requests
     lag = request.at - send_at.timestamp()
-    assert 0 <= lag < 1.0
+    m = await world.get(mid)
+    assert 0 <= lag < 1.0, f"lag {lag:.3f}s; sent_at - send_at = {(m.sent_at - send_at).total_seconds():.3f}s"
     assert await world.history(mid) == ["sending", "sent"]
+
+
+async def test_an_adapter_bug_is_logged_and_retried_not_lost(
+    world: World,
+    make_sink: SinkFactory,
+    make_dispatcher: DispatcherFactory,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Buggy(SandboxAdapter):
+        calls = 0
+
+        async def send(self, msg: OutgoingMessage) -> SendResult:
+            type(self).calls += 1
+            if type(self).calls == 1:
+                raise KeyError("oops")
+            return await super().send(msg)
+
+    sink = await make_sink()
+    await world.provider(sink.url)
+    await make_dispatcher(world, adapters={**ADAPTERS, "sandbox": Buggy})
+    [mid] = await world.messages(1)
+
+    await wait_until(lambda: settled(world, mid))
+
+    m = await world.get(mid)
+    assert (m.status, m.attempts) == ("sent", 2)
+    assert "raised while sending message" in caplog.text and "KeyError" in caplog.text
+
+
+async def test_a_changed_provider_row_gets_a_new_adapter(
+    world: World, make_sink: SinkFactory, make_dispatcher: DispatcherFactory
+) -> None:
+    old, new = await make_sink(), await make_sink()
+    provider_id = await world.provider(old.url)
+    await make_dispatcher(world)
+    [first] = await world.messages(1)
+    await wait_until(lambda: settled(world, first))
+
+    async with world.db.transaction() as s:  # as PATCH /api/v1/providers/{id} does
+        await s.execute(
+            update(Provider)
+            .where(Provider.id == provider_id)
+            .values(config={"delivery_delay_ms": -1, "sink_url": new.url}, updated_at=utcnow())
+        )
+    [second] = await world.messages(1)
+    await wait_until(lambda: settled(world, second))
+
+    assert [r.key.rsplit("-", 1)[1] for r in old.requests] == [str(first)]
+    assert [r.key.rsplit("-", 1)[1] for r in new.requests] == [str(second)]

@@ -165,9 +165,14 @@ async def test_a_contact_edit_on_one_instance_drops_it_on_the_other(
 
     r = await client.patch(f"/api/v1/contacts/{cid}", json={"name": "Ada K."})
     assert r.status_code == 200 and r.json()["version"] == 2
-    await _eventually(lambda: cb.contacts.get(ws, cid) is None, timeout_s=5)
-    cb.contacts.put(ws, cid, Row(cid, 1, "Ada"), version=1)  # a stale read arriving late
-    assert cb.contacts.get(ws, cid) is None
+
+    def v2_reached_b() -> bool:
+        # The late `contact.created` (v1) event also drops the entry, so "dropped" alone could be
+        # the v1 event: wait until B refuses a stale v1 read, which only v2's event makes it do.
+        cb.contacts.put(ws, cid, Row(cid, 1, "Ada"), version=1)
+        return cb.contacts.get(ws, cid) is None
+
+    await _eventually(v2_reached_b, timeout_s=5)
     cb.contacts.put(ws, cid, Row(cid, 2, "Ada K."), version=2)
     assert cb.contacts.get(ws, cid).name == "Ada K."
 

@@ -14,8 +14,8 @@ class Client:
         self.conn = conn
 
     @classmethod
-    async def open(cls, url: str) -> Client:
-        return cls(await connect(url, compression=None, max_queue=None))
+    async def open(cls, url: str, headers: dict[str, str] | None = None) -> Client:
+        return cls(await connect(url, compression=None, max_queue=None, additional_headers=headers))
 
     async def send(self, **msg: Any) -> None:
         await self.conn.send(orjson.dumps(msg).decode())

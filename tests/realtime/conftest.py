@@ -216,7 +216,9 @@ async def serve(rt: Realtime) -> AsyncIterator[Running]:
         finally:
             await rt.stop()
 
-    app = Starlette(routes=rt.routes, lifespan=lifespan)
+    # /ws served in front of the app (Realtime.wrap), as `switchboard serve` is meant to;
+    # test_asgi_fallback covers the route mounted inside Starlette.
+    app = rt.wrap(Starlette(routes=rt.routes, lifespan=lifespan))
     port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws_ping_interval=None)
     server = uvicorn.Server(config)

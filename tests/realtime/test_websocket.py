@@ -109,7 +109,7 @@ async def test_topic_filtering_sends_each_event_once(db: Database, start_app) ->
 
 async def test_a_slow_consumer_is_cut_off_while_a_fast_one_keeps_up(db: Database, start_app) -> None:
     s = await seed(db)
-    async with start_app(ws_send_buffer=256) as app:  # 64 KiB per socket
+    async with start_app(ws_send_buffer=512) as app:  # 128 KiB per socket, cut past 1 MiB or 1 s over
         fast = await Client.open(app.ws(s.ws, s.user))
         await fast.subscribe(["board"], None)
         reader, writer = await rawws.connect(app.port, f"/ws?token={s.ws}:{s.user}", rcvbuf=4096)
