@@ -1,6 +1,7 @@
 """Topics: which events a subscription receives.
 
-`board` gets every `message.*` event and `report.updated`; `contacts` every `contact.*` event and
+`board` gets every `message.*` event, `report.updated`, `campaign.progress` and
+`suppression.created`; `contacts` every `contact.*` event and
 `import.progress`; `contact:{id}` every event whose `contact_id` is id (presence included)."""
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from realtime.types import Topic
 
 BOARD = "board"
+_BOARD_TYPES = ("report.updated", "campaign.progress", "suppression.created")
 CONTACTS = "contacts"
 MAX_TOPICS = 100
 _CONTACT = re.compile(r"contact:([1-9][0-9]{0,17})")
@@ -25,7 +27,7 @@ class TopicError(ValueError):
 
 
 def topic_group(type: str) -> Topic | None:
-    if type.startswith("message.") or type == "report.updated":
+    if type.startswith("message.") or type in _BOARD_TYPES:
         return BOARD
     if type.startswith("contact.") or type == "import.progress":
         return CONTACTS
@@ -74,7 +76,7 @@ def sql_filter(topics: frozenset[Topic], type_col: Any, contact_col: Any) -> Col
     """The same rule as `topics_of`, as a WHERE clause over the event log."""
     clauses: list[ColumnElement[bool]] = []
     if BOARD in topics:
-        clauses += [type_col.like("message.%"), type_col == "report.updated"]
+        clauses += [type_col.like("message.%"), type_col.in_(_BOARD_TYPES)]
     if CONTACTS in topics:
         clauses += [type_col.like("contact.%"), type_col == "import.progress"]
     ids = contact_ids(topics)

@@ -237,6 +237,10 @@ async def metrics_endpoint(request: Request) -> Response:
         await m.refresh_from_db(services.db)
     except Exception:
         m.scrape_errors.inc()
+    realtime = services.extras.get("realtime")
+    if realtime is not None:
+        # Counted by the realtime layer itself: `serve` answers /ws before any middleware.
+        m.websockets_open.set(len(realtime.connections))
     return Response(m.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -302,18 +306,5 @@ class HttpMetrics:
             )
 
     async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
-        m = metrics_of(scope["app"].state.services)
-        accepted = False
-
-        async def send_accept(message: Message) -> None:
-            nonlocal accepted
-            if message["type"] == "websocket.accept" and not accepted:
-                accepted = True
-                m.websockets_open.inc()
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_accept)
-        finally:
-            if accepted:
-                m.websockets_open.dec()
+        # Open sockets are read from the realtime layer at scrape time (see metrics_endpoint).
+        await self.app(scope, receive, send)

@@ -12,6 +12,8 @@ def test_message_events_go_to_board_and_their_contact() -> None:
     assert topics_of("message.status", 7) == ("board", "contact:7")
     assert topics_of("message.created", None) == ("board",)
     assert topics_of("report.updated", None) == ("board",)
+    assert topics_of("campaign.progress", None) == ("board",)
+    assert topics_of("suppression.created", None) == ("board",)
 
 
 def test_contact_events_and_import_progress_go_to_contacts() -> None:
