@@ -19,6 +19,7 @@ from server.api import Router, all_operations, json_response
 from server.auth.api import router as auth_router
 from server.cache import caches_of
 from server.contacts.api import router as contacts_router
+from server.contacts.import_api import router as contacts_import_router
 from server.contacts.merge_api import router as merge_router
 from server.endpoints.api import router as endpoints_router
 from server.errors import exception_handlers
@@ -32,10 +33,12 @@ from server.services import Services
 from server.settings import Settings, get_settings
 from server.templates.api import router as templates_router
 from server.webhooks.api import routes as webhook_routes
+from ui.pages import routes as ui_routes
 
 ROUTERS: list[Router] = [
     auth_router,
     contacts_router,
+    contacts_import_router,
     templates_router,
     providers_router,
     messages_router,
@@ -99,6 +102,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         routes.extend(r.routes())
     routes.extend(webhook_routes)
     routes.extend(realtime.routes)
+    routes.extend(ui_routes())  # the dashboard and /static
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

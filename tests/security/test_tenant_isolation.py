@@ -118,6 +118,15 @@ async def _delivery(c: httpx.AsyncClient, ids: Ids) -> int:
         return int(d.id)
 
 
+async def _import_job(c: httpx.AsyncClient, ids: Ids) -> int:
+    r = await c.post(
+        "/api/v1/contacts/import", content=b"name\nImported\n", headers={"content-type": "text/csv"}
+    )
+    assert r.status_code == 202, r.text
+    job_id: Any = r.json()["job_id"]  # a string (uuid hex): it is only formatted into the path
+    return job_id
+
+
 # In dependency order; each factory may use the ids made before it.
 FACTORIES: dict[str, Callable[[httpx.AsyncClient, Ids], Awaitable[int]]] = {
     "contact_id": _contact,
@@ -129,6 +138,7 @@ FACTORIES: dict[str, Callable[[httpx.AsyncClient, Ids], Awaitable[int]]] = {
     "identity_id": _identity,
     "endpoint_id": _endpoint,
     "delivery_id": _delivery,
+    "job_id": _import_job,
 }
 
 # A valid body for routes that need one, so the answer comes from the lookup and not from validation.

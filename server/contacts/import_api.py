@@ -1,0 +1,79 @@
+"""`POST /api/v1/contacts/import` (CSV upload → 202 and a job id; progress as `import.progress`
+events) and `GET /api/v1/contacts/import/{job_id}`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import Response
+
+from server.api import Ctx, Router, json_response
+from server.contacts.importer import Importer, ImportRefused, parse_csv
+from server.errors import Problem
+
+router = Router(tag="contacts")
+
+
+def importer(services: Any) -> Importer:
+    """The app's importer, made on first use and stopped with the app."""
+    found = services.extras.get("contact_importer")
+    if found is None:
+        found = Importer(services.db, on_commit=_poke(services))
+        services.extras["contact_importer"] = found
+        services.components.append(found)
+    return found
+
+
+def _poke(services: Any) -> Any:
+    """Publish each batch's events at once, when the realtime layer offers a way (SQLite has no NOTIFY)."""
+
+    def poke(workspace_id: int) -> None:
+        for c in services.components:
+            fn = getattr(c, "poke", None)
+            if callable(fn):
+                fn(workspace_id)
+
+    return poke
+
+
+async def _upload(request: Request) -> bytes:
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype == "multipart/form-data":
+        async with request.form(max_files=1, max_fields=10) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise Problem(
+                    422,
+                    "Send the CSV as the form field `file`.",
+                    errors=[{"field": "file", "message": "required"}],
+                )
+            return await upload.read()
+    if ctype in ("text/csv", "text/plain", "application/csv"):
+        return await request.body()
+    raise Problem(415, "Send the CSV as text/csv or as the `file` field of multipart/form-data.")
+
+
+@router.op("POST", "/contacts/import", status=202, role="agent", responses={415: "not CSV", 422: "bad file"})
+async def start_import(ctx: Ctx[None]) -> Response:
+    """Import contacts from CSV (columns name, email, phone, tags separated by `;`, others become
+    attributes). Answers 202 with `job_id`; progress and rejected rows arrive as `import.progress`."""
+    raw = await _upload(ctx.request)
+    try:
+        rows = parse_csv(raw)
+    except ImportRefused as exc:
+        raise Problem(422, str(exc), errors=[{"field": "file", "message": str(exc)}]) from None
+    job = importer(ctx.services).submit(
+        workspace_id=ctx.workspace_id, user_id=ctx.principal.user_id, rows=rows
+    )
+    return json_response({"job_id": job.id, "status": "running", "total": job.total}, 202)
+
+
+@router.op("GET", "/contacts/import/{job_id}", responses={404: "not found"})
+async def import_status(ctx: Ctx[None]) -> Response:
+    """An import's progress and its rejected rows (while this process remembers it)."""
+    job = importer(ctx.services).get(ctx.workspace_id, ctx.request.path_params["job_id"])
+    if job is None:
+        raise Problem(404, "No such import.")
+    return json_response(job.status())

@@ -1,0 +1,236 @@
+"""Contacts: the searchable list with CSV import, and the contact page (co-editing, history,
+messages)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from sqlalchemy import select
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from server.contacts import service
+from server.contacts.models import Contact
+from server.contacts.schemas import ContactQuery
+from server.errors import Problem
+from server.messages.models import Message
+from server.pagination import decode_cursor, encode_cursor
+from server.templates.models import Template
+from ui.pages import page
+from ui.web import Viewer, render, services, user_names
+
+log = logging.getLogger("switchboard.ui")
+
+PAGE_SIZE = 25
+CHANNELS = ("email", "sms", "whatsapp", "chat")
+
+
+def _query(request: Request) -> ContactQuery:
+    q = request.query_params
+    try:
+        return ContactQuery(
+            q=(q.get("q") or "").strip()[:200] or None,
+            tag=(q.get("tag") or "").strip()[:64] or None,
+            limit=PAGE_SIZE,
+            cursor=q.get("cursor") or None,
+        )
+    except ValueError:
+        return ContactQuery(limit=PAGE_SIZE)
+
+
+async def _list(request: Request, v: Viewer) -> dict[str, Any]:
+    query = _query(request)
+    try:
+        before = decode_cursor(query.cursor)
+    except Problem:
+        before = None
+    db = services(request).db
+    async with db.transaction() as s:
+        stmt = service.list_query(
+            db.dialect, workspace_id=v.workspace_id, q=query.q, tag=query.tag, before_id=before
+        )
+        rows = list((await s.execute(stmt.limit(PAGE_SIZE + 1))).scalars())
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    return {
+        "query": query,
+        "contacts": rows,
+        "next_cursor": encode_cursor(rows[-1].id) if more else None,
+        "first_page": before is None,
+    }
+
+
+async def _tags(request: Request, v: Viewer) -> list[str]:
+    """Tags in use among the newest contacts, for the filter's suggestions."""
+    async with services(request).db.transaction() as s:
+        rows = await s.execute(
+            select(Contact.tags)
+            .where(Contact.workspace_id == v.workspace_id)
+            .order_by(Contact.id.desc())
+            .limit(500)
+        )
+        tags = {t for (ts,) in rows for t in (ts or [])}
+    return sorted(tags)[:200]
+
+
+@page()
+async def contacts_page(request: Request, v: Viewer) -> Response:
+    data = await _list(request, v)
+    head = v.workspace.event_seq
+    return render(request, "contacts.html", {"v": v, "head": head, "tags": await _tags(request, v), **data})
+
+
+@page()
+async def contacts_fragment(request: Request, v: Viewer) -> Response:
+    return render(request, "_contact_list.html", await _list(request, v))
+
+
+def _present(request: Request) -> Any:
+    """The realtime component's presence, when the realtime layer is running in this app."""
+    for c in getattr(services(request), "components", []):
+        presence = getattr(c, "presence", None)
+        if presence is not None and hasattr(presence, "store"):
+            return presence
+    return None
+
+
+async def _presence_now(
+    request: Request, v: Viewer, contact_id: int, names: dict[int, str]
+) -> list[dict[str, Any]]:
+    presence = _present(request)
+    if presence is None:
+        return []
+    try:
+        states: dict[int, str] = await presence.store.list(v.workspace_id, contact_id)
+    except Exception:
+        log.exception("reading presence failed")
+        return []
+    return [
+        {"user_id": uid, "user_name": names.get(uid, f"user {uid}"), "state": state}
+        for uid, state in sorted(states.items())
+        if uid != v.user.id
+    ]
+
+
+def attribute_value(value: Any) -> tuple[str, bool]:
+    """The text shown in an attribute's input, and whether it is JSON (not a plain string)."""
+    if isinstance(value, str):
+        return value, False
+    return json.dumps(value), True
+
+
+async def _contact(request: Request, v: Viewer) -> Contact:
+    contact_id = int(request.path_params["contact_id"])
+    async with services(request).db.transaction() as s:
+        try:
+            return await service.get_contact(s, workspace_id=v.workspace_id, contact_id=contact_id)
+        except service.ContactNotFound:
+            raise Problem(404, "No such contact.") from None
+
+
+async def _history(request: Request, v: Viewer, contact_id: int) -> list[dict[str, Any]]:
+    async with services(request).db.transaction() as s:
+        rows = await service.history(
+            s, workspace_id=v.workspace_id, contact_id=contact_id, before_id=None, limit=50
+        )
+        names = await user_names(s, v.workspace_id)
+    return [
+        {
+            "field": r.field,
+            "old": r.old,
+            "new": r.new,
+            "at": r.at,
+            "who": names.get(r.user_id, "import or system") if r.user_id else "import or system",
+        }
+        for r in rows
+    ]
+
+
+async def _messages(session: Any, v: Viewer, contact_id: int) -> list[Message]:
+    stmt = (
+        select(Message)
+        .where(Message.workspace_id == v.workspace_id, Message.contact_id == contact_id)
+        .order_by(Message.id.desc())
+        .limit(20)
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+@page()
+async def contact_page(request: Request, v: Viewer) -> Response:
+    head = v.workspace.event_seq
+    contact = await _contact(request, v)
+    async with services(request).db.transaction() as s:
+        names = await user_names(s, v.workspace_id)
+        messages = await _messages(s, v, contact.id)
+        templates = list(
+            (
+                await s.execute(
+                    select(Template)
+                    .where(Template.workspace_id == v.workspace_id)
+                    .order_by(Template.name)
+                    .limit(200)
+                )
+            ).scalars()
+        )
+    attributes = [(k, *attribute_value(val)) for k, val in sorted(contact.attributes.items())]
+    return render(
+        request,
+        "contact.html",
+        {
+            "v": v,
+            "head": head,
+            "c": contact,
+            "attributes": attributes,
+            "history": await _history(request, v, contact.id),
+            "present": await _presence_now(request, v, contact.id, names),
+            "messages": messages,
+            "templates": templates,
+            "channels": CHANNELS,
+        },
+    )
+
+
+@page()
+async def history_fragment(request: Request, v: Viewer) -> Response:
+    contact = await _contact(request, v)
+    return render(request, "_history.html", {"history": await _history(request, v, contact.id)})
+
+
+@page()
+async def messages_fragment(request: Request, v: Viewer) -> Response:
+    contact = await _contact(request, v)
+    async with services(request).db.transaction() as s:
+        messages = await _messages(s, v, contact.id)
+    return render(request, "_contact_messages.html", {"messages": messages})
+
+
+PRESENCE_STATES = ("viewing", "editing", "left")
+
+
+@page()
+async def presence_post(request: Request, v: Viewer) -> Response:
+    """Presence from a page that is long-polling (no socket to announce it on): the page posts its
+    state, and again every 20 s so that it does not expire; `left` when it goes away."""
+    contact = await _contact(request, v)
+    form = await request.form()
+    state = str(form.get("state", ""))
+    if state not in PRESENCE_STATES:
+        raise Problem(422, 'state must be "viewing", "editing" or "left".')
+    presence = _present(request)
+    if presence is not None:
+        await presence.announce((v.workspace_id, contact.id, v.user.id), state)
+    return Response(status_code=204)
+
+
+routes = [
+    Route("/contacts", contacts_page, methods=["GET"]),
+    Route("/contacts/list", contacts_fragment, methods=["GET"]),
+    Route("/contacts/{contact_id:int}", contact_page, methods=["GET"]),
+    Route("/contacts/{contact_id:int}/history", history_fragment, methods=["GET"]),
+    Route("/contacts/{contact_id:int}/messages", messages_fragment, methods=["GET"]),
+    Route("/contacts/{contact_id:int}/presence", presence_post, methods=["POST"]),
+]

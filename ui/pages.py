@@ -1,0 +1,68 @@
+"""The dashboard's routes. `routes` is mounted by `server.app.create_app`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from pathlib import Path
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount
+from starlette.staticfiles import StaticFiles
+
+from server.errors import Problem
+from ui.web import LoginRequired, Viewer, render, to_login, viewer
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+
+PageHandler = Callable[[Request, Viewer], Awaitable[Response]]
+
+
+def page(role: str = "viewer") -> Callable[[PageHandler], Callable[[Request], Awaitable[Response]]]:
+    """A page or fragment for a signed-in user: an expired session goes back to the login page
+    (also for htmx requests, through `HX-Redirect`), a missing role gets a readable 403 page."""
+
+    def wrap(fn: PageHandler) -> Callable[[Request], Awaitable[Response]]:
+        @wraps(fn)
+        async def endpoint(request: Request) -> Response:
+            csrf_form: str | None = None
+            if request.method not in ("GET", "HEAD"):
+                form = await request.form()
+                value = form.get("csrf_token")
+                csrf_form = value if isinstance(value, str) else None
+            try:
+                v = await viewer(request, role=role, csrf_form=csrf_form)
+            except LoginRequired as exc:
+                return to_login(request, exc.next_url)
+            except Problem as exc:
+                return render(
+                    request,
+                    "error.html",
+                    {"v": None, "status": exc.status, "detail": exc.detail},
+                    status=exc.status,
+                )
+            try:
+                return await fn(request, v)
+            except Problem as exc:
+                return render(
+                    request,
+                    "error.html",
+                    {"v": v, "status": exc.status, "detail": exc.detail},
+                    status=exc.status,
+                )
+
+        return endpoint
+
+    return wrap
+
+
+def routes() -> list[BaseRoute]:
+    """Every page route, and `/static`."""
+    from ui import admin, board, contacts, reports, session
+
+    out: list[BaseRoute] = []
+    for module in (session, board, contacts, admin, reports):
+        out.extend(module.routes)
+    out.append(Mount("/static", app=StaticFiles(directory=STATIC), name="static"))
+    return out

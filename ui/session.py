@@ -1,0 +1,130 @@
+"""Sign in and out from the browser: the same auth service and cookies as `/api/v1/auth/*`,
+with a double-submit CSRF token on both forms."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from server.auth import service as auth_service
+from server.auth.api import BAD_CREDENTIALS, clear_session_cookies, set_session_cookies
+from server.auth.principal import REFRESH_COOKIE, check_csrf
+from server.auth.tokens import AccessClaims
+from server.errors import Problem
+from ui.web import CSP, ensure_csrf_cookie, env, principal_or_none, renew, safe_next, services
+
+
+def _login_page(request: Request, *, error: str = "", email: str = "", status: int = 200) -> Response:
+    next_url = safe_next(request.query_params.get("next"))
+    response = Response(status_code=status, media_type="text/html")
+    csrf = ensure_csrf_cookie(request, response)
+    html = env.get_template("login.html").render(
+        request=request, v=None, csrf=csrf, error=error, email=email, next_url=next_url
+    )
+    response.body = response.render(html)
+    response.headers["content-length"] = str(len(response.body))
+    response.headers["cache-control"] = "no-store"
+    response.headers["content-security-policy"] = CSP
+    return response
+
+
+async def login_form(request: Request) -> Response:
+    if principal_or_none(request) is not None:
+        return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
+    return _login_page(request)
+
+
+async def too_many_attempts(request: Request, email: str) -> str | None:
+    """Why this sign-in must wait, from the same buckets as `POST /api/v1/auth/login` (per client
+    address and per email address), or None. No limit when the rate limiter is not in this tree."""
+    try:
+        from server.ratelimit import rate_limits_of
+        from server.ratelimit_middleware import check_login_email
+    except ImportError:
+        return None
+    svc = services(request)
+    rl = rate_limits_of(svc)
+    if not rl.enabled:
+        return None
+    ip = request.client.host if request.client else "unknown"
+    decision = await rl.limiter.hit([(f"login-ip:{ip}", rl.buckets.login_ip)])
+    if decision is not None and not decision.allowed:
+        return f"Too many sign-in attempts; try again in {max(1, decision.retry_after_s)} s."
+    try:
+        await check_login_email(svc, email)
+    except Problem as exc:
+        return exc.detail
+    return None
+
+
+async def login(request: Request) -> Response:
+    form = await request.form()
+    email = str(form.get("email", "")).strip()
+    password = str(form.get("password", ""))
+    try:
+        check_csrf(request, str(form.get("csrf_token", "")))
+    except Problem:
+        return _login_page(request, error="The form expired; please try again.", email=email, status=403)
+    if not email or not password:
+        return _login_page(request, error="Enter your email and password.", email=email, status=422)
+    wait = await too_many_attempts(request, email)
+    if wait is not None:
+        return _login_page(request, error=wait, email=email, status=429)
+    svc = services(request)
+    async with svc.db.transaction() as s:
+        try:
+            user = await auth_service.check_credentials(s, email=email, password=password)
+        except auth_service.AuthError:
+            user = None
+        refresh = (
+            await auth_service.issue_refresh(s, user_id=user.id, ttl_s=svc.settings.refresh_token_ttl_s)
+            if user is not None
+            else None
+        )
+    if user is None or refresh is None:
+        return _login_page(request, error=BAD_CREDENTIALS, email=email, status=401)
+    access = svc.tokens.issue(AccessClaims(user.id, user.workspace_id, user.role))
+    response = RedirectResponse(safe_next(str(form.get("next", "/"))), status_code=303)
+    set_session_cookies(response, svc.settings, access=access, refresh=refresh)
+    return response
+
+
+async def logout(request: Request) -> Response:
+    form = await request.form()
+    try:
+        check_csrf(request, str(form.get("csrf_token", "")) or request.headers.get("x-csrf-token"))
+    except Problem:
+        return Response("Missing or wrong CSRF token.", status_code=403, media_type="text/plain")
+    token = request.cookies.get(REFRESH_COOKIE)
+    if token:
+        async with services(request).db.transaction() as s:
+            await auth_service.revoke_token(s, token=token)
+    response = RedirectResponse("/login", status_code=303)
+    clear_session_cookies(response)
+    return response
+
+
+async def refresh(request: Request) -> Response:
+    """For the page scripts: renew the cookies after the access token expired (204), else 401."""
+    try:
+        check_csrf(request, request.headers.get("x-csrf-token"))
+    except Problem:
+        return Response(status_code=403)
+    got = await renew(request)
+    if got is None:
+        response = Response(status_code=401)
+        clear_session_cookies(response)
+        return response
+    _principal, renewed = got
+    response = Response(status_code=204)
+    set_session_cookies(response, services(request).settings, access=renewed.access, refresh=renewed.refresh)
+    return response
+
+
+routes = [
+    Route("/login", login_form, methods=["GET"]),
+    Route("/login", login, methods=["POST"]),
+    Route("/logout", logout, methods=["POST"]),
+    Route("/session/refresh", refresh, methods=["POST"]),
+]
