@@ -103,8 +103,9 @@ def setup_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
-    # These log every statement with its parameters (password hashes, token digests) below WARNING.
-    for name in ("aiosqlite", "asyncpg", "sqlalchemy.engine"):
+    # These log every statement with its parameters (password hashes, token digests), or every
+    # provider request URL (which may carry credentials), below WARNING.
+    for name in ("aiosqlite", "asyncpg", "sqlalchemy.engine", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(max(root.level, logging.WARNING))
 
 

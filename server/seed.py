@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
-
 from server.auth import service as auth_service
-from server.auth.models import Role, User
+from server.auth.models import Role
 from server.auth.passwords import hash_password
 from server.contacts.service import create_contact
-from server.db import Database
+from server.db import Database, utcnow
+from server.messages.service import create_message
 from server.providers.models import Provider
 from server.settings import Settings
 from server.templates.models import Template
@@ -95,28 +95,32 @@ async def seed_demo(settings: Settings) -> Login:
                 role=Role.agent,
                 name="Demo Agent",
             )
+            people = []
             for name, email, phone, tags, attrs in _PEOPLE:
-                await create_contact(
+                contact = await create_contact(
                     s,
                     workspace_id=ws.id,
                     user_id=None,
                     data={"name": name, "email": email, "phone": phone, "tags": tags, "attributes": attrs},
                 )
+                people.append(contact.id)
+            welcome = Template(
+                workspace_id=ws.id,
+                name="Welcome",
+                channel="email",
+                subject="Welcome aboard, {{ name }}!",
+                body="Hello {{ name }},\n\nThanks for joining us on the {{ attributes.plan }} plan.\n",
+            )
+            reminder = Template(
+                workspace_id=ws.id,
+                name="Appointment reminder",
+                channel="sms",
+                body="Hi {{ name }}, a reminder of your appointment {{ when | default('tomorrow') }}.",
+            )
             s.add_all(
                 [
-                    Template(
-                        workspace_id=ws.id,
-                        name="Welcome",
-                        channel="email",
-                        subject="Welcome aboard, {{ name }}!",
-                        body="Hello {{ name }},\n\nThanks for joining us on the {{ attributes.plan }} plan.\n",
-                    ),
-                    Template(
-                        workspace_id=ws.id,
-                        name="Appointment reminder",
-                        channel="sms",
-                        body="Hi {{ name }}, a reminder of your appointment {{ when | default('tomorrow') }}.",
-                    ),
+                    welcome,
+                    reminder,
                     Template(
                         workspace_id=ws.id,
                         name="Team alert",
@@ -137,8 +141,23 @@ async def seed_demo(settings: Settings) -> Login:
                         webhook_key=secrets.token_hex(32),
                     )
                 )
-            users = await s.execute(select(User.id).where(User.workspace_id == ws.id))
-            assert users.first() is not None
+            await s.flush()
+            # A few messages, so the board comes alive: the sandbox answers with signed delivery
+            # webhooks a moment after the dispatcher sends them.
+            soon = utcnow() + dt.timedelta(minutes=2)
+            for i, contact_id in enumerate(people[:8]):
+                await create_message(
+                    s,
+                    workspace_id=ws.id,
+                    user_id=None,
+                    data={
+                        "contact_id": contact_id,
+                        "channel": "email" if i % 2 == 0 else "sms",
+                        "template_id": welcome.id if i % 2 == 0 else reminder.id,
+                        "variables": {},
+                        "send_at": soon if i == 7 else None,
+                    },
+                )
         return Login(DEMO_EMAIL, DEMO_PASSWORD)
     finally:
         await db.dispose()
