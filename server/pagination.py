@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from server.errors import Problem
+
+P = TypeVar("P", bound=BaseModel)
 
 
 class PageQuery(BaseModel):
@@ -33,3 +37,10 @@ def decode_cursor(cursor: str | None) -> int | None:
         raise Problem(
             422, "The cursor is not valid.", errors=[{"field": "query.cursor", "message": "invalid cursor"}]
         ) from None
+
+
+def page_of(rows: Sequence[Any], limit: int, item: Callable[[Any], Any], page: type[P]) -> P:
+    """One page from rows fetched with `limit + 1` (the extra row only says there is a next page)."""
+    shown = rows[:limit]
+    more = len(rows) > limit
+    return page(items=[item(r) for r in shown], next_cursor=encode_cursor(shown[-1].id) if more else None)

@@ -14,7 +14,7 @@ from server.auth.models import Role, User
 from server.auth.principal import ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE
 from server.auth.tokens import AccessClaims
 from server.errors import Problem
-from server.pagination import PageQuery, decode_cursor, encode_cursor
+from server.pagination import PageQuery, decode_cursor, page_of
 from server.ratelimit_middleware import check_login_email
 from server.validators import normalize_email
 
@@ -161,12 +161,7 @@ async def list_users(ctx: Ctx[None]) -> Page[UserOut]:
         if after is not None:
             stmt = stmt.where(User.id > after)
         users = list((await s.execute(stmt.order_by(User.id).limit(q.limit + 1))).scalars())
-    more = len(users) > q.limit
-    users = users[: q.limit]
-    return Page[UserOut](
-        items=[UserOut.model_validate(u) for u in users],
-        next_cursor=encode_cursor(users[-1].id) if more else None,
-    )
+    return page_of(users, q.limit, UserOut.model_validate, Page[UserOut])
 
 
 @router.op(

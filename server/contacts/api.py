@@ -15,7 +15,7 @@ from server.contacts.schemas import (
     HistoryItem,
 )
 from server.errors import Problem
-from server.pagination import PageQuery, decode_cursor, encode_cursor
+from server.pagination import PageQuery, decode_cursor, page_of
 
 router = Router(tag="contacts")
 
@@ -68,12 +68,7 @@ async def list_contacts(ctx: Ctx[None]) -> Page[ContactOut]:
             ctx.db.dialect, workspace_id=ctx.workspace_id, q=q.q, tag=q.tag, before_id=before
         )
         rows = list((await s.execute(stmt.limit(q.limit + 1))).scalars())
-    more = len(rows) > q.limit
-    rows = rows[: q.limit]
-    return Page[ContactOut](
-        items=[ContactOut.model_validate(c) for c in rows],
-        next_cursor=encode_cursor(rows[-1].id) if more else None,
-    )
+    return page_of(rows, q.limit, ContactOut.model_validate, Page[ContactOut])
 
 
 @router.op("GET", "/contacts/{contact_id}", response=ContactOut, responses={404: "not found"})
@@ -176,9 +171,4 @@ async def history(ctx: Ctx[None]) -> History:
             )
     except service.ContactNotFound:
         raise _not_found() from None
-    more = len(rows) > q.limit
-    rows = rows[: q.limit]
-    return History(
-        items=[HistoryItem.model_validate(r) for r in rows],
-        next_cursor=encode_cursor(rows[-1].id) if more else None,
-    )
+    return page_of(rows, q.limit, HistoryItem.model_validate, History)

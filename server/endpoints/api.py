@@ -19,7 +19,7 @@ from server.endpoints.schemas import (
     EndpointWithSecret,
 )
 from server.errors import Problem
-from server.pagination import PageQuery, decode_cursor, encode_cursor
+from server.pagination import PageQuery, decode_cursor, page_of
 
 router = Router(tag="endpoints")
 
@@ -53,12 +53,7 @@ async def list_endpoints(ctx: Ctx[None]) -> Page[EndpointOut]:
         rows = await service.list_endpoints(
             s, workspace_id=ctx.workspace_id, before_id=decode_cursor(q.cursor), limit=q.limit + 1
         )
-    more = len(rows) > q.limit
-    rows = rows[: q.limit]
-    return Page[EndpointOut](
-        items=[EndpointOut.model_validate(e) for e in rows],
-        next_cursor=encode_cursor(rows[-1].id) if more else None,
-    )
+    return page_of(rows, q.limit, EndpointOut.model_validate, Page[EndpointOut])
 
 
 @router.op("GET", "/endpoints/{endpoint_id}", response=EndpointOut, role="admin", responses=_NOT_FOUND)
@@ -153,12 +148,7 @@ async def deliveries(ctx: Ctx[None]) -> Page[DeliveryOut]:
             )
     except service.EndpointNotFound:
         raise Problem(404, "No such endpoint.") from None
-    more = len(rows) > q.limit
-    rows = rows[: q.limit]
-    return Page[DeliveryOut](
-        items=[DeliveryOut.model_validate(d) for d in rows],
-        next_cursor=encode_cursor(rows[-1].id) if more else None,
-    )
+    return page_of(rows, q.limit, DeliveryOut.model_validate, Page[DeliveryOut])
 
 
 @router.op(

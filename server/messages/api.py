@@ -21,7 +21,7 @@ from server.messages.schemas import (
     MessageQuery,
 )
 from server.messages.wake import wake_local
-from server.pagination import PageQuery, decode_cursor, encode_cursor
+from server.pagination import PageQuery, decode_cursor, page_of
 from server.templates import render
 
 router = Router(tag="messages")
@@ -151,12 +151,7 @@ async def list_messages(ctx: Ctx[None]) -> Page[MessageOut]:
             before_id=decode_cursor(q.cursor),
             limit=q.limit + 1,
         )
-    more = len(rows) > q.limit
-    rows = rows[: q.limit]
-    return Page[MessageOut](
-        items=[MessageOut.model_validate(service.as_dict(m)) for m in rows],
-        next_cursor=encode_cursor(rows[-1].id) if more else None,
-    )
+    return page_of(rows, q.limit, lambda m: MessageOut.model_validate(service.as_dict(m)), Page[MessageOut])
 
 
 @router.op("GET", "/messages/{message_id}", response=MessageDetail, responses={404: "not found"})
@@ -225,11 +220,8 @@ async def list_campaigns(ctx: Ctx[None]) -> Page[CampaignOut]:
         rows = await campaigns.list_campaigns(
             s, workspace_id=ctx.workspace_id, before_id=decode_cursor(q.cursor), limit=q.limit + 1
         )
-    more = len(rows) > q.limit
-    rows = rows[: q.limit]
-    return Page[CampaignOut](
-        items=[CampaignOut.model_validate(campaigns.as_dict(c)) for c in rows],
-        next_cursor=encode_cursor(rows[-1].id) if more else None,
+    return page_of(
+        rows, q.limit, lambda c: CampaignOut.model_validate(campaigns.as_dict(c)), Page[CampaignOut]
     )
 
 

@@ -195,7 +195,9 @@ async def create_message(
         if templates_cache is None:
             tpl_channel, compiled = await load()
         else:
-            cached = await templates_cache.get_or_load(workspace_id, template_id, load, version_of=lambda _: 0)
+            cached = await templates_cache.get_or_load(
+                workspace_id, template_id, load, version_of=lambda _: 0
+            )
             assert cached is not None  # load() raises rather than return None
             tpl_channel, compiled = cached
         if tpl_channel != channel:

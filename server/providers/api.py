@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from server.api import Ctx, Page, Router, json_response
 from server.errors import Problem
-from server.pagination import decode_cursor, encode_cursor
+from server.pagination import decode_cursor, page_of
 from server.providers import service
 from server.providers.adapters import ConfigError
 from server.providers.models import Provider
@@ -64,11 +64,7 @@ async def list_providers(ctx: Ctx[None]) -> Page[ProviderOut]:
             after_id=decode_cursor(q.cursor),
             limit=q.limit + 1,
         )
-    more = len(rows) > q.limit
-    rows = rows[: q.limit]
-    return Page[ProviderOut](
-        items=[_out(ctx, p) for p in rows], next_cursor=encode_cursor(rows[-1].id) if more else None
-    )
+    return page_of(rows, q.limit, lambda p: _out(ctx, p), Page[ProviderOut])
 
 
 @router.op(

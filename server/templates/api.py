@@ -7,7 +7,7 @@ from server.api import Ctx, Page, Router, json_response
 from server.cache import caches_of
 from server.contacts import service as contacts
 from server.errors import Problem
-from server.pagination import decode_cursor, encode_cursor
+from server.pagination import decode_cursor, page_of
 from server.templates import render, service
 from server.templates.schemas import Channel, PreviewIn, PreviewOut, TemplateIn, TemplateOut, TemplatePatch
 
@@ -71,12 +71,7 @@ async def list_templates(ctx: Ctx[None]) -> Page[TemplateOut]:
             before_id=decode_cursor(q.cursor),
             limit=q.limit + 1,
         )
-    more = len(rows) > q.limit
-    rows = rows[: q.limit]
-    return Page[TemplateOut](
-        items=[TemplateOut.model_validate(t) for t in rows],
-        next_cursor=encode_cursor(rows[-1].id) if more else None,
-    )
+    return page_of(rows, q.limit, TemplateOut.model_validate, Page[TemplateOut])
 
 
 @router.op("GET", "/templates/{template_id}", response=TemplateOut, responses={404: "not found"})
