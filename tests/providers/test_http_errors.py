@@ -72,13 +72,12 @@ async def test_rate_limit_is_transient_and_honours_retry_after(
 
 
 @pytest.mark.parametrize("kind", HTTP_KINDS)
-async def test_timeout_is_transient(
-    kind: str, provider_server: ServerFactory, http: httpx.AsyncClient
-) -> None:
+async def test_timeout_is_transient(kind: str, provider_server: ServerFactory) -> None:
     fake, origin = provider_server(kind)
-    fake.mode = "slow"
-    with pytest.raises(TransientError, match="timed out"):
-        await adapter(kind, good_config(kind, origin), http).send(message(kind))
+    fake.mode = "slow"  # answers after 0.5 s
+    async with httpx.AsyncClient(timeout=httpx.Timeout(0.2)) as impatient:
+        with pytest.raises(TransientError, match="timed out"):
+            await adapter(kind, good_config(kind, origin), impatient).send(message(kind))
 
 
 @pytest.mark.parametrize("kind", HTTP_KINDS)
