@@ -120,6 +120,7 @@ class MessageEvent(Base):
     __table_args__ = (
         UniqueConstraint("provider_id", "provider_event_id"),
         Index("ix_message_event_message", "message_id", "id"),
+        Index("ix_message_event_at", "at"),  # the daily report reads one day of history
     )
 
 
