@@ -18,7 +18,7 @@ from realtime import log as eventlog
 from realtime.backend import RESET, Backend
 from realtime.log import LogReader
 from realtime.subscriber import Subscriber
-from realtime.tasks import background
+from realtime.tasks import background, cancel_all
 from realtime.topics import matches
 from realtime.types import Event, Topic
 from realtime.wire import decode_batch
@@ -111,13 +111,7 @@ class Hub:
         ]
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except asyncio.CancelledError:
-                pass
+        await cancel_all(self._tasks)
 
     # -- subscribers -------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from realtime import log as eventlog
 from realtime.backend import Backend, Message
 from realtime.log import LogReader
-from realtime.tasks import background
+from realtime.tasks import background, cancel_all
 from realtime.wire import encode_batch
 from server.db import Database, utcnow
 from server.events.service import NOTIFY_CHANNEL
@@ -100,13 +100,7 @@ class Relay:
         # the event loop in the driver's thread); cancel only what is still waiting after that.
         if self._tasks:
             await asyncio.wait(self._tasks[:1], timeout=STOP_GRACE_S)
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except asyncio.CancelledError:
-                pass
+        await cancel_all(self._tasks)
         if self._conn is not None:
             await self._conn.close()
             self._conn = None

@@ -27,7 +27,7 @@ from realtime.hub import Hub
 from realtime.log import LogReader
 from realtime.presence import Key, MemoryStore, Presence, RedisStore
 from realtime.relay import Relay
-from realtime.tasks import background
+from realtime.tasks import background, cancel_all
 from realtime.types import Authenticator, Caller
 from server.db import Database, utcnow
 from server.settings import Settings
@@ -115,13 +115,7 @@ class Realtime:
         ]
 
     async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            try:
-                await t
-            except asyncio.CancelledError:
-                pass
+        await cancel_all(self._tasks)
         await self.presence.stop()
         if self.relay is not None:
             await self.relay.stop()

@@ -16,6 +16,17 @@ def background(coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]
     return task
 
 
+async def cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel `tasks` and wait until each has ended."""
+    for t in tasks:
+        t.cancel()
+    for t in tasks:
+        try:
+            await t
+        except asyncio.CancelledError:
+            pass
+
+
 def _report(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("background task %s died", task.get_name(), exc_info=task.exception())

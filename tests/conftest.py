@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -39,6 +40,20 @@ def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     """Run blocking set-up (which may start its own event loop) off the test's loop."""
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(fn, *args).result()
+
+
+async def until(check: Callable[[], Any], *, within: float = 10.0, what: str = "condition") -> Any:
+    """Poll `check` (sync or async) until it returns something truthy."""
+    deadline = time.monotonic() + within
+    while True:
+        value = check()
+        if asyncio.iscoroutine(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 def alembic_upgrade(url: str) -> None:

@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -45,17 +43,3 @@ async def start_deliverer(db: Database) -> AsyncIterator[DelivererFactory]:
     yield factory
     for d in started:
         await d.stop()
-
-
-async def until(check: Callable[[], Any], *, within: float = 10.0, what: str = "condition") -> Any:
-    """Poll `check` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + within
-    while True:
-        value = check()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)

@@ -19,8 +19,8 @@ from server.endpoints.deliverer import Deliverer
 from server.endpoints.models import Delivery, Endpoint
 from server.events.models import Event
 from server.events.service import emit, envelope
-from tests.conftest import make_settings
-from tests.endpoints.conftest import DelivererFactory, until
+from tests.conftest import make_settings, until
+from tests.endpoints.conftest import DelivererFactory
 from tests.endpoints.receiver import Receiver, verify_signature
 
 
