@@ -67,6 +67,17 @@ class Problem(Exception):
         return out
 
 
+class NotFound(Exception):
+    """No such thing in the caller's workspace: answered 404 "No such <what>." wherever it is
+    raised during a request. Each domain's not-found error subclasses it and names its thing."""
+
+    what = "thing"
+
+    @property
+    def detail(self) -> str:
+        return f"No such {self.what}."
+
+
 def problem_response(problem: Problem) -> Response:
     return Response(
         orjson.dumps(problem.body()),
@@ -133,6 +144,11 @@ async def _on_dependency_error(request: Request, exc: Exception) -> Response:
     return await _on_crash(request, exc)
 
 
+async def _on_not_found(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, NotFound)
+    return problem_response(Problem(404, exc.detail))
+
+
 async def _on_crash(request: Request, exc: Exception) -> Response:
     # The traceback goes to the log, never to the client.
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
@@ -147,6 +163,7 @@ def exception_handlers() -> dict[Any, ExceptionHandler]:
         sa_exc.TimeoutError: _on_dependency_error,
         OSError: _on_dependency_error,
         Problem: _on_problem,
+        NotFound: _on_not_found,
         HTTPException: _on_http,
         Exception: _on_crash,
     }

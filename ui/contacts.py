@@ -125,10 +125,7 @@ def attribute_value(value: Any) -> tuple[str, bool]:
 async def _contact(request: Request, v: Viewer) -> Contact:
     contact_id = int(request.path_params["contact_id"])
     async with services(request).db.transaction() as s:
-        try:
-            return await service.get_contact(s, workspace_id=v.workspace_id, contact_id=contact_id)
-        except service.ContactNotFound:
-            raise Problem(404, "No such contact.") from None
+        return await service.get_contact(s, workspace_id=v.workspace_id, contact_id=contact_id)
 
 
 async def _history(request: Request, v: Viewer, contact_id: int) -> list[dict[str, Any]]:

@@ -26,10 +26,6 @@ def _etag(version: int) -> dict[str, str]:
     return {"ETag": f'"{version}"'}
 
 
-def _not_found() -> Problem:
-    return Problem(404, "No such contact.")
-
-
 def _duplicate() -> Problem:
     return Problem(
         409,
@@ -74,13 +70,10 @@ async def list_contacts(ctx: Ctx[None]) -> Page[ContactOut]:
 @router.op("GET", "/contacts/{contact_id}", response=ContactOut, responses={404: "not found"})
 async def get(ctx: Ctx[None]) -> Response:
     """One contact; the ETag is its version."""
-    try:
-        async with ctx.db.transaction() as s:
-            contact = await service.get_contact(
-                s, workspace_id=ctx.workspace_id, contact_id=ctx.path_int("contact_id")
-            )
-    except service.ContactNotFound:
-        raise _not_found() from None
+    async with ctx.db.transaction() as s:
+        contact = await service.get_contact(
+            s, workspace_id=ctx.workspace_id, contact_id=ctx.path_int("contact_id")
+        )
     return contact_response(contact)
 
 
@@ -119,8 +112,6 @@ async def patch(ctx: Ctx[ContactPatch]) -> Response:
                 changes=ctx.body.changes(),
                 if_match=if_match,
             )
-    except service.ContactNotFound:
-        raise _not_found() from None
     except service.DuplicateEmail:
         raise _duplicate() from None
     except service.VersionUnknown:
@@ -141,16 +132,13 @@ async def patch(ctx: Ctx[ContactPatch]) -> Response:
 @router.op("DELETE", "/contacts/{contact_id}", status=204, role="agent", responses={404: "not found"})
 async def delete(ctx: Ctx[None]) -> Response:
     """Delete a contact (its history stays in the audit log)."""
-    try:
-        async with ctx.db.transaction() as s:
-            await service.delete_contact(
-                s,
-                workspace_id=ctx.workspace_id,
-                contact_id=ctx.path_int("contact_id"),
-                user_id=ctx.principal.user_id,
-            )
-    except service.ContactNotFound:
-        raise _not_found() from None
+    async with ctx.db.transaction() as s:
+        await service.delete_contact(
+            s,
+            workspace_id=ctx.workspace_id,
+            contact_id=ctx.path_int("contact_id"),
+            user_id=ctx.principal.user_id,
+        )
     return Response(status_code=204)
 
 
@@ -160,15 +148,12 @@ async def delete(ctx: Ctx[None]) -> Response:
 async def history(ctx: Ctx[None]) -> History:
     """Changes to the contact, newest first."""
     q: PageQuery = ctx.query
-    try:
-        async with ctx.db.transaction() as s:
-            rows = await service.history(
-                s,
-                workspace_id=ctx.workspace_id,
-                contact_id=ctx.path_int("contact_id"),
-                before_id=decode_cursor(q.cursor),
-                limit=q.limit + 1,
-            )
-    except service.ContactNotFound:
-        raise _not_found() from None
+    async with ctx.db.transaction() as s:
+        rows = await service.history(
+            s,
+            workspace_id=ctx.workspace_id,
+            contact_id=ctx.path_int("contact_id"),
+            before_id=decode_cursor(q.cursor),
+            limit=q.limit + 1,
+        )
     return page_of(rows, q.limit, HistoryItem.model_validate, History)

@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.api import Out, Schema
 from server.contacts.models import Audit, Contact, ContactIdentity
 from server.db import utcnow
-from server.errors import Problem
+from server.errors import NotFound, Problem
 from server.events.service import emit
 from server.validators import normalize_email, normalize_phone
 from server.workspaces.models import Workspace
@@ -40,8 +40,8 @@ class AddressTaken(Problem):
         self.value = value
 
 
-class IdentityNotFound(Exception):
-    pass
+class IdentityNotFound(NotFound):
+    what = "identity on this contact"
 
 
 class IdentityIn(Schema):

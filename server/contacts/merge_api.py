@@ -114,6 +114,4 @@ async def remove_identity(ctx: Ctx[None]) -> Response:
             )
     except ContactNotFound as exc:
         raise _not_found(exc) from None
-    except identities.IdentityNotFound:
-        raise Problem(404, "No such identity on this contact.") from None
     return Response(status_code=204)

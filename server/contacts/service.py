@@ -5,20 +5,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select
+from sqlalchemy import Select, exists, func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.contacts.identities import check_free
-from server.contacts.models import Audit, Contact
+from server.contacts.models import Audit, Contact, ContactIdentity
 from server.db import json_array_contains, utcnow
+from server.errors import NotFound
 from server.events.service import emit
 
 FIELDS = ("name", "email", "phone", "attributes", "tags")
 
 
-class ContactNotFound(Exception):
-    pass
+class ContactNotFound(NotFound):
+    what = "contact"
 
 
 class DuplicateEmail(Exception):
@@ -145,11 +146,16 @@ def list_query(
     stmt = select(Contact).where(Contact.workspace_id == workspace_id)
     if q:
         like = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        extra = exists().where(
+            ContactIdentity.contact_id == Contact.id,
+            ContactIdentity.value.like(like, escape="\\"),  # stored lower-cased (emails) or E.164
+        )
         stmt = stmt.where(
             or_(
                 func.lower(Contact.name).like(like, escape="\\"),
                 func.lower(Contact.email).like(like, escape="\\"),
                 Contact.phone.like(like, escape="\\"),
+                extra,
             )
         )
     if tag:

@@ -59,13 +59,10 @@ async def list_endpoints(ctx: Ctx[None]) -> Page[EndpointOut]:
 @router.op("GET", "/endpoints/{endpoint_id}", response=EndpointOut, role="admin", responses=_NOT_FOUND)
 async def get(ctx: Ctx[None]) -> EndpointOut:
     """One endpoint (without its secret)."""
-    try:
-        async with ctx.db.transaction() as s:
-            endpoint = await service.get_endpoint(
-                s, workspace_id=ctx.workspace_id, endpoint_id=ctx.path_int("endpoint_id")
-            )
-    except service.EndpointNotFound:
-        raise Problem(404, "No such endpoint.") from None
+    async with ctx.db.transaction() as s:
+        endpoint = await service.get_endpoint(
+            s, workspace_id=ctx.workspace_id, endpoint_id=ctx.path_int("endpoint_id")
+        )
     return EndpointOut.model_validate(endpoint)
 
 
@@ -96,13 +93,10 @@ async def patch(ctx: Ctx[EndpointPatch]) -> EndpointOut:
 @router.op("DELETE", "/endpoints/{endpoint_id}", status=204, role="admin", responses=_NOT_FOUND)
 async def delete(ctx: Ctx[None]) -> Response:
     """Delete an endpoint and its delivery log."""
-    try:
-        async with ctx.db.transaction() as s:
-            await service.delete_endpoint(
-                s, workspace_id=ctx.workspace_id, endpoint_id=ctx.path_int("endpoint_id")
-            )
-    except service.EndpointNotFound:
-        raise Problem(404, "No such endpoint.") from None
+    async with ctx.db.transaction() as s:
+        await service.delete_endpoint(
+            s, workspace_id=ctx.workspace_id, endpoint_id=ctx.path_int("endpoint_id")
+        )
     return Response(status_code=204)
 
 
@@ -115,13 +109,10 @@ async def delete(ctx: Ctx[None]) -> Response:
 )
 async def rotate_secret(ctx: Ctx[None]) -> EndpointWithSecret:
     """A new secret, shown this once; the previous one keeps signing for 24 hours."""
-    try:
-        async with ctx.db.transaction() as s:
-            endpoint = await service.rotate_secret(
-                s, workspace_id=ctx.workspace_id, endpoint_id=ctx.path_int("endpoint_id")
-            )
-    except service.EndpointNotFound:
-        raise Problem(404, "No such endpoint.") from None
+    async with ctx.db.transaction() as s:
+        endpoint = await service.rotate_secret(
+            s, workspace_id=ctx.workspace_id, endpoint_id=ctx.path_int("endpoint_id")
+        )
     return _with_secret(endpoint)
 
 
@@ -136,18 +127,15 @@ async def rotate_secret(ctx: Ctx[None]) -> EndpointWithSecret:
 async def deliveries(ctx: Ctx[None]) -> Page[DeliveryOut]:
     """The delivery log, newest first: status, HTTP status code, latency, attempts."""
     q: DeliveryQuery = ctx.query
-    try:
-        async with ctx.db.transaction() as s:
-            rows = await service.list_deliveries(
-                s,
-                workspace_id=ctx.workspace_id,
-                endpoint_id=ctx.path_int("endpoint_id"),
-                status=q.status,
-                before_id=decode_cursor(q.cursor),
-                limit=q.limit + 1,
-            )
-    except service.EndpointNotFound:
-        raise Problem(404, "No such endpoint.") from None
+    async with ctx.db.transaction() as s:
+        rows = await service.list_deliveries(
+            s,
+            workspace_id=ctx.workspace_id,
+            endpoint_id=ctx.path_int("endpoint_id"),
+            status=q.status,
+            before_id=decode_cursor(q.cursor),
+            limit=q.limit + 1,
+        )
     return page_of(rows, q.limit, DeliveryOut.model_validate, Page[DeliveryOut])
 
 
@@ -160,16 +148,13 @@ async def deliveries(ctx: Ctx[None]) -> Page[DeliveryOut]:
 )
 async def delivery(ctx: Ctx[None]) -> DeliveryDetail:
     """One delivery with the body that is (or was) sent."""
-    try:
-        async with ctx.db.transaction() as s:
-            row = await service.get_delivery(
-                s,
-                workspace_id=ctx.workspace_id,
-                endpoint_id=ctx.path_int("endpoint_id"),
-                delivery_id=ctx.path_int("delivery_id"),
-            )
-    except service.DeliveryNotFound:
-        raise Problem(404, "No such delivery.") from None
+    async with ctx.db.transaction() as s:
+        row = await service.get_delivery(
+            s,
+            workspace_id=ctx.workspace_id,
+            endpoint_id=ctx.path_int("endpoint_id"),
+            delivery_id=ctx.path_int("delivery_id"),
+        )
     return DeliveryDetail.model_validate(row)
 
 
@@ -191,10 +176,6 @@ async def resend(ctx: Ctx[None]) -> Response:
                 endpoint_id=ctx.path_int("endpoint_id"),
                 delivery_id=ctx.path_int("delivery_id"),
             )
-    except service.EndpointNotFound:
-        raise Problem(404, "No such endpoint.") from None
-    except service.DeliveryNotFound:
-        raise Problem(404, "No such delivery.") from None
     except service.ResendRefused as exc:
         raise Problem(409, str(exc)) from None
     _wake(ctx)

@@ -27,18 +27,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.db import utcnow
 from server.endpoints.models import Delivery, Endpoint
 from server.endpoints.schemas import ALL_EVENTS, EVENT_TYPES
+from server.errors import NotFound
 from server.events.service import envelope, read_after
 from server.workspaces.models import Workspace
 
 SECRET_OVERLAP = dt.timedelta(hours=24)  # how long the old secret keeps signing after a rotation
 
 
-class EndpointNotFound(Exception):
-    pass
+class EndpointNotFound(NotFound):
+    what = "endpoint"
 
 
-class DeliveryNotFound(Exception):
-    pass
+class DeliveryNotFound(NotFound):
+    what = "delivery"
 
 
 class ResendRefused(Exception):

@@ -29,10 +29,6 @@ router = Router(tag="messages")
 SCOPE = "messages"
 
 
-def _not_found() -> Problem:
-    return Problem(404, "No such message.")
-
-
 def _key_reused() -> Problem:
     return Problem(
         422,
@@ -157,14 +153,9 @@ async def list_messages(ctx: Ctx[None]) -> Page[MessageOut]:
 @router.op("GET", "/messages/{message_id}", response=MessageDetail, responses={404: "not found"})
 async def get(ctx: Ctx[None]) -> MessageDetail:
     """One message with its status timeline (oldest first) under `events`."""
-    try:
-        async with ctx.db.transaction() as s:
-            m = await service.get_message(
-                s, workspace_id=ctx.workspace_id, message_id=ctx.path_int("message_id")
-            )
-            events = await service.timeline(s, message_id=m.id)
-    except service.MessageNotFound:
-        raise _not_found() from None
+    async with ctx.db.transaction() as s:
+        m = await service.get_message(s, workspace_id=ctx.workspace_id, message_id=ctx.path_int("message_id"))
+        events = await service.timeline(s, message_id=m.id)
     return MessageDetail.model_validate(
         {**service.as_dict(m), "events": [MessageEventOut.model_validate(e) for e in events]}
     )
@@ -187,8 +178,6 @@ async def cancel(ctx: Ctx[None]) -> MessageOut:
                 message_id=ctx.path_int("message_id"),
                 user_id=ctx.principal.user_id,
             )
-    except service.MessageNotFound:
-        raise _not_found() from None
     except service.NotCancelable as exc:
         raise Problem(
             409,
@@ -228,11 +217,8 @@ async def list_campaigns(ctx: Ctx[None]) -> Page[CampaignOut]:
 @router.op("GET", "/campaigns/{campaign_id}", response=CampaignOut, responses={404: "not found"})
 async def get_campaign(ctx: Ctx[None]) -> CampaignOut:
     """A campaign and how far its expansion has come."""
-    try:
-        async with ctx.db.transaction() as s:
-            c = await campaigns.get_campaign(
-                s, workspace_id=ctx.workspace_id, campaign_id=ctx.path_int("campaign_id")
-            )
-    except campaigns.CampaignNotFound:
-        raise Problem(404, "No such campaign.") from None
+    async with ctx.db.transaction() as s:
+        c = await campaigns.get_campaign(
+            s, workspace_id=ctx.workspace_id, campaign_id=ctx.path_int("campaign_id")
+        )
     return CampaignOut.model_validate(campaigns.as_dict(c))

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from server.contacts import service as contacts
 from server.contacts.models import Contact
 from server.db import Database, utcnow
+from server.errors import NotFound
 from server.events.service import emit
 from server.messages import service
 from server.messages.models import Campaign, MessageStatus
@@ -32,8 +33,8 @@ BATCH_SIZE = 500  # messages per transaction: short locks, and progress the boar
 _RUNNER = "campaign_runner"  # key in services.extras
 
 
-class CampaignNotFound(Exception):
-    pass
+class CampaignNotFound(NotFound):
+    what = "campaign"
 
 
 def as_dict(c: Campaign) -> dict[str, Any]:

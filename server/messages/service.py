@@ -16,6 +16,7 @@ from server.cache import EntityCache
 from server.contacts import service as contacts
 from server.contacts.models import Contact
 from server.db import utcnow
+from server.errors import NotFound
 from server.events.service import NewEvent, emit_many
 from server.messages.models import Message, MessageEvent, MessageStatus
 from server.messages.status import StatusChange, apply_changes, event_data
@@ -35,8 +36,8 @@ class InvalidReference(Exception):
         self.errors = [{"field": field, "message": message}]
 
 
-class MessageNotFound(Exception):
-    pass
+class MessageNotFound(NotFound):
+    what = "message"
 
 
 class NotCancelable(Exception):

@@ -33,10 +33,6 @@ def _out(ctx: Ctx[Any], provider: Provider) -> ProviderOut:
     return ProviderOut.model_validate(service.public_view(provider, _base_url(ctx)))
 
 
-def _not_found() -> Problem:
-    return Problem(404, "No such provider.")
-
-
 def _invalid(exc: ConfigError) -> Problem:
     return Problem(422, "The provider configuration is not valid.", errors=exc.errors)
 
@@ -72,13 +68,10 @@ async def list_providers(ctx: Ctx[None]) -> Page[ProviderOut]:
 )
 async def get(ctx: Ctx[None]) -> ProviderOut:
     """One provider connection."""
-    try:
-        async with ctx.db.transaction() as s:
-            p = await service.get_provider(
-                s, workspace_id=ctx.workspace_id, provider_id=ctx.path_int("provider_id")
-            )
-    except service.ProviderNotFound:
-        raise _not_found() from None
+    async with ctx.db.transaction() as s:
+        p = await service.get_provider(
+            s, workspace_id=ctx.workspace_id, provider_id=ctx.path_int("provider_id")
+        )
     return _out(ctx, p)
 
 
@@ -100,8 +93,6 @@ async def patch(ctx: Ctx[ProviderPatch]) -> ProviderOut:
                 provider_id=ctx.path_int("provider_id"),
                 changes=ctx.body.model_dump(exclude_unset=True),
             )
-    except service.ProviderNotFound:
-        raise _not_found() from None
     except ConfigError as exc:
         raise _invalid(exc) from None
     return _out(ctx, p)
@@ -110,11 +101,8 @@ async def patch(ctx: Ctx[ProviderPatch]) -> ProviderOut:
 @router.op("DELETE", "/providers/{provider_id}", status=204, role="admin", responses={404: "not found"})
 async def delete(ctx: Ctx[None]) -> Response:
     """Remove a provider connection."""
-    try:
-        async with ctx.db.transaction() as s:
-            await service.delete_provider(
-                s, workspace_id=ctx.workspace_id, provider_id=ctx.path_int("provider_id")
-            )
-    except service.ProviderNotFound:
-        raise _not_found() from None
+    async with ctx.db.transaction() as s:
+        await service.delete_provider(
+            s, workspace_id=ctx.workspace_id, provider_id=ctx.path_int("provider_id")
+        )
     return Response(status_code=204)

@@ -10,12 +10,13 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db import utcnow
+from server.errors import NotFound
 from server.providers.adapters import ADAPTERS, ConfigError
 from server.providers.models import Provider
 
 
-class ProviderNotFound(Exception):
-    pass
+class ProviderNotFound(NotFound):
+    what = "provider"
 
 
 def webhook_url(base_url: str, provider_id: int) -> str:

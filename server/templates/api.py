@@ -22,10 +22,6 @@ class TemplateQuery(BaseModel):
     cursor: str | None = Field(default=None, max_length=100)
 
 
-def _not_found() -> Problem:
-    return Problem(404, "No such template.")
-
-
 def _invalid(exc: render.TemplateInvalid) -> Problem:
     return Problem(422, "The template is not valid.", errors=exc.errors)
 
@@ -77,13 +73,10 @@ async def list_templates(ctx: Ctx[None]) -> Page[TemplateOut]:
 @router.op("GET", "/templates/{template_id}", response=TemplateOut, responses={404: "not found"})
 async def get(ctx: Ctx[None]) -> TemplateOut:
     """One template."""
-    try:
-        async with ctx.db.transaction() as s:
-            tpl = await service.get_template(
-                s, workspace_id=ctx.workspace_id, template_id=ctx.path_int("template_id")
-            )
-    except service.TemplateNotFound:
-        raise _not_found() from None
+    async with ctx.db.transaction() as s:
+        tpl = await service.get_template(
+            s, workspace_id=ctx.workspace_id, template_id=ctx.path_int("template_id")
+        )
     return TemplateOut.model_validate(tpl)
 
 
@@ -105,8 +98,6 @@ async def patch(ctx: Ctx[TemplatePatch]) -> TemplateOut:
                 template_id=ctx.path_int("template_id"),
                 changes=ctx.body.model_dump(exclude_unset=True),
             )
-    except service.TemplateNotFound:
-        raise _not_found() from None
     except render.TemplateInvalid as exc:
         raise _invalid(exc) from None
     except service.DuplicateName:
@@ -119,13 +110,10 @@ async def patch(ctx: Ctx[TemplatePatch]) -> TemplateOut:
 @router.op("DELETE", "/templates/{template_id}", status=204, role="agent", responses={404: "not found"})
 async def delete(ctx: Ctx[None]) -> Response:
     """Delete a template."""
-    try:
-        async with ctx.db.transaction() as s:
-            await service.delete_template(
-                s, workspace_id=ctx.workspace_id, template_id=ctx.path_int("template_id")
-            )
-    except service.TemplateNotFound:
-        raise _not_found() from None
+    async with ctx.db.transaction() as s:
+        await service.delete_template(
+            s, workspace_id=ctx.workspace_id, template_id=ctx.path_int("template_id")
+        )
     await caches_of(ctx.services).invalidate("template", ctx.workspace_id, ctx.path_int("template_id"))
     return Response(status_code=204)
 
@@ -141,10 +129,7 @@ async def preview(ctx: Ctx[PreviewIn]) -> PreviewOut:
     """Render a template for a contact (or none) and variables, without sending anything."""
     template_id = ctx.path_int("template_id")
     async with ctx.db.transaction() as s:
-        try:
-            tpl = await service.get_template(s, workspace_id=ctx.workspace_id, template_id=template_id)
-        except service.TemplateNotFound:
-            raise _not_found() from None
+        tpl = await service.get_template(s, workspace_id=ctx.workspace_id, template_id=template_id)
         contact = None
         if ctx.body.contact_id is not None:
             try:

@@ -9,12 +9,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db import utcnow
+from server.errors import NotFound
 from server.templates import render
 from server.templates.models import Template
 
 
-class TemplateNotFound(Exception):
-    pass
+class TemplateNotFound(NotFound):
+    what = "template"
 
 
 class DuplicateName(Exception):

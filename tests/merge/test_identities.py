@@ -44,6 +44,28 @@ async def test_extra_identities_are_listed_after_the_primary_ones(client: httpx.
     assert [i["value"] for i in items] == ["ada@example.test", "+14155552671", "+442079460958"]
 
 
+async def test_searching_contacts_finds_extra_identities_too(make_client: ClientFactory) -> None:
+    acme = await make_client("agent", workspace="Acme")
+    other = await make_client("agent", workspace="Other")
+    ada = await _create(acme, name="Ada", email="ada@example.test")
+    await _create(acme, name="Grace", email="grace@example.test")
+    assert (await _add(acme, ada["id"], "email", "Countess@Work.test")).status_code == 201
+    assert (await _add(acme, ada["id"], "phone", "+44 20 7946 0958")).status_code == 201
+    theirs = await _create(other, name="Somebody", email="someone@elsewhere.test")
+    assert (await _add(other, theirs["id"], "email", "countess@other.test")).status_code == 201
+
+    async def found(client: httpx.AsyncClient, q: str) -> list[str]:
+        r = await client.get("/api/v1/contacts", params={"q": q})
+        assert r.status_code == 200, r.text
+        return [c["name"] for c in r.json()["items"]]
+
+    assert await found(acme, "COUNTESS@work") == ["Ada"]
+    assert await found(acme, "7946") == ["Ada"]
+    assert await found(acme, "countess") == ["Ada"]  # not the other workspace's identity
+    assert await found(acme, "grace") == ["Grace"]
+    assert await found(other, "countess") == ["Somebody"]
+
+
 async def test_every_address_is_unique_across_primary_and_extra_identities(client: httpx.AsyncClient) -> None:
     ada = await _create(client, name="Ada", email="ada@example.test", phone="+14155552671")
     bob = await _create(client, name="Bob", email="bob@example.test")
