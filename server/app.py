@@ -76,14 +76,14 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     services.extras["realtime"] = realtime
     services.components += [caches, realtime]
     if settings.embedded_worker:
-        from server.endpoints.deliverer import Deliverer
+        from server.endpoints.deliverer import Deliverer, DelivererConfig
         from server.messages.dispatcher import Dispatcher
         from server.reports.job import ReportJob
 
         services.components.append(Dispatcher(services))
         services.components.append(ReportJob(services.db, on_change=realtime.poke))
         # Outgoing webhooks; the worker process runs a Deliverer too.
-        deliverer = Deliverer(services.db)
+        deliverer = Deliverer(services.db, DelivererConfig(allow_private=settings.allow_private_endpoints))
         services.components.append(deliverer)
         services.extras["deliverer"] = deliverer
     routers = list(ROUTERS)

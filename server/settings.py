@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     circuit_failures: int = 5
     circuit_reset_s: float = 30.0
     worker_metrics_port: int | None = None  # `switchboard worker` serves /metrics here when set
+    # Outgoing webhooks to loopback, private and link-local addresses (server/endpoints/guard.py).
+    allow_private_endpoints: bool = False
 
     # API rate limits (token bucket: burst capacity and refill per second)
     rate_limit_enabled: bool = True

@@ -145,6 +145,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "database_url": database_url,
         "secret_key": "test-secret-" + "x" * 32,
         "rate_limit_enabled": False,
+        "allow_private_endpoints": True,  # receivers and fakes listen on 127.0.0.1
     }
     values.update(overrides)
     return Settings(**values)

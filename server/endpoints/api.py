@@ -8,6 +8,7 @@ from starlette.responses import Response
 
 from server.api import Ctx, Page, Router, json_response
 from server.endpoints import service
+from server.endpoints.guard import refused_host
 from server.endpoints.models import Endpoint
 from server.endpoints.schemas import (
     DeliveryDetail,
@@ -30,6 +31,12 @@ def _with_secret(endpoint: Endpoint) -> EndpointWithSecret:
     return EndpointWithSecret.model_validate(endpoint)
 
 
+def _check_address(ctx: Ctx[Any], url: str) -> None:
+    why = None if ctx.services.settings.allow_private_endpoints else refused_host(url)
+    if why is not None:
+        raise Problem(422, "The URL must reach a public address.", errors=[{"field": "url", "message": why}])
+
+
 def _wake(ctx: Ctx[Any]) -> None:
     """Let a deliverer in this process (embedded mode) act now instead of at its next poll."""
     deliverer = ctx.services.extras.get("deliverer")
@@ -40,6 +47,7 @@ def _wake(ctx: Ctx[Any]) -> None:
 @router.op("POST", "/endpoints", body=EndpointIn, response=EndpointWithSecret, status=201, role="admin")
 async def create(ctx: Ctx[EndpointIn]) -> Response:
     """Register an endpoint. The response holds its signing secret, shown this once."""
+    _check_address(ctx, ctx.body.url)
     async with ctx.db.transaction() as s:
         endpoint = await service.create_endpoint(s, workspace_id=ctx.workspace_id, **ctx.body.model_dump())
     return json_response(_with_secret(endpoint), 201)
@@ -76,16 +84,15 @@ async def get(ctx: Ctx[None]) -> EndpointOut:
 )
 async def patch(ctx: Ctx[EndpointPatch]) -> EndpointOut:
     """Change the URL, event types or description; `enabled: true` re-enables a disabled endpoint."""
-    try:
-        async with ctx.db.transaction() as s:
-            endpoint = await service.patch_endpoint(
-                s,
-                workspace_id=ctx.workspace_id,
-                endpoint_id=ctx.path_int("endpoint_id"),
-                changes=ctx.body.model_dump(exclude_unset=True),
-            )
-    except service.EndpointNotFound:
-        raise Problem(404, "No such endpoint.") from None
+    if ctx.body.url is not None:
+        _check_address(ctx, ctx.body.url)
+    async with ctx.db.transaction() as s:
+        endpoint = await service.patch_endpoint(
+            s,
+            workspace_id=ctx.workspace_id,
+            endpoint_id=ctx.path_int("endpoint_id"),
+            changes=ctx.body.model_dump(exclude_unset=True),
+        )
     _wake(ctx)
     return EndpointOut.model_validate(endpoint)
 

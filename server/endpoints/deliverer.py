@@ -29,6 +29,7 @@ import orjson
 
 from server.db import Database, utcnow
 from server.endpoints import service
+from server.endpoints.guard import public_only_transport
 from server.endpoints.service import Attempt, Outcome
 from server.events.service import NOTIFY_CHANNEL
 from server.signing import sign
@@ -59,6 +60,7 @@ class DelivererConfig:
     # On PostgreSQL a pass also runs when events commit (LISTEN); passes are at least this far
     # apart so a burst of commits costs a few passes, not one per event.
     min_pass_interval_s: float = 0.05
+    allow_private: bool = False  # deliver to non-public addresses too (see server/endpoints/guard.py)
     log_retention_days: float = 30.0  # finished deliveries stay in the log this long
 
 
@@ -84,11 +86,11 @@ class Deliverer:
     async def start(self) -> None:
         if self._client is None:
             cfg = self.config
+            limits = httpx.Limits(max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency)
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(cfg.timeout_s),
-                limits=httpx.Limits(
-                    max_connections=cfg.concurrency, max_keepalive_connections=cfg.concurrency
-                ),
+                limits=limits,
+                transport=None if cfg.allow_private else public_only_transport(limits=limits),
                 follow_redirects=False,  # a redirect is a failure: the receiver must fix its URL
                 headers={"User-Agent": USER_AGENT},
             )

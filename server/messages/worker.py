@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 
-from server.endpoints.deliverer import Deliverer
+from server.endpoints.deliverer import Deliverer, DelivererConfig
 from server.messages.dispatcher import Dispatcher
 from server.metrics import WorkerMetricsServer
 from server.reports.job import ReportJob
@@ -22,7 +22,10 @@ async def run_worker(settings: Settings) -> None:
     dispatcher = Dispatcher(services)
     services.components.append(dispatcher)
     services.components.append(ReportJob(services.db))  # daily figures; today's move live
-    services.components.append(Deliverer(services.db))  # outgoing webhooks (web --no-worker has none)
+    # Outgoing webhooks (web --no-worker has none).
+    services.components.append(
+        Deliverer(services.db, DelivererConfig(allow_private=settings.allow_private_endpoints))
+    )
     if settings.worker_metrics_port:
         services.components.append(WorkerMetricsServer(services, settings.worker_metrics_port))
     loop = asyncio.get_running_loop()

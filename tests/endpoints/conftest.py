@@ -18,6 +18,7 @@ FAST = {
     "backoff_max_s": 0.2,
     "jitter": 0.0,
     "error_pause_s": 0.1,
+    "allow_private": True,  # the receiver listens on 127.0.0.1
 }
 
 
