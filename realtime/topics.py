@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement, false, or_
@@ -56,7 +57,13 @@ def parse_topics(raw: Iterable[Any]) -> frozenset[Topic]:
         raise TopicError("Name at least one topic: board, contacts or contact:<id>.")
     if len(out) > MAX_TOPICS:
         raise TopicError(f"At most {MAX_TOPICS} topics per subscription.")
-    return frozenset(out)
+    return _shared(frozenset(out))
+
+
+@lru_cache(maxsize=1024)
+def _shared(topics: frozenset[Topic]) -> frozenset[Topic]:
+    """One object per distinct topic set in use: thousands of `board` sockets share one."""
+    return topics
 
 
 def parse_topic_list(raw: str | None) -> frozenset[Topic]:

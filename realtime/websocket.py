@@ -26,17 +26,19 @@ PING = b'{"type":"ping"}'
 # `ws_send_buffer` counts frames; the transport's buffer counts bytes. A typical event frame.
 FRAME_BYTES = 256
 RESYNC = b'{"type":"resync"}'
+PROTOCOL_MODULES = ("realtime.wsprotocol", "uvicorn.protocols.websockets")
 
 
 def find_transport(send: Any) -> Any:
-    """The transport under uvicorn's WebSocket protocol, found through the ASGI `send` callable
-    (middleware wraps it in closures). None under any other server: then frames go through ASGI."""
+    """The transport under our or uvicorn's WebSocket protocol, found through the ASGI `send`
+    callable (middleware wraps it in closures). None under any other server: then frames go
+    through ASGI."""
     stack, seen = [send], 0
     while stack and seen < 16:
         fn = stack.pop()
         seen += 1
         owner = getattr(fn, "__self__", None)
-        if owner is not None and type(owner).__module__.startswith("uvicorn.protocols.websockets"):
+        if owner is not None and type(owner).__module__.startswith(PROTOCOL_MODULES):
             t = getattr(owner, "transport", None)
             return t if t is not None and hasattr(t, "get_write_buffer_size") else None
         for cell in getattr(fn, "__closure__", None) or ():
@@ -201,6 +203,7 @@ async def serve(rt: Realtime, scope: Scope, receive: Receive, send: Send) -> Non
         # A cookie rides along with any site's WebSocket: only our own pages may use it.
         await send({"type": "websocket.close", "code": 1008, "reason": "Cross-origin WebSocket refused."})
         return
+    del http  # its parsed headers would live as long as the socket
     await send({"type": "websocket.accept"})
     conn = Connection(rt, receive, send, caller)
     rt.connections.add(conn)

@@ -11,6 +11,8 @@ from typing import Any
 
 import uvicorn
 
+from realtime.wsprotocol import WebSocketProtocol
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -20,10 +22,13 @@ def free_port() -> int:
 
 @contextmanager
 def serve_in_thread(app: Any, *, port: int | None = None) -> Iterator[str]:
-    """Yields the base URL while uvicorn serves `app` (lifespan included) in a background thread."""
+    """Yields the base URL while uvicorn serves `app` (lifespan included) in a background thread,
+    with the WebSocket protocol `switchboard serve` uses."""
     port = port or free_port()
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
+        uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", ws=WebSocketProtocol
+        )
     )
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
     thread.start()

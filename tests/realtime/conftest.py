@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
 from realtime.service import Realtime
+from realtime.wsprotocol import WebSocketProtocol
 from server.auth.models import User
 from server.contacts.models import Contact
 from server.db import Database
@@ -205,6 +206,30 @@ class Running:
 
 
 @asynccontextmanager
+async def uvicorn_on_free_port(app: Any, **config: Any) -> AsyncIterator[tuple[int, uvicorn.Server]]:
+    """`app` on a real uvicorn server in this loop, with `switchboard serve`'s WebSocket protocol."""
+    port = free_port()
+    options: dict[str, Any] = {
+        "log_level": "warning",
+        "ws_ping_interval": None,
+        "ws": WebSocketProtocol,
+        **config,
+    }
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, **options))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.01)
+    try:
+        yield port, server
+    finally:
+        server.should_exit = True
+        server.force_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+@asynccontextmanager
 async def serve(rt: Realtime) -> AsyncIterator[Running]:
     """The realtime routes on a real uvicorn server (so the raw-transport path is exercised)."""
 
@@ -218,21 +243,11 @@ async def serve(rt: Realtime) -> AsyncIterator[Running]:
 
     # /ws served in front of the app (Realtime.wrap), as `switchboard serve` is meant to;
     # test_asgi_fallback covers the route mounted inside Starlette.
-    app = rt.wrap(Starlette(routes=rt.routes, lifespan=lifespan))
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws_ping_interval=None)
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        if task.done():
-            task.result()
-        await asyncio.sleep(0.01)
-    try:
+    async with uvicorn_on_free_port(rt.wrap(Starlette(routes=rt.routes, lifespan=lifespan))) as (
+        port,
+        _server,
+    ):
         yield Running(rt, port)
-    finally:
-        server.should_exit = True
-        server.force_exit = True
-        await asyncio.wait_for(task, 10)
 
 
 StartApp = Callable[..., Any]
