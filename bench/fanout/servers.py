@@ -1,6 +1,7 @@
 """The servers under test, one per process: `python -m bench.fanout.servers STACK --port P ...`.
 
-ours         Switchboard's realtime layer (uvicorn, event log → relay → Redis → hub → sockets)
+ours         Switchboard's realtime layer (uvicorn with our WebSocket protocol, event log → relay →
+             Redis → hub → sockets), as `switchboard serve` runs it
 limit        bare `websockets`: each event's frame built once and written to every transport
 broadcaster  Starlette + broadcaster 0.3.1 (Redis), one subscriber queue per socket, uvicorn
 socketio     python-socketio + AsyncRedisManager, uvicorn
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -47,6 +49,7 @@ def ours(args: argparse.Namespace) -> None:
 
     from realtime.service import Realtime
     from server.db import Database
+    from server.runtime import settle_heap
     from server.settings import Settings
 
     class Caller:
@@ -68,6 +71,7 @@ def ours(args: argparse.Namespace) -> None:
         await rt.stop()
 
     app = rt.wrap(Starlette(routes=rt.routes, lifespan=lifespan))
+    settle_heap()  # as `switchboard serve` does
     uvicorn.run(app, port=args.port, ws=args.ws, ws_per_message_deflate=False, **UVICORN)
 
 
@@ -120,15 +124,16 @@ def broadcaster(args: argparse.Namespace) -> None:
     from broadcaster import Broadcast
     from starlette.applications import Starlette
     from starlette.routing import WebSocketRoute
-    from starlette.websockets import WebSocket
+    from starlette.websockets import WebSocket, WebSocketDisconnect
 
     broadcast = Broadcast(args.redis)
 
     async def ws_endpoint(websocket: WebSocket) -> None:
         await websocket.accept()
-        async with broadcast.subscribe(channel=args.prefix + "board") as subscriber:
-            async for event in subscriber:  # type: ignore[union-attr]
-                await websocket.send_text(event.message)
+        with contextlib.suppress(WebSocketDisconnect):  # a client gone when the run ends
+            async with broadcast.subscribe(channel=args.prefix + "board") as subscriber:
+                async for event in subscriber:  # type: ignore[union-attr]
+                    await websocket.send_text(event.message)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -173,7 +178,11 @@ def main() -> None:
     p.add_argument("--clients", type=int, default=1000)
     p.add_argument("--rates", type=lambda s: [float(x) for x in s.split(",") if x], default=[])
     p.add_argument("--step-s", type=float, default=3.0)
-    p.add_argument("--ws", default="websockets-sansio", help="uvicorn's WebSocket implementation (ours)")
+    p.add_argument(
+        "--ws",
+        default="realtime.wsprotocol:WebSocketProtocol",
+        help="WebSocket protocol under ours: switchboard serve's (default) or a uvicorn name",
+    )
     args = p.parse_args()
     {"ours": ours, "limit": limit, "broadcaster": broadcaster, "socketio": socketio_server}[args.stack](args)
 
