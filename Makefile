@@ -15,7 +15,7 @@ install: $(VENV)/.installed
 
 run: install
 	$(VENV)/bin/switchboard migrate
-	$(VENV)/bin/switchboard demo
+	SWITCHBOARD_PUBLIC_URL=$${SWITCHBOARD_PUBLIC_URL:-http://$(HOST):$(PORT)} $(VENV)/bin/switchboard demo
 	$(VENV)/bin/switchboard serve --host $(HOST) --port $(PORT)
 
 # pytest exits 5 when it collects no test: that is a failure here, never a silent pass.

@@ -120,7 +120,8 @@ def cmd_demo(_args: argparse.Namespace, settings: Settings) -> None:
 
     asyncio.run(_check_migrated(settings))
     login = asyncio.run(seed_demo(settings))
-    print("\n  Demo workspace ready. Sign in at http://127.0.0.1:8000/login")
+    base = (settings.public_url or "http://127.0.0.1:8000").rstrip("/")  # `serve`'s default address
+    print(f"\n  Demo workspace ready. Sign in at {base}/login")
     print(f"    email:    {login.email}")
     print(f"    password: {login.password}\n", flush=True)
 

@@ -58,6 +58,9 @@ def test_migrate_createuser_and_demo_are_idempotent(env: dict[str, str]) -> None
     second = run("demo", env=env)
     assert first.returncode == second.returncode == 0, first.stderr
     assert "password: switchboard-demo" in first.stdout and "password: switchboard-demo" in second.stdout
+    assert "Sign in at http://127.0.0.1:8000/login" in first.stdout
+    env["SWITCHBOARD_PUBLIC_URL"] = "https://crm.example.test/"
+    assert "Sign in at https://crm.example.test/login" in run("demo", env=env).stdout
 
 
 def test_production_without_secret_is_a_startup_error(env: dict[str, str]) -> None:
