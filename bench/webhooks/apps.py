@@ -13,6 +13,7 @@ from starlette.routing import Route
 def switchboard() -> Starlette:
     """The real app, from the `SWITCHBOARD_*` environment (uvicorn `--factory`)."""
     from server.app import create_app
+    from server.runtime import settle_heap
     from server.webhooks import ingest
     from server.webhooks.api import routes
 
@@ -22,6 +23,7 @@ def switchboard() -> Starlette:
     app = create_app()
     if not any(getattr(r, "path", None) == "/webhooks/{provider_id}" for r in app.router.routes):
         app.router.routes.extend(routes)  # until the app wires the webhook routes itself
+    settle_heap()  # as `switchboard serve` does before serving
     return app
 
 
