@@ -9,7 +9,7 @@ import shutil
 import socket
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,9 +134,18 @@ async def browser() -> AsyncIterator[Any]:
             await b.close()
 
 
-async def sign_in(browser: Any, server: LiveServer, email: str, viewport: dict[str, int] = DESKTOP) -> Any:
-    """A new browser context (its own cookies) signed in as `email`; returns its page."""
+async def sign_in(
+    browser: Any,
+    server: LiveServer,
+    email: str,
+    viewport: dict[str, int] = DESKTOP,
+    ws_route: Callable[[Any], Any] | None = None,
+) -> Any:
+    """A new browser context (its own cookies) signed in as `email`; returns its page. `ws_route`
+    handles the page's WebSockets (`context.route_web_socket`), e.g. to block them."""
     context = await browser.new_context(viewport=viewport, base_url=server.url)
+    if ws_route is not None:
+        await context.route_web_socket("**/ws*", ws_route)
     page = await context.new_page()
     page.on("dialog", lambda d: asyncio.ensure_future(d.dismiss()))
     await page.goto("/login")

@@ -19,7 +19,7 @@ from server.events.service import emit
 from server.messages.models import Message
 from server.providers.models import Provider
 from server.templates.models import Template
-from tests.browser.conftest import DESKTOP, PHONE, LiveServer, screenshot, sign_in
+from tests.browser.conftest import PHONE, LiveServer, screenshot, sign_in
 from tests.conftest import PASSWORD
 
 pytestmark = pytest.mark.browser
@@ -124,14 +124,7 @@ async def test_webhook_turns_the_chip_delivered_without_reload(live_server: Live
 async def test_board_long_polls_when_websockets_are_blocked(live_server: LiveServer, browser: Any) -> None:
     email = await live_server.user("agent")
     provider_id, message_id, pmid = await _sent_message(live_server)
-    context = await browser.new_context(viewport=DESKTOP, base_url=live_server.url)
-    await context.route_web_socket("**/ws*", lambda ws: ws.close())
-    page = await context.new_page()
-    await page.goto("/login")
-    await page.get_by_label("Email").fill(email)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_url(live_server.url + "/")
+    page = await sign_in(browser, live_server, email, ws_route=lambda ws: ws.close())
     await expect(page.locator("body")).to_have_attribute("data-live", "poll", timeout=10_000)
     chip = page.locator(f"#msg-{message_id} .chip")
     await expect(chip).to_have_text("sent")
@@ -318,14 +311,7 @@ async def test_board_falls_back_to_polling_when_the_socket_drops_and_misses_noth
         else:
             await ws.close()
 
-    context = await browser.new_context(viewport=DESKTOP, base_url=live_server.url)
-    await context.route_web_socket("**/ws*", route)
-    page = await context.new_page()
-    await page.goto("/login")
-    await page.get_by_label("Email").fill(email)
-    await page.get_by_label("Password").fill(PASSWORD)
-    await page.get_by_role("button", name="Sign in").click()
-    await page.wait_for_url(live_server.url + "/")
+    page = await sign_in(browser, live_server, email, ws_route=route)
     await expect(page.locator("body")).to_have_attribute("data-live", "ws", timeout=10_000)
     first = await _created(live_server)
     await expect(page.locator(f"#msg-{first}")).to_have_count(1, timeout=10_000)
@@ -347,14 +333,7 @@ async def test_presence_works_while_long_polling(live_server: LiveServer, browse
     a_email = await live_server.user("agent", name="Polly Poller")
     b_email = await live_server.user("agent", name="Sally Socket")
     contact_id = await _contact(live_server, name="Katherine Johnson")
-    context = await browser.new_context(viewport=DESKTOP, base_url=live_server.url)
-    await context.route_web_socket("**/ws*", lambda ws: ws.close())
-    a = await context.new_page()
-    await a.goto("/login")
-    await a.get_by_label("Email").fill(a_email)
-    await a.get_by_label("Password").fill(PASSWORD)
-    await a.get_by_role("button", name="Sign in").click()
-    await a.wait_for_url(live_server.url + "/")
+    a = await sign_in(browser, live_server, a_email, ws_route=lambda ws: ws.close())
     b = await sign_in(browser, live_server, b_email)
     await a.goto(f"/contacts/{contact_id}")
     await expect(a.locator("body")).to_have_attribute("data-live", "poll", timeout=10_000)
