@@ -119,8 +119,12 @@ async def renew(request: Request) -> tuple[Principal, Renewed] | None:
     if issued is None:
         return None
     user = issued.user
-    access = svc.tokens.issue(AccessClaims(user.id, user.workspace_id, user.role))
-    principal = Principal(user.id, user.workspace_id, Role(user.role), via_cookie=True)
+    access = svc.tokens.issue(
+        AccessClaims(user.id, user.workspace_id, user.role, session_id=issued.family_id)
+    )
+    principal = Principal(
+        user.id, user.workspace_id, Role(user.role), via_cookie=True, session_id=issued.family_id
+    )
     return principal, Renewed(access, issued.token)
 
 
