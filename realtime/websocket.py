@@ -173,7 +173,7 @@ class Connection:
             if not await self.rt.op_budget(self.caller):
                 self.refuse("Too many subscribe and presence messages from this user: slow down.")
                 return
-        self.refused = 0
+        refused = self.refused
         if op == "subscribe":
             await self._subscribe(msg)
         elif op == "presence":
@@ -182,6 +182,8 @@ class Connection:
             self.send(b'{"type":"pong"}')
         else:
             self.send(error('Unknown op: use "subscribe", "presence" or "ping".'))
+        if self.refused == refused:
+            self.refused = 0  # not refused this time: the count is of refusals in a row
 
     async def _subscribe(self, msg: dict[str, Any]) -> None:
         try:
