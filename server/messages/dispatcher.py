@@ -146,10 +146,18 @@ class Dispatcher:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        allow_private = self.settings.allow_private_endpoints
         if self._http is None:
-            self._http = make_http_client(self.settings.dispatcher_concurrency)
+            self._http = make_http_client(
+                self.settings.dispatcher_concurrency,
+                allow_private=allow_private,
+                public_url=self.settings.public_url,
+            )
         self._pool = ProviderPool(
-            http=self._http, public_url=self.settings.public_url, adapters=self._adapters
+            http=self._http,
+            public_url=self.settings.public_url,
+            adapters=self._adapters,
+            allow_private=allow_private,
         )
         self._spawn("claim", self._claim_loop())
         self._spawn("flush", self._flush_loop())

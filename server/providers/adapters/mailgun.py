@@ -56,5 +56,7 @@ class MailgunAdapter(Adapter):
 
 
 def parse_error(body: Any) -> tuple[str, str | None] | None:
-    """`{"message": "..."}`; a 401 is plain text `Forbidden`, handled by the caller's fallback."""
+    """`{"message": "..."}`, or a 401's plain text `Forbidden`."""
+    if body == "Forbidden":
+        return body, None
     return str(body["message"]), None

@@ -54,10 +54,16 @@ class SandboxAdapter(Adapter):
         provider_id: int,
         webhook_url: str,
         webhook_key: str,
+        allow_private: bool = False,
         rng: random.Random | None = None,
     ) -> None:
         super().__init__(
-            config, http=http, provider_id=provider_id, webhook_url=webhook_url, webhook_key=webhook_key
+            config,
+            http=http,
+            provider_id=provider_id,
+            webhook_url=webhook_url,
+            webhook_key=webhook_key,
+            allow_private=allow_private,
         )
         self._random = rng or random.Random()
         self._webhooks: set[asyncio.Task[None]] = set()

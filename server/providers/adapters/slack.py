@@ -11,12 +11,15 @@ URL's origin, so tests and proxies can keep the real path.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from server.providers.adapters import http
 from server.providers.adapters.base import Adapter, OutgoingMessage, SendResult
 from server.providers.adapters.fields import Fields
+
+ERROR_WORD = re.compile(r"[a-z][a-z0-9_]{0,63}")
 
 
 class SlackAdapter(Adapter):
@@ -45,5 +48,7 @@ class SlackAdapter(Adapter):
 
 
 def parse_error(body: Any) -> tuple[str, str | None] | None:
-    """Slack's webhook errors are plain text; a JSON body here is not Slack's."""
+    """Slack's webhook errors are one plain-text word (`no_service`); anything else is not Slack's."""
+    if isinstance(body, str) and ERROR_WORD.fullmatch(body):
+        return body, None
     return None
