@@ -86,6 +86,10 @@ class Adapter(ABC):
     channels: ClassVar[frozenset[str]]
     required_keys: ClassVar[frozenset[str]]
     secret_keys: ClassVar[frozenset[str]]  # config keys the API must never return
+    # Where the connection points: URLs and hosts the public-only guard checks when saved...
+    endpoint_keys: ClassVar[frozenset[str]] = frozenset({"base_url"})
+    # ...and every key that, changed, sends the secrets somewhere else (so they must be given again).
+    location_keys: ClassVar[frozenset[str]] = frozenset({"base_url"})
 
     def __init__(
         self,

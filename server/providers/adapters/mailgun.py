@@ -24,6 +24,7 @@ class MailgunAdapter(Adapter):
     channels: ClassVar[frozenset[str]] = frozenset({"email"})
     required_keys: ClassVar[frozenset[str]] = frozenset({"api_key", "domain", "from_email"})
     secret_keys: ClassVar[frozenset[str]] = frozenset({"api_key", "webhook_signing_key"})
+    location_keys: ClassVar[frozenset[str]] = frozenset({"base_url", "domain"})
 
     @classmethod
     def check_config(cls, fields: Fields) -> None:

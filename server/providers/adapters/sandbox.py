@@ -45,6 +45,8 @@ class SandboxAdapter(Adapter):
     channels: ClassVar[frozenset[str]] = frozenset({"email", "sms", "whatsapp", "chat"})
     required_keys: ClassVar[frozenset[str]] = frozenset()
     secret_keys: ClassVar[frozenset[str]] = frozenset()
+    endpoint_keys: ClassVar[frozenset[str]] = frozenset({"sink_url"})
+    location_keys: ClassVar[frozenset[str]] = frozenset({"sink_url"})
 
     def __init__(
         self,

@@ -27,6 +27,8 @@ class SlackAdapter(Adapter):
     channels: ClassVar[frozenset[str]] = frozenset({"chat"})
     required_keys: ClassVar[frozenset[str]] = frozenset({"webhook_url"})
     secret_keys: ClassVar[frozenset[str]] = frozenset({"webhook_url"})
+    endpoint_keys: ClassVar[frozenset[str]] = frozenset({"base_url", "webhook_url"})
+    location_keys: ClassVar[frozenset[str]] = frozenset({"base_url", "webhook_url"})
 
     @classmethod
     def check_config(cls, fields: Fields) -> None:

@@ -37,6 +37,8 @@ class SmtpAdapter(Adapter):
     channels: ClassVar[frozenset[str]] = frozenset({"email"})
     required_keys: ClassVar[frozenset[str]] = frozenset({"host", "from_email"})
     secret_keys: ClassVar[frozenset[str]] = frozenset({"password"})
+    endpoint_keys: ClassVar[frozenset[str]] = frozenset({"host"})
+    location_keys: ClassVar[frozenset[str]] = frozenset({"host", "port"})
     # Whole-conversation budget per SMTP command; servers that greylist answer well within it.
     timeout_s: float = 30.0
 
