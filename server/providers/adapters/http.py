@@ -38,12 +38,13 @@ async def post(
     """
     try:
         response = await http.post(url, **kwargs)
-    except httpx.TimeoutException as exc:
-        raise TransientError(f"timed out talking to {httpx.URL(url).host} ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:
+        host = httpx.URL(url).host
         if (refused := refusal(exc)) is not None:  # the guard: retrying cannot help
-            raise PermanentError(f"cannot connect to {httpx.URL(url).host}: {refused}") from exc
-        raise TransientError(f"cannot reach {httpx.URL(url).host}: {exc or type(exc).__name__}") from exc
+            raise PermanentError(f"cannot connect to {host}: {refused}") from exc
+        if isinstance(exc, httpx.TimeoutException):
+            raise TransientError(f"timed out talking to {host} ({type(exc).__name__})") from exc
+        raise TransientError(f"cannot reach {host}: {exc or type(exc).__name__}") from exc
     if response.is_success:
         return response
     raise error_from(response, parse_error, reset_header=reset_header)
