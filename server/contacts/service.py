@@ -16,7 +16,7 @@ from server.contacts.changes import get_contact as get_contact
 from server.contacts.changes import snapshot as snapshot
 from server.contacts.identities import check_free
 from server.contacts.models import Audit, Contact, ContactIdentity
-from server.db import json_array_contains, utcnow
+from server.db import dialect_of, json_array_contains, utcnow
 
 
 class VersionUnknown(Exception):
@@ -100,6 +100,31 @@ def list_query(
     if before_id is not None:
         stmt = stmt.where(Contact.id < before_id)
     return stmt.order_by(Contact.id.desc())
+
+
+async def list_contacts(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    q: str | None = None,
+    tag: str | None = None,
+    before_id: int | None = None,
+    limit: int,
+) -> list[Contact]:
+    """Newest first, as `list_query` filters them."""
+    stmt = list_query(dialect_of(session), workspace_id=workspace_id, q=q, tag=tag, before_id=before_id)
+    return list((await session.execute(stmt.limit(limit))).scalars())
+
+
+async def tags_in_use(session: AsyncSession, *, workspace_id: int, sample: int, limit: int) -> list[str]:
+    """The tags of the newest `sample` contacts, sorted, at most `limit` of them."""
+    rows = await session.execute(
+        select(Contact.tags)
+        .where(Contact.workspace_id == workspace_id)
+        .order_by(Contact.id.desc())
+        .limit(sample)
+    )
+    return sorted({t for (ts,) in rows for t in (ts or [])})[:limit]
 
 
 async def patch_contact(
