@@ -7,7 +7,7 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.contacts.models import Contact
@@ -56,7 +56,7 @@ async def recent(
     limit: int,
 ) -> list[dict[str, Any]]:
     """The newest messages (with their contact's name) matching the filters that are set."""
-    stmt: Select[Any] = (
+    stmt = (
         select(Message, Contact.name)
         .outerjoin(Contact, Contact.id == Message.contact_id)
         .where(Message.workspace_id == workspace_id)
@@ -99,6 +99,8 @@ async def provider_health(
     )
     out: dict[int, dict[str, int]] = {}
     for provider_id, status, n in rows:
+        if provider_id is None:  # excluded by the query; for the type checker
+            continue
         h = out.setdefault(provider_id, {"ok": 0, "failed": 0})
         if status in SENT:
             h["ok"] += n
