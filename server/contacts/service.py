@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, exists, func, or_, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.contacts.identities import check_free
-from server.contacts.models import Audit, Contact, ContactIdentity
-from server.db import json_array_contains, utcnow
+from server.contacts.models import Audit, Contact
+from server.contacts.search import list_query  # noqa: F401  (callers reach it here; it lives in search)
+from server.db import utcnow
 from server.errors import NotFound
 from server.events.service import emit
 
@@ -138,31 +139,6 @@ async def get_contact(
     if contact is None:
         raise ContactNotFound(contact_id)
     return contact
-
-
-def list_query(
-    dialect: str, *, workspace_id: int, q: str | None, tag: str | None, before_id: int | None
-) -> Select[Any]:
-    stmt = select(Contact).where(Contact.workspace_id == workspace_id)
-    if q:
-        like = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        extra = exists().where(
-            ContactIdentity.contact_id == Contact.id,
-            ContactIdentity.value.like(like, escape="\\"),  # stored lower-cased (emails) or E.164
-        )
-        stmt = stmt.where(
-            or_(
-                func.lower(Contact.name).like(like, escape="\\"),
-                func.lower(Contact.email).like(like, escape="\\"),
-                Contact.phone.like(like, escape="\\"),
-                extra,
-            )
-        )
-    if tag:
-        stmt = stmt.where(json_array_contains(dialect, Contact.tags, tag))
-    if before_id is not None:
-        stmt = stmt.where(Contact.id < before_id)
-    return stmt.order_by(Contact.id.desc())
 
 
 async def patch_contact(
