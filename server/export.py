@@ -43,15 +43,19 @@ def neutralise(cell: str) -> str:
     return "'" + cell if cell.startswith(FORMULA_START) else cell
 
 
-def _csv_cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dt.datetime):
+def _csv_cell(value: Any) -> Any:
+    """What csv.writer gets for one value: ints and None it writes itself (None as empty)."""
+    kind = type(value)
+    if kind is str:
+        return "'" + value if value.startswith(FORMULA_START) else value
+    if kind is int or value is None:
+        return value  # ids and counts: never negative, so never a formula
+    if kind is dt.datetime:
         return value.isoformat()
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        value = ";".join(value)  # tags, as the importer reads them
-    elif isinstance(value, (dict, list)):
-        value = orjson.dumps(value).decode()
+    if kind is list and all(type(v) is str for v in value):
+        return neutralise(";".join(value))  # tags, as the importer reads them
+    if kind is dict or kind is list:
+        return neutralise(orjson.dumps(value).decode())
     return neutralise(str(value))
 
 
