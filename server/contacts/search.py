@@ -17,9 +17,11 @@ than three characters have no trigrams: they always walk (fast when common, a sc
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, any_, func, or_, select
+from sqlalchemy import ColumnElement, Select, String, any_, bindparam, cast, func, or_, select
+from sqlalchemy.dialects.postgresql import JSONB
 
 from server.contacts.models import Contact, ContactIdentity
 from server.db import json_array_contains
@@ -30,8 +32,18 @@ def like_pattern(q: str) -> str:
     return "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
+def _planned_value(dialect: str, value: str) -> Any:
+    """`value` as a bound parameter; on PostgreSQL written into the statement instead.
+
+    asyncpg prepares statements, and after five runs PostgreSQL may keep a generic plan that
+    cannot see the term: for `q` that plan walks the primary key, which reads every row when the
+    term is rare (5.7 s at 1M contacts against 9 ms with the term in view). A literal makes each
+    term its own statement, planned for that term. SQLAlchemy escapes it."""
+    return bindparam(None, value, type_=String(), literal_execute=dialect == "postgresql")
+
+
 def _matches_q(dialect: str, workspace_id: int, q: str) -> ColumnElement[bool]:
-    like = like_pattern(q)
+    like = _planned_value(dialect, like_pattern(q))
     identities = select(ContactIdentity.contact_id).where(
         ContactIdentity.workspace_id == workspace_id,
         ContactIdentity.value.like(like, escape="\\"),  # stored lower-cased (emails) or E.164
@@ -56,7 +68,10 @@ def contact_filter(
     clauses: list[ColumnElement[bool]] = [Contact.workspace_id == workspace_id]
     if q:
         clauses.append(_matches_q(dialect, workspace_id, q))
-    if tag:
+    if tag and dialect == "postgresql":
+        # tags @> '["tag"]' (GIN, jsonb_path_ops), the array in view of the planner as for q
+        clauses.append(Contact.tags.op("@>")(cast(_planned_value(dialect, json.dumps([tag])), JSONB)))
+    elif tag:
         clauses.append(json_array_contains(dialect, Contact.tags, tag))
     return clauses
 

@@ -23,6 +23,7 @@ PEOPLE: list[dict[str, Any]] = [
     {"name": "Back\\slash", "email": None, "phone": "+14155550000", "tags": ["a_b"]},
     {"name": "ÉMILE Zola", "email": "emile@paris.test", "phone": None, "tags": ["vip"]},
     {"name": "", "email": "anon@nowhere.test", "phone": "+33142685300", "tags": ["navy"]},
+    {"name": "Miles O'Brien", "email": "obrien@ds9.test", "phone": None, "tags": ["it's"]},
     {"name": "Linus Torvalds", "email": "linus@kernel.test", "phone": "+358401234567", "tags": ["vip"]},
 ]
 # extra identities (merges leave them): lower-cased emails and E.164 phones
@@ -31,7 +32,7 @@ EXTRA = {"Alan Turing": ["enigma@hut8.test", "+441908640404"], "Linus Torvalds":
 QUERIES = [
     "ada", "ADA", "a", "an", "ov", "lovelace", "navy.test", "@", ".test", "202555", "+1415", "+44",
     "enigma", "HUT8", "640404", "old_linus", "%", "100%", "_", "pure_joy", "pure%joy", "\\", "back\\s",
-    "zzz", "zola", "nowhere", "  ", "o", "kernel", "+",
+    "o'bri", "'", "zzz", "zola", "nowhere", "  ", "o", "kernel", "+",
 ]  # fmt: skip
 
 
@@ -76,7 +77,7 @@ async def test_q_and_tag_select_what_the_rule_says_on_either_database(db: Databa
     await _seed(db, "Other", [{**p, "name": p["name"] + " (other)"} for p in PEOPLE])
     for q in QUERIES:
         assert await _names(db, ws, q, None) == _reference(PEOPLE, q, None), q
-    for tag in ["vip", "navy", "50%", "a_b", "a", "none"]:
+    for tag in ["vip", "navy", "50%", "a_b", "a", "none", "it's"]:
         assert await _names(db, ws, None, tag) == _reference(PEOPLE, None, tag), tag
     for q, tag in [("a", "vip"), (".test", "navy"), ("enigma", "vip"), ("old_linus", "vip")]:
         assert await _names(db, ws, q, tag) == _reference(PEOPLE, q, tag), (q, tag)
@@ -127,7 +128,7 @@ async def test_postgresql_can_answer_q_and_tag_from_the_gin_indexes(pg_url: str)
                 await conn.exec_driver_sql(sql)
             for name, q, tag in [("q", "lovelace", None), ("tag", None, "navy")]:
                 stmt = list_query("postgresql", workspace_id=ws, q=q, tag=tag, before_id=None).limit(51)
-                compiled = stmt.compile(dialect=conn.dialect)
+                compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
                 values = tuple(_driver_value(compiled.params[k]) for k in compiled.positiontup or ())
                 rows = await conn.exec_driver_sql(f"EXPLAIN {compiled}", values)
                 plans[name] = "\n".join(r[0] for r in rows)
@@ -144,6 +145,22 @@ async def test_postgresql_can_answer_q_and_tag_from_the_gin_indexes(pg_url: str)
         assert ix in plans["q"], plans["q"]
     assert "BitmapOr" in plans["q"], plans["q"]
     assert "ix_contact_tags" in plans["tag"], plans["tag"]
+
+
+async def test_postgresql_plans_each_search_term_for_itself() -> None:
+    """Not one generic plan for every term (a prepared statement's, after five runs): that plan
+    walks the whole table for a rare term. The term and the tag are in the statement's text."""
+    from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+
+    def sql(q: str, tag: str) -> str:
+        stmt = list_query("postgresql", workspace_id=1, q=q, tag=tag, before_id=None)
+        return str(stmt.compile(dialect=asyncpg_dialect(), compile_kwargs={"render_postcompile": True}))
+
+    one, other = sql("rare.term@example.test", "vip"), sql("common", "newsletter")
+    assert one != other
+    assert "'%rare.term@example.test%'" in one
+    assert "'[\"vip\"]'" in one
+    assert "'%o''brien%'" in sql("O'Brien", "x")  # quoted by SQLAlchemy, as the data test runs it
 
 
 async def _filler(db: Database, ws: int, n: int) -> None:
