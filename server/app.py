@@ -19,6 +19,7 @@ from server.api import Router, all_operations, json_response
 from server.auth.api import router as auth_router
 from server.cache import caches_of
 from server.contacts.api import router as contacts_router
+from server.contacts.export_api import router as export_router
 from server.contacts.import_api import router as contacts_import_router
 from server.contacts.merge_api import router as merge_router
 from server.endpoints.api import router as endpoints_router
@@ -38,6 +39,7 @@ from ui.pages import routes as ui_routes
 
 ROUTERS: list[Router] = [
     auth_router,
+    export_router,  # before contacts and messages: /contacts/export is not /contacts/{contact_id}
     contacts_router,
     contacts_import_router,
     templates_router,
