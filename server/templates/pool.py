@@ -4,7 +4,7 @@ The sandbox's work budget (`sandbox.py`) refuses the amplifiers it knows; this i
 what it misses. A thread cannot be stopped, so the work goes to another process: the event loop
 only waits on a pipe, and a worker that passes its deadline is killed and replaced, so a template
 never holds the web process, the worker or another tenant's request for longer than the deadline.
-Workers come from a `forkserver` (no copy of the parent's event loop, sockets or threads) and run
+Workers are fresh interpreters (no copy of the parent's event loop, sockets or threads) and run
 with a memory ceiling, so a template cannot take the machine's memory either.
 
 Jobs are plain module-level functions with picklable arguments and results."""
@@ -12,13 +12,17 @@ Jobs are plain module-level functions with picklable arguments and results."""
 from __future__ import annotations
 
 import asyncio
+import atexit
+import importlib
 import logging
-import multiprocessing
+import os
 import resource
+import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 from typing import Any
 
 log = logging.getLogger("switchboard.templates")
@@ -26,6 +30,8 @@ log = logging.getLogger("switchboard.templates")
 WORKERS = 2
 DEADLINE = 1.0  # seconds a check may run; a legitimate one takes milliseconds
 MEMORY_LIMIT = 1 << 30  # bytes of address space per worker
+START_TIMEOUT = 30.0  # seconds for a new worker to import the sandbox (a loaded machine is slow)
+PRELOAD = ("server.templates.render",)  # the modules the jobs live in
 
 
 class DeadlineExceeded(Exception):
@@ -38,6 +44,9 @@ def _serve(conn: Connection) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
     except (ValueError, OSError):  # pragma: no cover - a platform that refuses: the deadline still holds
         pass
+    for module in PRELOAD:
+        importlib.import_module(module)
+    conn.send(("ready", None))
     while True:
         try:
             job, args = conn.recv()
@@ -58,17 +67,29 @@ def _settle(ready: asyncio.Future[None]) -> None:
 
 
 class _Worker:
-    def __init__(self, ctx: Any) -> None:
-        self.conn, child = ctx.Pipe()
-        self.process: BaseProcess = ctx.Process(
-            target=_serve, args=(child,), daemon=True, name="template-worker"
-        )
-        self.process.start()
-        child.close()
+    """One worker process, started as `python -m server.templates.pool FD` (not through
+    multiprocessing, which would import the parent's `__main__` in the child) and ready once it
+    has imported the jobs' modules: the deadline never pays for a cold start."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", __name__, str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+                stdin=subprocess.DEVNULL,
+            )
+            self.conn = Connection(os.dup(ours.fileno()))
+        try:
+            if not self.conn.poll(START_TIMEOUT) or self.conn.recv()[0] != "ready":
+                raise RuntimeError("a template worker did not start")
+        except BaseException:
+            self.kill()
+            raise
 
     def kill(self) -> None:
         self.process.kill()
-        self.process.join(5)
+        self.process.wait(5)
         self.conn.close()
 
 
@@ -79,12 +100,10 @@ class RenderPool:
     def __init__(self, workers: int = WORKERS, deadline: float = DEADLINE) -> None:
         self.size = workers
         self.deadline = deadline
-        self._ctx = multiprocessing.get_context("forkserver")
-        # Workers fork with the sandbox already imported: a replacement is ready in milliseconds.
-        self._ctx.set_forkserver_preload(["server.templates.render"])
         self._idle: list[_Worker] = []
         self._started = 0
         self._lock = threading.Lock()
+        atexit.register(self.close)  # workers go with the process, without a warning
 
     async def _take(self) -> _Worker:
         while True:
@@ -96,7 +115,7 @@ class RenderPool:
                     self._started += 1
             if start:
                 try:
-                    return await asyncio.to_thread(_Worker, self._ctx)
+                    return await asyncio.to_thread(_Worker)
                 except BaseException:
                     with self._lock:
                         self._started -= 1
@@ -147,3 +166,7 @@ class RenderPool:
             self._started -= len(idle)
         for worker in idle:
             worker.kill()
+
+
+if __name__ == "__main__":
+    _serve(Connection(int(sys.argv[1])))
