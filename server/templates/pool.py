@@ -29,6 +29,9 @@ log = logging.getLogger("switchboard.templates")
 
 WORKERS = 2
 DEADLINE = 1.0  # seconds a check may run; a legitimate one takes milliseconds
+# Compiling is linear in the source and slow (2 to 5 s for 100,000 characters on a loaded CPU): a long
+# template gets this much more time per character, so that a legitimate one is never cut off.
+DEADLINE_PER_CHAR = 1e-4
 MEMORY_LIMIT = 1 << 30  # bytes of address space per worker
 START_TIMEOUT = 30.0  # seconds for a new worker to import the sandbox (a loaded machine is slow)
 PRELOAD = ("server.templates.render",)  # the modules the jobs live in
@@ -98,6 +101,7 @@ class RenderPool:
     the job's error. Workers start on first use; nothing here is bound to one event loop."""
 
     def __init__(self, workers: int = WORKERS, deadline: float = DEADLINE) -> None:
+        """`deadline` is for a job that does not name its own (`run(..., deadline=)`)."""
         self.size = workers
         self.deadline = deadline
         self._idle: list[_Worker] = []
@@ -131,7 +135,8 @@ class RenderPool:
             self._started -= 1
         threading.Thread(target=worker.kill, name="template-worker-reaper", daemon=True).start()
 
-    async def run(self, job: Callable[..., Any], *args: Any) -> Any:
+    async def run(self, job: Callable[..., Any], *args: Any, deadline: float | None = None) -> Any:
+        deadline = self.deadline if deadline is None else deadline
         worker = await self._take()
         loop = asyncio.get_running_loop()
         ready = loop.create_future()
@@ -140,7 +145,7 @@ class RenderPool:
             worker.conn.send((job, args))
             loop.add_reader(fd, _settle, ready)
             try:
-                await asyncio.wait_for(ready, self.deadline)
+                await asyncio.wait_for(ready, deadline)
             finally:
                 loop.remove_reader(fd)
             status, value = worker.conn.recv()
@@ -148,10 +153,10 @@ class RenderPool:
             log.warning(
                 "template job %s passed its %.1f s deadline; its worker is replaced",
                 job.__name__,
-                self.deadline,
+                deadline,
             )
             self._drop(worker)
-            raise DeadlineExceeded(f"the template takes longer than {self.deadline:g} s to render") from None
+            raise DeadlineExceeded(f"the template takes longer than {deadline:.3g} s to render") from None
         except BaseException:
             self._drop(worker)  # cancelled or broken mid-job: its state is unknown
             raise

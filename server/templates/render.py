@@ -17,7 +17,7 @@ from typing import Any
 from jinja2 import ChainableUndefined, StrictUndefined, Template, TemplateSyntaxError
 from jinja2.exceptions import SecurityError, TemplateError
 
-from server.templates.pool import DeadlineExceeded, RenderPool
+from server.templates.pool import DEADLINE, DEADLINE_PER_CHAR, DeadlineExceeded, RenderPool
 from server.templates.sandbox import MAX_OUTPUT, BudgetedSandbox, BudgetExceeded, budgeted
 
 CONTACT_FIELDS = ("name", "email", "phone", "attributes", "tags")
@@ -100,12 +100,16 @@ def check(subject: str, body: str) -> None:
 _pool = RenderPool()
 
 
+def _deadline(source: str) -> float:
+    return DEADLINE + len(source) * DEADLINE_PER_CHAR
+
+
 async def validate(subject: str, body: str) -> None:
     """`check` in a worker process: `TemplateInvalid` also when a part passes the deadline."""
     errors: list[dict[str, str]] = []
     for field, source in (("subject", subject), ("body", body)):
         try:
-            errors.extend(await _pool.run(_check_part, field, source))
+            errors.extend(await _pool.run(_check_part, field, source, deadline=_deadline(source)))
         except DeadlineExceeded as exc:
             errors.append({"field": field, "message": f"not allowed: {exc}"})
         except RuntimeError as exc:
@@ -188,7 +192,9 @@ async def render_isolated(subject: str, body: str, context: Mapping[str, Any]) -
     out: list[str] = []
     for field, source in (("subject", subject), ("body", body)):
         try:
-            status, first, message = await _pool.run(_isolated_part, field, source, dict(context))
+            status, first, message = await _pool.run(
+                _isolated_part, field, source, dict(context), deadline=_deadline(source)
+            )
         except (DeadlineExceeded, RuntimeError) as exc:
             raise RenderError(field, str(exc)) from None
         if status == "invalid":

@@ -195,3 +195,14 @@ async def test_nul_in_rendered_text_is_dropped_and_the_campaign_finishes(
     status, messages = await _expand(app, ws, tpl["id"])
     assert status == "done"
     assert [(m.status, m.subject, m.body) for m in messages] == [("queued", "AB", "xy")]
+
+
+async def test_a_long_legitimate_template_is_not_cut_off_by_the_deadline(client: httpx.AsyncClient) -> None:
+    # Compiling is linear in the source and slow: the deadline grows with the source's length.
+    line = "<p>Hello {{ name }}, {% for t in tags %}{{ t|upper }}{% endfor %} some text.</p>\n"
+    body = line * 500  # 40,000 characters
+    tpl = await template(client, name="Long newsletter", body=body)
+    ada = await contact(client, tags=["vip"])
+    r = await client.post(f"/api/v1/templates/{tpl['id']}/preview", json={"contact_id": ada["id"]})
+    assert r.status_code == 200, r.text
+    assert r.json()["body"].startswith("<p>Hello Ada, VIP some text.</p>\n")
