@@ -97,6 +97,7 @@ class Operation:
     role: str | None = "viewer"  # None: public
     tag: str = ""
     extra_responses: dict[int, str] = field(default_factory=dict)
+    media_types: tuple[str, ...] = ("application/json",)  # what a success answer may be sent as
 
 
 async def read_json(request: Request) -> Any:
@@ -142,6 +143,7 @@ class Router:
         role: str | None = "viewer",
         summary: str = "",
         responses: dict[int, str] | None = None,
+        media_types: tuple[str, ...] = ("application/json",),
     ) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
             self.operations.append(
@@ -157,6 +159,7 @@ class Router:
                     role=role,
                     tag=self.tag,
                     extra_responses=responses or {},
+                    media_types=media_types,
                 )
             )
             return fn
