@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -16,6 +16,10 @@ from starlette.routing import BaseRoute, Route
 
 from server.auth.principal import Principal, authenticate, require_role
 from server.errors import Problem, validation_errors
+
+if TYPE_CHECKING:
+    from server.db import Database
+    from server.services import Services
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -59,12 +63,13 @@ class Ctx(Generic[T]):
     query: Any = None
 
     @property
-    def services(self) -> Any:
-        return self.request.app.state.services
+    def services(self) -> Services:
+        services: Services = self.request.app.state.services
+        return services
 
     @property
-    def db(self) -> Any:
-        return self.request.app.state.services.db
+    def db(self) -> Database:
+        return self.services.db
 
     @property
     def workspace_id(self) -> int:

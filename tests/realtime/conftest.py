@@ -28,6 +28,7 @@ from realtime.wsprotocol import WebSocketProtocol
 from server.auth.models import User
 from server.contacts.models import Contact
 from server.db import Database
+from server.events.log import SqlEventLog
 from server.events.service import emit
 from server.models import Base
 from server.settings import Settings
@@ -267,7 +268,11 @@ async def start_app(db: Database) -> AsyncIterator[Callable[..., Any]]:
         database = database or db
         prefix = overrides.pop("prefix", f"sbt{uuid.uuid4().hex[:6]}:")
         settings = make_settings(database, redis_url, **overrides)
-        return serve(Realtime(settings, database, authenticate=token_auth, prefix=prefix, relay=relay))
+        return serve(
+            Realtime(
+                settings, database, authenticate=token_auth, log=SqlEventLog(), prefix=prefix, relay=relay
+            )
+        )
 
     yield factory
 

@@ -21,7 +21,7 @@ CSV = (
 
 
 async def _wait(app: Any) -> None:
-    await app.state.services.extras["contact_importer"].wait()
+    await app.state.services.importer.wait()
 
 
 async def test_import_keeps_good_rows_and_reports_bad_ones(app: Any, browser_client: BrowserFactory) -> None:
