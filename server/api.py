@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from server.auth.principal import Principal, authenticate, require_role
 from server.errors import Problem, validation_errors
+from server.pagination import page_context
 
 if TYPE_CHECKING:
     from server.db import Database
@@ -117,9 +118,11 @@ async def read_json(request: Request) -> Any:
         raise Problem(400, f"The body is not valid JSON: {exc}") from None
 
 
-def parse_model(model: type[M], data: Any, *, where: str = "body") -> M:
+def parse_model(
+    model: type[M], data: Any, *, where: str = "body", context: dict[str, Any] | None = None
+) -> M:
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         prefix: tuple[str, ...] = () if where == "body" else (where,)
         raise Problem(
@@ -183,7 +186,8 @@ def _endpoint(ops: dict[str, Operation]) -> Callable[[Request], Awaitable[Respon
             require_role(principal, o.role)
         ctx: Ctx[Any] = Ctx(request=request, principal=principal)
         if o.query is not None:
-            ctx.query = parse_model(o.query, dict(request.query_params), where="query")
+            context = page_context(ctx.services.settings)  # `?limit=` bounds (server.pagination)
+            ctx.query = parse_model(o.query, dict(request.query_params), where="query", context=context)
         if o.body is not None:
             ctx.body = parse_model(o.body, await read_json(request))
         result = await o.handler(ctx)

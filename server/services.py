@@ -130,7 +130,11 @@ def _redis_client(settings: Settings) -> Redis | None:
     import redis.asyncio as aioredis
 
     client: Redis = aioredis.from_url(
-        settings.redis_url, socket_connect_timeout=2, socket_keepalive=True, health_check_interval=10
+        settings.redis_url,
+        socket_connect_timeout=2,
+        socket_keepalive=True,
+        health_check_interval=10,
+        client_name=f"switchboard:{settings.redis_prefix}",  # CLIENT LIST shows whose connection it is
     )
     return client
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.api import Out, Schema
+from server.contacts.lookup import get_contact
 from server.contacts.models import Audit, Contact, ContactIdentity
 from server.db import utcnow
 from server.errors import NotFound, Problem
@@ -109,8 +110,6 @@ async def check_free(
 
 
 async def _contact(session: AsyncSession, workspace_id: int, contact_id: int, *, lock: bool) -> Contact:
-    from server.contacts.service import get_contact
-
     return await get_contact(session, workspace_id=workspace_id, contact_id=contact_id, for_update=lock)
 
 

@@ -10,16 +10,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.contacts.identities import check_free
+from server.contacts.lookup import ContactNotFound as ContactNotFound
+from server.contacts.lookup import get_contact as get_contact
 from server.contacts.models import Audit, Contact, ContactIdentity
 from server.db import json_array_contains, utcnow
-from server.errors import NotFound
 from server.events.service import emit
 
 FIELDS = ("name", "email", "phone", "attributes", "tags")
-
-
-class ContactNotFound(NotFound):
-    what = "contact"
 
 
 class DuplicateEmail(Exception):
@@ -125,18 +122,6 @@ async def create_contact(
         {"contact_id": contact.id, "version": contact.version, "changed": values, "by": user_id},
         contact_id=contact.id,
     )
-    return contact
-
-
-async def get_contact(
-    session: AsyncSession, *, workspace_id: int, contact_id: int, for_update: bool = False
-) -> Contact:
-    stmt = select(Contact).where(Contact.id == contact_id, Contact.workspace_id == workspace_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    contact = (await session.execute(stmt)).scalar_one_or_none()
-    if contact is None:
-        raise ContactNotFound(contact_id)
     return contact
 
 

@@ -6,7 +6,7 @@ from starlette.responses import Response
 from server.api import Ctx, Page, Router, json_response
 from server.contacts import service as contacts
 from server.errors import Problem
-from server.pagination import decode_cursor, page_of
+from server.pagination import PAGE_LIMIT, PageLimit, decode_cursor, page_of
 from server.templates import render, service
 from server.templates.schemas import Channel, PreviewIn, PreviewOut, TemplateIn, TemplateOut, TemplatePatch
 
@@ -17,7 +17,7 @@ class TemplateQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     channel: Channel | None = None
-    limit: int = Field(default=50, ge=1, le=500)
+    limit: PageLimit = PAGE_LIMIT
     cursor: str | None = Field(default=None, max_length=100)
 
 

@@ -226,3 +226,39 @@ async def test_messages_reuse_the_compiled_template_until_it_changes(make_app: A
         "/api/v1/messages", json={"contact_id": cid, "channel": "email", "template_id": tid}
     )
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "template_id"
+
+
+async def _subscriptions(redis_url: str, name: str) -> int:
+    """Connections named `name` holding a (pattern) subscription, from Redis itself."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(redis_url)
+    try:
+        clients = await client.client_list()
+    finally:
+        await client.aclose()
+    return sum(
+        1 for c in clients if c.get("name") == name and (int(c.get("sub", 0)) or int(c.get("psub", 0)))
+    )
+
+
+async def test_invalidations_arrive_on_the_one_subscription_of_the_process(
+    make_app: AppFactory, redis_url: str, redis_prefix: str
+) -> None:
+    settings = {"redis_url": redis_url, "redis_prefix": redis_prefix}
+    a = await make_app(**settings)
+    ca = a.state.services.caches
+    await asyncio.wait_for(ca.listening.wait(), 5)
+    name = f"switchboard:{redis_prefix}"
+    # The realtime hub's subscription is the only one: the cache follows it, opening none.
+    assert await _subscriptions(redis_url, name) == 1
+    rt = a.state.services.realtime
+    assert rt.backend.client is a.state.services.redis  # one Redis client (one pool) in the process
+
+    b = await make_app(a.state.services.settings.database_url, **settings)
+    cb = b.state.services.caches
+    await asyncio.wait_for(cb.listening.wait(), 5)
+    assert await _subscriptions(redis_url, name) == 2  # one per app (two apps in this test process)
+    ca.contacts.put(1, 5, Row(5, 1, "Ada"), version=1)
+    await cb.invalidate("contact", 1, 5, version=2)
+    await _eventually(lambda: ca.contacts.get(1, 5) is None)
