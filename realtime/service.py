@@ -22,14 +22,14 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from realtime import http, websocket
+from realtime import guard, http, websocket
 from realtime.backend import Backend, RedisBackend, create_backend
 from realtime.hub import Hub
 from realtime.lifecycle import Supervisor
 from realtime.log import LogReader
 from realtime.presence import Key, MemoryStore, Presence, RedisStore
 from realtime.relay import Relay
-from realtime.types import Authenticator, Database, EventLog
+from realtime.types import AccessCheck, Authenticator, Database, EventLog, OpBudget
 
 log = logging.getLogger("switchboard.realtime")
 
@@ -53,6 +53,18 @@ class RealtimeSettings(Protocol):
     def longpoll_max_timeout_s(self) -> float: ...
     @property
     def extra_origins(self) -> Any: ...
+    @property
+    def ws_access_recheck_s(self) -> float: ...
+    @property
+    def ws_max_message_bytes(self) -> int: ...
+    @property
+    def ws_ops_burst(self) -> int: ...
+    @property
+    def ws_ops_per_s(self) -> float: ...
+    @property
+    def ws_replay_max_events(self) -> int: ...
+    @property
+    def ws_replays_per_min(self) -> int: ...
 
 
 class Realtime:
@@ -63,6 +75,8 @@ class Realtime:
         *,
         authenticate: Authenticator,
         log: EventLog,
+        access_check: AccessCheck | None = None,
+        op_budget: OpBudget | None = None,
         backend: Backend | None = None,
         redis: Any = None,
         prefix: str = "sb:",
@@ -72,6 +86,9 @@ class Realtime:
         self.db = db
         self.log = log
         self.authenticate: Authenticator = authenticate
+        # Asked again while a socket or stream stays open; None: access never ends (tests).
+        self.access_check = access_check
+        self.op_budget = op_budget  # per caller across sockets; None: only the per-socket budget
         self.backend = backend or create_backend(settings.redis_url, prefix=prefix, client=redis)
         # PostgreSQL: reads on an engine of their own (the relay holds a connection for its life).
         # SQLite: the app's engine, whose connections are already open.
@@ -135,6 +152,7 @@ class Realtime:
         await self.presence.start()
         self.supervisor.spawn("ws-ping", self._tick)
         self.supervisor.spawn("event-retention", self._prune)
+        self.supervisor.spawn("ws-access", lambda: guard.recheck_forever(self))
 
     async def stop(self) -> None:
         await self.supervisor.stop()

@@ -144,6 +144,7 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
     presence, /ws); `jobs`: dispatcher, deliverer and report job (the worker, or `serve`
     with its embedded worker)."""
     from realtime.service import Realtime
+    from server import realtime_policy
     from server.auth.principal import authenticate
     from server.endpoints.deliverer import Deliverer, DelivererConfig
     from server.events.log import SqlEventLog
@@ -166,6 +167,7 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
         importer=Importer(db),
     )
     metrics.registry.register(ComponentCollector(services, queue=False))
+    limits = services.ratelimits
     services.campaigns = CampaignRunner(services)
     services.importer.on_commit = services.poke
     if web:
@@ -176,6 +178,8 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
             log=SqlEventLog(),
             redis=redis,
             prefix=settings.redis_prefix,
+            access_check=realtime_policy.access_check(db),
+            op_budget=realtime_policy.op_budget(limits.limiter, settings) if limits.enabled else None,
         )
         caches.follow(rt.hub, rt.backend)
         services.realtime = rt

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from realtime.topics import Topic, sql_filter
 from realtime.types import Event, Reader
-from server.auth.models import User
+from server.auth.models import User, display_name
 from server.contacts.models import Contact
 from server.events.models import Event as EventRow
 from server.events.service import NOTIFY_CHANNEL, emit, envelope
@@ -91,14 +91,9 @@ class SqlEventLog:
         return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
     async def user_name(self, session: AsyncSession, workspace_id: int, user_id: int) -> str:
-        row = (
-            await session.execute(
-                select(User.name, User.email).where(User.id == user_id, User.workspace_id == workspace_id)
-            )
-        ).first()
-        if row is None:
-            return ""
-        return str(row.name or row.email or "")
+        q = select(User.name, User.email).where(User.id == user_id, User.workspace_id == workspace_id)
+        row = (await session.execute(q)).first()
+        return "" if row is None else display_name(row.name, row.email)
 
     async def emit(
         self,
