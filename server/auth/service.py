@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth.models import RefreshToken, Role, User
 from server.auth.passwords import hash_password, verify_password
-from server.db import utcnow
+from server.db import Database, utcnow
 from server.workspaces.models import Workspace
 
 
@@ -60,6 +60,17 @@ async def create_user(
     except IntegrityError:
         raise DuplicateEmail(email) from None
     return user
+
+
+async def user_is_active(db: Database, user_id: int, workspace_id: int | None = None) -> bool:
+    """Whether the user still exists (in that workspace, when given) and is active: one primary-key
+    read, for callers holding a token issued before a deactivation or deletion."""
+    q = select(User.is_active).where(User.id == user_id)
+    if workspace_id is not None:
+        q = q.where(User.workspace_id == workspace_id)
+    async with db.engine.connect() as conn:
+        row = (await conn.execute(q)).first()
+    return row is not None and bool(row[0])
 
 
 async def find_user_by_email(session: AsyncSession, *, email: str) -> User | None:
