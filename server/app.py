@@ -14,7 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from realtime.backend import create_backend
 from realtime.service import Realtime
-from server import openapi
+from server import openapi, realtime_policy
 from server.api import Router, all_operations, json_response
 from server.auth.api import router as auth_router
 from server.cache import caches_of
@@ -27,6 +27,7 @@ from server.messages.api import router as messages_router
 from server.metrics import HttpMetrics, metrics_endpoint
 from server.middleware import BodyLimit, RequestId
 from server.providers.api import router as providers_router
+from server.ratelimit import rate_limits_of
 from server.ratelimit_middleware import RateLimit
 from server.reports.api import router as reports_router
 from server.services import Services
@@ -72,7 +73,15 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     services = services or Services.create(settings)
     caches = caches_of(services)
     backend = caches.follow(create_backend(settings.redis_url, prefix=settings.redis_prefix))
-    realtime = Realtime(settings, services.db, backend=backend, prefix=settings.redis_prefix)
+    limits = rate_limits_of(services)
+    realtime = Realtime(
+        settings,
+        services.db,
+        backend=backend,
+        prefix=settings.redis_prefix,
+        access_check=realtime_policy.access_check(services.db),
+        op_budget=realtime_policy.op_budget(limits.limiter, settings) if limits.enabled else None,
+    )
     services.extras["realtime"] = realtime
     services.components += [caches, realtime]
     if settings.embedded_worker:

@@ -102,6 +102,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         proxy_headers=True,
         forwarded_allow_ips=args.forwarded_allow_ips,
         ws=WebSocketProtocol,
+        ws_max_size=settings.ws_max_message_bytes,  # a larger frame or message: 1009, unread
     )
 
 

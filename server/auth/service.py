@@ -5,7 +5,7 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -27,6 +27,12 @@ class DuplicateEmail(Exception):
 class IssuedRefresh:
     token: str
     user: User
+    family_id: str
+
+
+def new_family_id() -> str:
+    """The id of a new sign-in: its refresh tokens share it, and its access tokens carry it (`sid`)."""
+    return secrets.token_hex(16)
 
 
 def _digest(token: str) -> str:
@@ -62,15 +68,17 @@ async def create_user(
     return user
 
 
+def _live_user(user_id: int, workspace_id: int | None) -> Select[tuple[int]]:
+    """The user's id if it still exists (in that workspace, when given) and is active."""
+    q = select(User.id).where(User.id == user_id, User.is_active.is_(True))
+    return q if workspace_id is None else q.where(User.workspace_id == workspace_id)
+
+
 async def user_is_active(db: Database, user_id: int, workspace_id: int | None = None) -> bool:
     """Whether the user still exists (in that workspace, when given) and is active: one primary-key
     read, for callers holding a token issued before a deactivation or deletion."""
-    q = select(User.is_active).where(User.id == user_id)
-    if workspace_id is not None:
-        q = q.where(User.workspace_id == workspace_id)
     async with db.engine.connect() as conn:
-        row = (await conn.execute(q)).first()
-    return row is not None and bool(row[0])
+        return (await conn.execute(_live_user(user_id, workspace_id))).first() is not None
 
 
 async def find_user_by_email(session: AsyncSession, *, email: str) -> User | None:
@@ -94,7 +102,7 @@ async def issue_refresh(
     session.add(
         RefreshToken(
             id=_digest(token),
-            family_id=family_id or secrets.token_hex(16),
+            family_id=family_id or new_family_id(),
             user_id=user_id,
             expires_at=utcnow() + dt.timedelta(seconds=ttl_s),
         )
@@ -124,7 +132,25 @@ async def rotate_refresh(session: AsyncSession, *, token: str, ttl_s: int) -> Is
     if user is None or not user.is_active:
         raise AuthError("invalid refresh token")
     new = await issue_refresh(session, user_id=user.id, ttl_s=ttl_s, family_id=row.family_id)
-    return IssuedRefresh(token=new, user=user)
+    return IssuedRefresh(token=new, user=user, family_id=row.family_id)
+
+
+async def access_stands(
+    session: AsyncSession, *, user_id: int, workspace_id: int, family_id: str | None
+) -> bool:
+    """For connections that outlive a request: the user still exists, is active and belongs to
+    the workspace, and the sign-in `family_id` (when the token names one) is neither revoked
+    (logout, a reused refresh token) nor expired."""
+    q = _live_user(user_id, workspace_id)
+    if family_id is not None:
+        live = select(RefreshToken.id).where(
+            RefreshToken.family_id == family_id,
+            RefreshToken.user_id == user_id,
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > utcnow(),
+        )
+        q = q.where(live.exists())
+    return (await session.execute(q)).first() is not None
 
 
 async def revoke_family(session: AsyncSession, *, family_id: str) -> None:
