@@ -68,7 +68,7 @@ async def create_user(
     return user
 
 
-def _live_user(user_id: int, workspace_id: int | None) -> Select[tuple[int]]:
+def _live_user(user_id: int, workspace_id: int | None) -> Select[int]:
     """The user's id if it still exists (in that workspace, when given) and is active."""
     q = select(User.id).where(User.id == user_id, User.is_active.is_(True))
     return q if workspace_id is None else q.where(User.workspace_id == workspace_id)
