@@ -63,6 +63,14 @@ async def list_templates(
     return list(rows.scalars())
 
 
+async def list_by_name(session: AsyncSession, *, workspace_id: int, limit: int) -> list[Template]:
+    """The first `limit` templates by name (the dashboard's pickers and list)."""
+    rows = await session.execute(
+        select(Template).where(Template.workspace_id == workspace_id).order_by(Template.name).limit(limit)
+    )
+    return list(rows.scalars())
+
+
 async def update_template(
     session: AsyncSession, *, workspace_id: int, template_id: int, changes: dict[str, Any]
 ) -> Template:
