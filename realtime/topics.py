@@ -1,8 +1,8 @@
 """Topics: which events a subscription receives.
 
 `board` gets every `message.*` event, `report.updated`, `campaign.progress` and
-`suppression.created`; `contacts` every `contact.*` event and
-`import.progress`; `contact:{id}` every event whose `contact_id` is id (presence included)."""
+`suppression.created`; `contacts` every `contact.*` event,
+`import.progress` and `consent.changed`; `contact:{id}` every event whose `contact_id` is id (presence included)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ Topic = str
 BOARD = "board"
 _BOARD_TYPES = ("report.updated", "campaign.progress", "suppression.created")
 CONTACTS = "contacts"
+_CONTACTS_TYPES = ("import.progress", "consent.changed")
 MAX_TOPICS = 100
 _CONTACT = re.compile(r"contact:([1-9][0-9]{0,17})")
 
@@ -30,7 +31,7 @@ class TopicError(ValueError):
 def topic_group(type: str) -> Topic | None:
     if type.startswith("message.") or type in _BOARD_TYPES:
         return BOARD
-    if type.startswith("contact.") or type == "import.progress":
+    if type.startswith("contact.") or type in _CONTACTS_TYPES:
         return CONTACTS
     return None
 
@@ -85,7 +86,7 @@ def sql_filter(topics: frozenset[Topic], type_col: Any, contact_col: Any) -> Col
     if BOARD in topics:
         clauses += [type_col.like("message.%"), type_col.in_(_BOARD_TYPES)]
     if CONTACTS in topics:
-        clauses += [type_col.like("contact.%"), type_col == "import.progress"]
+        clauses += [type_col.like("contact.%"), type_col.in_(_CONTACTS_TYPES)]
     ids = contact_ids(topics)
     if ids:
         clauses.append(contact_col.in_(ids))

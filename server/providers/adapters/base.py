@@ -41,6 +41,20 @@ class OutgoingMessage:
     idempotency_key: str  # stable for the message across retries and crashes, e.g. "sb-<ws>-<msg id>"
     from_name: str = ""
     template: dict[str, Any] | None = None  # whatsapp: {"name","language","parameters":[str,...]}
+    # Marketing email (DESIGN §9): the recipient's one-click unsubscribe URL, `…/u/{token}`.
+    unsubscribe_url: str = ""
+
+
+def unsubscribe_headers(config: Mapping[str, Any], msg: OutgoingMessage) -> dict[str, str]:
+    """RFC 2369 `List-Unsubscribe` (the HTTPS link, then a `mailto:` when the connection has an
+    `inbound_domain`) and RFC 8058 `List-Unsubscribe-Post`; empty for a message without a link."""
+    if not msg.unsubscribe_url:
+        return {}
+    targets = [f"<{msg.unsubscribe_url}>"]
+    token = msg.unsubscribe_url.rpartition("/u/")[2]
+    if (domain := config.get("inbound_domain")) and token:
+        targets.append(f"<mailto:unsubscribe+{token}@{domain}>")
+    return {"List-Unsubscribe": ", ".join(targets), "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from email.utils import formataddr
 from typing import Any, ClassVar
 
 from server.providers.adapters import http
-from server.providers.adapters.base import Adapter, OutgoingMessage, SendResult
+from server.providers.adapters.base import Adapter, OutgoingMessage, SendResult, unsubscribe_headers
 from server.providers.adapters.fields import Fields
 
 PUBLIC_API = "https://api.mailgun.net"
@@ -46,6 +46,8 @@ class MailgunAdapter(Adapter):
             "v:sb_message_id": str(msg.message_id),
             "v:sb_workspace_id": str(msg.workspace_id),
         }
+        for name, value in unsubscribe_headers(self.config, msg).items():
+            form[f"h:{name}"] = value
         response = await http.post(
             self.http,
             f"{self.config['base_url']}/v3/{self.config['domain']}/messages",

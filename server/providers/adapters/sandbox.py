@@ -81,7 +81,10 @@ class SandboxAdapter(Adapter):
             await http.post(
                 self.http,
                 sink_url,
-                content=orjson.dumps(dataclasses.asdict(msg)),
+                # Newer fields only when set: sinks written before them see the same body.
+                content=orjson.dumps(
+                    {k: v for k, v in dataclasses.asdict(msg).items() if v or k not in ("unsubscribe_url",)}
+                ),
                 headers={"Content-Type": "application/json", "Idempotency-Key": msg.idempotency_key},
                 parse_error=parse_error,
             )

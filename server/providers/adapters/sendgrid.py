@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
 from server.providers.adapters import http
-from server.providers.adapters.base import Adapter, OutgoingMessage, SendResult
+from server.providers.adapters.base import Adapter, OutgoingMessage, SendResult, unsubscribe_headers
 from server.providers.adapters.fields import Fields
 
 PUBLIC_API = "https://api.sendgrid.com"
@@ -48,6 +48,8 @@ class SendGridAdapter(Adapter):
             "content": [{"type": "text/plain", "value": msg.body}],
             "custom_args": {"sb_message_id": str(msg.message_id), "sb_workspace_id": str(msg.workspace_id)},
         }
+        if list_headers := unsubscribe_headers(self.config, msg):
+            payload.setdefault("headers", {}).update(list_headers)
         response = await http.post(
             self.http,
             f"{self.config['base_url']}/v3/mail/send",

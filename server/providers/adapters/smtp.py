@@ -25,6 +25,7 @@ from server.providers.adapters.base import (
     SendError,
     SendResult,
     TransientError,
+    unsubscribe_headers,
 )
 from server.providers.adapters.fields import Fields
 
@@ -60,6 +61,8 @@ class SmtpAdapter(Adapter):
         email["Subject"] = msg.subject
         email["Date"] = formatdate(usegmt=True)
         email["Message-ID"] = message_id
+        for name, value in unsubscribe_headers(cfg, msg).items():
+            email[name] = value
         email.set_content(msg.body)
         host = cfg["host"].strip("[]")
         try:
