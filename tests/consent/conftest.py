@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+import pytest
+
+from server.settings import Settings
+from tests.conftest import make_settings
+
+PUBLIC_URL = "https://switchboard.example.test"
+OLD_SECRET = "rotated-away-secret-" + "o" * 32
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    """A public URL (unsubscribe links are absolute) and one previous secret key still honoured."""
+    return make_settings(db_url, public_url=PUBLIC_URL, previous_secret_keys=[OLD_SECRET])
