@@ -4,8 +4,10 @@ import pytest
 
 from server.settings import Settings
 from tests.conftest import make_settings
+from tests.ui import conftest as ui_conftest
 
 PUBLIC_URL = "https://switchboard.example.test"
+browser_client = ui_conftest.browser_client  # the signed-in browser fixture of the UI tests
 OLD_SECRET = "rotated-away-secret-" + "o" * 32
 
 

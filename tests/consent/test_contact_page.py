@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from tests.consent.support import new_contact
-from tests.ui.conftest import BrowserFactory, browser_client  # noqa: F401 (fixture)
+from tests.ui.conftest import BrowserFactory
 
 
 async def test_contact_page_shows_consent_per_channel_and_the_form_to_agents(

@@ -11,7 +11,7 @@ from server.db import utcnow
 from server.messages.models import Suppression
 from tests.conftest import ClientFactory
 from tests.consent.support import workspace_id
-from tests.ui.conftest import BrowserFactory, browser_client  # noqa: F401 (fixture)
+from tests.ui.conftest import BrowserFactory
 
 
 async def _bounce(app: Any, workspace: int, address: str) -> None:

@@ -11,10 +11,12 @@ from collections.abc import Callable
 import httpx
 
 from server.providers.adapters.base import unsubscribe_headers
+from tests.providers import test_smtp
 from tests.providers.fakes import FakeProvider
 from tests.providers.support import adapter, good_config, message
-from tests.providers.test_smtp import Inbox, inbox, smtp_config  # noqa: F401 (fixture)
+from tests.providers.test_smtp import Inbox, smtp_config
 
+inbox = test_smtp.inbox  # the aiosmtpd server fixture
 ServerFactory = Callable[[str], tuple[FakeProvider, str]]
 LINK = "https://switchboard.example.test/u/eyJ0b2tlbiI.c2lnbmF0dXJl"
 ONE_CLICK = "List-Unsubscribe=One-Click"
