@@ -85,6 +85,16 @@ class Settings(BaseSettings):
     rate_limit_login_ip_burst: int = 30
     rate_limit_login_ip_per_s: float = 0.5
 
+    # SMS/WhatsApp keywords (server/consent/keywords.py): who confirms STOP/START and answers HELP.
+    # "provider": the carrier or Twilio Advanced Opt-Out already does (no duplicate from us);
+    # "switchboard": we answer with the texts below.
+    keyword_replies: Literal["provider", "switchboard"] = "provider"
+    keyword_help_text: str = "Reply STOP to unsubscribe, START to subscribe again."
+    keyword_stop_text: str = (
+        "You are unsubscribed and will receive no more messages. Reply START to resubscribe."
+    )
+    keyword_start_text: str = "You are subscribed again. Reply STOP to unsubscribe."
+
     # `GET /metrics` wants `Authorization: Bearer <metrics_token>` when this is set.
     metrics_token: str | None = None
 

@@ -30,8 +30,10 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from realtime.lifecycle import Supervisor
 from realtime.pglisten import pg_listen
 from server.consent import service as consent
-from server.consent.models import MARKETING
+from server.consent.keywords import TWILIO_UNSUBSCRIBED
+from server.consent.models import MARKETING, ConsentSource, ConsentState
 from server.consent.tokens import Links, base_url
+from server.contacts.changes import ContactNotFound
 from server.db import utcnow
 from server.logs import request_context
 from server.messages import claims
@@ -403,6 +405,15 @@ class Dispatcher:
                 result = await route.adapter.send(outgoing(m, self.links))
             except PermanentError as exc:
                 breaker.success()  # it answered: the provider is up, the message is bad
+                if route.kind == "twilio" and exc.code == TWILIO_UNSUBSCRIBED:
+                    # The recipient sent STOP to Twilio: an opt-out (recorded with the outcome).
+                    return Outcome(
+                        m,
+                        MessageStatus.suppressed,
+                        OPTED_OUT_REASON,
+                        provider_id=route.provider_id,
+                        provider_kind=route.kind,
+                    )
                 return Outcome(
                     m,
                     MessageStatus.failed,
@@ -521,7 +532,9 @@ class Dispatcher:
         while True:
             try:
                 async with self.db.transaction() as s:
-                    return await claims.finish(s, outcomes)
+                    changes = await claims.finish(s, outcomes)
+                    await _record_provider_opt_outs(s, outcomes, changes)
+                    return changes
             except Exception as exc:
                 if not transient_db_error(exc):
                     raise
@@ -573,6 +586,29 @@ class Dispatcher:
         from server.messages.wake import DISPATCH_CHANNEL
 
         await pg_listen(self.db.url, DISPATCH_CHANNEL, lambda _payload: self._wake.set())
+
+
+async def _record_provider_opt_outs(
+    session: Any, outcomes: list[Outcome], changes: list[AppliedChange]
+) -> None:
+    """A provider refused a send because the recipient unsubscribed with it (Twilio 21610): the
+    ledger learns it in the transaction that writes the outcome, so the next send is not tried."""
+    applied = {c.message_id for c in changes}
+    for o in outcomes:
+        m = o.message
+        if o.reason == OPTED_OUT_REASON and o.provider_kind and m.contact_id and m.id in applied:
+            try:
+                await consent.record(
+                    session,
+                    workspace_id=m.workspace_id,
+                    contact_id=m.contact_id,
+                    channel=m.channel,
+                    state=ConsentState.opted_out,
+                    source=ConsentSource.provider,
+                    evidence={"message_id": m.id, "provider": o.provider_kind, "error": TWILIO_UNSUBSCRIBED},
+                )
+            except ContactNotFound:  # deleted since: nobody left to send to
+                pass
 
 
 async def _sleep_unless(event: asyncio.Event, seconds: float) -> bool:

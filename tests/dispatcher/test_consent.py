@@ -4,16 +4,21 @@ suppression is sendable again."""
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import orjson
 from sqlalchemy import insert, select
 
 from server.consent import service as consent
 from server.consent import tokens
-from server.consent.models import ConsentSource, ConsentState
+from server.consent.models import Consent, ConsentSource, ConsentState
 from server.contacts.models import Contact
 from server.db import utcnow
 from server.messages.models import Message, Suppression
 from server.messages.wake import notify_dispatch
+from server.providers.adapters import ADAPTERS, OutgoingMessage, PermanentError, SendResult
+from server.providers.adapters.twilio import TwilioAdapter
+from server.providers.models import Provider
 from server.suppressions import service as suppressions
 from tests.dispatcher.conftest import DispatcherFactory, SinkFactory, World, wait_until
 
@@ -40,7 +45,7 @@ async def _opt_out(world: World, contact_id: int, channel: str = "email") -> Non
         )
 
 
-async def _send(world: World, contact_id: int, to: str, category: str) -> int:
+async def _send(world: World, contact_id: int, to: str, category: str, channel: str = "email") -> int:
     now = utcnow()
     async with world.db.transaction() as s:
         mid = (
@@ -49,7 +54,7 @@ async def _send(world: World, contact_id: int, to: str, category: str) -> int:
                 {
                     "workspace_id": world.workspace_id,
                     "contact_id": contact_id,
-                    "channel": "email",
+                    "channel": channel,
                     "category": category,
                     "to_address": to,
                     "subject": "Hi",
@@ -166,3 +171,51 @@ async def test_a_lifted_suppression_is_sendable_again(
     await wait_until(lambda: _settled(world, after))
     assert (await world.get(after)).status == "sent"  # the filter's hit is checked against the table
     assert [r.key for r in sink.requests] == [f"sb-{world.workspace_id}-{after}"]
+
+
+class _UnsubscribedAtTwilio(TwilioAdapter):
+    """Twilio answering 21610: the recipient sent STOP to Twilio itself."""
+
+    sent: ClassVar[list[str]] = []
+
+    async def send(self, msg: OutgoingMessage) -> SendResult:
+        self.sent.append(msg.to)
+        raise PermanentError("Attempt to send to unsubscribed recipient", status=400, code="21610")
+
+
+async def test_twilio_error_21610_records_an_opt_out_and_the_message_ends_opted_out(
+    world: World, make_dispatcher: DispatcherFactory
+) -> None:
+    async with world.db.transaction() as s:
+        c = Contact(workspace_id=world.workspace_id, name="Sam", phone="+14155550123", attributes={}, tags=[])
+        s.add(c)
+        s.add(
+            Provider(
+                workspace_id=world.workspace_id,
+                name="twilio",
+                kind="twilio",
+                channel="sms",
+                priority=1,
+                config={"account_sid": "AC" + "0" * 32, "auth_token": "t", "from_number": "+15550001111"},
+                webhook_key="k",
+            )
+        )
+        await s.flush()
+        who = c.id
+    _UnsubscribedAtTwilio.sent = []
+    mid = await _send(world, who, "+14155550123", "transactional", channel="sms")
+    await make_dispatcher(world, adapters={**ADAPTERS, "twilio": _UnsubscribedAtTwilio})
+    await wait_until(lambda: _settled(world, mid))
+
+    m = await world.get(mid)
+    assert (m.status, m.reason) == ("suppressed", "opted_out")
+    async with world.db.sessions() as s:
+        [row] = (await s.execute(select(Consent))).scalars()
+        assert await consent.opted_out(s, [(who, "sms")]) == {(who, "sms")}
+    assert (row.channel, row.state, row.source) == ("sms", "opted_out", "provider")
+    assert row.evidence == {"message_id": mid, "provider": "twilio", "error": "21610"}
+    # the next marketing SMS is stopped before it reaches Twilio
+    news = await _send(world, who, "+14155550123", "marketing", channel="sms")
+    await wait_until(lambda: _settled(world, news))
+    assert (await world.get(news)).reason == "opted_out"
+    assert _UnsubscribedAtTwilio.sent == ["+14155550123"]
