@@ -127,6 +127,12 @@ async def _import_job(c: httpx.AsyncClient, ids: Ids) -> int:
     return job_id
 
 
+async def _suppression(c: httpx.AsyncClient, ids: Ids) -> int:
+    r = await c.post("/api/v1/suppressions", json={"address": "victim@acme.test"})
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
 # In dependency order; each factory may use the ids made before it.
 FACTORIES: dict[str, Callable[[httpx.AsyncClient, Ids], Awaitable[int]]] = {
     "contact_id": _contact,
@@ -139,6 +145,7 @@ FACTORIES: dict[str, Callable[[httpx.AsyncClient, Ids], Awaitable[int]]] = {
     "endpoint_id": _endpoint,
     "delivery_id": _delivery,
     "job_id": _import_job,
+    "suppression_id": _suppression,
 }
 
 # A valid body for routes that need one, so the answer comes from the lookup and not from validation.
@@ -150,10 +157,12 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/contacts/{contact_id}/merge"): {"from": ["{second_contact_id}"]},
     ("POST", "/api/v1/contacts/{contact_id}/identities"): {"kind": "email", "value": "intruder@evil.test"},
     ("PATCH", "/api/v1/endpoints/{endpoint_id}"): {"description": "pwned"},
+    ("POST", "/api/v1/contacts/{contact_id}/consent"): {"channel": "email", "state": "opted_out"},
 }
 
-# Routes authenticated by something else than a user's token (provider signatures, the socket itself).
-NOT_USER_ROUTES = re.compile(r"^/(webhooks|ws|static)")
+# Routes authenticated by something else than a user's token (provider signatures, the socket itself,
+# the signed unsubscribe token: tests/consent/test_unsubscribe.py covers forged ones).
+NOT_USER_ROUTES = re.compile(r"^/(webhooks|ws|static|u/)")
 
 
 def _routes(app: Any) -> list[tuple[str, str]]:
