@@ -26,7 +26,14 @@ from server.events.service import emit
 log = logging.getLogger("switchboard.realtime")
 
 STATES = ("viewing", "editing", "left")
-Key = tuple[int, int, int]  # workspace, contact, user
+CONVERSATION_STATES = ("replying", "left")  # agents in a conversation (DESIGN §8)
+# (workspace, subject, user). The subject is a contact id, or minus a conversation id: one store,
+# one expiry loop and one event path serve both kinds (see `conversation_key`).
+Key = tuple[int, int, int]
+
+
+def conversation_key(workspace_id: int, conversation_id: int, user_id: int) -> Key:
+    return (workspace_id, -conversation_id, user_id)
 
 
 class Store(Protocol):
@@ -160,8 +167,12 @@ class Presence:
                 row = (await session.execute(select(User.name, User.email).where(User.id == user))).first()
                 name = display_name(row.name, row.email) if row is not None else ""
                 self._names[(ws, user)] = name
-            data = {"contact_id": contact, "user_id": user, "user_name": name, "state": state}
-            await emit(session, ws, "presence", data, contact_id=contact)
+            if contact < 0:  # a conversation's presence: topic `inbox` (realtime.topics)
+                data = {"conversation_id": -contact, "user_id": user, "user_name": name, "state": state}
+                await emit(session, ws, "presence", data)
+            else:
+                data = {"contact_id": contact, "user_id": user, "user_name": name, "state": state}
+                await emit(session, ws, "presence", data, contact_id=contact)
         if self.on_emit is not None:
             self.on_emit(ws)
 
