@@ -5,6 +5,12 @@ from typing import Any
 
 import pytest
 
+from tests.providers.conftest import (  # noqa: F401  (the fake providers, for test_outbound)
+    http,
+    provider_server,
+    provider_servers,
+)
+
 from .support import World
 
 

@@ -17,13 +17,17 @@ from .support import OUR_SMS, World, wa_text, whatsapp_doc
 ClientFactory = Any
 
 
-async def _sms_conversation(world: World, admin: httpx.AsyncClient, text: str = "hi", sender: str = "+15558675310") -> dict[str, Any]:
+async def _sms_conversation(
+    world: World, admin: httpx.AsyncClient, text: str = "hi", sender: str = "+15558675310"
+) -> dict[str, Any]:
     assert (await world.post_twilio(world.twilio_form(text, sender=sender))).status_code == 200
     items = (await admin.get("/api/v1/conversations", params={"channel": "sms"})).json()["items"]
     return items[0]  # newest activity first: the one that just spoke
 
 
-async def test_list_and_get_show_both_directions_oldest_first(world: World, make_client: ClientFactory) -> None:
+async def test_list_and_get_show_both_directions_oldest_first(
+    world: World, make_client: ClientFactory
+) -> None:
     agent = await make_client("agent")
     conv = await _sms_conversation(world, agent, "first")
     assert conv["status"] == "open" and conv["unread"] == 1 and conv["assignee_id"] is None
@@ -58,7 +62,9 @@ async def test_unread_counts_are_per_agent(world: World, make_client: ClientFact
     assert items[conv["id"]] == 1
 
 
-async def test_an_inbound_message_reopens_a_resolved_and_wakes_a_snoozed_conversation(world: World, make_client: ClientFactory) -> None:
+async def test_an_inbound_message_reopens_a_resolved_and_wakes_a_snoozed_conversation(
+    world: World, make_client: ClientFactory
+) -> None:
     agent = await make_client("agent")
     conv = await _sms_conversation(world, agent)
     r = await agent.patch(f"/api/v1/conversations/{conv['id']}", json={"status": "resolved"})
@@ -82,23 +88,35 @@ async def test_assign_and_filter_by_assignee(world: World, make_client: ClientFa
     assert r.status_code == 200 and r.json()["assignee_id"] == me
     mine = (await agent.get("/api/v1/conversations", params={"assignee": "me"})).json()["items"]
     nobody = (await agent.get("/api/v1/conversations", params={"assignee": "none"})).json()["items"]
-    assert [c["id"] for c in mine] == [a["id"]] and a["id"] not in [c["id"] for c in nobody] and len(nobody) == 1
+    assert (
+        [c["id"] for c in mine] == [a["id"]] and a["id"] not in [c["id"] for c in nobody] and len(nobody) == 1
+    )
     bad = await agent.patch(f"/api/v1/conversations/{a['id']}", json={"assignee_id": 999999})
     assert bad.status_code == 422
     page = (await agent.get("/api/v1/conversations", params={"limit": 1})).json()
-    rest = (await agent.get("/api/v1/conversations", params={"limit": 1, "cursor": page["next_cursor"]})).json()
-    assert page["next_cursor"] and len(rest["items"]) == 1 and rest["items"][0]["id"] != page["items"][0]["id"]
+    rest = (
+        await agent.get("/api/v1/conversations", params={"limit": 1, "cursor": page["next_cursor"]})
+    ).json()
+    assert (
+        page["next_cursor"] and len(rest["items"]) == 1 and rest["items"][0]["id"] != page["items"][0]["id"]
+    )
 
 
 async def test_viewers_read_and_agents_write(world: World, make_client: ClientFactory) -> None:
     agent, viewer = await make_client("agent"), await make_client("viewer")
     conv = await _sms_conversation(world, agent)
     assert (await viewer.get(f"/api/v1/conversations/{conv['id']}")).status_code == 200
-    assert (await viewer.post(f"/api/v1/conversations/{conv['id']}/messages", json={"text": "x"})).status_code == 403
-    assert (await viewer.patch(f"/api/v1/conversations/{conv['id']}", json={"status": "resolved"})).status_code == 403
+    assert (
+        await viewer.post(f"/api/v1/conversations/{conv['id']}/messages", json={"text": "x"})
+    ).status_code == 403
+    assert (
+        await viewer.patch(f"/api/v1/conversations/{conv['id']}", json={"status": "resolved"})
+    ).status_code == 403
 
 
-async def test_whatsapp_free_form_replies_only_inside_24_hours(world: World, make_client: ClientFactory) -> None:
+async def test_whatsapp_free_form_replies_only_inside_24_hours(
+    world: World, make_client: ClientFactory
+) -> None:
     agent = await make_client("agent")
     assert (await world.post_whatsapp(whatsapp_doc([wa_text("hola")]))).status_code == 200
     conv = (await agent.get("/api/v1/conversations", params={"channel": "whatsapp"})).json()["items"][0]
@@ -112,7 +130,9 @@ async def test_whatsapp_free_form_replies_only_inside_24_hours(world: World, mak
         )
     r = await agent.post(url, json={"text": "Still need help?"})
     assert r.status_code == 422 and "template" in r.json()["detail"]
-    tpl = await agent.post("/api/v1/templates", json={"name": "followup", "channel": "whatsapp", "body": "Hi {{ name }}"})
+    tpl = await agent.post(
+        "/api/v1/templates", json={"name": "followup", "channel": "whatsapp", "body": "Hi {{ name }}"}
+    )
     assert tpl.status_code == 201, tpl.text
     assert (await agent.post(url, json={"template_id": tpl.json()["id"]})).status_code == 202
 
@@ -132,20 +152,28 @@ async def test_a_reply_with_an_idempotency_key_is_sent_once(world: World, make_c
     assert n == 1
 
 
-async def test_workspaces_do_not_see_each_others_conversations(world: World, make_client: ClientFactory) -> None:
+async def test_workspaces_do_not_see_each_others_conversations(
+    world: World, make_client: ClientFactory
+) -> None:
     ours = await make_client("agent")
     theirs = await make_client("admin", workspace="Globex")
     conv = await _sms_conversation(world, ours)
     assert (await theirs.get("/api/v1/conversations")).json()["items"] == []
     assert (await theirs.get(f"/api/v1/conversations/{conv['id']}")).status_code == 404
     assert (await theirs.post(f"/api/v1/conversations/{conv['id']}/read")).status_code == 404
-    assert (await theirs.post(f"/api/v1/conversations/{conv['id']}/messages", json={"text": "x"})).status_code == 404
+    assert (
+        await theirs.post(f"/api/v1/conversations/{conv['id']}/messages", json={"text": "x"})
+    ).status_code == 404
 
 
-async def test_conversation_events_reach_the_inbox_over_long_poll(world: World, make_client: ClientFactory) -> None:
+async def test_conversation_events_reach_the_inbox_over_long_poll(
+    world: World, make_client: ClientFactory
+) -> None:
     agent = await make_client("agent")
     head = (await agent.get("/api/v1/events", params={"topics": "inbox", "timeout": 0})).json()["last_id"]
-    poll = asyncio.create_task(agent.get("/api/v1/events", params={"topics": "inbox", "after": head, "timeout": 10}))
+    poll = asyncio.create_task(
+        agent.get("/api/v1/events", params={"topics": "inbox", "after": head, "timeout": 10})
+    )
     await asyncio.sleep(0.2)
     await world.post_twilio(world.twilio_form("live?"))
     events = (await poll).json()["events"]
@@ -156,14 +184,30 @@ async def test_conversation_events_reach_the_inbox_over_long_poll(world: World, 
         if len(got) >= 2:
             break
         last = max([last, *(e["id"] for e in events)])
-        events = (await agent.get("/api/v1/events", params={"topics": "inbox", "after": last, "timeout": 5})).json()["events"]
+        events = (
+            await agent.get("/api/v1/events", params={"topics": "inbox", "after": last, "timeout": 5})
+        ).json()["events"]
     created, message = got[0], got[1]
     assert created["type"] == "conversation.created" and message["type"] == "conversation.message"
     assert set(created["data"]) == {"conversation_id", "contact_id", "status", "assignee_id", "channel"}
     assert message["data"]["direction"] == "inbound" and message["data"]["preview"] == "live?"
-    assert set(message["data"]) == {"conversation_id", "contact_id", "message_id", "direction", "channel", "preview"}
+    assert set(message["data"]) == {
+        "conversation_id",
+        "contact_id",
+        "message_id",
+        "direction",
+        "channel",
+        "preview",
+    }
     # The board shows inbound messages too; contact events of the new contact do not go to the inbox.
-    board = (await agent.get("/api/v1/events", params={"topics": "board", "after": head, "timeout": 0})).json()["events"]
+    board = (
+        await agent.get("/api/v1/events", params={"topics": "board", "after": head, "timeout": 0})
+    ).json()["events"]
     assert [e["type"] for e in board] == ["conversation.message"]
-    contact = (await agent.get("/api/v1/events", params={"topics": f"contact:{created['data']['contact_id']}", "after": head, "timeout": 0})).json()["events"]
+    contact = (
+        await agent.get(
+            "/api/v1/events",
+            params={"topics": f"contact:{created['data']['contact_id']}", "after": head, "timeout": 0},
+        )
+    ).json()["events"]
     assert [e["type"] for e in contact] == ["contact.created", "conversation.created", "conversation.message"]

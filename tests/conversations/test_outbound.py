@@ -8,7 +8,6 @@ from collections.abc import Callable
 import httpx
 
 from server.conversations.threading import message_of_token, reply_token
-from tests.providers.conftest import http, provider_server, provider_servers  # noqa: F401  (fixtures)
 from tests.providers.fakes import FakeProvider
 from tests.providers.support import adapter, good_config, message
 
@@ -18,7 +17,7 @@ SECRET = "s" * 40
 
 async def test_mailgun_email_carries_the_reply_address_and_our_message_id(
     provider_server: ServerFactory,
-    http: httpx.AsyncClient,  # noqa: F811
+    http: httpx.AsyncClient,
 ) -> None:
     fake, origin = provider_server("mailgun")
     config = good_config("mailgun", origin) | {"inbound_domain": "in.example.test"}
@@ -33,7 +32,7 @@ async def test_mailgun_email_carries_the_reply_address_and_our_message_id(
 
 async def test_without_an_inbound_domain_no_reply_address_is_added(
     provider_server: ServerFactory,
-    http: httpx.AsyncClient,  # noqa: F811
+    http: httpx.AsyncClient,
 ) -> None:
     fake, origin = provider_server("mailgun")
     await adapter("mailgun", good_config("mailgun", origin), http).send(
@@ -44,7 +43,7 @@ async def test_without_an_inbound_domain_no_reply_address_is_added(
 
 async def test_twilio_reply_goes_out_from_the_number_written_to(
     provider_server: ServerFactory,
-    http: httpx.AsyncClient,  # noqa: F811
+    http: httpx.AsyncClient,
 ) -> None:
     fake, origin = provider_server("twilio")
     await adapter("twilio", good_config("twilio", origin), http).send(
