@@ -135,6 +135,11 @@ async def conversation_rows(
     ]
 
 
+async def contact_conversations(session: AsyncSession, v: Viewer, contact_id: int) -> list[dict[str, Any]]:
+    """The contact page's section: every conversation of the contact, whatever its status."""
+    return await conversation_rows(session, v, InboxFilter(view="all", status=""), contact_id=contact_id)
+
+
 def answered_by(
     items: list[dict[str, Any]], authors: dict[int, int | None], me: int, names: dict[int, str]
 ) -> str:
