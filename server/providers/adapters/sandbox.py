@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 WEBHOOK_ATTEMPTS = 3
 WEBHOOK_BACKOFF_S = 0.5  # doubled after each failed attempt: the app may be restarting
+DEFAULT_NUMBER = "+15005550006"  # Twilio's test number: what the demo's customers write to
 CUSTOMER_CHANNELS = frozenset({"sms", "whatsapp"})  # what a Twilio number receives
 # What the demo's customers say back: short, harmless (no STOP or other keyword a consent rule acts on).
 CUSTOMER_REPLIES = (
@@ -96,11 +97,12 @@ class SandboxAdapter(Adapter):
         fields.integer("delivery_delay_ms", default=1500, maximum=3_600_000)
         fields.number("bounce_rate", default=0.0, minimum=0.0, maximum=1.0)
         fields.url("sink_url")
-        fields.number("customer_reply_rate", default=0.0, minimum=0.0, maximum=1.0)
-        fields.integer("customer_reply_delay_ms", default=5000, minimum=0, maximum=3_600_000)
-        fields.integer("customer_provider_id", default=0, minimum=0, maximum=2**62)
-        fields.string("customer_auth_token")
-        fields.string("customer_number", default="+15005550006")
+        if fields.given("customer_provider_id"):  # the customers' replies: all or nothing
+            fields.integer("customer_provider_id", default=0, minimum=1, maximum=2**62)
+            fields.string("customer_auth_token", required=True)
+            fields.number("customer_reply_rate", default=0.25, minimum=0.0, maximum=1.0)
+            fields.integer("customer_reply_delay_ms", default=5000, minimum=0, maximum=3_600_000)
+            fields.string("customer_number", default=DEFAULT_NUMBER, pattern=r"\+[1-9][0-9]{6,14}")
 
     async def send(self, msg: OutgoingMessage) -> SendResult:
         if sink_url := self.config.get("sink_url"):
@@ -150,7 +152,7 @@ class SandboxAdapter(Adapter):
     def customer_message(self, msg: OutgoingMessage) -> dict[str, str]:
         """What Twilio posts for an incoming message from `msg`'s recipient to our number."""
         prefix = "whatsapp:" if msg.channel == "whatsapp" else ""
-        ours = msg.from_address or str(self.config.get("customer_number") or "+15005550006")
+        ours = msg.from_address or str(self.config.get("customer_number") or DEFAULT_NUMBER)
         sid = "SM" + uuid.uuid4().hex
         return {
             "AccountSid": "AC" + "0" * 32,
