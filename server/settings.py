@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     rate_limit_login_burst: int = 10
     rate_limit_login_per_s: float = 0.2
 
+    # Contact imports: at most this many at once per workspace; a finished job's status is kept
+    # this long (jobs live in the process's memory).
+    import_jobs_per_workspace: int = 2
+    import_job_ttl_s: float = 3600.0
+
     cache_ttl_s: float = 30.0
     cache_size: int = 10_000
 

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+from server.jsonlimits import TooDeep, loads_bounded
+from server.webhooks.verify import WEBHOOK_MAX_DEPTH
+
 # How a provider event id is derived when the provider gives none (Twilio, WhatsApp).
 _HASH_PREFIX = "h:"
 
@@ -58,7 +61,9 @@ def _json(body: bytes) -> Any:
         # PostgreSQL's JSONB cannot hold NUL characters; the raw event is kept with a stand-in.
         body = body.replace(b"\\u0000", b"\\ufffd")
     try:
-        return json.loads(body)
+        return loads_bounded(body, max_depth=WEBHOOK_MAX_DEPTH, lenient=True)
+    except TooDeep as exc:
+        raise MalformedPayload(f"body nests deeper than {WEBHOOK_MAX_DEPTH} levels") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedPayload("body is not JSON") from exc
 
