@@ -100,7 +100,7 @@ async def test_csv_row_with_nul_is_rejected_and_the_rest_kept(
 async def test_nul_in_a_signed_provider_event_is_stripped_and_stored(app: Starlette, db: Database) -> None:
     world = await World(app, db).build()
     events = [
-        {"id": "e\x001", "message_id": "sbx_1", "status": "bounced", "reason": "no\x00 such user"},
+        {"id": "e\x001", "message_id": "sbx_1", "status": "bounced", "reason": "no\x00 such user\ud800"},
     ]
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=world.app), base_url="http://t") as c:
         r = await c.post(world.url("sandbox"), **world.sandbox(events))
