@@ -14,6 +14,7 @@ import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.checks import CheckFunction
 from schemathesis.specs.openapi import checks as oa
 
@@ -24,6 +25,7 @@ from tests.support_server import serve_in_thread
 
 # Examples per operation: about 45 s on SQLite and 40 s on PostgreSQL on a loaded 2-core machine.
 EXAMPLES = {"sqlite": 12, "postgres": 8}
+HUGE = 2**70
 
 CHECKS: list[CheckFunction] = [
     oa.not_a_server_error if hasattr(oa, "not_a_server_error") else schemathesis.checks.not_a_server_error,  # type: ignore[attr-defined]
@@ -76,6 +78,30 @@ def api_schema(api: tuple[str, str]) -> Any:
     return schemathesis.openapi.from_url(f"{base}/api/v1/openapi.json")
 
 
+def _poison(value: Any, how: str) -> Any:
+    if isinstance(value, str):
+        return value + "\x00" if how == "nul" else value
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return HUGE if how == "int" else value
+    if isinstance(value, dict):
+        return {k: _poison(v, how) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_poison(v, how) for v in value]
+    return value
+
+
+def hostile(case: Any, how: str) -> Any:
+    """The generated case with a NUL appended to every string ("nul") or every integer made
+    2^70 ("int"), in its body, query and path: what PostgreSQL refuses and SQLite stores."""
+    for part in ("body", "query", "path_parameters"):
+        value = getattr(case, part, None)
+        if isinstance(value, dict | list | str | int):
+            setattr(case, part, _poison(value, how))
+    return case
+
+
 def test_api_conforms_to_its_schema(
     request: pytest.FixtureRequest, api: tuple[str, str], api_schema: Any
 ) -> None:
@@ -89,7 +115,13 @@ def test_api_conforms_to_its_schema(
         if operation.path == "/api/v1/auth/logout":
             continue  # revoking tokens mid-run is covered by the auth tests
 
-        @given(case=operation.as_strategy())
+        plain = operation.as_strategy()
+
+        @given(
+            case=st.one_of(
+                plain, plain.map(lambda c: hostile(c, "nul")), plain.map(lambda c: hostile(c, "int"))
+            )
+        )
         @settings(
             max_examples=examples,
             deadline=None,
