@@ -75,11 +75,13 @@ async def test_nul_in_the_dashboard_login_form_and_search_is_refused(
             "/login", data={"email": "a\x00@x.test", "password": "p", "csrf_token": csrf_field(page.text)}
         )
         assert r.status_code == 422, r.text
-    signed_in = await browser_client("viewer")
+    signed_in = await browser_client("admin")
     r = await signed_in.get("/contacts", params={"q": "a\x00"})
     assert r.status_code == 200, r.text
     for query in ({"to": "0001-01-01"}, {"from": "9999-12-31"}):  # item 11 on the dashboard
         assert (await signed_in.get("/reports", params=query)).status_code == 200
+    for path in (f"/contacts/{HUGE}", f"/messages/{HUGE}", f"/templates/{HUGE}", f"/providers/{HUGE}"):
+        assert (await signed_in.get(path)).status_code == 404, path  # item 12 on the dashboard
 
 
 async def test_csv_row_with_nul_is_rejected_and_the_rest_kept(
