@@ -105,7 +105,8 @@ async def receive(request: Request) -> Response:
         metrics.webhook_rejections.labels(provider=kind, reason="signature").inc()
         raise Problem(401, "The webhook signature is missing, invalid or stale.") from None
     except TooDeep as exc:  # Mailgun's signature is inside the body: it is read, bounded, first
-        metrics.webhook_rejections.labels(provider=provider.kind, reason="malformed").inc()
+        kind = provider.kind if provider is not None else "unknown"
+        metrics.webhook_rejections.labels(provider=kind, reason="malformed").inc()
         raise Problem(400, f"body {exc}") from None
     try:
         events = parse(provider.kind, body, now=utcnow())

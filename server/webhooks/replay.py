@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select, tuple_
+from sqlalchemy import Table, delete, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
@@ -20,7 +20,7 @@ from server.db import utcnow
 from server.webhooks.models import WebhookToken
 from server.webhooks.verify import SignedOnce
 
-_TOKENS = WebhookToken.__table__
+_TOKENS = cast(Table, WebhookToken.__table__)
 
 
 def _insert(conn: AsyncConnection) -> Any:
