@@ -3,12 +3,13 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install run test lint typecheck bench clean
+.PHONY: install run test lint typecheck bench clean lock
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins every package CI tested: a fresh clone installs exactly that.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -31,6 +32,18 @@ typecheck: install
 
 bench: install
 	$(VENV)/bin/python -m bench.run
+
+# Upgrade the pins on purpose: resolve the newest versions pyproject.toml allows in a scratch venv,
+# gate on the WebSocket protocol tests (realtime/wsprotocol.py leans on uvicorn and websockets
+# internals), then rewrite constraints.txt. Run `make test` afterwards and commit both.
+lock:
+	rm -rf .venv-lock
+	python3 -m venv .venv-lock
+	.venv-lock/bin/python -m pip install -q --upgrade pip
+	.venv-lock/bin/python -m pip install -q -e '.[dev]'
+	PYTHONPATH=$(CURDIR) .venv-lock/bin/python -m pytest -q -p no:cacheprovider tests/realtime/test_wsprotocol.py
+	.venv-lock/bin/python -m pip freeze --exclude-editable > constraints.txt
+	rm -rf .venv-lock
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -11,7 +11,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from realtime import access
+from realtime import access, guard
 from realtime.subscriber import LongPollSink, QueueSink
 from realtime.types import Event
 
@@ -23,9 +23,18 @@ DEFAULT_TIMEOUT_S = 25.0
 SSE_RETRY_MS = 2000
 
 
-def problem(status: int, title: str, detail: str) -> Response:
+def problem(status: int, title: str, detail: str, headers: dict[str, str] | None = None) -> Response:
     body = {"type": "about:blank", "title": title, "status": status, "detail": detail}
-    return Response(orjson.dumps(body), status, media_type="application/problem+json")
+    return Response(orjson.dumps(body), status, headers=headers, media_type="application/problem+json")
+
+
+def signed_out() -> Response:
+    return problem(
+        401,
+        "Signed out",
+        "This sign-in has ended (signed out, revoked or the user deactivated): sign in again.",
+        {"WWW-Authenticate": 'Bearer error="invalid_token"'},
+    )
 
 
 def _topics(request: Request) -> list[str]:
@@ -34,6 +43,10 @@ def _topics(request: Request) -> list[str]:
 
 async def longpoll(rt: Realtime, request: Request) -> Response:
     caller = await rt.authenticate(request)
+    if not await guard.still_allowed(rt, caller):
+        return signed_out()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
     try:
         after = access.parse_after(request.query_params.get("after"))
         raw_timeout = request.query_params.get("timeout")
@@ -62,6 +75,9 @@ async def longpoll(rt: Realtime, request: Request) -> Response:
                     await sink.ready.wait()
     finally:
         rt.hub.unsubscribe(sink)
+    if loop.time() - started >= guard.next_check_in(caller, rt.settings.ws_access_recheck_s):
+        if not await guard.still_allowed(rt, caller):
+            return signed_out()
     events = sink.events
     last_id = events[-1].id if events else sink.floor
     body = b'{"events":[%s],"last_id":%d}' % (b",".join(e.payload for e in events), last_id)
@@ -70,6 +86,8 @@ async def longpoll(rt: Realtime, request: Request) -> Response:
 
 async def stream(rt: Realtime, request: Request) -> Response:
     caller = await rt.authenticate(request)
+    if not await guard.still_allowed(rt, caller):
+        return signed_out()
     try:
         raw_after = request.headers.get("last-event-id") or request.query_params.get("after")
         after = access.parse_after(raw_after)
@@ -80,8 +98,11 @@ async def stream(rt: Realtime, request: Request) -> Response:
         topics, after = None, None
     sink = QueueSink(caller.workspace_id, topics or frozenset(), limit=rt.settings.ws_send_buffer)
     ping_s = rt.settings.ws_ping_interval_s
+    recheck_s = rt.settings.ws_access_recheck_s
 
     async def body() -> AsyncIterator[bytes]:
+        loop = asyncio.get_running_loop()
+        due = loop.time() + guard.next_check_in(caller, recheck_s)
         yield b"retry: %d\n\n" % SSE_RETRY_MS
         if topics is None:
             yield b'event: resync\ndata: {"type":"resync"}\n\n'
@@ -90,9 +111,17 @@ async def stream(rt: Realtime, request: Request) -> Response:
         attach = asyncio.create_task(rt.hub.subscribe(sink, after))
         try:
             while True:
-                items = await sink.get(ping_s)
+                items = await sink.get(max(0.0, min(ping_s, due - loop.time())))
                 if attach.done() and attach.exception() is not None:
                     return
+                if loop.time() >= due:
+                    if not await guard.still_allowed(rt, caller):
+                        yield (
+                            b'event: error\ndata: {"type":"error","detail":"%s"}\n\n'
+                            % guard.SIGNED_OUT.encode()
+                        )
+                        return
+                    due = loop.time() + guard.next_check_in(caller, recheck_s)
                 if sink.closed:
                     yield b'event: error\ndata: {"type":"error","detail":"%s"}\n\n' % sink.closed.encode()
                     return

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from sqlalchemy import select
 
 from realtime.tasks import background
-from server.auth.models import User
+from server.auth.models import User, display_name
 from server.db import Database
 from server.events.service import emit
 
@@ -157,7 +157,8 @@ class Presence:
         async with self.db.transaction() as session:
             name = self._names.get((ws, user))
             if name is None:
-                name = (await session.execute(select(User.name).where(User.id == user))).scalar() or ""
+                row = (await session.execute(select(User.name, User.email).where(User.id == user))).first()
+                name = display_name(row.name, row.email) if row is not None else ""
                 self._names[(ws, user)] = name
             data = {"contact_id": contact, "user_id": user, "user_name": name, "state": state}
             await emit(session, ws, "presence", data, contact_id=contact)

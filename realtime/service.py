@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from realtime import http, websocket
+from realtime import guard, http, websocket
 from realtime import log as eventlog
 from realtime.backend import Backend, RedisBackend, create_backend
 from realtime.hub import Hub
@@ -28,7 +28,7 @@ from realtime.log import LogReader
 from realtime.presence import Key, MemoryStore, Presence, RedisStore
 from realtime.relay import Relay
 from realtime.tasks import background, cancel_all
-from realtime.types import Authenticator, Caller
+from realtime.types import AccessCheck, Authenticator, Caller, OpBudget
 from server.db import Database, utcnow
 from server.settings import Settings
 
@@ -50,6 +50,8 @@ class Realtime:
         db: Database,
         *,
         authenticate: Authenticator | None = None,
+        access_check: AccessCheck | None = None,
+        op_budget: OpBudget | None = None,
         backend: Backend | None = None,
         prefix: str = "sb:",
         relay: bool = True,
@@ -57,6 +59,9 @@ class Realtime:
         self.settings = settings
         self.db = db
         self.authenticate: Authenticator = authenticate or _default_authenticate
+        # Asked again while a socket or stream stays open; None: access never ends (tests).
+        self.access_check = access_check
+        self.op_budget = op_budget  # per caller across sockets; None: only the per-socket budget
         self.backend = backend or create_backend(settings.redis_url, prefix=prefix)
         # PostgreSQL: reads on an engine of their own (the relay holds a connection for its life).
         # SQLite: the app's engine, whose connections are already open.
@@ -112,6 +117,7 @@ class Realtime:
         self._tasks = [
             background(self._tick(), "ws-ping"),
             background(self._prune(), "event-retention"),
+            background(guard.recheck_forever(self), "ws-access"),
         ]
 
     async def stop(self) -> None:

@@ -23,7 +23,7 @@ KERNEL_SNDBUF = 64 * 1024  # a cut-off client that does not read its close frame
 
 
 class Subscriber:
-    __slots__ = ("closed", "floor", "limit", "live", "pending", "topics", "workspace_id")
+    __slots__ = ("closed", "code", "floor", "limit", "live", "pending", "topics", "workspace_id")
 
     def __init__(self, workspace_id: int, topics: frozenset[Topic], *, limit: int) -> None:
         self.workspace_id = workspace_id
@@ -33,6 +33,7 @@ class Subscriber:
         self.live = False
         self.pending: list[Event] = []
         self.closed: str | None = None  # why it was cut off
+        self.code = 1008  # and the WebSocket close code that says so
 
     def push(self, events: list[Event]) -> None:
         if events[-1].id <= self.floor or self.closed:
@@ -64,8 +65,9 @@ class Subscriber:
     def send(self, events: list[Event]) -> None:
         raise NotImplementedError
 
-    def cut(self, reason: str) -> None:
+    def cut(self, reason: str, code: int = 1008) -> None:
         self.closed = reason
+        self.code = code
 
 
 class TransportSink(Subscriber):
@@ -126,13 +128,13 @@ class TransportSink(Subscriber):
                 return
             await asyncio.sleep(0.01)
 
-    def cut(self, reason: str) -> None:
+    def cut(self, reason: str, code: int = 1008) -> None:
         if self.closed:
             return
-        super().cut(reason)
+        super().cut(reason, code)
         t = self.transport
         if not t.is_closing():
-            t.write(ws_close_frame(1008, reason))
+            t.write(ws_close_frame(code, reason))
             t.close()
             asyncio.get_running_loop().call_later(ABORT_AFTER_S, t.abort)
 
@@ -162,8 +164,8 @@ class QueueSink(Subscriber):
             self.queue.append(payload)
             self._ready.set()
 
-    def cut(self, reason: str) -> None:
-        super().cut(reason)
+    def cut(self, reason: str, code: int = 1008) -> None:
+        super().cut(reason, code)
         self._ready.set()
         self._drained.set()
 
@@ -215,7 +217,7 @@ class LongPollSink(Subscriber):
             self.events.extend(events[:room])
             self.ready.set()
 
-    def cut(self, reason: str) -> None:
+    def cut(self, reason: str, code: int = 1008) -> None:
         # A long-poll holds at most one answer: anything past it is fetched by the next poll.
         self.live = True
         self.pending, pending = [], self.pending

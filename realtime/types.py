@@ -24,6 +24,13 @@ class Caller(Protocol):
 
 
 Authenticator = Callable[[HTTPConnection], Awaitable[Caller]]
+# Does the caller's access still stand (user active, sign-in not revoked, token not expired)?
+# Asked again by open sockets and streams; a caller may carry `expires_at` (Unix time) to be
+# asked no later than that.
+AccessCheck = Callable[[Caller], Awaitable[bool]]
+# The caller's budget across sockets (and instances) for an op that writes or reads the
+# database (`presence`, `subscribe`): False when spent.
+OpBudget = Callable[[Caller], Awaitable[bool]]
 
 
 class Event:

@@ -11,7 +11,7 @@ import orjson
 from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
-from realtime import access
+from realtime import access, guard
 from realtime.presence import STATES, Key
 from realtime.subscriber import QueueSink, TransportSink
 from realtime.types import Caller, Event
@@ -65,7 +65,20 @@ def error(detail: str) -> bytes:
 
 
 class Connection:
-    __slots__ = ("asgi_send", "caller", "presence", "receive", "rt", "sink", "subscribed", "workspace_id")
+    __slots__ = (
+        "asgi_send",
+        "caller",
+        "due",
+        "ops",
+        "presence",
+        "receive",
+        "refused",
+        "replays",
+        "rt",
+        "sink",
+        "subscribed",
+        "workspace_id",
+    )
 
     def __init__(self, rt: Realtime, receive: Receive, send: Send, caller: Caller) -> None:
         self.rt = rt
@@ -73,6 +86,12 @@ class Connection:
         self.asgi_send = send
         self.caller = caller
         self.workspace_id = caller.workspace_id
+        s = rt.settings
+        # When the caller's access is asked again (loop time; see realtime.guard).
+        self.due = asyncio.get_running_loop().time() + guard.next_check_in(caller, s.ws_access_recheck_s)
+        self.ops = guard.Allowance(s.ws_ops_burst, s.ws_ops_per_s)
+        self.replays = guard.Allowance(s.ws_replays_per_min, s.ws_replays_per_min / 60)
+        self.refused = 0  # ops refused in a row
         self.presence: dict[int, str] = {}  # contact id → state announced by this socket
         transport = find_transport(send)
         self.sink: TransportSink | QueueSink
@@ -93,6 +112,18 @@ class Connection:
         else:
             self.sink.send_frame(payload)
 
+    def end(self, code: int, reason: str) -> None:
+        """Close the socket with `code` (from any task): the serving loop then ends."""
+        self.sink.cut(reason, code)
+
+    def refuse(self, detail: str) -> None:
+        """An op over budget: an error frame, and past `guard.PATIENCE` in a row, 1008."""
+        self.refused += 1
+        if self.refused > guard.PATIENCE:
+            self.end(guard.POLICY_CODE, "too many messages")
+        else:
+            self.send(error(detail))
+
     def presence_keys(self) -> list[Key]:
         return [(self.workspace_id, c, self.caller.user_id) for c in self.presence]
 
@@ -112,7 +143,7 @@ class Connection:
                 items = await sink.get()
                 if sink.closed:
                     if sink.closed != "closed":
-                        await send({"type": "websocket.close", "code": 1008, "reason": sink.closed})
+                        await send({"type": "websocket.close", "code": sink.code, "reason": sink.closed})
                     return
                 for item in items:
                     payload = item.payload if isinstance(item, Event) else item
@@ -121,12 +152,28 @@ class Connection:
             return
 
     async def handle(self, raw: str | bytes) -> None:
+        settings = self.rt.settings
+        if len(raw) > settings.ws_max_message_bytes:
+            # `switchboard serve`'s protocol refuses it before reading it; this covers other servers.
+            self.end(guard.TOO_BIG_CODE, "message too big")
+            return
+        if not self.ops.take():
+            self.refuse(
+                f"Too many messages: at most {settings.ws_ops_burst} at once"
+                f" and {settings.ws_ops_per_s:g} a second."
+            )
+            return
         try:
             msg = orjson.loads(raw)
         except orjson.JSONDecodeError:
             self.send(error("Frames must be JSON objects."))
             return
         op = msg.get("op") if isinstance(msg, dict) else None
+        if op in ("subscribe", "presence") and self.rt.op_budget is not None:
+            if not await self.rt.op_budget(self.caller):
+                self.refuse("Too many subscribe and presence messages from this user: slow down.")
+                return
+        refused = self.refused
         if op == "subscribe":
             await self._subscribe(msg)
         elif op == "presence":
@@ -135,6 +182,8 @@ class Connection:
             self.send(b'{"type":"pong"}')
         else:
             self.send(error('Unknown op: use "subscribe", "presence" or "ping".'))
+        if self.refused == refused:
+            self.refused = 0  # not refused this time: the count is of refusals in a row
 
     async def _subscribe(self, msg: dict[str, Any]) -> None:
         try:
@@ -147,6 +196,17 @@ class Connection:
             self.send(RESYNC)
             return
         hub = self.rt.hub
+        if after is not None:
+            head = await hub.head(self.workspace_id)
+            if head - after > self.rt.settings.ws_replay_max_events:
+                self.send(RESYNC)  # cheaper for everyone to reload than to replay that much
+                return
+            if after < head and not self.replays.take():
+                self.refuse(
+                    f"Too many replays: at most {self.rt.settings.ws_replays_per_min} a minute;"
+                    " resume with the last id you have."
+                )
+                return
         if self.subscribed:
             hub.unsubscribe(self.sink)
         self.sink.topics = topics
@@ -205,6 +265,10 @@ async def serve(rt: Realtime, scope: Scope, receive: Receive, send: Send) -> Non
         return
     del http  # its parsed headers would live as long as the socket
     await send({"type": "websocket.accept"})
+    if not await guard.still_allowed(rt, caller):
+        # Accepted first so that the browser sees the code, renews its session and comes back.
+        await send({"type": "websocket.close", "code": guard.SIGNED_OUT_CODE, "reason": guard.SIGNED_OUT})
+        return
     conn = Connection(rt, receive, send, caller)
     rt.connections.add(conn)
     sink = conn.sink

@@ -41,6 +41,31 @@ log = logging.getLogger("uvicorn.error")
 CLOSE_TIMEOUT_S = 10.0  # after our close frame, how long the peer has to answer it
 
 
+def _close_ends_any_message(conn: Protocol, frame: Frame) -> None:
+    """RFC 6455 §5.4: control frames may come between the fragments of a message, a Close too.
+    websockets refuses a Close there ("incomplete fragmented message", 1002); the connection
+    ends either way, so the unfinished message is dropped and the Close answered like any
+    other (uvicorn's `websockets` implementation answers it the same way)."""
+    if frame.opcode is Opcode.CLOSE:
+        conn.current_size = None
+
+
+class HandshakeProtocol(ServerProtocol):
+    """The opening handshake (and frames that arrive before the accept)."""
+
+    def recv_frame(self, frame: Frame) -> None:
+        _close_ends_any_message(self, frame)
+        super().recv_frame(frame)
+
+
+class FrameProtocol(Protocol):
+    """Frames only, once the 101 is out."""
+
+    def recv_frame(self, frame: Frame) -> None:
+        _close_ends_any_message(self, frame)
+        super().recv_frame(frame)
+
+
 class WebSocketProtocol(asyncio.Protocol):
     __slots__ = (
         "accepted",
@@ -82,7 +107,7 @@ class WebSocketProtocol(asyncio.Protocol):
         self.server_state = server_state
         self.app_state = app_state
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
-        self.conn: Protocol = ServerProtocol(max_size=config.ws_max_size, logger=log)
+        self.conn: Protocol = HandshakeProtocol(max_size=config.ws_max_size, logger=log)
         self.response: Response | None = None  # the 101, between handshake and accept
         self.accepted = False  # the app has answered the handshake (accepted or refused)
         self.early = False  # bytes came after the request, before the accept
@@ -222,6 +247,7 @@ class WebSocketProtocol(asyncio.Protocol):
             self.pong(frame)
             return
         else:
+            self.frames = []  # a message cut short by the Close is never delivered
             self.closing()
             return
         if not frame.fin:
@@ -397,7 +423,7 @@ class WebSocketProtocol(asyncio.Protocol):
             # Nothing came after the request: the frames start afresh, and the handshake's
             # parser (which holds the request and its headers) goes.
             retire(handshake)
-            self.conn = Protocol(SERVER, state=OPEN, max_size=self.config.ws_max_size, logger=log)
+            self.conn = FrameProtocol(SERVER, state=OPEN, max_size=self.config.ws_max_size, logger=log)
         self.start_keepalive()
 
     def refuse(self) -> None:

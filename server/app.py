@@ -14,11 +14,12 @@ from starlette.routing import BaseRoute, Route
 
 from realtime.backend import create_backend
 from realtime.service import Realtime
-from server import openapi
+from server import openapi, realtime_policy
 from server.api import Router, all_operations, json_response
 from server.auth.api import router as auth_router
 from server.cache import caches_of
 from server.contacts.api import router as contacts_router
+from server.contacts.export_api import router as export_router
 from server.contacts.import_api import router as contacts_import_router
 from server.contacts.merge_api import router as merge_router
 from server.endpoints.api import router as endpoints_router
@@ -27,6 +28,7 @@ from server.messages.api import router as messages_router
 from server.metrics import HttpMetrics, metrics_endpoint
 from server.middleware import BodyLimit, RequestId
 from server.providers.api import router as providers_router
+from server.ratelimit import rate_limits_of
 from server.ratelimit_middleware import RateLimit
 from server.reports.api import router as reports_router
 from server.services import Services
@@ -37,6 +39,7 @@ from ui.pages import routes as ui_routes
 
 ROUTERS: list[Router] = [
     auth_router,
+    export_router,  # before contacts and messages: /contacts/export is not /contacts/{contact_id}
     contacts_router,
     contacts_import_router,
     templates_router,
@@ -72,7 +75,15 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     services = services or Services.create(settings)
     caches = caches_of(services)
     backend = caches.follow(create_backend(settings.redis_url, prefix=settings.redis_prefix))
-    realtime = Realtime(settings, services.db, backend=backend, prefix=settings.redis_prefix)
+    limits = rate_limits_of(services)
+    realtime = Realtime(
+        settings,
+        services.db,
+        backend=backend,
+        prefix=settings.redis_prefix,
+        access_check=realtime_policy.access_check(services.db),
+        op_budget=realtime_policy.op_budget(limits.limiter, settings) if limits.enabled else None,
+    )
     services.extras["realtime"] = realtime
     services.components += [caches, realtime]
     if settings.embedded_worker:

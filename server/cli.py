@@ -73,6 +73,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         lifespan="on",
         proxy_headers=True,
         ws=WebSocketProtocol,
+        ws_max_size=settings.ws_max_message_bytes,  # a larger frame or message: 1009, unread
     )
 
 

@@ -40,6 +40,16 @@ class Settings(BaseSettings):
     ws_ping_interval_s: float = 20.0
     longpoll_max_timeout_s: float = 60.0
     presence_ttl_s: float = 60.0
+    # A live socket or stream re-checks its caller this often, and at the access token's expiry
+    # at the latest (user active, sign-in not revoked): closed with 4401 when access is gone.
+    ws_access_recheck_s: float = 60.0
+    ws_max_message_bytes: int = 64 * 1024  # a larger client frame or message is closed with 1009
+    ws_ops_burst: int = 20  # per socket: ops at once, then ws_ops_per_s
+    ws_ops_per_s: float = 5.0
+    ws_user_ops_burst: int = 60  # per user across sockets and instances: presence and subscribe
+    ws_user_ops_per_s: float = 10.0
+    ws_replays_per_min: int = 6  # per socket: subscribes that replay from an older `after`
+    ws_replay_max_events: int = 10_000  # an `after` further back than this answers resync
 
     # Dispatcher
     embedded_worker: bool = False  # run the dispatcher inside the web process (`serve` sets it)

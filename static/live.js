@@ -112,6 +112,14 @@
   const WS_RETRY_FROM_POLL_MS = 60000; // while polling, try the socket again this often
   const POLL_TIMEOUT_S = 25;
   const PRESENCE_REFRESH_MS = 20000; // well inside the server's presence expiry (60 s)
+  const WS_SIGNED_OUT = 4401; // the server closed the socket because the sign-in ended or expired
+  const RECONNECT_BASE_MS = 500; // doubled per recent drop, up to RECONNECT_MAX_MS, jittered
+  const RECONNECT_MAX_MS = 15000;
+
+  // Full jitter: sockets dropped together (a deploy, a revoked sign-in) do not come back together.
+  function backoff(attempt) {
+    return Math.random() * Math.min(RECONNECT_MAX_MS, RECONNECT_BASE_MS * 2 ** attempt) + 100;
+  }
 
   class Live {
     constructor(opts) {
@@ -195,13 +203,22 @@
         if (msg.type === "error") return console.warn("realtime:", msg.detail);
         this.deliver(msg);
       };
-      ws.onclose = () => {
+      ws.onclose = (ev) => {
         clearTimeout(timer);
         if (this.ws === ws) {
           this.ws = null;
           this.subscribed = false;
         }
         if (this.stopped || probe || this.mode === "poll") return;
+        if (ev.code === WS_SIGNED_OUT) {
+          // Renew the session once (cookies + CSRF); back with `after` if it still stands.
+          setLiveState("reconnecting…");
+          refresh().then((ok) => {
+            if (!ok) return toLogin();
+            if (!this.stopped) setTimeout(() => this.connect(false), backoff(0));
+          });
+          return;
+        }
         const now = Date.now();
         this.drops = this.drops.filter((t) => now - t < DROP_WINDOW_MS);
         this.drops.push(now);
@@ -209,7 +226,7 @@
           this.startPolling();
         } else {
           setLiveState("reconnecting…");
-          setTimeout(() => this.connect(false), 500 + Math.random() * 1000);
+          setTimeout(() => this.connect(false), backoff(this.drops.length));
         }
       };
     }

@@ -80,14 +80,17 @@ async def login(request: Request) -> Response:
             user = await auth_service.check_credentials(s, email=email, password=password)
         except auth_service.AuthError:
             user = None
+        family = auth_service.new_family_id()
         refresh = (
-            await auth_service.issue_refresh(s, user_id=user.id, ttl_s=svc.settings.refresh_token_ttl_s)
+            await auth_service.issue_refresh(
+                s, user_id=user.id, ttl_s=svc.settings.refresh_token_ttl_s, family_id=family
+            )
             if user is not None
             else None
         )
     if user is None or refresh is None:
         return _login_page(request, error=BAD_CREDENTIALS, email=email, status=401)
-    access = svc.tokens.issue(AccessClaims(user.id, user.workspace_id, user.role))
+    access = svc.tokens.issue(AccessClaims(user.id, user.workspace_id, user.role, session_id=family))
     response = RedirectResponse(safe_next(str(form.get("next", "/"))), status_code=303)
     set_session_cookies(response, svc.settings, access=access, refresh=refresh)
     return response

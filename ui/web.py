@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from server.auth import service as auth_service
 from server.auth.api import clear_session_cookies, set_session_cookies
-from server.auth.models import Role, User
+from server.auth.models import Role, User, display_name
 from server.auth.principal import (
     ACCESS_COOKIE,
     CSRF_COOKIE,
@@ -119,8 +119,12 @@ async def renew(request: Request) -> tuple[Principal, Renewed] | None:
     if issued is None:
         return None
     user = issued.user
-    access = svc.tokens.issue(AccessClaims(user.id, user.workspace_id, user.role))
-    principal = Principal(user.id, user.workspace_id, Role(user.role), via_cookie=True)
+    access = svc.tokens.issue(
+        AccessClaims(user.id, user.workspace_id, user.role, session_id=issued.family_id)
+    )
+    principal = Principal(
+        user.id, user.workspace_id, Role(user.role), via_cookie=True, session_id=issued.family_id
+    )
     return principal, Renewed(access, issued.token)
 
 
@@ -206,7 +210,7 @@ async def user_names(session: Any, workspace_id: int) -> dict[int, str]:
     rows = await session.execute(
         select(User.id, User.name, User.email).where(User.workspace_id == workspace_id)
     )
-    return {r.id: (r.name or r.email) for r in rows}
+    return {r.id: display_name(r.name, r.email) for r in rows}
 
 
 def safe_next(raw: str | None) -> str:

@@ -63,10 +63,10 @@ class UserIn(Schema):
         return normalize_email(v)
 
 
-def _pair_response(request: Request, user: User, refresh: str) -> Response:
+def _pair_response(request: Request, user: User, refresh: str, family_id: str) -> Response:
     services = request.app.state.services
     settings = services.settings
-    access = services.tokens.issue(AccessClaims(user.id, user.workspace_id, user.role))
+    access = services.tokens.issue(AccessClaims(user.id, user.workspace_id, user.role, session_id=family_id))
     pair = TokenPair(access_token=access, expires_in=settings.access_token_ttl_s, refresh_token=refresh)
     response = json_response(pair)
     set_session_cookies(response, settings, access=access, refresh=refresh)
@@ -105,8 +105,11 @@ async def login(ctx: Ctx[LoginIn]) -> Response:
             user = await service.check_credentials(s, email=ctx.body.email, password=ctx.body.password)
         except service.AuthError:
             raise Problem(401, BAD_CREDENTIALS) from None
-        refresh = await service.issue_refresh(s, user_id=user.id, ttl_s=settings.refresh_token_ttl_s)
-    return _pair_response(ctx.request, user, refresh)
+        family = service.new_family_id()
+        refresh = await service.issue_refresh(
+            s, user_id=user.id, ttl_s=settings.refresh_token_ttl_s, family_id=family
+        )
+    return _pair_response(ctx.request, user, refresh, family)
 
 
 @router.op("POST", "/auth/refresh", body=RefreshIn, response=TokenPair, role=None, responses={401: "invalid"})
@@ -122,7 +125,7 @@ async def refresh(ctx: Ctx[RefreshIn]) -> Response:
             issued = None  # caught inside, so a reuse's revocation of the family is committed
     if issued is None:
         raise Problem(401, "The refresh token is invalid, expired or already used.")
-    return _pair_response(ctx.request, issued.user, issued.token)
+    return _pair_response(ctx.request, issued.user, issued.token, issued.family_id)
 
 
 @router.op("POST", "/auth/logout", body=None, status=204, role=None)

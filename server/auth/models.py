@@ -19,6 +19,11 @@ class Role(enum.StrEnum):
         return {"viewer": 0, "agent": 1, "admin": 2}[self.value]
 
 
+def display_name(name: str | None, email: str) -> str:
+    """How a user is shown everywhere (presence, history, the page header): the name, else the email."""
+    return name or email
+
+
 class User(Base):
     __tablename__ = "user_account"
 

@@ -24,6 +24,8 @@ class Principal:
     workspace_id: int
     role: Role
     via_cookie: bool = False
+    session_id: str | None = None  # the refresh-token family the access token was issued for
+    expires_at: float | None = None  # the access token's `exp` (Unix time)
 
     @classmethod
     def anonymous(cls) -> Principal:
@@ -58,7 +60,14 @@ def principal_from_token(conn: HTTPConnection, token: str | None, via_cookie: bo
         role = Role(claims.role)
     except ValueError:
         raise Problem(401, "The access token is invalid or expired.") from None
-    return Principal(claims.user_id, claims.workspace_id, role, via_cookie)
+    return Principal(
+        claims.user_id,
+        claims.workspace_id,
+        role,
+        via_cookie,
+        session_id=claims.session_id,
+        expires_at=claims.expires_at,
+    )
 
 
 def check_csrf(conn: HTTPConnection, submitted: str | None) -> None:

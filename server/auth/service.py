@@ -27,6 +27,12 @@ class DuplicateEmail(Exception):
 class IssuedRefresh:
     token: str
     user: User
+    family_id: str
+
+
+def new_family_id() -> str:
+    """The id of a new sign-in: its refresh tokens share it, and its access tokens carry it (`sid`)."""
+    return secrets.token_hex(16)
 
 
 def _digest(token: str) -> str:
@@ -83,7 +89,7 @@ async def issue_refresh(
     session.add(
         RefreshToken(
             id=_digest(token),
-            family_id=family_id or secrets.token_hex(16),
+            family_id=family_id or new_family_id(),
             user_id=user_id,
             expires_at=utcnow() + dt.timedelta(seconds=ttl_s),
         )
@@ -113,7 +119,25 @@ async def rotate_refresh(session: AsyncSession, *, token: str, ttl_s: int) -> Is
     if user is None or not user.is_active:
         raise AuthError("invalid refresh token")
     new = await issue_refresh(session, user_id=user.id, ttl_s=ttl_s, family_id=row.family_id)
-    return IssuedRefresh(token=new, user=user)
+    return IssuedRefresh(token=new, user=user, family_id=row.family_id)
+
+
+async def access_stands(
+    session: AsyncSession, *, user_id: int, workspace_id: int, family_id: str | None
+) -> bool:
+    """For connections that outlive a request: the user still exists, is active and belongs to
+    the workspace, and the sign-in `family_id` (when the token names one) is neither revoked
+    (logout, a reused refresh token) nor expired."""
+    q = select(User.id).where(User.id == user_id, User.workspace_id == workspace_id, User.is_active.is_(True))
+    if family_id is not None:
+        live = select(RefreshToken.id).where(
+            RefreshToken.family_id == family_id,
+            RefreshToken.user_id == user_id,
+            RefreshToken.revoked_at.is_(None),
+            RefreshToken.expires_at > utcnow(),
+        )
+        q = q.where(live.exists())
+    return (await session.execute(q)).first() is not None
 
 
 async def revoke_family(session: AsyncSession, *, family_id: str) -> None:

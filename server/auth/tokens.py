@@ -17,6 +17,9 @@ class AccessClaims:
     user_id: int
     workspace_id: int
     role: str
+    # The sign-in (refresh-token family) the token was issued for: live connections re-check it.
+    session_id: str | None = None
+    expires_at: int | None = None  # set by verify(): the token's `exp`
 
 
 class TokenError(Exception):
@@ -41,6 +44,8 @@ class TokenCodec:
             "iat": iat,
             "exp": iat + self.ttl_s,
         }
+        if claims.session_id is not None:
+            payload["sid"] = claims.session_id
         return jwt.encode({"alg": ALGORITHM}, payload, self._key)
 
     def verify(self, token: str) -> AccessClaims:
@@ -48,6 +53,13 @@ class TokenCodec:
             decoded = jwt.decode(token, self._key, algorithms=[ALGORITHM])
             self._registry.validate(decoded.claims)
             c = decoded.claims
-            return AccessClaims(user_id=int(c["sub"]), workspace_id=int(c["ws"]), role=str(c["role"]))
+            sid = c.get("sid")
+            return AccessClaims(
+                user_id=int(c["sub"]),
+                workspace_id=int(c["ws"]),
+                role=str(c["role"]),
+                session_id=str(sid) if sid is not None else None,
+                expires_at=int(c["exp"]),
+            )
         except (JoseError, ValueError, KeyError, TypeError) as exc:
             raise TokenError(str(exc) or exc.__class__.__name__) from None

@@ -92,6 +92,7 @@ class Deliverer:
                 limits=limits,
                 transport=None if cfg.allow_private else public_only_transport(limits=limits),
                 follow_redirects=False,  # a redirect is a failure: the receiver must fix its URL
+                trust_env=False,  # a proxy from the environment would route around the guard
                 headers={"User-Agent": USER_AGENT},
             )
         self._stopping = False

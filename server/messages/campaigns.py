@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +31,7 @@ from server.templates import service as templates
 log = logging.getLogger("switchboard.campaigns")
 
 BATCH_SIZE = 500  # messages per transaction: short locks, and progress the board can show
+YIELD_AFTER = 0.02  # seconds of rendering before a batch lets other tasks run
 _RUNNER = "campaign_runner"  # key in services.extras
 
 
@@ -152,21 +154,28 @@ async def expand_batch(db: Database, campaign_id: int, *, batch_size: int = BATC
         people = list(rows.scalars())
         now = utcnow()
         send_at = max(c.send_at or now, now)
-        messages = [
-            service.build_message(
-                workspace_id=c.workspace_id,
-                contact=p,
-                channel=tpl.channel,
-                compiled=compiled,
-                variables={},
-                send_at=send_at,
-                now=now,
-                template_id=tpl.id,
-                campaign_id=c.id,
-                created_by=c.created_by,
+        messages = []
+        turn = time.monotonic()
+        for p in people:
+            messages.append(
+                service.build_message(
+                    workspace_id=c.workspace_id,
+                    contact=p,
+                    channel=tpl.channel,
+                    compiled=compiled,
+                    variables={},
+                    send_at=send_at,
+                    now=now,
+                    template_id=tpl.id,
+                    campaign_id=c.id,
+                    created_by=c.created_by,
+                )
             )
-            for p in people
-        ]
+            # Each render is bounded by the template budget; a batch of heavy ones still takes
+            # turns with the rest of the event loop.
+            if time.monotonic() - turn > YIELD_AFTER:
+                await asyncio.sleep(0)
+                turn = time.monotonic()
         await service.record_created(s, c.workspace_id, messages)
         if people:
             c.last_contact_id = people[-1].id

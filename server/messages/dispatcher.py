@@ -15,6 +15,7 @@ message in `sending`; after its lease another worker sends it again, with the sa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -34,7 +35,7 @@ from server.messages.models import MessageStatus
 from server.messages.provider_pool import ProviderPool, Route, make_http_client
 from server.messages.ratelimit import RateLimiter, make_rate_limiter
 from server.messages.retry import RetryPolicy
-from server.messages.status import record_applied
+from server.messages.status import AppliedChange, record_applied
 from server.messages.suppression import SuppressionFilter
 from server.providers.adapters import ADAPTERS, Adapter, OutgoingMessage, PermanentError, TransientError
 
@@ -146,10 +147,18 @@ class Dispatcher:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
+        allow_private = self.settings.allow_private_endpoints
         if self._http is None:
-            self._http = make_http_client(self.settings.dispatcher_concurrency)
+            self._http = make_http_client(
+                self.settings.dispatcher_concurrency,
+                allow_private=allow_private,
+                public_url=self.settings.public_url,
+            )
         self._pool = ProviderPool(
-            http=self._http, public_url=self.settings.public_url, adapters=self._adapters
+            http=self._http,
+            public_url=self.settings.public_url,
+            adapters=self._adapters,
+            allow_private=allow_private,
         )
         self._spawn("claim", self._claim_loop())
         self._spawn("flush", self._flush_loop())
@@ -426,21 +435,19 @@ class Dispatcher:
                 return
 
     async def _write(self, outcomes: list[Outcome]) -> None:
-        attempt = 0
-        deadline = time.monotonic() + self.settings.send_lease_s
-        while True:
-            try:
-                async with self.db.transaction() as s:
-                    changes = await claims.finish(s, outcomes)
-                break
-            except Exception as exc:
-                if not transient_db_error(exc):
-                    raise
-                if self._closing and time.monotonic() > deadline:
-                    log.error("dropping %d outcomes at shutdown: database unavailable", len(outcomes))
-                    return
-                await self._retrying("flush", attempt, exc)
-                attempt += 1
+        """Write a batch of outcomes. If the batch's statement fails (not the database being away),
+        each outcome is written on its own so a bad one fails alone, and one that still cannot be
+        written is written without what the provider returned. Never raises: a flush error must not
+        stop the worker (the other workspaces' outcomes in the batch would be sent again)."""
+        try:
+            changes = await self._finish(outcomes)
+        except Exception:
+            log.exception(
+                "writing %d outcomes in one statement failed; writing them one by one", len(outcomes)
+            )
+            changes = []
+            for o in outcomes:
+                changes.extend(await self._write_alone(o))
         self.stats.fenced += len(outcomes) - len(changes)
         for c in changes:
             if c.status == MessageStatus.sent:
@@ -451,6 +458,39 @@ class Dispatcher:
                 self.stats.retried += 1
         if any(c.status == MessageStatus.queued for c in changes):
             self._wake.set()  # a retry may be due before the next idle timeout
+
+    async def _write_alone(self, o: Outcome) -> list[AppliedChange]:
+        bare = dataclasses.replace(
+            o, reason="the provider's answer could not be stored", provider_message_id=None
+        )
+        for attempt in (o, bare):
+            try:
+                return await self._finish([attempt])
+            except Exception:
+                log.exception(
+                    "writing the outcome of message %d failed",
+                    o.message.id,
+                    extra={"message_id": o.message.id},
+                )
+        return []  # left in `sending`: the lease takes it back
+
+    async def _finish(self, outcomes: list[Outcome]) -> list[AppliedChange]:
+        """`claims.finish` in a transaction, riding out the database being away (until the lease
+        would pass, when stopping)."""
+        attempt = 0
+        deadline = time.monotonic() + self.settings.send_lease_s
+        while True:
+            try:
+                async with self.db.transaction() as s:
+                    return await claims.finish(s, outcomes)
+            except Exception as exc:
+                if not transient_db_error(exc):
+                    raise
+                if self._closing and time.monotonic() > deadline:
+                    log.error("dropping %d outcomes at shutdown: database unavailable", len(outcomes))
+                    return []
+                await self._retrying("flush", attempt, exc)
+                attempt += 1
 
     # -- side loops --------------------------------------------------------------------------
 

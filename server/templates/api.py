@@ -142,7 +142,7 @@ async def preview(ctx: Ctx[PreviewIn]) -> PreviewOut:
                 ) from None
         context = render.context_for(contact, ctx.body.variables)
     try:
-        subject, body = render.render(tpl.subject, tpl.body, context)
+        subject, body = await render.render_isolated(tpl.subject, tpl.body, context)
     except render.RenderError as exc:
         raise Problem(422, exc.reason, errors=[{"field": exc.field, "message": exc.detail}]) from None
     except render.TemplateInvalid as exc:

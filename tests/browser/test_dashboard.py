@@ -344,3 +344,39 @@ async def test_presence_works_while_long_polling(live_server: LiveServer, browse
     await expect(b.locator("#presence li")).to_contain_text("editing", timeout=10_000)
     await a.goto("/")
     await expect(b.locator("#presence")).not_to_contain_text("Polly Poller", timeout=10_000)
+
+
+async def test_a_socket_closed_with_4401_renews_the_session_and_resumes_from_the_last_event(
+    live_server: LiveServer, browser: Any
+) -> None:
+    """The server closes the socket because the access check failed (4401): the page renews its
+    session (POST /session/refresh with the CSRF header) and reconnects with `after`, so events
+    raised in between appear once each."""
+    email = await live_server.user("agent")
+    sockets: list[Any] = []
+
+    def route(ws: Any) -> None:
+        ws.connect_to_server()
+        sockets.append(ws)
+
+    page = await sign_in(browser, live_server, email, ws_route=route)
+    renewals: list[str] = []
+    page.on(
+        "request",
+        lambda r: (
+            renewals.append(r.headers.get("x-csrf-token", "")) if r.url.endswith("/session/refresh") else None
+        ),
+    )
+    await expect(page.locator("body")).to_have_attribute("data-live", "ws", timeout=10_000)
+    first = await _created(live_server)
+    await expect(page.locator(f"#msg-{first}")).to_have_count(1, timeout=10_000)
+
+    await sockets[0].close(code=4401, reason="signed out")
+    gap = await _created(live_server)
+    for mid in [first, gap]:
+        await expect(page.locator(f"#msg-{mid}")).to_have_count(1, timeout=10_000)
+    assert len(renewals) == 1 and renewals[0]
+    assert len(sockets) == 2
+    await expect(page.locator("body")).to_have_attribute("data-live", "ws", timeout=10_000)
+    after = await _created(live_server)
+    await expect(page.locator(f"#msg-{after}")).to_have_count(1, timeout=10_000)

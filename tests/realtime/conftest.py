@@ -24,6 +24,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import HTTPConnection
 
 from realtime.service import Realtime
+from realtime.types import OpBudget
 from realtime.wsprotocol import WebSocketProtocol
 from server.auth.models import User
 from server.contacts.models import Contact
@@ -243,10 +244,8 @@ async def serve(rt: Realtime) -> AsyncIterator[Running]:
 
     # /ws served in front of the app (Realtime.wrap), as `switchboard serve` is meant to;
     # test_asgi_fallback covers the route mounted inside Starlette.
-    async with uvicorn_on_free_port(rt.wrap(Starlette(routes=rt.routes, lifespan=lifespan))) as (
-        port,
-        _server,
-    ):
+    app = rt.wrap(Starlette(routes=rt.routes, lifespan=lifespan))
+    async with uvicorn_on_free_port(app, ws_max_size=rt.settings.ws_max_message_bytes) as (port, _server):
         yield Running(rt, port)
 
 
@@ -262,12 +261,16 @@ async def start_app(db: Database) -> AsyncIterator[Callable[..., Any]]:
         database: Database | None = None,
         redis_url: str | None = None,
         relay: bool = True,
+        op_budget: OpBudget | None = None,
         **overrides: Any,
     ) -> Any:
         database = database or db
         prefix = overrides.pop("prefix", f"sbt{uuid.uuid4().hex[:6]}:")
         settings = make_settings(database, redis_url, **overrides)
-        return serve(Realtime(settings, database, authenticate=token_auth, prefix=prefix, relay=relay))
+        rt = Realtime(
+            settings, database, authenticate=token_auth, prefix=prefix, relay=relay, op_budget=op_budget
+        )
+        return serve(rt)
 
     yield factory
 

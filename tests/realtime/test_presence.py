@@ -6,6 +6,7 @@ from server.auth.models import User
 from server.db import Database
 from tests.realtime.clients import Client
 from tests.realtime.conftest import seed
+from ui.web import user_names
 
 
 async def second_user(db: Database, workspace_id: int) -> int:
@@ -70,3 +71,21 @@ async def test_presence_on_another_workspaces_contact_is_refused(db: Database, s
         assert err["type"] == "error"
         assert await app.rt.presence.store.list(s.other_ws, s.other_contact) == {}
         await c.close()
+
+
+async def test_a_user_without_a_name_is_shown_by_email_as_in_history(db: Database, start_app) -> None:
+    s = await seed(db)
+    async with db.transaction() as session:
+        nameless = User(workspace_id=s.ws, email=f"noname{s.ws}@a.test", name="", password_hash="x")
+        session.add(nameless)
+        await session.flush()
+        names = await user_names(session, s.ws)  # what the contact page's history shows
+    async with start_app() as app:
+        watcher = await Client.open(app.ws(s.ws, s.user))
+        await watcher.subscribe([f"contact:{s.contact}"], None)
+        editor = await Client.open(app.ws(s.ws, nameless.id))
+        await editor.send(op="presence", contact_id=s.contact, state="viewing")
+        [seen] = await presence_events(watcher, 1)
+        assert seen["user_name"] == names[nameless.id] == f"noname{s.ws}@a.test"
+        await editor.close()
+        await watcher.close()

@@ -1,0 +1,111 @@
+"""What keeps a live connection honest: its caller's access is asked again while it stays open,
+and its ops are budgeted.
+
+- **Access.** A socket, an SSE stream or a waiting long-poll was authenticated once, by an access
+  token that outlives a logout, a revoked sign-in or a deactivated user by up to its lifetime.
+  Each is asked again every `ws_access_recheck_s`, and no later than the token's expiry; when
+  access is gone a socket is closed with 4401 (the browser renews its session and resumes with
+  `after`), a stream ends with an `error` event and a long-poll answers 401. One sweep serves
+  every socket of the process (a timer per socket would cost memory on every idle one); a
+  failing check (the database is down) keeps the connection and asks again next sweep.
+- **Ops.** A socket has a small local token bucket for every op and one for replays (a
+  `subscribe` whose `after` is behind the head reads the log); `presence` and `subscribe`
+  also spend the caller's budget across sockets (`OpBudget`, the server's rate-limit engine).
+  An op over budget is answered with an error frame; `PATIENCE` such refusals in a row close
+  the socket with 1008."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from realtime.types import Caller
+
+if TYPE_CHECKING:
+    from realtime.service import Realtime
+    from realtime.websocket import Connection
+
+log = logging.getLogger("switchboard.realtime")
+
+SIGNED_OUT_CODE = 4401  # application close code (RFC 6455 §7.4.2: 4000-4999 are ours): renew and resume
+SIGNED_OUT = "signed out: renew the session and resume with after"
+POLICY_CODE = 1008
+TOO_BIG_CODE = 1009
+SWEEP_STEP_S = 1.0  # how often the sweep looks for connections due a check
+PATIENCE = 3  # ops refused in a row answered with an error frame; the next one closes the socket
+
+
+class Allowance:
+    """A token bucket of one connection: `burst` ops at once, refilled at `per_s`."""
+
+    __slots__ = ("at", "burst", "per_s", "tokens")
+
+    def __init__(self, burst: float, per_s: float) -> None:
+        self.burst = burst
+        self.per_s = per_s
+        self.tokens = burst
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.per_s)
+        self.at = now
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+def next_check_in(caller: Caller, interval_s: float) -> float:
+    """Seconds until the caller's access is asked again: the interval, or sooner at its expiry."""
+    expires_at = getattr(caller, "expires_at", None)
+    if expires_at is not None:
+        left = expires_at - time.time()
+        if left > 0:
+            return min(interval_s, left)
+    return interval_s
+
+
+async def still_allowed(rt: Realtime, caller: Caller) -> bool:
+    """The injected check; a check that fails (not one that says no) keeps the connection."""
+    if rt.access_check is None:
+        return True
+    try:
+        return await rt.access_check(caller)
+    except Exception:
+        log.exception("re-checking a live connection's access failed; asking again later")
+        return True
+
+
+async def recheck_due(rt: Realtime) -> int:
+    """Ask again for every socket that is due; close those whose access is gone. Returns how
+    many were closed. Sockets of the same caller share one check."""
+    loop = asyncio.get_running_loop()
+    now = loop.time()
+    due: dict[Caller, list[Connection]] = {}
+    for conn in list(rt.connections):
+        if conn.due <= now and not conn.sink.closed:
+            due.setdefault(conn.caller, []).append(conn)
+    closed = 0
+    interval = rt.settings.ws_access_recheck_s
+    for caller, conns in due.items():
+        ok = await still_allowed(rt, caller)
+        for conn in conns:
+            if ok:
+                conn.due = loop.time() + next_check_in(caller, interval)
+            else:
+                conn.end(SIGNED_OUT_CODE, SIGNED_OUT)
+                closed += 1
+    return closed
+
+
+async def recheck_forever(rt: Realtime) -> None:
+    step = min(SWEEP_STEP_S, rt.settings.ws_access_recheck_s)
+    while True:
+        await asyncio.sleep(step)
+        try:
+            await recheck_due(rt)
+        except Exception:
+            log.exception("re-checking live connections failed")

@@ -1,0 +1,116 @@
+"""What one socket may cost: ops per socket and per user, replays, message size."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from websockets.exceptions import ConnectionClosed
+
+from realtime.types import Caller
+from server.db import Database
+from server.ratelimit import Bucket, MemoryLimiter
+from tests.realtime.clients import Client
+from tests.realtime.conftest import seed, write
+from tests.realtime.test_presence import second_user
+
+
+async def frames_until_closed(c: Client, within_s: float = 10.0) -> tuple[list[dict[str, Any]], int]:
+    """Every frame received until the server closes, and its close code."""
+    got: list[dict[str, Any]] = []
+    async with asyncio.timeout(within_s):
+        try:
+            while True:
+                got.append(await c.recv(within_s))
+        except ConnectionClosed as exc:
+            assert exc.rcvd is not None
+            return got, exc.rcvd.code
+
+
+async def test_a_presence_flood_gets_an_error_frame_then_1008_while_another_socket_goes_on(
+    db: Database, start_app
+) -> None:
+    s = await seed(db)
+    eve = await second_user(db, s.ws)
+    async with start_app(ws_ops_burst=5, ws_ops_per_s=1.0) as app:
+        calm = await Client.open(app.ws(s.ws, eve))
+        await calm.subscribe([f"contact:{s.contact}"], None)
+        flood = await Client.open(app.ws(s.ws, s.user))
+        for i in range(30):
+            state = "viewing" if i % 2 else "editing"
+            try:
+                await flood.send(op="presence", contact_id=s.contact, state=state)
+            except ConnectionClosed:
+                break
+        got, code = await frames_until_closed(flood)
+        errors = [m for m in got if m.get("type") == "error"]
+        assert errors and "Too many messages" in errors[0]["detail"]
+        assert code == 1008
+        # Five presence ops went through (the burst), not thirty.
+        changes = await app.rt.presence.store.list(s.ws, s.contact)
+        assert set(changes) <= {s.user}
+        # The other socket is unaffected: it still answers and still gets events.
+        await calm.send(op="ping")
+        [event_id] = await write(db, s.ws, 1, contact_id=s.contact, type="contact.updated")
+        msgs = await calm.events_until(event_id)
+        assert msgs[-1]["id"] == event_id
+        await calm.close()
+
+
+async def test_the_per_user_budget_is_shared_by_the_users_sockets(db: Database, start_app) -> None:
+    s = await seed(db)
+    eve = await second_user(db, s.ws)
+    limiter = MemoryLimiter()
+    bucket = Bucket("ws_ops", 4, 0.01)
+
+    async def budget(caller: Caller) -> bool:
+        decision = await limiter.hit([(f"wsops:user:{caller.user_id}", bucket)])
+        return decision.allowed
+
+    async with start_app(op_budget=budget) as app:
+        first = await Client.open(app.ws(s.ws, s.user))
+        second = await Client.open(app.ws(s.ws, s.user))
+        others = await Client.open(app.ws(s.ws, eve))
+        for c in (first, second):
+            assert (await c.subscribe(["board"], None))["type"] == "subscribed"
+            assert (await c.subscribe(["board"], None))["type"] == "subscribed"
+        refused = await first.subscribe(["board"], None)
+        assert refused["type"] == "error" and "this user" in refused["detail"]
+        assert (await second.subscribe(["board"], None))["type"] == "error"
+        assert (await others.subscribe(["board"], None))["type"] == "subscribed"
+        for c in (first, second, others):
+            await c.close()
+
+
+async def test_replays_are_capped_per_socket_and_a_long_one_answers_resync(db: Database, start_app) -> None:
+    s = await seed(db)
+    ids = await write(db, s.ws, 30)
+    async with start_app(ws_replays_per_min=2, ws_replay_max_events=20) as app:
+        c = await Client.open(app.ws(s.ws, s.user))
+        # Further back than ws_replay_max_events: resync, and no replay read.
+        assert await c.subscribe(["board"], ids[0]) == {"type": "resync"}
+        after = ids[-5]
+        for _ in range(2):
+            assert (await c.subscribe(["board"], after))["type"] == "subscribed"
+            assert [e["id"] for e in await c.events_until(ids[-1])] == ids[-4:]
+        # A third replay within the minute is refused; live subscribing (no replay) still works.
+        refused = await c.subscribe(["board"], after)
+        assert refused["type"] == "error" and "Too many replays" in refused["detail"]
+        assert (await c.subscribe(["board"], None))["type"] == "subscribed"
+        # ... and insisting closes the socket.
+        for _ in range(4):
+            await c.send(op="subscribe", topics=["board"], after=after)
+        got, code = await frames_until_closed(c)
+        assert code == 1008
+        assert all(m.get("type") == "error" for m in got)
+
+
+async def test_a_message_over_the_bound_is_closed_with_1009(db: Database, start_app) -> None:
+    s = await seed(db)
+    async with start_app(ws_max_message_bytes=4096) as app:
+        c = await Client.open(app.ws(s.ws, s.user))
+        await c.send(op="ping", pad="x" * 4000)
+        assert (await c.recv())["type"] == "pong"
+        await c.send(op="ping", pad="x" * 5000)
+        _, code = await frames_until_closed(c)
+        assert code == 1009
