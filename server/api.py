@@ -115,6 +115,7 @@ class Operation:
     role: str | None = "viewer"  # None: public
     tag: str = ""
     extra_responses: dict[int, str] = field(default_factory=dict)
+    media_types: tuple[str, ...] = ("application/json",)  # of the success response
 
 
 async def read_json(request: Request) -> Any:
@@ -162,6 +163,7 @@ class Router:
         role: str | None = "viewer",
         summary: str = "",
         responses: dict[int, str] | None = None,
+        media_types: tuple[str, ...] = ("application/json",),
     ) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
             self.operations.append(
@@ -177,6 +179,7 @@ class Router:
                     role=role,
                     tag=self.tag,
                     extra_responses=responses or {},
+                    media_types=media_types,
                 )
             )
             return fn

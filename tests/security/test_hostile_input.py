@@ -64,6 +64,7 @@ async def test_nul_in_the_login_email_is_422(make_client: ClientFactory) -> None
 async def test_nul_in_a_query_parameter_is_422_naming_it(client: httpx.AsyncClient) -> None:
     assert _fields(await client.get("/api/v1/contacts", params={"q": "a\x00"})) == ["query.q"]
     assert _fields(await client.get("/api/v1/contacts", params={"tag": "\x00"})) == ["query.tag"]
+    assert _fields(await client.get("/api/v1/contacts/export", params={"q": "a\x00"})) == ["query.q"]
 
 
 async def test_nul_in_the_dashboard_login_form_and_search_is_refused(
