@@ -75,7 +75,7 @@ def build(operations: list[Operation], *, title: str = "Switchboard", version: s
         else:
             responses[str(o.status)] = {
                 "description": "OK",
-                "content": {m: {"schema": {}} for m in o.media_types},
+                "content": {t: {"schema": {}} for t in o.media_types},
             }
         problem = {
             "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}

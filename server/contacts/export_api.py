@@ -12,6 +12,8 @@ from server.api import Ctx, Query, Router
 from server.contacts import export as contacts_export
 from server.messages import export as messages_export
 
+EXPORT_TYPES = ("text/csv", "application/x-ndjson")
+
 router = Router(tag="export")
 
 
@@ -42,13 +44,7 @@ class MessageExportQuery(Query):
         return self
 
 
-@router.op(
-    "GET",
-    "/contacts/export",
-    query=ContactExportQuery,
-    role="agent",
-    media_types=tuple(export.MEDIA_TYPES.values()),
-)
+@router.op("GET", "/contacts/export", query=ContactExportQuery, role="agent", media_types=EXPORT_TYPES)
 async def export_contacts(ctx: Ctx[None]) -> Response:
     """Every contact matching `q` and `tag`, newest first, streamed as CSV or NDJSON."""
     query: ContactExportQuery = ctx.query
@@ -56,13 +52,7 @@ async def export_contacts(ctx: Ctx[None]) -> Response:
     return export.response(fetch, contacts_export.COLUMNS, query.format, filename="contacts")
 
 
-@router.op(
-    "GET",
-    "/messages/export",
-    query=MessageExportQuery,
-    role="agent",
-    media_types=tuple(export.MEDIA_TYPES.values()),
-)
+@router.op("GET", "/messages/export", query=MessageExportQuery, role="agent", media_types=EXPORT_TYPES)
 async def export_messages(ctx: Ctx[None]) -> Response:
     """Messages created from `from` until `to`, oldest first, streamed as CSV or NDJSON."""
     query: MessageExportQuery = ctx.query

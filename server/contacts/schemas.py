@@ -8,6 +8,7 @@ from sqlalchemy import String
 
 from server.api import Out, Query, Schema
 from server.contacts.models import Audit
+from server.pagination import PAGE_LIMIT, PageLimit
 from server.validators import normalize_email, normalize_phone
 
 MAX_TAGS = 50
@@ -136,7 +137,7 @@ class ContactOut(Out):
 class ContactQuery(Query):
     q: str | None = Field(default=None, max_length=200)
     tag: str | None = Field(default=None, max_length=64)
-    limit: int = Field(default=50, ge=1, le=500)
+    limit: PageLimit = PAGE_LIMIT
     cursor: str | None = Field(default=None, max_length=100)
 
 

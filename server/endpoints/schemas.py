@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator, model_validator
 
 from server.api import Out, Query, Schema
+from server.pagination import PAGE_LIMIT, PageLimit
 
 # What an endpoint may subscribe to; "*" means every one of these.
 EVENT_TYPES = (
@@ -149,5 +150,5 @@ class DeliveryDetail(DeliveryOut):
 
 class DeliveryQuery(Query):
     status: str | None = Field(default=None, pattern="^(pending|succeeded|failed)$")
-    limit: int = Field(default=50, ge=1, le=500)
+    limit: PageLimit = PAGE_LIMIT
     cursor: str | None = Field(default=None, max_length=100)

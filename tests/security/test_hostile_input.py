@@ -93,7 +93,7 @@ async def test_csv_row_with_nul_is_rejected_and_the_rest_kept(
         "/api/v1/contacts/import", content=csv.encode(), headers={"Content-Type": "text/csv"}
     )
     assert r.status_code == 202, r.text
-    await app.state.services.extras["contact_importer"].wait()
+    await app.state.services.importer.wait()
     status = (await client.get(f"/api/v1/contacts/import/{r.json()['job_id']}")).json()
     assert (status["created"], status["rejected_count"]) == (2, 1)
     assert status["rejected"][0]["row"] == 3
@@ -250,7 +250,7 @@ async def test_concurrent_imports_per_workspace_are_capped(app: Starlette, clien
     assert [a.status_code for a in answers[:-1]] == [202] * cap
     assert _problem(answers[-1], 429)["status"] == 429
     assert "Retry-After" in answers[-1].headers
-    importer = app.state.services.extras["contact_importer"]
+    importer = app.state.services.importer
     await importer.stop()  # the running imports end (their committed batches stay): room again
     r = await client.post(
         "/api/v1/contacts/import", content=b"name\nx\n", headers={"Content-Type": "text/csv"}
@@ -267,7 +267,7 @@ async def test_finished_import_jobs_expire_and_keep_few_rejected_rows(
     r = await client.post(
         "/api/v1/contacts/import", content=bad.encode(), headers={"Content-Type": "text/csv"}
     )
-    importer = app.state.services.extras["contact_importer"]
+    importer = app.state.services.importer
     await importer.wait()
     status = (await client.get(f"/api/v1/contacts/import/{r.json()['job_id']}")).json()
     assert status["rejected_count"] == MAX_REJECTED_KEPT + 50
