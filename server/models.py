@@ -16,6 +16,7 @@ from server.messages.models import (
 from server.providers.models import Provider
 from server.reports.models import DailyReport
 from server.templates.models import Template
+from server.webhooks.models import WebhookToken
 from server.workspaces.models import Workspace
 
 __all__ = [
@@ -39,5 +40,6 @@ __all__ = [
     "Suppression",
     "Template",
     "User",
+    "WebhookToken",
     "Workspace",
 ]
