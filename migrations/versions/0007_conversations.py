@@ -2,7 +2,7 @@
 conversation_id and from_address
 
 Revision ID: 0007
-Revises: 0002
+Revises: 0004
 Create Date: 2026-11-26 10:00:00
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql
 import server.db
 
 revision: str = "0007"
-down_revision: str | None = "0002"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, exists, func, or_, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.contacts import changes as recorder
@@ -15,8 +15,9 @@ from server.contacts.changes import DuplicateEmail as DuplicateEmail
 from server.contacts.changes import get_contact as get_contact
 from server.contacts.changes import snapshot as snapshot
 from server.contacts.identities import check_free
-from server.contacts.models import Audit, Contact, ContactIdentity
-from server.db import dialect_of, json_array_contains, utcnow
+from server.contacts.models import Audit, Contact
+from server.contacts.search import list_query
+from server.db import dialect_of, utcnow
 
 
 class VersionUnknown(Exception):
@@ -75,31 +76,6 @@ async def create_contact(
     await recorder.flush_contact(session)  # the id, for the audit rows and the event
     await recorder.record(session, workspace_id, [recorder.created(contact, by=user_id)])
     return contact
-
-
-def list_query(
-    dialect: str, *, workspace_id: int, q: str | None, tag: str | None, before_id: int | None
-) -> Select[Any]:
-    stmt = select(Contact).where(Contact.workspace_id == workspace_id)
-    if q:
-        like = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        extra = exists().where(
-            ContactIdentity.contact_id == Contact.id,
-            ContactIdentity.value.like(like, escape="\\"),  # stored lower-cased (emails) or E.164
-        )
-        stmt = stmt.where(
-            or_(
-                func.lower(Contact.name).like(like, escape="\\"),
-                func.lower(Contact.email).like(like, escape="\\"),
-                Contact.phone.like(like, escape="\\"),
-                extra,
-            )
-        )
-    if tag:
-        stmt = stmt.where(json_array_contains(dialect, Contact.tags, tag))
-    if before_id is not None:
-        stmt = stmt.where(Contact.id < before_id)
-    return stmt.order_by(Contact.id.desc())
 
 
 async def list_contacts(

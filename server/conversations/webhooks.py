@@ -30,6 +30,7 @@ from server.conversations.models import InboundToken
 from server.db import utcnow
 from server.errors import Problem
 from server.providers.models import Provider
+from server.services import Services
 from server.webhooks.verify import InvalidSignature, verify_mailgun
 
 log = logging.getLogger("switchboard.conversations")
@@ -38,12 +39,9 @@ TWIML_EMPTY = b'<?xml version="1.0" encoding="UTF-8"?><Response/>'
 EMAIL_KINDS = frozenset({"mailgun", "sendgrid"})
 
 
-def poke(services: Any, workspace_id: int) -> None:
+def poke(services: Services, workspace_id: int) -> None:
     """Publish the committed events at once (SQLite has no NOTIFY to wake the relay)."""
-    for c in services.components:
-        fn = getattr(c, "poke", None)
-        if callable(fn):
-            fn(workspace_id)
+    services.poke(workspace_id)
 
 
 async def store(
@@ -67,7 +65,9 @@ async def store(
 # --- handed over by /webhooks/{provider_id} once verified ------------------------------------
 
 
-async def twilio_incoming(services: Any, *, workspace_id: int, provider_id: int, body: bytes) -> Response:
+async def twilio_incoming(
+    services: Services, *, workspace_id: int, provider_id: int, body: bytes
+) -> Response:
     """An incoming SMS/MMS or WhatsApp message from Twilio: stored once, answered with empty TwiML."""
     try:
         item = twilio.parse(body, utcnow())
