@@ -239,8 +239,6 @@ class Connection:
 
     async def _conversation_presence(self, msg: dict[str, Any]) -> None:
         """`{"op":"presence","conversation_id":…,"state":"replying"|"left"}` (DESIGN §8)."""
-        from server.conversations.service import exists  # conversations: C1's one edit here
-
         conversation = msg.get("conversation_id")
         state = msg.get("state")
         if state not in CONVERSATION_STATES:
@@ -254,7 +252,7 @@ class Connection:
             self.send(error("conversation_id must be an integer."))
             return
         async with self.rt.db.sessions() as session:
-            found = await exists(session, workspace_id=self.workspace_id, conversation_id=conversation)
+            found = await self.rt.log.conversation_exists(session, self.workspace_id, conversation)
         if not found:
             self.send(error(f"No conversation {conversation} in this workspace."))
             return

@@ -17,6 +17,7 @@ from server.messages.models import (
 from server.providers.models import Provider
 from server.reports.models import DailyReport
 from server.templates.models import Template
+from server.webhooks.models import WebhookToken
 from server.workspaces.models import Workspace
 
 __all__ = [
@@ -44,5 +45,6 @@ __all__ = [
     "Suppression",
     "Template",
     "User",
+    "WebhookToken",
     "Workspace",
 ]

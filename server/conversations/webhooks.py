@@ -10,13 +10,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import json
 import logging
 import secrets
 import time
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
@@ -31,7 +31,8 @@ from server.db import utcnow
 from server.errors import Problem
 from server.providers.models import Provider
 from server.services import Services
-from server.webhooks.verify import InvalidSignature, verify_mailgun
+from server.webhooks import replay
+from server.webhooks.verify import InvalidSignature, SignedOnce, verify_mailgun
 
 log = logging.getLogger("switchboard.conversations")
 
@@ -45,11 +46,20 @@ def poke(services: Services, workspace_id: int) -> None:
 
 
 async def store(
-    services: Any, *, workspace_id: int, provider_id: int, items: list[Inbound]
+    services: Services,
+    *,
+    workspace_id: int,
+    provider_id: int,
+    items: list[Inbound],
+    signed: SignedOnce | None = None,
 ) -> service.Received:
+    """`signed`: a signature that does not cover the content (Mailgun), claimed with it in the same
+    transaction (server/webhooks/replay.py): other content under a seen token is refused."""
     if not items:
         return service.Received(0, 0)
     async with services.db.transaction() as s:
+        if signed is not None and not (await replay.claim(s, [(provider_id, signed)]))[0]:
+            raise _refused("signature token replayed with other content")
         result = await service.receive(
             s,
             workspace_id=workspace_id,
@@ -78,7 +88,7 @@ async def twilio_incoming(
 
 
 async def whatsapp_messages(
-    services: Any, *, workspace_id: int, provider_id: int, body: bytes
+    services: Services, *, workspace_id: int, provider_id: int, body: bytes
 ) -> service.Received:
     """The `messages` of a Cloud API webhook (its `statuses` go the delivery-event way)."""
     try:
@@ -143,6 +153,7 @@ async def receive_email(request: Request) -> Response:
     body = await request.body()
     ctype = request.headers.get("content-type", "")
     now = utcnow()
+    signed: SignedOnce | None = None
     if provider.kind == "sendgrid":
         given = request.query_params.get("token", "")
         if token_row is None or not hmac.compare_digest(_token_hash(given), token_row.token_sha256):
@@ -160,7 +171,7 @@ async def receive_email(request: Request) -> Response:
         try:
             # The same check as Mailgun's event webhooks (server/webhooks/verify.py), which read
             # the three values from a JSON body.
-            verify_mailgun(
+            signed = verify_mailgun(
                 str(provider.config.get("webhook_signing_key") or ""),
                 json.dumps({"signature": signature}).encode(),
                 now=time.time(),
@@ -171,7 +182,11 @@ async def receive_email(request: Request) -> Response:
             item = mail.parse_mailgun(parts, now)
         except MalformedInbound as exc:
             raise Problem(400, str(exc)) from None
-    result = await store(services, workspace_id=provider.workspace_id, provider_id=provider.id, items=[item])
+        # The signature covers timestamp + token only: bind the token to this content.
+        signed = dataclasses.replace(signed, digest=mail.form_digest(parts, skip=mail.SIGNATURE_FIELDS))
+    result = await store(
+        services, workspace_id=provider.workspace_id, provider_id=provider.id, items=[item], signed=signed
+    )
     return json_response({"stored": result.stored, "duplicates": result.duplicates})
 
 

@@ -141,9 +141,10 @@ class World:
         key: str = MG_KEY,
         files: list[tuple[str, str, bytes, str]] = (),  # type: ignore[assignment]
         ts: int | None = None,
+        tok: str | None = None,
     ) -> httpx.Response:
         """As a Mailgun Route's forward() posts: multipart, signed with timestamp/token/signature."""
-        stamp, tok = str(int(time.time()) if ts is None else ts), secrets.token_hex(25)
+        stamp, tok = str(int(time.time()) if ts is None else ts), tok or secrets.token_hex(25)
         sig = hmac.new(key.encode(), (stamp + tok).encode(), hashlib.sha256).hexdigest()
         data = {**fields, "timestamp": stamp, "token": tok, "signature": sig}
         if files:

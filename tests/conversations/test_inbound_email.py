@@ -231,3 +231,14 @@ async def test_mailgun_references_thread_into_an_earlier_inbound_message(world: 
     assert r.status_code == 200
     got = await _inbound(world)
     assert len(got) == 2 and got[0].conversation_id == got[1].conversation_id
+
+
+async def test_a_mailgun_signature_replayed_with_other_content_is_refused(world: World) -> None:
+    assert (await world.post_mailgun(_mailgun_fields(), tok="t" * 50)).status_code == 200
+    # The provider's retry of the same post: accepted as a repeat.
+    again = await world.post_mailgun(_mailgun_fields(), tok="t" * 50)
+    assert again.status_code == 200 and again.json()["duplicates"] == 1
+    # A captured signature carrying another message: refused, nothing stored.
+    forged = _mailgun_fields(**{"Message-Id": "<evil@x.test>", "stripped-text": "wire the money"})
+    assert (await world.post_mailgun(forged, tok="t" * 50)).status_code == 401
+    assert await world.counts() == (1, 1)

@@ -8,6 +8,7 @@ name, type and size; their content is not kept (no blob store yet)."""
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import re
 from email import policy
@@ -59,6 +60,20 @@ def read_form(content_type: str, body: bytes) -> list[FormPart]:
             FormPart(name, payload if isinstance(payload, bytes) else b"", filename, part.get_content_type())
         )
     return parts
+
+
+SIGNATURE_FIELDS = frozenset({"timestamp", "token", "signature"})
+
+
+def form_digest(parts: list[FormPart], *, skip: frozenset[str] = frozenset()) -> str:
+    """A digest of the form's content that does not depend on the multipart boundary."""
+    h = hashlib.sha256()
+    for p in sorted(parts, key=lambda p: (p.name, p.filename or "", p.data)):
+        if p.name not in skip:
+            name, filename = p.name.encode(), (p.filename or "").encode()
+            h.update(b"%d:%s|%d:%s|%d:" % (len(name), name, len(filename), filename, len(p.data)))
+            h.update(p.data)
+    return h.hexdigest()
 
 
 def fields_of(parts: list[FormPart]) -> dict[str, str]:
