@@ -20,6 +20,7 @@ from server.auth.api import router as auth_router
 from server.cache import caches_of
 from server.contacts.api import router as contacts_router
 from server.contacts.export_api import router as export_router
+from server.contacts.import_api import importer as contact_importer
 from server.contacts.import_api import router as contacts_import_router
 from server.contacts.merge_api import router as merge_router
 from server.endpoints.api import router as endpoints_router
@@ -86,6 +87,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
     )
     services.extras["realtime"] = realtime
     services.components += [caches, realtime]
+    contact_importer(services)  # a component from the start: it resumes interrupted imports
     if settings.embedded_worker:
         from server.endpoints.deliverer import Deliverer, DelivererConfig
         from server.messages.dispatcher import Dispatcher
@@ -129,7 +131,11 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
             Middleware(RequestId),
             Middleware(HttpMetrics),
             Middleware(RateLimit),
-            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+            Middleware(
+                BodyLimit,
+                max_bytes=settings.max_body_bytes,
+                routes={("POST", "/api/v1/contacts/import"): settings.import_max_bytes},
+            ),
         ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

@@ -1,7 +1,7 @@
 """Every table, imported in one place so `Base.metadata` is complete (Alembic, tests)."""
 
 from server.auth.models import RefreshToken, Role, User
-from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob
+from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob, ImportRejectedRow
 from server.db import Base
 from server.endpoints.models import Delivery, Endpoint
 from server.events.models import Event
@@ -30,6 +30,7 @@ __all__ = [
     "Event",
     "IdempotencyRecord",
     "ImportJob",
+    "ImportRejectedRow",
     "Message",
     "MessageEvent",
     "MessageStatus",
