@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy import func, insert, select, text, tuple_, update
+from sqlalchemy import String, and_, any_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.contacts.changes import lock_workspace
@@ -151,16 +152,29 @@ def _audit(
     }
 
 
+def _among(session: AsyncSession, column: Any, values: list[str]) -> Any:
+    """`column` is one of `values`: one array parameter on PostgreSQL (a batch may hold 10,000
+    values), an IN list elsewhere (SQLite takes up to 32,766 parameters)."""
+    if dialect_of(session) == "postgresql":
+        return column == any_(bindparam(None, values, type_=ARRAY(String())))
+    return column.in_(values)
+
+
 async def _identities(
     session: AsyncSession, ws: int, emails: list[str], phones: list[str]
 ) -> set[tuple[str, str]]:
-    wanted = [("email", e) for e in emails] + [("phone", p) for p in phones]
+    wanted = [(kind, values) for kind, values in (("email", emails), ("phone", phones)) if values]
     if not wanted:
         return set()
     rows = await session.execute(
         select(ContactIdentity.kind, ContactIdentity.value).where(
             ContactIdentity.workspace_id == ws,
-            tuple_(ContactIdentity.kind, ContactIdentity.value).in_(wanted),
+            or_(
+                *(
+                    and_(ContactIdentity.kind == kind, _among(session, ContactIdentity.value, values))
+                    for kind, values in wanted
+                )
+            ),
         )
     )
     return {(k, v) for k, v in rows}
@@ -180,7 +194,9 @@ async def _contacts(session: AsyncSession, ws: int, key: Any, values: list[str])
         Contact.version,
     )
     stmt = (
-        select(key.label("k"), *cols).where(Contact.workspace_id == ws, key.in_(values)).order_by(Contact.id)
+        select(key.label("k"), *cols)
+        .where(Contact.workspace_id == ws, _among(session, key, values))
+        .order_by(Contact.id)
     )
     if dialect_of(session) == "postgresql":
         stmt = stmt.with_for_update(of=Contact)
