@@ -112,7 +112,7 @@ class Row:
 
 
 def _is_blank(values: list[str]) -> bool:
-    return not any(v.strip() for v in values)
+    return not "".join(values).strip()
 
 
 class CsvRows:
