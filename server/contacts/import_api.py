@@ -101,9 +101,9 @@ async def start_import(ctx: Ctx[None]) -> Response:
         job_id = await imp.submit(
             workspace_id=ctx.workspace_id,
             user_id=ctx.principal.user_id,
-            mode=mode,
+            mode="upsert" if mode == "upsert" else "create",
             path=path,
-            total=total,  # type: ignore[arg-type]
+            total=total,
         )
     except UploadTooLarge as exc:
         remove(path)

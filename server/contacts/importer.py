@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from server.contacts.changes import lock_workspace
 from server.contacts.import_file import CsvRows, ImportRefused, Row, remove
@@ -390,7 +390,7 @@ class Importer:
             room = max(MAX_REJECTED_KEPT - job.counts["rejected_count"], 0)
             if rejected[:room]:
                 await s.execute(
-                    ImportRejectedRow.__table__.insert(),
+                    insert(ImportRejectedRow),
                     [{"job_id": job.id, "line": r["row"], "errors": r["errors"]} for r in rejected[:room]],
                 )
             counts = {
@@ -477,7 +477,8 @@ class Importer:
                 ).scalars()
             )
         for job in orphans:
-            if job.path and await asyncio.to_thread(os.path.exists, job.path):
+            here: bool = await asyncio.to_thread(_exists, job.path)
+            if here:
                 if await self._claim(job.id, now, lease):
                     log.info("resuming contact import %s at line %s", job.id, job.line)
                     job.owner = self.owner
@@ -515,6 +516,10 @@ class Importer:
             await s.execute(delete(ImportJob).where(old))
         for p in paths:
             remove(p)
+
+
+def _exists(path: str | None) -> bool:
+    return bool(path) and os.path.exists(path or "")
 
 
 async def _none() -> None:
