@@ -2,6 +2,7 @@
 
 from server.auth.models import RefreshToken, Role, User
 from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob, ImportRejectedRow
+from server.conversations.models import Conversation, ConversationRead, InboundMessage, InboundToken
 from server.db import Base
 from server.endpoints.models import Delivery, Endpoint
 from server.events.models import Event
@@ -16,6 +17,7 @@ from server.messages.models import (
 from server.providers.models import Provider
 from server.reports.models import DailyReport
 from server.templates.models import Template
+from server.webhooks.models import WebhookToken
 from server.workspaces.models import Workspace
 
 __all__ = [
@@ -24,6 +26,8 @@ __all__ = [
     "Campaign",
     "Contact",
     "ContactIdentity",
+    "Conversation",
+    "ConversationRead",
     "DailyReport",
     "Delivery",
     "Endpoint",
@@ -31,6 +35,8 @@ __all__ = [
     "IdempotencyRecord",
     "ImportJob",
     "ImportRejectedRow",
+    "InboundMessage",
+    "InboundToken",
     "Message",
     "MessageEvent",
     "MessageStatus",
@@ -40,5 +46,6 @@ __all__ = [
     "Suppression",
     "Template",
     "User",
+    "WebhookToken",
     "Workspace",
 ]

@@ -47,11 +47,8 @@ async def template_page(request: Request, v: Viewer) -> Response:
 
 def _circuits(request: Request) -> Any:
     """The in-process dispatcher's circuit breakers, when it runs inside this web process."""
-    for c in getattr(services(request), "components", []):
-        circuits = getattr(c, "circuits", None)
-        if circuits is not None:
-            return circuits
-    return None
+    dispatcher = services(request).dispatcher
+    return None if dispatcher is None else dispatcher.circuits
 
 
 def circuit_state(circuits: Any, provider_id: int) -> str:

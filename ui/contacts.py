@@ -82,11 +82,8 @@ async def contacts_fragment(request: Request, v: Viewer) -> Response:
 
 def _present(request: Request) -> Any:
     """The realtime component's presence, when the realtime layer is running in this app."""
-    for c in getattr(services(request), "components", []):
-        presence = getattr(c, "presence", None)
-        if presence is not None and hasattr(presence, "store"):
-            return presence
-    return None
+    realtime = services(request).realtime
+    return None if realtime is None else realtime.presence
 
 
 async def _presence_now(

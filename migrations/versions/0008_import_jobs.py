@@ -5,7 +5,7 @@ the byte offset/line after the last committed batch, the lease of the instance r
 its unused `accepted`/`rejected` columns go (rejected rows get their own table, capped per job).
 
 Revision ID: 0008
-Revises: 0004
+Revises: 0007
 Create Date: 2026-12-02 09:00:00
 """
 
@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql
 import server.db
 
 revision: str = "0008"
-down_revision: str | None = "0004"  # re-chained onto the newest revision at merge
+down_revision: str | None = "0007"  # re-chained onto the newest revision at merge
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -4,26 +4,26 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from starlette.responses import Response
 
 from server import export
-from server.api import Ctx, Router
+from server.api import Ctx, Query, Router
 from server.contacts import export as contacts_export
 from server.messages import export as messages_export
+
+EXPORT_TYPES = ("text/csv", "application/x-ndjson")
 
 router = Router(tag="export")
 
 
-class ContactExportQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class ContactExportQuery(Query):
     q: str | None = Field(default=None, max_length=200)
     tag: str | None = Field(default=None, max_length=64)
     format: export.Format = export.Format.csv
 
 
-class MessageExportQuery(BaseModel):
+class MessageExportQuery(Query):
     """`from` (inclusive) and `to` (exclusive): ISO dates or datetimes, UTC unless they say otherwise."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -44,7 +44,7 @@ class MessageExportQuery(BaseModel):
         return self
 
 
-@router.op("GET", "/contacts/export", query=ContactExportQuery, role="agent")
+@router.op("GET", "/contacts/export", query=ContactExportQuery, role="agent", media_types=EXPORT_TYPES)
 async def export_contacts(ctx: Ctx[None]) -> Response:
     """Every contact matching `q` and `tag`, newest first, streamed as CSV or NDJSON."""
     query: ContactExportQuery = ctx.query
@@ -52,7 +52,7 @@ async def export_contacts(ctx: Ctx[None]) -> Response:
     return export.response(fetch, contacts_export.COLUMNS, query.format, filename="contacts")
 
 
-@router.op("GET", "/messages/export", query=MessageExportQuery, role="agent")
+@router.op("GET", "/messages/export", query=MessageExportQuery, role="agent", media_types=EXPORT_TYPES)
 async def export_messages(ctx: Ctx[None]) -> Response:
     """Messages created from `from` until `to`, oldest first, streamed as CSV or NDJSON."""
     query: MessageExportQuery = ctx.query

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -14,7 +13,7 @@ from starlette.responses import Response
 
 from server.api import Ctx, Router, json_response
 from server.contacts.import_file import ImportRefused, UploadTooLarge, count_rows, remove, spool
-from server.contacts.importer import ImportConfig, Importer, TooManyImports
+from server.contacts.importer import TooManyImports
 from server.errors import Problem
 
 router = Router(tag="contacts")
@@ -22,30 +21,6 @@ router = Router(tag="contacts")
 IMPORT_RETRY_AFTER_S = 5
 MODES = ("create", "upsert")
 CSV_TYPES = ("text/csv", "text/plain", "application/csv", "application/gzip", "application/x-gzip")
-
-
-def importer(services: Any) -> Importer:
-    """The app's importer (built at start-up by the app, so that it resumes interrupted imports)."""
-    found = services.extras.get("contact_importer")
-    if found is None:
-        found = Importer(
-            services.db, ImportConfig.from_settings(services.settings), on_commit=_poke(services)
-        )
-        services.extras["contact_importer"] = found
-        services.components.append(found)
-    return found
-
-
-def _poke(services: Any) -> Any:
-    """Publish each batch's events at once, when the realtime layer offers a way (SQLite has no NOTIFY)."""
-
-    def poke(workspace_id: int) -> None:
-        for c in services.components:
-            fn = getattr(c, "poke", None)
-            if callable(fn):
-                fn(workspace_id)
-
-    return poke
 
 
 async def _file_chunks(upload: UploadFile) -> AsyncIterator[bytes]:
@@ -93,7 +68,7 @@ async def start_import(ctx: Ctx[None]) -> Response:
         raise Problem(
             422, "mode is create or upsert.", errors=[{"field": "mode", "message": "create or upsert"}]
         )
-    imp = importer(ctx.services)
+    imp = ctx.services.importer
     path = imp.upload_path()
     try:
         await _spool_upload(ctx.request, path, ctx.services.settings.import_max_bytes)
@@ -127,7 +102,7 @@ async def start_import(ctx: Ctx[None]) -> Response:
 @router.op("GET", "/contacts/import/{job_id}", responses={404: "not found"})
 async def import_status(ctx: Ctx[None]) -> Response:
     """An import's progress and its rejected rows (the first 10,000, with their count)."""
-    found = await importer(ctx.services).status(ctx.workspace_id, ctx.path_int("job_id"))
+    found = await ctx.services.importer.status(ctx.workspace_id, ctx.path_int("job_id"))
     if found is None:
         raise Problem(404, "No such import.")
     return json_response(found)

@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 
+from realtime.lifecycle import Supervisor
 from server.contacts.changes import lock_workspace
 from server.contacts.import_file import CsvRows, ImportRefused, Row, remove
 from server.contacts.import_file import parse_csv as parse_csv
@@ -197,22 +198,21 @@ class Importer:
         self.db = db
         self.config = config
         self.batch_size = config.batch_rows
+        self.finished_ttl_s = config.job_ttl_s
         self.on_commit = on_commit  # called with the workspace id after each batch commits
         self.owner = uuid.uuid4().hex
         self.host = socket.gethostname()
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._sweeper: asyncio.Task[None] | None = None
+        self.supervisor = Supervisor("importer")
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self.config.directory.mkdir(parents=True, exist_ok=True)
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="contact-import-sweeper")
+        await asyncio.to_thread(self.config.directory.mkdir, parents=True, exist_ok=True)
+        self.supervisor.spawn("import-sweep", self._sweep_forever)
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self.supervisor.stop()
         tasks = list(self._tasks.values())
         for t in tasks:
             t.cancel()
@@ -445,14 +445,12 @@ class Importer:
 
     # --- the sweep: leases, orphans, expiry -----------------------------------------------------
 
+    def health(self) -> dict[str, str]:
+        return self.supervisor.health()
+
     async def _sweep_forever(self) -> None:
         while True:
-            try:
-                await self.sweep()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("the import sweep failed; trying again")
+            await self.sweep()
             await asyncio.sleep(max(self.config.lease_s / 3, 0.05))
 
     async def sweep(self) -> None:
@@ -504,8 +502,8 @@ class Importer:
             return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
     async def expire(self) -> None:
-        """Forget finished jobs older than `job_ttl_s`."""
-        cutoff = utcnow() - dt.timedelta(seconds=self.config.job_ttl_s)
+        """Forget finished jobs older than `finished_ttl_s`."""
+        cutoff = utcnow() - dt.timedelta(seconds=self.finished_ttl_s)
         async with self.db.transaction() as s:
             old = and_(ImportJob.status != "running", ImportJob.finished_at <= cutoff)
             paths = [

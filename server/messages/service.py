@@ -205,7 +205,7 @@ async def create_message(
             raise InvalidReference("template_id", f"the template is for {tpl_channel}, not {channel}")
     else:
         subject, body = data.get("subject") or "", data["body"]
-        render.check(subject, body)
+        await render.validate(subject, body)
         compiled = render.compile_message(subject, body)
     now = utcnow()
     send_at = max(data.get("send_at") or now, now)

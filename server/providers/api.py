@@ -6,8 +6,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from server.api import Ctx, Page, Router, json_response
+from server.conversations.webhooks import inbound_url, issue_inbound_token
 from server.errors import Problem
-from server.pagination import decode_cursor, page_of
+from server.pagination import PAGE_LIMIT, PageLimit, decode_cursor, page_of
 from server.providers import service
 from server.providers.adapters import ConfigError
 from server.providers.models import Provider
@@ -21,7 +22,7 @@ class ProviderQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     channel: Channel | None = None
-    limit: int = Field(default=50, ge=1, le=500)
+    limit: PageLimit = PAGE_LIMIT
     cursor: str | None = Field(default=None, max_length=100)
 
 
@@ -48,9 +49,13 @@ async def create(ctx: Ctx[ProviderIn]) -> Response:
                 data=ctx.body.model_dump(),
                 allow_private=ctx.services.settings.allow_private_endpoints,
             )
+            token = await issue_inbound_token(s, provider=p)  # conversations: shown this once
     except ConfigError as exc:
         raise _invalid(exc) from None
-    return json_response(_out(ctx, p), 201)
+    out = _out(ctx, p)
+    if token is not None:
+        out.inbound_url = inbound_url(_base_url(ctx), p.id, p.kind, token)
+    return json_response(out, 201)
 
 
 @router.op("GET", "/providers", query=ProviderQuery, response=Page[ProviderOut], role="admin")

@@ -26,7 +26,7 @@ async def _run(app: Any, c: httpx.AsyncClient, body: bytes, *, mode: str = "crea
         f"/api/v1/contacts/import?mode={mode}", content=body, headers={"content-type": "text/csv", **headers}
     )
     assert r.status_code == 202, r.text
-    await app.state.services.extras["contact_importer"].wait()
+    await app.state.services.importer.wait()
     status = (await c.get(f"/api/v1/contacts/import/{r.json()['job_id']}")).json()
     assert status["status"] == "done", status
     return status
@@ -84,7 +84,7 @@ async def test_upsert_mode_updates_by_email_else_phone_and_records_each_change(
 async def test_one_progress_event_per_batch_and_no_contact_events(
     app: Any, client: httpx.AsyncClient
 ) -> None:
-    app.state.services.extras["contact_importer"].batch_size = 4
+    app.state.services.importer.batch_size = 4
     body = "name,email\n" + "".join(f"P{i},p{i}@x.test\n" for i in range(10))
     status = await _run(app, client, body.encode())
     assert status["created"] == 10
@@ -103,7 +103,7 @@ async def test_gzip_upload_by_header_and_by_magic_bytes(app: Any, client: httpx.
         files={"file": ("people.csv.gz", gzip.compress(b"name\nYan\n"), "application/gzip")},
     )
     assert r.status_code == 202, r.text
-    await app.state.services.extras["contact_importer"].wait()
+    await app.state.services.importer.wait()
     await _run(app, client, gzip.compress(b"name\nXi\n"), **{"content-type": "application/octet-stream"})
     assert [c[0] for c in await _contacts(app)] == ["Zed", "Yan", "Xi"]
 
@@ -111,7 +111,7 @@ async def test_gzip_upload_by_header_and_by_magic_bytes(app: Any, client: httpx.
 async def test_a_3_mb_import_passes_the_body_limit_that_other_routes_keep(
     app: Any, client: httpx.AsyncClient
 ) -> None:
-    app.state.services.extras["contact_importer"].batch_size = 20_000
+    app.state.services.importer.batch_size = 20_000
     lines = [f"Person {i:06d},p{i}@x.test,{'x' * 80}" for i in range(30_000)]
     body = ("name,email,note\n" + "\n".join(lines) + "\n").encode()
     assert len(body) > 3 * 1024 * 1024
@@ -179,10 +179,10 @@ async def test_rejected_rows_are_kept_in_the_database_and_read_from_another_inst
 
 async def test_finished_jobs_expire_with_their_rejected_rows(app: Any, client: httpx.AsyncClient) -> None:
     status = await _run(app, client, b"email\nnope\n")
-    importer = app.state.services.extras["contact_importer"]
+    importer = app.state.services.importer
     await importer.expire()
     assert (await client.get(f"/api/v1/contacts/import/{status['job_id']}")).status_code == 200
-    importer.config = type(importer.config)(directory=importer.config.directory, job_ttl_s=0.0)
+    importer.finished_ttl_s = 0.0
     await importer.expire()
     assert (await client.get(f"/api/v1/contacts/import/{status['job_id']}")).status_code == 404
 
