@@ -1,7 +1,7 @@
 """Every table, imported in one place so `Base.metadata` is complete (Alembic, tests)."""
 
 from server.auth.models import RefreshToken, Role, User
-from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob
+from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob, ImportRejectedRow
 from server.conversations.models import Conversation, ConversationRead, InboundMessage, InboundToken
 from server.db import Base
 from server.endpoints.models import Delivery, Endpoint
@@ -34,6 +34,7 @@ __all__ = [
     "Event",
     "IdempotencyRecord",
     "ImportJob",
+    "ImportRejectedRow",
     "InboundMessage",
     "InboundToken",
     "Message",
