@@ -32,6 +32,8 @@ from server.ratelimit_middleware import RateLimit
 from server.reports.api import router as reports_router
 from server.services import Services
 from server.settings import Settings, get_settings
+from server.sso.api import router as sso_router
+from server.sso.flow import routes as sso_routes
 from server.templates.api import router as templates_router
 from server.webhooks.api import routes as webhook_routes
 from ui.pages import routes as ui_routes
@@ -46,6 +48,7 @@ ROUTERS: list[Router] = [
     merge_router,
     endpoints_router,
     reports_router,
+    sso_router,
 ]
 
 
@@ -111,6 +114,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         routes.extend(r.routes())
     routes.extend(webhook_routes)
     routes.extend(realtime.routes)
+    routes.extend(sso_routes)  # the browser's single sign-on
     routes.extend(ui_routes())  # the dashboard and /static
 
     @asynccontextmanager
