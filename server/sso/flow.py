@@ -191,9 +191,8 @@ def unseal(secret: str, value: str | None) -> dict[str, Any] | None:
 def _page(request: Request, status: int, detail: str, *, slug: str | None = None) -> Response:
     from ui.web import render
 
-    response = render(
-        request, "sso_error.html", {"v": None, "status": status, "detail": detail, "slug": slug}
-    )
+    context = {"v": None, "status": status, "detail": detail, "slug": slug}
+    response = render(request, "sso_error.html", context, status=status)
     response.delete_cookie(STATE_COOKIE, path="/sso")
     return response
 
