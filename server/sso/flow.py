@@ -240,6 +240,7 @@ def _token_problem(exc: JoseError, cfg: SsoConfig) -> str:
     if isinstance(exc, ClaimError):
         what = {
             "aud": "was issued to another application (audience)",
+            "azp": "was issued to another application (audience)",
             "nonce": "does not answer this sign-in (nonce)",
             "iss": "comes from another issuer",
         }.get(exc.claim, f"has a wrong {exc.claim!r} claim")

@@ -66,7 +66,7 @@ provider.use(async (ctx, next) => {
   const claims = decodeJwt(token);
   const now = Math.floor(Date.now() / 1000);
   if (mischief === 'wrong_nonce') claims.nonce = 'not-the-nonce-you-sent';
-  if (mischief === 'wrong_aud') claims.aud = 'another-client';
+  if (mischief === 'wrong_aud') { claims.aud = 'another-client'; if (claims.azp) claims.azp = 'another-client'; }
   if (mischief === 'expired') { claims.iat = now - 7200; claims.exp = now - 3600; }
   const key = await importJWK(signingJwk, 'RS256');
   ctx.body.id_token = await new SignJWT(claims)
