@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from pydantic import Field, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -69,7 +70,7 @@ class SsoOut(Out):
     redirect_uri: str
 
 
-def _out(ctx: Ctx[object], cfg: SsoConfig, workspace: Workspace) -> SsoOut:
+def _out(ctx: Ctx[Any], cfg: SsoConfig, workspace: Workspace) -> SsoOut:
     callback = redirect_uri(ctx.request)
     return SsoOut(
         display_name=cfg.display_name,

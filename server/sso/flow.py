@@ -52,7 +52,7 @@ SCOPE = "openid email profile"
 HTTP_TIMEOUT_S = 10.0
 
 
-class _GuardedClient(AsyncOAuth2Client):  # type: ignore[misc]
+class _GuardedClient(AsyncOAuth2Client):
     """authlib's httpx client, connecting to public addresses only unless told otherwise. authlib
     makes one per request and closes it, so each gets its own guarded transport."""
 
@@ -62,7 +62,7 @@ class _GuardedClient(AsyncOAuth2Client):  # type: ignore[misc]
         super().__init__(*args, **kwargs)
 
 
-class _GuardedApp(StarletteOAuth2App):  # type: ignore[misc]
+class _GuardedApp(StarletteOAuth2App):
     client_cls = _GuardedClient
 
 
@@ -92,7 +92,7 @@ class SsoClients:
                     "public_only": not self.allow_private,
                 },
             )
-        return app  # type: ignore[no-any-return]
+        return app
 
     async def discover(self, issuer: str) -> dict[str, Any]:
         """The provider's discovery document, fetched through the guard; ValueError says what is wrong."""
@@ -121,7 +121,7 @@ def sso_clients_of(services: Any) -> SsoClients:
     c = services.extras.get("sso")
     if c is None:
         c = services.extras["sso"] = SsoClients(allow_private=services.settings.allow_private_endpoints)
-    return c  # type: ignore[no-any-return]
+    return c
 
 
 def redirect_uri(request: Request) -> str:

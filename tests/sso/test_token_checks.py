@@ -65,7 +65,9 @@ async def test_a_callback_without_the_flow_cookie_is_refused(
     await _refused(await dance.finish(callback), 400, "started in another browser")
 
 
-async def test_a_replayed_code_is_refused(app: Any, idp: IdP, make_client: ClientFactory, dance: Dance) -> None:
+async def test_a_replayed_code_is_refused(
+    app: Any, idp: IdP, make_client: ClientFactory, dance: Dance
+) -> None:
     await configure(await make_client("admin"), idp)
     callback = await dance.at_provider(await dance.start(), "alice")
     flow_cookie = dance.app.cookies["sb_sso"]
