@@ -51,6 +51,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from server.app import create_app
     from server.logs import setup_logging
     from server.runtime import settle_heap
+    from server.services import Services
 
     asyncio.run(_check_migrated(settings))
     update: dict[str, object] = {"embedded_worker": not args.no_worker}
@@ -62,7 +63,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     app = create_app(settings)
     # /ws answered before the middleware stack, on our lean WebSocket protocol: an idle socket
     # costs about 9-10 KiB instead of 22 (docs/decisions.md).
-    asgi = app.state.services.extras["realtime"].wrap(app)
+    services: Services = app.state.services
+    assert services.realtime is not None
+    asgi = services.realtime.wrap(app)
     print(f"Switchboard serving on http://{args.host}:{args.port}/", flush=True)
     settle_heap()
     uvicorn.run(
@@ -81,12 +84,10 @@ def cmd_worker(_args: argparse.Namespace, settings: Settings) -> None:
     from server.logs import setup_logging
 
     asyncio.run(_check_migrated(settings))
-    setup_logging(settings)
-    try:
-        from server.messages.worker import run_worker
-    except ImportError:
-        raise CommandError("the dispatcher is not built yet") from None
+    from server.messages.worker import run_worker
     from server.runtime import settle_heap
+
+    setup_logging(settings)
 
     settle_heap()
     asyncio.run(run_worker(settings))

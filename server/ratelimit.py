@@ -187,23 +187,16 @@ class Buckets:
 
 @dataclass
 class RateLimits:
-    """The app's limiter and bucket sizes (on `services.extras["ratelimit"]`)."""
+    """The app's limiter and bucket sizes (`services.ratelimits`)."""
 
     enabled: bool
     limiter: Limiter
     buckets: Buckets
 
 
-def rate_limits_of(services: Any) -> RateLimits:
-    rl = services.extras.get("ratelimit")
-    if rl is None:
-        s: Settings = services.settings
-        limiter: Limiter
-        if services.redis is not None:
-            limiter = RedisLimiter(services.redis, prefix=s.redis_prefix)
-        else:
-            limiter = MemoryLimiter()
-        rl = services.extras["ratelimit"] = RateLimits(
-            s.rate_limit_enabled, limiter, Buckets.from_settings(s)
-        )
-    return rl
+def make_rate_limits(settings: Settings, redis: Any | None) -> RateLimits:
+    """Built once by the composition root (`server.services.build_services`)."""
+    limiter: Limiter = (
+        RedisLimiter(redis, prefix=settings.redis_prefix) if redis is not None else MemoryLimiter()
+    )
+    return RateLimits(settings.rate_limit_enabled, limiter, Buckets.from_settings(settings))

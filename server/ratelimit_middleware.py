@@ -7,20 +7,22 @@ It never reads the body: the per-email sign-in bucket is checked by the login ha
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.auth.principal import ACCESS_COOKIE
 from server.auth.tokens import TokenError
 from server.errors import Problem, problem_response
-from server.metrics import metrics_of
-from server.ratelimit import Check, Decision, rate_limits_of
+from server.ratelimit import Check, Decision
+
+if TYPE_CHECKING:
+    from server.services import Services
 
 LOGIN_PATH = "/api/v1/auth/login"
 
 
-def _user_id(scope: Scope, services: Any) -> int | None:
+def _user_id(scope: Scope, services: Services) -> int | None:
     """The user of a valid access token (bearer header or session cookie), else None."""
     token = None
     cookie = None
@@ -61,8 +63,8 @@ class RateLimit:
         if scope["type"] != "http" or not scope["path"].startswith("/api/"):
             await self.app(scope, receive, send)
             return
-        services = scope["app"].state.services
-        rl = rate_limits_of(services)
+        services: Services = scope["app"].state.services
+        rl = services.ratelimits
         if not rl.enabled:
             await self.app(scope, receive, send)
             return
@@ -79,7 +81,7 @@ class RateLimit:
             await self.app(scope, receive, send)
             return
         if not decision.allowed:
-            metrics_of(services).rate_limited.labels(bucket=decision.bucket).inc()
+            services.metrics.rate_limited.labels(bucket=decision.bucket).inc()
             await problem_response(too_many(decision, decision.bucket))(scope, receive, send)
             return
         extra = [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
@@ -92,16 +94,16 @@ class RateLimit:
         await self.app(scope, receive, send_with_headers)
 
 
-async def check_login_email(services: Any, email: str) -> None:
+async def check_login_email(services: Services, email: str) -> None:
     """Count a sign-in attempt for this address; 429 when it has had too many.
 
     Checked before the password, so a guessing run costs no argon2 work once limited."""
-    rl = rate_limits_of(services)
+    rl = services.ratelimits
     if not rl.enabled:
         return
     # Hashed: the address itself never sits in Redis.
     key = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
     decision = await rl.limiter.hit([(f"login-email:{key}", rl.buckets.login_email)])
     if decision is not None and not decision.allowed:
-        metrics_of(services).rate_limited.labels(bucket=decision.bucket).inc()
+        services.metrics.rate_limited.labels(bucket=decision.bucket).inc()
         raise too_many(decision, "sign-in attempts for this address")

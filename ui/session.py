@@ -42,14 +42,11 @@ async def login_form(request: Request) -> Response:
 
 async def too_many_attempts(request: Request, email: str) -> str | None:
     """Why this sign-in must wait, from the same buckets as `POST /api/v1/auth/login` (per client
-    address and per email address), or None. No limit when the rate limiter is not in this tree."""
-    try:
-        from server.ratelimit import rate_limits_of
-        from server.ratelimit_middleware import check_login_email
-    except ImportError:
-        return None
+    address and per email address), or None."""
+    from server.ratelimit_middleware import check_login_email
+
     svc = services(request)
-    rl = rate_limits_of(svc)
+    rl = svc.ratelimits
     if not rl.enabled:
         return None
     ip = request.client.host if request.client else "unknown"

@@ -171,6 +171,7 @@ class Bench:
             **os.environ,
             "SWITCHBOARD_DATABASE_URL": self.url,
             "SWITCHBOARD_LOG_LEVEL": "WARNING",
+            "SWITCHBOARD_ALLOW_PRIVATE_ENDPOINTS": "true",  # the sink listens on 127.0.0.1
             "SWITCHBOARD_DISPATCHER_CONCURRENCY": str(self.concurrency),
         }
         # BENCH_PROFILE=DIR: each worker writes a cProfile to DIR (for looking into the dispatcher).
@@ -310,7 +311,7 @@ class Bench:
                 r = await client.post(self.sink_url, content=body, headers={"Idempotency-Key": f"limit-{i}"})
                 r.raise_for_status()
 
-        async with make_http_client(self.concurrency) as client:
+        async with make_http_client(self.concurrency, allow_private=True) as client:  # a local sink
             began = time.perf_counter()
             await asyncio.gather(*(one(client, i) for i in range(self.n)))
             elapsed = time.perf_counter() - began

@@ -11,7 +11,9 @@ stalled, another took the message back) cannot overwrite the newer claim's outco
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +23,8 @@ from sqlalchemy.sql.elements import TextClause
 
 from server.db import UTCDateTime, dialect_of, utcnow
 from server.messages.models import MessageStatus
-from server.messages.status import AppliedChange, record_applied
+from server.messages.status import AppliedChange, allowed_sql, record_applied
+from server.providers.adapters.base import clean
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,26 @@ class Outcome:
     provider_message_id: str | None = None
     next_attempt_at: dt.datetime | None = None  # when queued
     refund: bool = False  # no provider was tried: the claim does not count as an attempt
+
+
+# Everything a provider returns is bounded before it is stored: one bad answer must not fail the
+# statement that writes the whole batch. Ids are printable ASCII within `message.provider_message_id`.
+PROVIDER_MESSAGE_ID = re.compile(r"[\x21-\x7e]{1,200}")
+INVALID_ID_REASON = "provider returned an invalid message id"
+REASON_MAX_CHARS = 1000  # a reason may join the errors of several providers, 200 characters each
+
+
+def storable(o: Outcome) -> Outcome:
+    """The outcome as the database accepts it. A send the provider accepted stays `sent` even when
+    its id is unusable (sending again would deliver twice): stored without the id, with a reason."""
+    pid, reason = o.provider_message_id, o.reason
+    if pid is not None and not PROVIDER_MESSAGE_ID.fullmatch(pid):
+        pid, reason = None, INVALID_ID_REASON if o.status == MessageStatus.sent else reason
+    if reason is not None:
+        reason = clean(reason, REASON_MAX_CHARS)
+    if (pid, reason) == (o.provider_message_id, o.reason):
+        return o
+    return dataclasses.replace(o, provider_message_id=pid, reason=reason)
 
 
 _CLAIMED_COLUMNS = (
@@ -143,6 +166,7 @@ FROM unnest(
     CAST(:refunds AS integer[])
 ) AS v(id, attempts, status, reason, provider_id, provider_kind, provider_message_id, next_attempt_at, refund)
 WHERE m.id = v.id AND m.status = 'sending' AND m.attempts = v.attempts
+  AND {allowed_sql("m.status", "v.status")}
 RETURNING {", ".join("m." + c.strip() for c in _CHANGED_COLUMNS.split(","))}
 """)
 
@@ -159,6 +183,7 @@ SET status = :status,
     sent_at = CASE WHEN :status = 'sent' THEN :now ELSE sent_at END,
     updated_at = :now
 WHERE id = :id AND status = 'sending' AND attempts = :attempts
+  AND {allowed_sql("status", ":status")}
 RETURNING {_CHANGED_COLUMNS}
 """)
 
@@ -236,9 +261,15 @@ async def reclaim_expired(
 
 
 async def finish(session: AsyncSession, outcomes: list[Outcome]) -> list[AppliedChange]:
-    """Write the outcomes of claims still held (fenced); returns the changes actually made."""
+    """Write the outcomes of claims still held (fenced); returns the changes actually made.
+
+    Set-based for speed, but on the one status rule: both statements carry
+    `server.messages.status.allowed_sql`, the SQL form of the `TRANSITIONS` table that webhooks
+    and cancel apply row by row, so an outcome the machine does not allow is not written (and not
+    returned, so it gets no history row or event)."""
     if not outcomes:
         return []
+    outcomes = [storable(o) for o in outcomes]
     if _is_pg(session):
         result = await session.execute(
             PG_FINISH,

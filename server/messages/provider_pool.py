@@ -9,11 +9,13 @@ import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Mapping
+from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.endpoints.guard import public_only_socket
 from server.providers.adapters import ADAPTERS, Adapter, ConfigError
 from server.providers.models import Provider
 
@@ -34,16 +36,46 @@ class Route:
     problem: str | None = None
 
 
-def make_http_client(concurrency: int) -> httpx.AsyncClient:
+def make_http_client(
+    concurrency: int, *, allow_private: bool = False, public_url: str | None = None
+) -> httpx.AsyncClient:
     """The one client every adapter of the process shares. aiohttp does the HTTP/1.1 underneath:
     httpcore's pool rescans every connection for every request, and at 64 sends in flight it
-    managed ~60 requests/s here against ~900/s through aiohttp (bench/dispatch)."""
+    managed ~60 requests/s here against ~900/s through aiohttp (bench/dispatch).
+
+    Provider hosts are chosen by tenants, so every connection goes through the public-only guard
+    (`server/endpoints/guard.py`) unless `allow_private`; only our own webhook origin
+    (`public_url`, where the sandbox posts its delivery reports) is reached without it. Proxy
+    variables in the environment are ignored: a proxy would make the connection the guard checks."""
+    limits = httpx.Limits(max_connections=2 * concurrency, max_keepalive_connections=concurrency)
+    own = urlsplit(public_url or DEFAULT_PUBLIC_URL)
+    return httpx.AsyncClient(
+        transport=_aiohttp_transport(limits, guarded=not allow_private),
+        mounts=None
+        if allow_private
+        else {f"all://{own.netloc}": _aiohttp_transport(httpx.Limits(max_connections=4), guarded=False)},
+        timeout=httpx.Timeout(15.0, connect=5.0),
+        limits=limits,
+        trust_env=False,
+    )
+
+
+def _aiohttp_transport(limits: httpx.Limits, *, guarded: bool) -> httpx.AsyncBaseTransport:
+    import aiohttp
     from httpx_aiohttp import AiohttpTransport
 
-    limits = httpx.Limits(max_connections=2 * concurrency, max_keepalive_connections=concurrency)
-    return httpx.AsyncClient(
-        transport=AiohttpTransport(limits=limits), timeout=httpx.Timeout(15.0, connect=5.0), limits=limits
-    )
+    ssl_context = httpx.create_ssl_context(trust_env=False)
+
+    def session() -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=limits.max_connections or 0,
+            keepalive_timeout=limits.keepalive_expiry,
+            ssl=ssl_context,
+            socket_factory=public_only_socket if guarded else None,
+        )
+        return aiohttp.ClientSession(connector=connector, trust_env=False)
+
+    return AiohttpTransport(limits=limits, trust_env=False, client=session)
 
 
 def webhook_url(public_url: str | None, provider_id: int) -> str:
@@ -57,8 +89,10 @@ class ProviderPool:
         http: httpx.AsyncClient,
         public_url: str | None,
         adapters: Mapping[str, type[Adapter]] = ADAPTERS,
+        allow_private: bool = False,
     ) -> None:
         self.http = http
+        self.allow_private = allow_private  # for connections adapters open themselves (SMTP)
         self.public_url = public_url
         self.adapters = adapters
         self._built: dict[int, tuple[dt.datetime, Route]] = {}
@@ -99,6 +133,7 @@ class ProviderPool:
                 provider_id=p.id,
                 webhook_url=webhook_url(self.public_url, p.id),
                 webhook_key=p.webhook_key,
+                allow_private=self.allow_private,
             )
         except ConfigError as exc:
             log.warning("provider %s (#%d) has an unusable config: %s", p.name, p.id, exc)

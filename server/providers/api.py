@@ -7,7 +7,7 @@ from starlette.responses import Response
 
 from server.api import Ctx, Page, Router, json_response
 from server.errors import Problem
-from server.pagination import decode_cursor, page_of
+from server.pagination import PAGE_LIMIT, PageLimit, decode_cursor, page_of
 from server.providers import service
 from server.providers.adapters import ConfigError
 from server.providers.models import Provider
@@ -21,7 +21,7 @@ class ProviderQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     channel: Channel | None = None
-    limit: int = Field(default=50, ge=1, le=500)
+    limit: PageLimit = PAGE_LIMIT
     cursor: str | None = Field(default=None, max_length=100)
 
 
@@ -42,7 +42,12 @@ async def create(ctx: Ctx[ProviderIn]) -> Response:
     """Connect a provider; the answer holds its `webhook_url` and never its secrets."""
     try:
         async with ctx.db.transaction() as s:
-            p = await service.create_provider(s, workspace_id=ctx.workspace_id, data=ctx.body.model_dump())
+            p = await service.create_provider(
+                s,
+                workspace_id=ctx.workspace_id,
+                data=ctx.body.model_dump(),
+                allow_private=ctx.services.settings.allow_private_endpoints,
+            )
     except ConfigError as exc:
         raise _invalid(exc) from None
     return json_response(_out(ctx, p), 201)
@@ -84,7 +89,9 @@ async def get(ctx: Ctx[None]) -> ProviderOut:
     responses={404: "not found"},
 )
 async def patch(ctx: Ctx[ProviderPatch]) -> ProviderOut:
-    """Change a connection; `config` is merged, so secrets not sent again are kept."""
+    """Change a connection; `config` is merged, so secrets not sent again are kept, except when
+    the change re-points it (`base_url`, host, port, webhook URL, domain): then its stored secrets
+    must be sent again (422 naming them otherwise)."""
     try:
         async with ctx.db.transaction() as s:
             p = await service.update_provider(
@@ -92,6 +99,7 @@ async def patch(ctx: Ctx[ProviderPatch]) -> ProviderOut:
                 workspace_id=ctx.workspace_id,
                 provider_id=ctx.path_int("provider_id"),
                 changes=ctx.body.model_dump(exclude_unset=True),
+                allow_private=ctx.services.settings.allow_private_endpoints,
             )
     except ConfigError as exc:
         raise _invalid(exc) from None

@@ -10,6 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db import utcnow
+from server.endpoints.guard import refused_destination
 from server.errors import NotFound
 from server.providers.adapters import ADAPTERS, ConfigError
 from server.providers.models import Provider
@@ -24,21 +25,42 @@ def webhook_url(base_url: str, provider_id: int) -> str:
     return f"{base_url.rstrip('/')}/webhooks/{provider_id}"
 
 
-def checked_config(kind: str, channel: str, config: Mapping[str, Any]) -> dict[str, Any]:
-    """The normalised config, or `ConfigError` listing every problem (the channel included)."""
+def checked_config(
+    kind: str, channel: str, config: Mapping[str, Any], *, allow_private: bool
+) -> dict[str, Any]:
+    """The normalised config, or `ConfigError` listing every problem (the channel included, and
+    hosts that are not public: see `server/endpoints/guard.py`)."""
     adapter = ADAPTERS[kind]
     errors: list[dict[str, str]] = []
     if channel not in adapter.channels:
         errors.append(
             {"field": "channel", "message": f"{kind} sends {', '.join(sorted(adapter.channels))} only"}
         )
+    out: dict[str, Any] = {}
     try:
         out = adapter.validate_config(config)
     except ConfigError as exc:
         errors.extend(exc.errors)
+    if not allow_private:
+        for key in sorted(adapter.endpoint_keys):
+            value = out.get(key)
+            if isinstance(value, str) and (why := refused_destination(value)):
+                errors.append({"field": f"config.{key}", "message": why})
     if errors:
         raise ConfigError(errors)
     return out
+
+
+def secrets_to_repeat(
+    kind: str, old: Mapping[str, Any], new: Mapping[str, Any], given: Mapping[str, Any]
+) -> list[str]:
+    """The stored secrets a patch must give again because it changes where the connection points:
+    kept as they were, they would be sent to the new place (a write-only secret an admin could
+    read by pointing the connection at a server of their own)."""
+    adapter = ADAPTERS[kind]
+    if all(old.get(k) == new.get(k) for k in adapter.location_keys):
+        return []
+    return sorted(k for k in adapter.secret_keys if new.get(k) not in (None, "") and k not in given)
 
 
 def public_view(p: Provider, base_url: str) -> dict[str, Any]:
@@ -62,8 +84,12 @@ def public_view(p: Provider, base_url: str) -> dict[str, Any]:
     }
 
 
-async def create_provider(session: AsyncSession, *, workspace_id: int, data: dict[str, Any]) -> Provider:
-    config = checked_config(data["kind"], data["channel"], data.get("config") or {})
+async def create_provider(
+    session: AsyncSession, *, workspace_id: int, data: dict[str, Any], allow_private: bool
+) -> Provider:
+    config = checked_config(
+        data["kind"], data["channel"], data.get("config") or {}, allow_private=allow_private
+    )
     now = utcnow()
     p = Provider(
         workspace_id=workspace_id,
@@ -109,17 +135,37 @@ async def list_providers(
 
 
 async def update_provider(
-    session: AsyncSession, *, workspace_id: int, provider_id: int, changes: dict[str, Any]
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    provider_id: int,
+    changes: dict[str, Any],
+    allow_private: bool,
 ) -> Provider:
     p = await get_provider(session, workspace_id=workspace_id, provider_id=provider_id, for_update=True)
     if "config" in changes or "channel" in changes:
-        merged = dict(p.config or {})
-        for key, value in (changes.get("config") or {}).items():
+        old = dict(p.config or {})
+        given = changes.get("config") or {}
+        merged = dict(old)
+        for key, value in given.items():
             if value is None:
                 merged.pop(key, None)
             else:
                 merged[key] = value
-        p.config = checked_config(p.kind, changes.get("channel", p.channel), merged)
+        config = checked_config(
+            p.kind, changes.get("channel", p.channel), merged, allow_private=allow_private
+        )
+        if missing := secrets_to_repeat(p.kind, old, config, given):
+            raise ConfigError(
+                [
+                    {
+                        "field": f"config.{k}",
+                        "message": "must be given again when the connection is re-pointed",
+                    }
+                    for k in missing
+                ]
+            )
+        p.config = config
     for name in ("name", "channel", "priority", "send_rate", "enabled"):
         if name in changes:
             setattr(p, name, changes[name])

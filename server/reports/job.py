@@ -14,6 +14,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from realtime.lifecycle import Supervisor
 from server.db import Database, dialect_of, utcnow
 from server.reports import service
 
@@ -52,19 +53,16 @@ class ReportJob:
         self.db = db
         self.interval_s = interval_s
         self.on_change = on_change  # called with the workspace ids after a commit (e.g. realtime's poke)
-        self._task: asyncio.Task[None] | None = None
+        self.supervisor = Supervisor("reports")
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="report-job")
+        self.supervisor.spawn("report-job", self._loop)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self.supervisor.stop()
+
+    def health(self) -> dict[str, str]:
+        return self.supervisor.health()
 
     async def tick(self) -> dict[int, list[dict[str, Any]]]:
         changed = await run_once(self.db, wait=False)

@@ -12,7 +12,7 @@ from server.api import Ctx, Out, Router, Schema
 from server.auth.models import Role
 from server.errors import Problem
 from server.sso import service
-from server.sso.flow import redirect_uri, sso_clients_of
+from server.sso.flow import redirect_uri
 from server.sso.models import SsoConfig
 from server.workspaces.models import Workspace
 
@@ -116,7 +116,7 @@ async def put_sso(ctx: Ctx[SsoIn]) -> SsoOut:
     if why is not None:
         raise Problem(422, "The request is not valid.", errors=[{"field": "issuer", "message": why}])
     try:
-        await sso_clients_of(ctx.services).discover(b.issuer)
+        await ctx.services.sso.discover(b.issuer)
     except ValueError as exc:
         raise Problem(
             422, "The request is not valid.", errors=[{"field": "issuer", "message": str(exc)}]

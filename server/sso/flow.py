@@ -18,7 +18,6 @@ import hashlib
 import hmac
 import logging
 import time
-import warnings
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -30,98 +29,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.endpoints.guard import public_only_transport
 from server.sso import service
+from server.sso.clients import OAuthError
 from server.sso.models import SsoConfig
-
-with warnings.catch_warnings():
-    # authlib 1.9 prefers the `httpx2` fork and warns when it runs on httpx; we stay on httpx,
-    # which the outgoing-connection guard (server/endpoints/guard.py) plugs into.
-    # (authlib.deprecate installs its own "always" filter when imported: ours goes in front of it.)
-    import authlib.deprecate  # noqa: F401
-
-    warnings.filterwarnings("ignore", message="The httpx module is deprecated", category=DeprecationWarning)
-    from authlib.integrations.httpx_client import AsyncOAuth2Client
-    from authlib.integrations.starlette_client import OAuth, OAuthError, StarletteOAuth2App
 
 log = logging.getLogger("switchboard.sso")
 
 STATE_COOKIE = "sb_sso"
 STATE_TTL_S = 600  # from "Sign in with …" to the provider's answer: ten minutes to type a password
-SCOPE = "openid email profile"
-HTTP_TIMEOUT_S = 10.0
-
-
-class _GuardedClient(AsyncOAuth2Client):
-    """authlib's httpx client, connecting to public addresses only unless told otherwise. authlib
-    makes one per request and closes it, so each gets its own guarded transport."""
-
-    def __init__(self, *args: Any, public_only: bool = True, **kwargs: Any) -> None:
-        if public_only:
-            kwargs["transport"] = public_only_transport()
-        super().__init__(*args, **kwargs)
-
-
-class _GuardedApp(StarletteOAuth2App):
-    client_cls = _GuardedClient
-
-
-class SsoClients:
-    """One authlib registration per workspace, built from its stored settings. The registration is
-    named after the settings' `updated_at`, so saving new settings builds a new client (and fetches
-    discovery and keys again) on every instance, while unchanged settings keep their cached JWKS."""
-
-    def __init__(self, *, allow_private: bool) -> None:
-        self.allow_private = allow_private
-        self.oauth = OAuth()
-
-    def client(self, cfg: SsoConfig) -> StarletteOAuth2App:
-        name = f"ws{cfg.workspace_id}-{int(cfg.updated_at.timestamp() * 1_000_000)}"
-        app = self.oauth.create_client(name)
-        if app is None:
-            app = self.oauth.register(
-                name,
-                client_cls=_GuardedApp,
-                client_id=cfg.client_id,
-                client_secret=cfg.client_secret,
-                server_metadata_url=service.discovery_url(cfg.issuer),
-                client_kwargs={
-                    "scope": SCOPE,
-                    "code_challenge_method": "S256",
-                    "timeout": HTTP_TIMEOUT_S,
-                    "public_only": not self.allow_private,
-                },
-            )
-        return app
-
-    async def discover(self, issuer: str) -> dict[str, Any]:
-        """The provider's discovery document, fetched through the guard; ValueError says what is wrong."""
-        transport = None if self.allow_private else public_only_transport()
-        try:
-            async with httpx.AsyncClient(transport=transport, timeout=HTTP_TIMEOUT_S) as http:
-                r = await http.get(service.discovery_url(issuer))
-        except httpx.HTTPError as exc:
-            raise ValueError(f"cannot fetch the discovery document: {exc}") from None
-        if r.status_code != 200:
-            raise ValueError(f"the discovery document answered HTTP {r.status_code}")
-        try:
-            doc = r.json()
-        except ValueError:
-            raise ValueError("the discovery document is not JSON") from None
-        if not isinstance(doc, dict) or doc.get("issuer") != issuer:
-            raise ValueError("the discovery document names another issuer (OpenID Discovery §4.3)")
-        missing = [k for k in ("authorization_endpoint", "token_endpoint", "jwks_uri") if not doc.get(k)]
-        if missing:
-            raise ValueError(f"the discovery document lacks {', '.join(missing)}")
-        return doc
-
-
-def sso_clients_of(services: Any) -> SsoClients:
-    """The app's SsoClients (made on first use)."""
-    c = services.extras.get("sso")
-    if c is None:
-        c = services.extras["sso"] = SsoClients(allow_private=services.settings.allow_private_endpoints)
-    return c
 
 
 def redirect_uri(request: Request) -> str:
@@ -207,7 +122,7 @@ async def login(request: Request) -> Response:
     if found is None:
         return _page(request, 404, "This workspace has no single sign-on.")
     workspace, cfg = found
-    app = sso_clients_of(svc).client(cfg)
+    app = svc.sso.client(cfg)
     session: dict[str, Any] = {}
     request.scope["session"] = session
     try:
@@ -261,7 +176,7 @@ async def callback(request: Request) -> Response:
         cfg = await service.config_of(s, workspace_id=int(state["ws"]))
     if cfg is None:
         return _page(request, 400, "Single sign-on was turned off for this workspace.")
-    app = sso_clients_of(svc).client(cfg)
+    app = svc.sso.client(cfg)
     request.scope["session"] = state["session"]
     try:
         token = await app.authorize_access_token(

@@ -123,6 +123,7 @@ async def test_worker_command_stops_gracefully_on_sigterm(world: World, make_sin
         "SWITCHBOARD_ENV": "test",
         "SWITCHBOARD_DATABASE_URL": world.url,
         "SWITCHBOARD_DISPATCHER_POLL_S": "0.1",
+        "SWITCHBOARD_ALLOW_PRIVATE_ENDPOINTS": "true",  # the sink listens on 127.0.0.1
     }
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "server.cli", "worker", env=env, stderr=asyncio.subprocess.PIPE

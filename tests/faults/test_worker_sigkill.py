@@ -76,6 +76,7 @@ async def _worker(url: str) -> asyncio.subprocess.Process:
         "SWITCHBOARD_SEND_LEASE_S": str(LEASE_S),
         "SWITCHBOARD_DISPATCHER_POLL_S": "0.2",
         "SWITCHBOARD_LOG_LEVEL": "WARNING",
+        "SWITCHBOARD_ALLOW_PRIVATE_ENDPOINTS": "true",  # the sink listens on 127.0.0.1
     }
     return await asyncio.create_subprocess_exec(sys.executable, "-m", "server.cli", "worker", env=env)
 

@@ -30,6 +30,7 @@ def env_for(database_url: str, **extra: str) -> dict[str, str]:
         SWITCHBOARD_DATABASE_URL=database_url,
         SWITCHBOARD_SECRET_KEY="ops-test-secret-" + "x" * 32,
         SWITCHBOARD_RATE_LIMIT_ENABLED="false",
+        SWITCHBOARD_ALLOW_PRIVATE_ENDPOINTS="true",  # local sinks and receivers
         PATH=f"{BIN}:{os.environ.get('PATH', '')}",
     )
     env.update(extra)

@@ -5,7 +5,6 @@ from typing import Any
 
 import pytest
 
-from server.metrics import metrics_of
 from tests.conftest import PASSWORD
 from tests.ops.conftest import AppFactory, add_user, http_client, sign_in
 
@@ -57,7 +56,7 @@ async def test_user_over_limit_gets_429_with_headers_then_recovers(
     assert (await alice.get("/api/v1/me")).status_code == 200
     assert (await alice.get("/api/v1/me")).status_code == 429
 
-    rejected = metrics_of(app.state.services).rate_limited.labels(bucket="user")._value.get()
+    rejected = app.state.services.metrics.rate_limited.labels(bucket="user")._value.get()
     assert rejected == 2
 
 

@@ -71,7 +71,15 @@ def message(kind: str, **overrides: Any) -> OutgoingMessage:
     return OutgoingMessage(**fields)
 
 
-def adapter(kind: str, config: dict[str, Any], http: httpx.AsyncClient) -> Adapter:
+def adapter(
+    kind: str, config: dict[str, Any], http: httpx.AsyncClient, *, allow_private: bool = True
+) -> Adapter:
+    """The fakes listen on 127.0.0.1, so private addresses are allowed unless a test says not."""
     return get_adapter_class(kind)(
-        config, http=http, provider_id=7, webhook_url=WEBHOOK_URL, webhook_key=WEBHOOK_KEY
+        config,
+        http=http,
+        provider_id=7,
+        webhook_url=WEBHOOK_URL,
+        webhook_key=WEBHOOK_KEY,
+        allow_private=allow_private,
     )

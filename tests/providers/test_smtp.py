@@ -191,3 +191,16 @@ def test_message_id_is_a_valid_dot_atom_for_any_key() -> None:
     assert odd == message_id_for("key with spaces <>@", "a@example.test")
     local = odd[1:].split("@")[0]
     assert local.isalnum() and len(local) == 64
+
+
+async def test_smtp_does_not_connect_to_a_name_resolving_to_loopback(
+    inbox: tuple[Inbox, int], http: httpx.AsyncClient
+) -> None:
+    handler, port = inbox
+    sender = adapter("smtp", smtp_config(port, host="localhost"), http, allow_private=False)
+    with pytest.raises(PermanentError, match="not public"):
+        await sender.send(message("smtp"))
+    assert handler.envelopes == []
+    allowed = adapter("smtp", smtp_config(port, host="localhost"), http, allow_private=True)
+    await allowed.send(message("smtp"))
+    assert len(handler.envelopes) == 1

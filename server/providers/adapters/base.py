@@ -7,6 +7,7 @@ and persistence belong to the dispatcher.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,6 +16,18 @@ from typing import Any, ClassVar
 import httpx
 
 from server.providers.adapters.fields import ConfigError, Fields
+
+# What a provider says goes into a message's `reason`, which every reader of the workspace sees and
+# PostgreSQL must accept: one short line, the provider's own words only.
+REASON_MAX_CHARS = 200
+_DROPPED = re.compile("[\x00\ud800-\udfff]")  # NUL and lone surrogates: PostgreSQL refuses them
+_CONTROL = re.compile("[\x01-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def clean(text: str, limit: int = REASON_MAX_CHARS) -> str:
+    """`text` as one printable line of at most `limit` characters."""
+    text = " ".join(_CONTROL.sub(" ", _DROPPED.sub("", text)).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +52,11 @@ class SendError(Exception):
     """A send that did not go through. `code` is the provider's own error code, when it gives one."""
 
     def __init__(self, reason: str, *, status: int | None = None, code: str | None = None) -> None:
+        reason = clean(reason)
         super().__init__(reason)
         self.reason = reason
         self.status = status
-        self.code = code
+        self.code = None if code is None else clean(code, 32)
 
 
 class TransientError(SendError):
@@ -72,6 +86,10 @@ class Adapter(ABC):
     channels: ClassVar[frozenset[str]]
     required_keys: ClassVar[frozenset[str]]
     secret_keys: ClassVar[frozenset[str]]  # config keys the API must never return
+    # Where the connection points: URLs and hosts the public-only guard checks when saved...
+    endpoint_keys: ClassVar[frozenset[str]] = frozenset({"base_url"})
+    # ...and every key that, changed, sends the secrets somewhere else (so they must be given again).
+    location_keys: ClassVar[frozenset[str]] = frozenset({"base_url"})
 
     def __init__(
         self,
@@ -81,9 +99,12 @@ class Adapter(ABC):
         provider_id: int,
         webhook_url: str,
         webhook_key: str,
+        allow_private: bool = False,
     ) -> None:
         self.config = self.validate_config(config)
-        self.http = http
+        self.http = http  # guarded by its owner (`make_http_client`)
+        # Connections the adapter opens itself (SMTP) go to public addresses only unless this is set.
+        self.allow_private = allow_private
         self.provider_id = provider_id
         self.webhook_url = webhook_url
         self.webhook_key = webhook_key

@@ -10,14 +10,15 @@ from typing import Any
 
 import httpx
 
+from server.endpoints.guard import refusal
 from server.providers.adapters.base import PermanentError, SendError, TransientError
 
-# Reads the provider's own error body: (reason, provider error code), or None when it is not theirs.
+# Reads the provider's own error body (parsed JSON, or the text when it is not JSON): (reason,
+# provider error code), or None when it is not theirs.
 ErrorParser = Callable[[Any], tuple[str, str | None] | None]
 
 log = logging.getLogger(__name__)
 
-MAX_REASON_CHARS = 500
 # Past this, an X-RateLimit-Reset value is a unix time rather than a number of seconds.
 EPOCH_THRESHOLD_S = 1_000_000_000
 
@@ -37,10 +38,13 @@ async def post(
     """
     try:
         response = await http.post(url, **kwargs)
-    except httpx.TimeoutException as exc:
-        raise TransientError(f"timed out talking to {httpx.URL(url).host} ({type(exc).__name__})") from exc
     except httpx.TransportError as exc:
-        raise TransientError(f"cannot reach {httpx.URL(url).host}: {exc or type(exc).__name__}") from exc
+        host = httpx.URL(url).host
+        if (refused := refusal(exc)) is not None:  # the guard: retrying cannot help
+            raise PermanentError(f"cannot connect to {host}: {refused}") from exc
+        if isinstance(exc, httpx.TimeoutException):
+            raise TransientError(f"timed out talking to {host} ({type(exc).__name__})") from exc
+        raise TransientError(f"cannot reach {host}: {exc or type(exc).__name__}") from exc
     if response.is_success:
         return response
     raise error_from(response, parse_error, reset_header=reset_header)
@@ -59,15 +63,19 @@ def error_from(
 
 
 def error_reason(response: httpx.Response, parse_error: ErrorParser) -> tuple[str, str | None]:
+    """The provider's documented error message and code, cleaned and cut (`SendError` does that);
+    any other body is never repeated (it may be an internal service's page): `HTTP <status>`."""
     try:
-        parsed = parse_error(response.json())
+        body: Any = response.json()
+    except ValueError:
+        body = response.text.strip()
+    try:
+        parsed = parse_error(body)
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         parsed = None
     if parsed is not None and parsed[0]:
-        return parsed[0][:MAX_REASON_CHARS], parsed[1]
-    text = response.text.strip()
-    reason = text if text else f"HTTP {response.status_code} {response.reason_phrase}".strip()
-    return reason[:MAX_REASON_CHARS], None
+        return parsed[0], parsed[1]
+    return f"HTTP {response.status_code} {response.reason_phrase}".strip(), None
 
 
 def retry_after(response: httpx.Response, *, reset_header: str | None = None) -> float | None:
@@ -102,8 +110,6 @@ def accepted_id(response: httpx.Response, extract: Callable[[Any], Any], *, fall
     except (ValueError, TypeError, KeyError, IndexError, AttributeError):
         value = None
     if not value:
-        log.warning(
-            "accepted by %s but no message id in the answer: %.200s", response.url.host, response.text
-        )
+        log.warning("accepted by %s but no message id in the answer", response.url.host)
         return fallback
     return str(value)

@@ -24,6 +24,7 @@ class MailgunAdapter(Adapter):
     channels: ClassVar[frozenset[str]] = frozenset({"email"})
     required_keys: ClassVar[frozenset[str]] = frozenset({"api_key", "domain", "from_email"})
     secret_keys: ClassVar[frozenset[str]] = frozenset({"api_key", "webhook_signing_key"})
+    location_keys: ClassVar[frozenset[str]] = frozenset({"base_url", "domain"})
 
     @classmethod
     def check_config(cls, fields: Fields) -> None:
@@ -56,5 +57,7 @@ class MailgunAdapter(Adapter):
 
 
 def parse_error(body: Any) -> tuple[str, str | None] | None:
-    """`{"message": "..."}`; a 401 is plain text `Forbidden`, handled by the caller's fallback."""
+    """`{"message": "..."}`, or a 401's plain text `Forbidden`."""
+    if body == "Forbidden":
+        return body, None
     return str(body["message"]), None

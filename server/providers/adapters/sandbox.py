@@ -45,6 +45,8 @@ class SandboxAdapter(Adapter):
     channels: ClassVar[frozenset[str]] = frozenset({"email", "sms", "whatsapp", "chat"})
     required_keys: ClassVar[frozenset[str]] = frozenset()
     secret_keys: ClassVar[frozenset[str]] = frozenset()
+    endpoint_keys: ClassVar[frozenset[str]] = frozenset({"sink_url"})
+    location_keys: ClassVar[frozenset[str]] = frozenset({"sink_url"})
 
     def __init__(
         self,
@@ -54,10 +56,16 @@ class SandboxAdapter(Adapter):
         provider_id: int,
         webhook_url: str,
         webhook_key: str,
+        allow_private: bool = False,
         rng: random.Random | None = None,
     ) -> None:
         super().__init__(
-            config, http=http, provider_id=provider_id, webhook_url=webhook_url, webhook_key=webhook_key
+            config,
+            http=http,
+            provider_id=provider_id,
+            webhook_url=webhook_url,
+            webhook_key=webhook_key,
+            allow_private=allow_private,
         )
         self._random = rng or random.Random()
         self._webhooks: set[asyncio.Task[None]] = set()

@@ -11,6 +11,7 @@ URL's origin, so tests and proxies can keep the real path.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -18,12 +19,16 @@ from server.providers.adapters import http
 from server.providers.adapters.base import Adapter, OutgoingMessage, SendResult
 from server.providers.adapters.fields import Fields
 
+ERROR_WORD = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
 
 class SlackAdapter(Adapter):
     kind: ClassVar[str] = "slack"
     channels: ClassVar[frozenset[str]] = frozenset({"chat"})
     required_keys: ClassVar[frozenset[str]] = frozenset({"webhook_url"})
     secret_keys: ClassVar[frozenset[str]] = frozenset({"webhook_url"})
+    endpoint_keys: ClassVar[frozenset[str]] = frozenset({"base_url", "webhook_url"})
+    location_keys: ClassVar[frozenset[str]] = frozenset({"base_url", "webhook_url"})
 
     @classmethod
     def check_config(cls, fields: Fields) -> None:
@@ -45,5 +50,7 @@ class SlackAdapter(Adapter):
 
 
 def parse_error(body: Any) -> tuple[str, str | None] | None:
-    """Slack's webhook errors are plain text; a JSON body here is not Slack's."""
+    """Slack's webhook errors are one plain-text word (`no_service`); anything else is not Slack's."""
+    if isinstance(body, str) and ERROR_WORD.fullmatch(body):
+        return body, None
     return None

@@ -8,14 +8,16 @@ connection transient.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import re
 from email.message import EmailMessage
 from email.utils import formataddr, formatdate
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import aiosmtplib
 
+from server.endpoints.guard import NotPublic, connect_public
 from server.providers.adapters.base import (
     Adapter,
     OutgoingMessage,
@@ -35,6 +37,8 @@ class SmtpAdapter(Adapter):
     channels: ClassVar[frozenset[str]] = frozenset({"email"})
     required_keys: ClassVar[frozenset[str]] = frozenset({"host", "from_email"})
     secret_keys: ClassVar[frozenset[str]] = frozenset({"password"})
+    endpoint_keys: ClassVar[frozenset[str]] = frozenset({"host"})
+    location_keys: ClassVar[frozenset[str]] = frozenset({"host", "port"})
     # Whole-conversation budget per SMTP command; servers that greylist answer well within it.
     timeout_s: float = 30.0
 
@@ -57,11 +61,21 @@ class SmtpAdapter(Adapter):
         email["Date"] = formatdate(usegmt=True)
         email["Message-ID"] = message_id
         email.set_content(msg.body)
+        host = cfg["host"].strip("[]")
         try:
+            # Guarded: connect to a checked address ourselves; `hostname` still names the server for
+            # STARTTLS certificate checks.
+            where: dict[str, Any] = (
+                {"hostname": host, "port": cfg["port"]}
+                if self.allow_private
+                else {
+                    "hostname": host,
+                    "sock": await asyncio.wait_for(connect_public(host, cfg["port"]), self.timeout_s),
+                }
+            )
             await aiosmtplib.send(
                 email,
-                hostname=cfg["host"],
-                port=cfg["port"],
+                **where,
                 username=cfg.get("username"),
                 password=cfg.get("password"),
                 start_tls=cfg["starttls"],
@@ -72,6 +86,8 @@ class SmtpAdapter(Adapter):
             raise by_reply_code(refused.code, f"recipient refused: {refused.code} {refused.message}") from exc
         except aiosmtplib.SMTPResponseException as exc:
             raise by_reply_code(exc.code, f"{exc.code} {exc.message}") from exc
+        except NotPublic as exc:
+            raise PermanentError(f"cannot connect to {cfg['host']}: {exc}") from exc
         except (aiosmtplib.SMTPTimeoutError, TimeoutError) as exc:
             raise TransientError(f"timed out talking to {cfg['host']}:{cfg['port']}") from exc
         except OSError as exc:  # connect errors and disconnects (aiosmtplib's are OSErrors too)
