@@ -32,6 +32,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.auth.principal import require_bearer_secret
 from server.db import utcnow
 from server.messages.models import Message as MessageRow
 
@@ -223,6 +224,8 @@ class WorkerMetricsServer:
 
 async def metrics_endpoint(request: Request) -> Response:
     services: Services = request.app.state.services
+    if services.settings.metrics_token:
+        require_bearer_secret(request, services.settings.metrics_token)
     m = services.metrics
     try:
         await m.refresh_from_db(services.db)

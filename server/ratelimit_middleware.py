@@ -1,12 +1,11 @@
 """Pure ASGI middleware applying the API rate limits (server.ratelimit) to `/api/` requests.
 
-It never reads the body: the per-email sign-in bucket is checked by the login handler
-(`check_login_email`). The client IP is the socket peer; behind nginx, uvicorn's
+It never reads the body: failed sign-ins are limited by the login handlers
+(`server.auth.signin_limits`). The client IP is the socket peer; behind nginx, uvicorn's
 `proxy_headers` has already replaced it with the X-Forwarded-For address of a trusted proxy."""
 
 from __future__ import annotations
 
-import hashlib
 from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,8 +17,6 @@ from server.ratelimit import Check, Decision
 
 if TYPE_CHECKING:
     from server.services import Services
-
-LOGIN_PATH = "/api/v1/auth/login"
 
 
 def _user_id(scope: Scope, services: Services) -> int | None:
@@ -74,8 +71,6 @@ class RateLimit:
         user_id = _user_id(scope, services)
         if user_id is not None:
             checks.append((f"user:{user_id}", rl.buckets.user))
-        if scope["method"] == "POST" and scope["path"] == LOGIN_PATH:
-            checks.append((f"login-ip:{ip}", rl.buckets.login_ip))
         decision = await rl.limiter.hit(checks)
         if decision is None:
             await self.app(scope, receive, send)
@@ -92,18 +87,3 @@ class RateLimit:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-async def check_login_email(services: Services, email: str) -> None:
-    """Count a sign-in attempt for this address; 429 when it has had too many.
-
-    Checked before the password, so a guessing run costs no argon2 work once limited."""
-    rl = services.ratelimits
-    if not rl.enabled:
-        return
-    # Hashed: the address itself never sits in Redis.
-    key = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
-    decision = await rl.limiter.hit([(f"login-email:{key}", rl.buckets.login_email)])
-    if decision is not None and not decision.allowed:
-        services.metrics.rate_limited.labels(bucket=decision.bucket).inc()
-        raise too_many(decision, "sign-in attempts for this address")

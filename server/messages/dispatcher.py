@@ -36,11 +36,11 @@ from server.messages.circuit import Circuits
 from server.messages.claims import Claimed, Outcome
 from server.messages.models import MessageStatus
 from server.messages.provider_pool import ProviderPool, Route, make_http_client
-from server.messages.ratelimit import RateLimiter, make_rate_limiter
 from server.messages.retry import RetryPolicy
 from server.messages.status import AppliedChange, record_applied
 from server.messages.suppression import SuppressionFilter
 from server.providers.adapters import ADAPTERS, Adapter, OutgoingMessage, PermanentError, TransientError
+from server.ratelimit import Limiter, send_rate_bucket
 
 if TYPE_CHECKING:
     from server.services import Services
@@ -119,7 +119,7 @@ class Dispatcher:
         *,
         adapters: Mapping[str, type[Adapter]] = ADAPTERS,
         http: httpx.AsyncClient | None = None,
-        rate_limiter: RateLimiter | None = None,
+        rate_limiter: Limiter | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
         s = services.settings
@@ -128,7 +128,7 @@ class Dispatcher:
         self.db = services.db
         self.retry = retry or RetryPolicy(s.retry_base_s, s.retry_max_s, s.max_attempts)
         self.circuits = Circuits(failures=s.circuit_failures, reset_s=s.circuit_reset_s)
-        self.rate = rate_limiter or make_rate_limiter(services.redis)
+        self.rate = rate_limiter or services.ratelimits.limiter
         self.suppression = SuppressionFilter()
         self.stats = DispatchStats()
         self.error: BaseException | None = None
@@ -155,15 +155,17 @@ class Dispatcher:
 
     async def start(self) -> None:
         allow_private = self.settings.allow_private_endpoints
+        # Where the sandbox posts its delivery reports: `serve`'s own address when none is configured.
+        own_url = self.settings.public_url or self.settings.serve_url
         if self._http is None:
             self._http = make_http_client(
                 self.settings.dispatcher_concurrency,
                 allow_private=allow_private,
-                public_url=self.settings.public_url,
+                public_url=own_url,
             )
         self._pool = ProviderPool(
             http=self._http,
-            public_url=self.settings.public_url,
+            public_url=own_url,
             adapters=self._adapters,
             allow_private=allow_private,
         )
@@ -367,9 +369,10 @@ class Dispatcher:
                 wait_hint = _min(wait_hint, breaker.retry_in())
                 continue
             if route.send_rate:
-                delay = await self.rate.reserve(f"provider:{route.provider_id}", route.send_rate)
+                bucket = send_rate_bucket(route.send_rate)
+                delay = await self.rate.reserve(f"provider:{route.provider_id}", bucket)
                 if delay > self.max_rate_wait_s:
-                    await self.rate.cancel(f"provider:{route.provider_id}", route.send_rate)
+                    await self.rate.cancel(f"provider:{route.provider_id}", bucket)
                     breaker.abandon()
                     wait_hint = _min(wait_hint, delay)
                     continue
