@@ -17,6 +17,7 @@ from server.providers.models import Provider
 from server.reports.models import DailyReport
 from server.sso.models import SsoConfig, SsoIdentity
 from server.templates.models import Template
+from server.webhooks.models import WebhookToken
 from server.workspaces.models import Workspace
 
 __all__ = [
@@ -42,5 +43,6 @@ __all__ = [
     "Suppression",
     "Template",
     "User",
+    "WebhookToken",
     "Workspace",
 ]

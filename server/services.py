@@ -167,7 +167,11 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
         metrics=metrics,
         ratelimits=make_rate_limits(settings, redis),
         caches=caches,
-        importer=Importer(db),
+        importer=Importer(
+            db,
+            max_running_per_workspace=settings.import_jobs_per_workspace,
+            finished_ttl_s=settings.import_job_ttl_s,
+        ),
         sso=SsoClients(allow_private=settings.allow_private_endpoints),
     )
     metrics.registry.register(ComponentCollector(services, queue=False))

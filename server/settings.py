@@ -84,6 +84,11 @@ class Settings(BaseSettings):
     # `GET /metrics` wants `Authorization: Bearer <metrics_token>` when this is set.
     metrics_token: str | None = None
 
+    # Contact imports: at most this many at once per workspace; a finished job's status is kept
+    # this long (jobs live in the process's memory).
+    import_jobs_per_workspace: int = 2
+    import_job_ttl_s: float = 3600.0
+
     cache_ttl_s: float = 30.0
     cache_size: int = 10_000
 

@@ -241,7 +241,9 @@ async def test_lists_never_show_other_workspaces(app: Any, make_client: ClientFa
     checked = 0
     for path in lists:
         r = await intruder.get(path)
-        if r.status_code != 200 or "items" not in r.json():
+        if r.status_code != 200 or not r.headers["content-type"].startswith("application/json"):
+            continue  # exports stream CSV: covered by their own tests
+        if "items" not in r.json():
             continue
         items = r.json()["items"]
         if path == "/api/v1/users":
