@@ -19,6 +19,8 @@ from server.contacts.api import router as contacts_router
 from server.contacts.export_api import router as export_router
 from server.contacts.import_api import router as contacts_import_router
 from server.contacts.merge_api import router as merge_router
+from server.conversations.api import router as conversations_router
+from server.conversations.webhooks import routes as inbound_routes
 from server.endpoints.api import router as endpoints_router
 from server.errors import exception_handlers
 from server.messages.api import router as messages_router
@@ -46,6 +48,7 @@ ROUTERS: list[Router] = [
     merge_router,
     endpoints_router,
     reports_router,
+    conversations_router,
     sso_router,
 ]
 
@@ -92,6 +95,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     for r in routers:
         routes.extend(r.routes())
     routes.extend(webhook_routes)
+    routes.extend(inbound_routes)  # /webhooks/{provider_id}/inbound: email (conversations)
     routes.extend(realtime.routes)
     routes.extend(sso_routes)  # the browser's single sign-on
     routes.extend(ui_routes())  # the dashboard and /static

@@ -2,6 +2,7 @@
 
 from server.auth.models import RefreshToken, Role, User
 from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob
+from server.conversations.models import Conversation, ConversationRead, InboundMessage, InboundToken
 from server.db import Base
 from server.endpoints.models import Delivery, Endpoint
 from server.events.models import Event
@@ -26,12 +27,16 @@ __all__ = [
     "Campaign",
     "Contact",
     "ContactIdentity",
+    "Conversation",
+    "ConversationRead",
     "DailyReport",
     "Delivery",
     "Endpoint",
     "Event",
     "IdempotencyRecord",
     "ImportJob",
+    "InboundMessage",
+    "InboundToken",
     "Message",
     "MessageEvent",
     "MessageStatus",

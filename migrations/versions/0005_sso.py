@@ -1,7 +1,7 @@
 """single sign-on: workspace slugs, OpenID Connect settings and linked provider accounts
 
 Revision ID: 0005
-Revises: 0004
+Revises: 0007
 Create Date: 2026-11-26 10:00:00
 """
 
@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql
 import server.db
 
 revision: str = "0005"
-down_revision: str | None = "0004"
+down_revision: str | None = "0007"  # after conversations (landed first); the lead re-chains
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -16,6 +16,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from server.api import json_response
+from server.conversations import webhooks as conversations
+from server.conversations.inbound import twilio as twilio_inbound
 from server.db import utcnow
 from server.errors import Problem
 from server.jsonlimits import TooDeep
@@ -107,6 +109,13 @@ async def receive(request: Request) -> Response:
         kind = provider.kind if provider is not None else "unknown"
         metrics.webhook_rejections.labels(provider=kind, reason="malformed").inc()
         raise Problem(400, f"body {exc}") from None
+    # --- inbound messages (conversations, DESIGN §8): verified above, stored by server/conversations
+    services = request.app.state.services
+    if provider.kind == "twilio" and twilio_inbound.is_incoming(body):
+        return await conversations.twilio_incoming(
+            services, workspace_id=provider.workspace_id, provider_id=provider.id, body=body
+        )
+    # ---
     try:
         events = parse(provider.kind, body, now=utcnow())
     except MalformedPayload as exc:
@@ -114,6 +123,13 @@ async def receive(request: Request) -> Response:
         raise Problem(400, str(exc)) from None
     if provider.kind == "twilio":
         events = with_our_id_from_url(request, events)
+    # --- inbound messages: WhatsApp `messages` beside `statuses` (conversations, DESIGN §8)
+    inbound = None
+    if provider.kind == "whatsapp":
+        inbound = await conversations.whatsapp_messages(
+            services, workspace_id=provider.workspace_id, provider_id=provider.id, body=body
+        )
+    # ---
     try:
         result = await ingest.submit(provider, events, signed=signed)
     except ReplayedSignature:
@@ -124,7 +140,10 @@ async def receive(request: Request) -> Response:
     counted.labels(provider=provider.kind, outcome="applied").inc(result.recorded - result.unmatched)
     counted.labels(provider=provider.kind, outcome="duplicate").inc(result.duplicates)
     counted.labels(provider=provider.kind, outcome="unmatched").inc(result.unmatched)
-    return json_response(asdict(result))
+    answer = asdict(result)
+    if inbound is not None and (inbound.stored or inbound.duplicates):
+        answer["inbound"] = {"stored": inbound.stored, "duplicates": inbound.duplicates}
+    return json_response(answer)
 
 
 async def handshake(request: Request) -> Response:

@@ -239,6 +239,8 @@ async def test_mailgun_signature_replayed_with_other_event_data_is_401(app: Star
 
 async def test_concurrent_imports_per_workspace_are_capped(app: Starlette, client: httpx.AsyncClient) -> None:
     cap = app.state.services.settings.import_jobs_per_workspace
+    # One row per transaction: each import outlasts the few requests below by far on any machine.
+    app.state.services.importer.batch_size = 1
     rows = "name\n" + "".join(f"n{i}\n" for i in range(1000))
     answers = []
     for _ in range(cap + 1):
