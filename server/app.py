@@ -20,6 +20,8 @@ from server.contacts.api import router as contacts_router
 from server.contacts.export_api import router as export_router
 from server.contacts.import_api import router as contacts_import_router
 from server.contacts.merge_api import router as merge_router
+from server.conversations.api import router as conversations_router
+from server.conversations.webhooks import routes as inbound_routes
 from server.endpoints.api import router as endpoints_router
 from server.errors import exception_handlers
 from server.messages.api import router as messages_router
@@ -30,6 +32,8 @@ from server.ratelimit_middleware import RateLimit
 from server.reports.api import router as reports_router
 from server.services import Services, build_services
 from server.settings import Settings, get_settings
+from server.sso.api import router as sso_router
+from server.sso.flow import routes as sso_routes
 from server.suppressions.api import router as suppressions_router
 from server.templates.api import router as templates_router
 from server.webhooks.api import routes as webhook_routes
@@ -47,6 +51,8 @@ ROUTERS: list[Router] = [
     merge_router,
     endpoints_router,
     reports_router,
+    conversations_router,
+    sso_router,
     suppressions_router,
 ]
 
@@ -93,7 +99,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     for r in routers:
         routes.extend(r.routes())
     routes.extend(webhook_routes)
+    routes.extend(inbound_routes)  # /webhooks/{provider_id}/inbound: email (conversations)
     routes.extend(realtime.routes)
+    routes.extend(sso_routes)  # the browser's single sign-on
     routes.extend(ui_routes())  # the dashboard and /static
 
     @asynccontextmanager
@@ -110,7 +118,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Middleware(RequestId),
             Middleware(HttpMetrics),
             Middleware(RateLimit),
-            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+            Middleware(
+                BodyLimit,
+                max_bytes=settings.max_body_bytes,
+                routes={("POST", "/api/v1/contacts/import"): settings.import_max_bytes},
+            ),
         ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

@@ -2,7 +2,8 @@
 
 from server.auth.models import RefreshToken, Role, User
 from server.consent.models import Consent, ConsentCurrent
-from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob
+from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob, ImportRejectedRow
+from server.conversations.models import Conversation, ConversationRead, InboundMessage, InboundToken
 from server.db import Base
 from server.endpoints.models import Delivery, Endpoint
 from server.events.models import Event
@@ -16,7 +17,9 @@ from server.messages.models import (
 )
 from server.providers.models import Provider
 from server.reports.models import DailyReport
+from server.sso.models import SsoConfig, SsoIdentity
 from server.templates.models import Template
+from server.webhooks.models import WebhookToken
 from server.workspaces.models import Workspace
 
 __all__ = [
@@ -27,20 +30,28 @@ __all__ = [
     "ConsentCurrent",
     "Contact",
     "ContactIdentity",
+    "Conversation",
+    "ConversationRead",
     "DailyReport",
     "Delivery",
     "Endpoint",
     "Event",
     "IdempotencyRecord",
     "ImportJob",
+    "ImportRejectedRow",
+    "InboundMessage",
+    "InboundToken",
     "Message",
     "MessageEvent",
     "MessageStatus",
     "Provider",
     "RefreshToken",
     "Role",
+    "SsoConfig",
+    "SsoIdentity",
     "Suppression",
     "Template",
     "User",
+    "WebhookToken",
     "Workspace",
 ]

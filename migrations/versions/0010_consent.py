@@ -2,7 +2,7 @@
 suppression notes and who added them
 
 Revision ID: 0010
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-03 09:20:00
 """
 
@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql
 import server.db
 
 revision: str = "0010"
-down_revision: str | None = "0004"  # re-chained onto the newest at merge
+down_revision: str | None = "0005"  # re-chained onto the newest at merge
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

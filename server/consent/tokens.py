@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -111,3 +112,38 @@ class Links:
         return unsubscribe_url(
             self.settings, workspace_id=workspace_id, contact_id=contact_id, channel=channel, scope="all"
         )
+
+    def mailbox(self, workspace_id: int, contact_id: int, channel: str) -> str:
+        return mailbox(
+            self.settings.secret_key, workspace_id=workspace_id, contact_id=contact_id, channel=channel
+        )
+
+
+# The mailto of `List-Unsubscribe` (RFC 2369): `unsubscribe+<contact>.<channel>.<mac>@<inbound domain>`.
+# A local part is at most 64 characters and mail systems may fold its case, so it carries a short,
+# lower-case form: the workspace is the inbound connection's, and the MAC is 80 bits of HMAC-SHA256
+# with the same derived key (brute force needs 2^80 tries through the mail system).
+MAILBOX_PREFIX = "unsubscribe+"
+_MAILBOX = re.compile(r"unsubscribe\+([1-9][0-9]{0,17})\.([a-z]{1,16})\.([a-z2-7]{16})")
+
+
+def _mailbox_mac(secret: str, workspace_id: int, contact_id: int, channel: str) -> str:
+    raw = _mac(secret, f"mailto:{workspace_id}:{contact_id}:{channel}".encode())
+    return base64.b32encode(raw[:10]).decode().lower()
+
+
+def mailbox(secret: str, *, workspace_id: int, contact_id: int, channel: str) -> str:
+    """The local part of the unsubscribe address."""
+    return f"{MAILBOX_PREFIX}{contact_id}.{channel}.{_mailbox_mac(secret, workspace_id, contact_id, channel)}"
+
+
+def verify_mailbox(secrets: Sequence[str], workspace_id: int, local: str) -> Unsubscribe | None:
+    """What an email to `local@…` received by `workspace_id`'s connection asks for, if we signed it."""
+    m = _MAILBOX.fullmatch(local.strip().lower())
+    if m is None:
+        return None
+    contact_id, channel, mac = int(m.group(1)), m.group(2), m.group(3)
+    ok = False
+    for secret in secrets:
+        ok |= hmac.compare_digest(_mailbox_mac(secret, workspace_id, contact_id, channel), mac)
+    return Unsubscribe(workspace_id, contact_id, channel, "all", 0) if ok else None

@@ -1,9 +1,8 @@
-"""Acting on an unsubscribe token (the `/u/{token}` pages in ui/unsubscribe.py, and the
-`mailto:` of `List-Unsubscribe` once an inbound email path hands its recipient to `from_mailto`)."""
+"""Acting on an unsubscribe request: a `/u/{token}` link (the pages in ui/unsubscribe.py), or an
+email to the `mailto:` of `List-Unsubscribe` (the inbound path, server/consent/inbound.py)."""
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -13,9 +12,6 @@ from server.consent.models import ConsentSource, ConsentState
 from server.contacts.changes import ContactNotFound
 from server.settings import Settings
 
-# `List-Unsubscribe: <mailto:unsubscribe+{token}@{inbound domain}>`
-MAILTO_LOCAL = re.compile(r"unsubscribe\+([A-Za-z0-9_.=-]{1,400})", re.IGNORECASE)
-
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -23,8 +19,23 @@ class Outcome:
     changed: bool  # False: already opted out (a repeated POST): nothing written
 
 
-def mailto(token: str, inbound_domain: str) -> str:
-    return f"mailto:unsubscribe+{token}@{inbound_domain}"
+async def _record(
+    session: AsyncSession, asked: tokens.Unsubscribe, source: ConsentSource, evidence: dict[str, object]
+) -> Outcome | None:
+    try:
+        done = await service.record(
+            session,
+            workspace_id=asked.workspace_id,
+            contact_id=asked.contact_id,
+            channel=asked.channel,
+            scope=asked.scope,
+            state=ConsentState.opted_out,
+            source=source,
+            evidence=evidence,
+        )
+    except ContactNotFound:  # deleted since, or never in that workspace: nothing to write
+        return None
+    return Outcome(asked, done.changed)
 
 
 async def opt_out(
@@ -35,26 +46,18 @@ async def opt_out(
     asked = tokens.verify(tokens.secrets_of(settings), token)
     if asked is None:
         return None
-    try:
-        done = await service.record(
-            session,
-            workspace_id=asked.workspace_id,
-            contact_id=asked.contact_id,
-            channel=asked.channel,
-            scope=asked.scope,
-            state=ConsentState.opted_out,
-            source=source,
-            evidence={"token_issued": asked.issued},
-        )
-    except ContactNotFound:
-        return None
-    return Outcome(asked, done.changed)
+    return await _record(session, asked, source, {"token_issued": asked.issued})
 
 
-async def from_mailto(session: AsyncSession, settings: Settings, recipient: str) -> Outcome | None:
-    """An email received at `unsubscribe+{token}@…` (RFC 2369 mailto): the same opt-out."""
-    local = recipient.strip().rpartition("@")[0]
-    m = MAILTO_LOCAL.fullmatch(local)
-    if m is None:
+async def from_mailto(
+    session: AsyncSession, settings: Settings, *, workspace_id: int, recipient: str, inbound_message_id: int
+) -> Outcome | None:
+    """An email received by `workspace_id`'s connection at `unsubscribe+…@` (RFC 2369 mailto)."""
+    asked = tokens.verify_mailbox(
+        tokens.secrets_of(settings), workspace_id, recipient.strip().rpartition("@")[0]
+    )
+    if asked is None:
         return None
-    return await opt_out(session, settings, m.group(1), source=ConsentSource.list_unsubscribe_post)
+    return await _record(
+        session, asked, ConsentSource.list_unsubscribe_post, {"inbound_message_id": inbound_message_id}
+    )

@@ -34,6 +34,7 @@ from server.consent.keywords import TWILIO_UNSUBSCRIBED
 from server.consent.models import MARKETING, ConsentSource, ConsentState
 from server.consent.tokens import Links, base_url
 from server.contacts.changes import ContactNotFound
+from server.conversations.threading import reply_token
 from server.db import utcnow
 from server.logs import request_context
 from server.messages import claims
@@ -84,13 +85,13 @@ def idempotency_key(workspace_id: int, message_id: int) -> str:
     return f"sb-{workspace_id}-{message_id}"
 
 
-def outgoing(m: Claimed, links: Links | None = None) -> OutgoingMessage:
-    """With `links`, a marketing email carries its recipient's one-click unsubscribe URL."""
-    unsubscribe = (
-        links.url(m.workspace_id, m.contact_id, m.channel)
-        if links is not None and m.category == MARKETING and m.channel == "email" and m.contact_id
-        else ""
-    )
+def outgoing(m: Claimed, secret: str = "", links: Links | None = None) -> OutgoingMessage:
+    """`secret` signs the reply token an email's `Reply-To` carries (server/conversations/threading);
+    with `links`, a marketing email carries its recipient's one-click unsubscribe URL."""
+    unsubscribe = mailbox = ""
+    if links is not None and m.category == MARKETING and m.channel == "email" and m.contact_id:
+        unsubscribe = links.url(m.workspace_id, m.contact_id, m.channel)
+        mailbox = links.mailbox(m.workspace_id, m.contact_id, m.channel)
     return OutgoingMessage(
         message_id=m.id,
         workspace_id=m.workspace_id,
@@ -99,7 +100,10 @@ def outgoing(m: Claimed, links: Links | None = None) -> OutgoingMessage:
         subject=m.subject,
         body=m.body,
         idempotency_key=idempotency_key(m.workspace_id, m.id),
+        from_address=m.from_address or "",
+        reply_token=reply_token(secret, m.workspace_id, m.id) if secret and m.channel == "email" else "",
         unsubscribe_url=unsubscribe,
+        unsubscribe_mailbox=mailbox,
     )
 
 
@@ -402,7 +406,7 @@ class Dispatcher:
                 if delay > 0:
                     await asyncio.sleep(delay)
             try:
-                result = await route.adapter.send(outgoing(m, self.links))
+                result = await route.adapter.send(outgoing(m, self.settings.secret_key, self.links))
             except PermanentError as exc:
                 breaker.success()  # it answered: the provider is up, the message is bad
                 if route.kind == "twilio" and exc.code == TWILIO_UNSUBSCRIBED:

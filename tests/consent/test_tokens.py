@@ -71,3 +71,13 @@ def test_the_token_key_is_not_the_secret_key_itself() -> None:
     payload, mac = _token().split(".")
     raw = tokens._unb64(payload)
     assert tokens._b64(hmac.new(NEW.encode(), raw, hashlib.sha256).digest()) != mac
+
+
+def test_the_mailto_mailbox_fits_a_local_part_survives_case_folding_and_rotation() -> None:
+    local = tokens.mailbox(OLD, workspace_id=3, contact_id=10**17, channel="whatsapp")
+    assert len(local) <= 64 and local == local.lower()
+    asked = tokens.verify_mailbox([NEW, OLD], 3, local.upper())
+    assert asked is not None and (asked.contact_id, asked.channel) == (10**17, "whatsapp")
+    assert tokens.verify_mailbox([NEW], 3, local) is None  # the old key no longer listed
+    assert tokens.verify_mailbox([OLD], 4, local) is None  # received by another workspace
+    assert tokens.verify_mailbox([OLD], 3, local.replace("whatsapp", "sms")) is None

@@ -41,8 +41,38 @@ class OutgoingMessage:
     idempotency_key: str  # stable for the message across retries and crashes, e.g. "sb-<ws>-<msg id>"
     from_name: str = ""
     template: dict[str, Any] | None = None  # whatsapp: {"name","language","parameters":[str,...]}
-    # Marketing email (DESIGN §9): the recipient's one-click unsubscribe URL, `…/u/{token}`.
+    # Conversations (DESIGN §8): reply from the number/address the customer wrote to, where the
+    # adapter can (`from_address`); email carries `Reply-To: reply+<reply_token>@<inbound_domain>`
+    # when the connection has an `inbound_domain`, and its own `Message-ID`.
+    from_address: str = ""
+    reply_token: str = (
+        ""  # Marketing email (DESIGN §9): the recipient's one-click unsubscribe URL, `…/u/{token}`.
+    )
     unsubscribe_url: str = ""
+    unsubscribe_mailbox: str = (
+        ""  # the local part of its `mailto:` (when the connection has an inbound domain)
+    )
+
+
+def reply_headers(config: Mapping[str, Any], msg: OutgoingMessage) -> dict[str, str]:
+    """`Reply-To` and `Message-ID` for an outbound email (empty without an inbound domain)."""
+    domain = config.get("inbound_domain")
+    if not domain or not msg.reply_token:
+        return {}
+    from_domain = str(config.get("from_email") or "").rpartition("@")[2] or domain
+    return {
+        "Reply-To": f"reply+{msg.reply_token}@{domain}",
+        "Message-ID": f"<{msg.idempotency_key}@{from_domain}>",
+    }
+
+
+def sender_for(config: Mapping[str, Any], msg: OutgoingMessage) -> str:
+    """The email From: the address the customer wrote to when it is on the connection's own domain."""
+    own = str(config.get("from_email") or "")
+    wanted = msg.from_address.strip().lower()
+    if wanted and "@" in wanted and wanted.rpartition("@")[2] == own.lower().rpartition("@")[2]:
+        return wanted
+    return own
 
 
 def unsubscribe_headers(config: Mapping[str, Any], msg: OutgoingMessage) -> dict[str, str]:
@@ -51,9 +81,8 @@ def unsubscribe_headers(config: Mapping[str, Any], msg: OutgoingMessage) -> dict
     if not msg.unsubscribe_url:
         return {}
     targets = [f"<{msg.unsubscribe_url}>"]
-    token = msg.unsubscribe_url.rpartition("/u/")[2]
-    if (domain := config.get("inbound_domain")) and token:
-        targets.append(f"<mailto:unsubscribe+{token}@{domain}>")
+    if (domain := config.get("inbound_domain")) and msg.unsubscribe_mailbox:
+        targets.append(f"<mailto:{msg.unsubscribe_mailbox}@{domain}>")
     return {"List-Unsubscribe": ", ".join(targets), "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 

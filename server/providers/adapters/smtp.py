@@ -26,6 +26,8 @@ from server.providers.adapters.base import (
     SendError,
     SendResult,
     TransientError,
+    reply_headers,
+    sender_for,
     unsubscribe_headers,
 )
 from server.providers.adapters.fields import Fields
@@ -55,16 +57,22 @@ class SmtpAdapter(Adapter):
         fields.string("password")
         fields.boolean("starttls", default=True)
         fields.email("from_email", required=True)
+        fields.string(
+            "inbound_domain", pattern=HOST, hint="must be a domain name"
+        )  # Reply-To (conversations)
 
     async def send(self, msg: OutgoingMessage) -> SendResult:
         cfg = self.config
         message_id = message_id_for(msg.idempotency_key, cfg["from_email"])
+        sender = sender_for(cfg, msg)
         email = EmailMessage()
-        email["From"] = formataddr((msg.from_name, cfg["from_email"])) if msg.from_name else cfg["from_email"]
+        email["From"] = formataddr((msg.from_name, sender)) if msg.from_name else sender
         email["To"] = msg.to
         email["Subject"] = msg.subject
         email["Date"] = formatdate(usegmt=True)
         email["Message-ID"] = message_id
+        if reply_to := reply_headers(cfg, msg).get("Reply-To"):
+            email["Reply-To"] = reply_to
         for name, value in unsubscribe_headers(cfg, msg).items():
             email[name] = value
         email.set_content(msg.body)
@@ -82,7 +90,7 @@ class SmtpAdapter(Adapter):
             )
             await aiosmtplib.send(
                 email.as_bytes(policy=WIRE_POLICY),
-                sender=cfg["from_email"],
+                sender=sender,
                 recipients=[msg.to],
                 **where,
                 username=cfg.get("username"),
