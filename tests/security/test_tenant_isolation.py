@@ -197,8 +197,8 @@ BODIES: dict[tuple[str, str], Any] = {
 }
 
 # Routes authenticated by something else than a user's token (provider signatures, the socket itself,
-# the signed unsubscribe token: tests/consent/test_unsubscribe.py covers forged ones).
-NOT_USER_ROUTES = re.compile(r"^/(webhooks|ws|static|u/)")
+# the signed unsubscribe token: tests/consent/test_unsubscribe.py covers forged ones; the SSO flow).
+NOT_USER_ROUTES = re.compile(r"^/(webhooks|ws|static|u/|sso/)")
 
 
 def _routes(app: Any) -> list[tuple[str, str]]:
