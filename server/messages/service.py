@@ -18,6 +18,7 @@ from server.contacts.models import Contact
 from server.db import utcnow
 from server.errors import NotFound
 from server.events.service import NewEvent, emit_many
+from server.messages import counters
 from server.messages.models import Message, MessageEvent, MessageStatus
 from server.messages.status import MessageState, Transitions, event_data
 from server.messages.wake import notify_dispatch
@@ -134,7 +135,7 @@ def build_message(
 
 
 async def record_created(session: AsyncSession, workspace_id: int, messages: Sequence[Message]) -> None:
-    """Insert new messages with their first history row and `message.created` events, and wake the
+    """Insert new messages with their first history row, counters and `message.created` events, and wake the
     dispatcher (at commit) if any is due now."""
     if not messages:
         return
@@ -153,6 +154,10 @@ async def record_created(session: AsyncSession, workspace_id: int, messages: Seq
             for m in messages
         ],
     )
+    deltas = counters.Deltas()
+    for m in messages:
+        deltas.created(workspace_id, m.created_at, m.channel, m.status)
+    await counters.record(session, deltas)
     await emit_many(
         session,
         workspace_id,
