@@ -1,7 +1,7 @@
 """Topics: which events a subscription receives.
 
-`board` gets every `message.*` event, `report.updated`, `campaign.progress` and
-`suppression.created`; `contacts` every `contact.*` event and
+`board` gets every `message.*` event, `report.updated`, `campaign.progress`,
+`suppression.created` and `board.counters`; `contacts` every `contact.*` event and
 `import.progress`; `contact:{id}` every event whose `contact_id` is id (presence included)."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sqlalchemy import ColumnElement, false, or_
 Topic = str
 
 BOARD = "board"
-_BOARD_TYPES = ("report.updated", "campaign.progress", "suppression.created")
+_BOARD_TYPES = ("report.updated", "campaign.progress", "suppression.created", "board.counters")
 CONTACTS = "contacts"
 MAX_TOPICS = 100
 _CONTACT = re.compile(r"contact:([1-9][0-9]{0,17})")

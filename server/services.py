@@ -11,6 +11,7 @@ Kept on `app.state.services`, never in module globals, so tests can run many app
     ratelimits   API/login token buckets                      yes   yes     yes
     caches       contact/template row caches (follow the hub) yes   yes     yes
     realtime     relay, hub, presence, /ws and long-poll      yes   no      yes
+    board_feed   board.counters events (where the relay leads) yes   no      yes
     importer     contact CSV imports                          yes   yes     yes
     campaigns    campaign expansions in the background        yes   yes     yes
     dispatcher   claims and sends messages                    no    yes     yes
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
 
     from realtime.service import Realtime
     from server.endpoints.deliverer import Deliverer
+    from server.messages.board_feed import BoardFeed
     from server.messages.campaigns import CampaignRunner
     from server.messages.dispatcher import Dispatcher
     from server.reports.job import ReportJob
@@ -60,6 +62,7 @@ class Services:
     importer: Importer
     campaigns: CampaignRunner = field(init=False)
     realtime: Realtime | None = None
+    board_feed: BoardFeed | None = None
     dispatcher: Dispatcher | None = None
     deliverer: Deliverer | None = None
     reports: ReportJob | None = None
@@ -148,6 +151,7 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
     from server.auth.principal import authenticate
     from server.endpoints.deliverer import Deliverer, DelivererConfig
     from server.events.log import SqlEventLog
+    from server.messages.board_feed import BoardFeed
     from server.messages.campaigns import CampaignRunner
     from server.messages.dispatcher import Dispatcher
     from server.reports.job import ReportJob
@@ -184,6 +188,10 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
         caches.follow(rt.hub, rt.backend)
         services.realtime = rt
         services.components.append(rt)
+        relay = rt.relay
+        if relay is not None:
+            services.board_feed = BoardFeed(db, leading=lambda: relay.leading, on_change=services.poke)
+            services.components.append(services.board_feed)
     if jobs:
         services.dispatcher = Dispatcher(services)
         services.reports = ReportJob(db, on_change=services.poke)
