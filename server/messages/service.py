@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+from sqlalchemy import Table, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.cache import EntityCache
@@ -86,7 +86,7 @@ def address_for(channel: str, contact: Contact) -> tuple[str, str | None]:
 def build_message(
     *,
     workspace_id: int,
-    contact: Contact,
+    contact: Any,
     channel: str,
     compiled: render.CompiledMessage,
     variables: Mapping[str, Any],
@@ -98,6 +98,30 @@ def build_message(
     idempotency_key: str | None = None,
 ) -> Message:
     """A new message for one contact, rendered; `failed` with the reason when it cannot go out."""
+    return Message(
+        **message_values(
+            workspace_id=workspace_id,
+            contact=contact,
+            channel=channel,
+            rendered=rendered_for(channel, contact, compiled, variables),
+            variables=variables,
+            send_at=send_at,
+            now=now,
+            template_id=template_id,
+            campaign_id=campaign_id,
+            created_by=created_by,
+            idempotency_key=idempotency_key,
+        )
+    )
+
+
+Rendered = tuple[str, str, str, str | None]  # (to, subject, body, why it cannot go out)
+
+
+def rendered_for(
+    channel: str, contact: Any, compiled: render.CompiledMessage, variables: Mapping[str, Any]
+) -> Rendered:
+    """The address and the rendered text of one contact's message, or the reason it fails."""
     to, reason = address_for(channel, contact)
     subject = body = ""
     if reason is None:
@@ -105,42 +129,85 @@ def build_message(
             subject, body = compiled.render(render.context_for(contact, variables))
         except render.RenderError as exc:
             reason = exc.reason
+    return to, subject, body, reason
+
+
+def message_values(
+    *,
+    workspace_id: int,
+    contact: Any,
+    channel: str,
+    rendered: Rendered,
+    variables: Mapping[str, Any],
+    send_at: dt.datetime,
+    now: dt.datetime,
+    template_id: int | None = None,
+    campaign_id: int | None = None,
+    created_by: int | None = None,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """The columns of a new message (`build_message`, and campaigns' set-based inserts)."""
+    to, subject, body, reason = rendered
     if reason is not None:
         status = MessageStatus.failed
     elif send_at > now:
         status = MessageStatus.scheduled
     else:
         status = MessageStatus.queued
-    return Message(
-        workspace_id=workspace_id,
-        contact_id=contact.id,
-        channel=channel,
-        to_address=to,
-        template_id=template_id,
-        campaign_id=campaign_id,
-        subject=subject,
-        body=body,
-        variables=dict(variables),
-        send_at=send_at,
-        next_attempt_at=send_at,
-        status=status.value,
-        reason=reason,
-        attempts=0,
-        idempotency_key=idempotency_key,
-        request_id=request_id_var.get(),  # the dispatcher logs its sends under the creating request's id
-        created_by=created_by,
-        created_at=now,
-        updated_at=now,
-    )
+    return {
+        "workspace_id": workspace_id,
+        "contact_id": contact.id,
+        "channel": channel,
+        "to_address": to,
+        "template_id": template_id,
+        "campaign_id": campaign_id,
+        "subject": subject,
+        "body": body,
+        "variables": dict(variables),
+        "send_at": send_at,
+        "next_attempt_at": send_at,
+        "status": status.value,
+        "reason": reason,
+        "attempts": 0,
+        "idempotency_key": idempotency_key,
+        "request_id": request_id_var.get(),  # the dispatcher logs its sends under the creating request's id
+        "created_by": created_by,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 async def record_created(session: AsyncSession, workspace_id: int, messages: Sequence[Message]) -> None:
-    """Insert new messages with their first history row, counters and `message.created` events, and wake the
-    dispatcher (at commit) if any is due now."""
+    """Insert new messages with their first history row, counters and `message.created` events, and
+    wake the dispatcher (at commit) if any is due now."""
     if not messages:
         return
     session.add_all(messages)
     await session.flush()
+    await _created(session, workspace_id, messages)
+
+
+_MESSAGE = cast(Table, Message.__table__)
+_CREATED_COLUMNS = [
+    _MESSAGE.c[n] for n in ("id", "contact_id", "channel", "status", "provider_kind", "reason", "created_at")
+]
+
+
+async def insert_created(session: AsyncSession, workspace_id: int, values: Sequence[dict[str, Any]]) -> int:
+    """`record_created` for many messages given as column values (`message_values`): Core
+    multi-row inserts, no ORM objects. Returns how many were created."""
+    if not values:
+        return 0
+    rows = (
+        await session.execute(
+            insert(_MESSAGE).returning(*_CREATED_COLUMNS, sort_by_parameter_order=True), values
+        )
+    ).all()
+    await _created(session, workspace_id, rows)
+    return len(rows)
+
+
+async def _created(session: AsyncSession, workspace_id: int, messages: Sequence[Any]) -> None:
     await session.execute(
         insert(MessageEvent),
         [
