@@ -74,7 +74,7 @@ async def test_counters_events_come_at_most_once_a_second_and_not_when_nothing_c
         await asyncio.sleep(0.02)
     await asyncio.sleep(1.5)  # the last changes are folded
     during = await _counter_events(db, workspace_id)
-    assert 2 <= len(during) <= 5, len(during)
+    assert 1 <= len(during) <= 5, len(during)  # ~3.5 s of changes: at most one event a second
     gaps = [(b.ts - a.ts).total_seconds() for a, b in itertools.pairwise(during)]
     assert min(gaps) >= 0.8, gaps  # one feed round a second (the clock of `ts` is the same process)
     async with db.transaction() as s:
