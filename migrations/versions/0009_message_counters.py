@@ -4,7 +4,7 @@
 before and after the upgrade (a GROUP BY over `message` once: about a second per million rows).
 
 Revision ID: 0009
-Revises: 0004
+Revises: 0008
 Create Date: 2026-12-08 09:00:00
 """
 
@@ -18,7 +18,7 @@ from alembic import op
 import server.db
 
 revision: str = "0009"
-down_revision: str | None = "0004"  # re-chained by the lead at merge
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
