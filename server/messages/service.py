@@ -15,7 +15,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.cache import EntityCache
 from server.contacts import service as contacts
-from server.contacts.models import Contact
 from server.db import UTCDateTime, dialect_of, utcnow
 from server.errors import NotFound
 from server.events.service import NewEvent, emit_many
@@ -74,7 +73,7 @@ def as_dict(m: Message) -> dict[str, Any]:
     }
 
 
-def address_for(channel: str, contact: Contact) -> tuple[str, str | None]:
+def address_for(channel: str, contact: Any) -> tuple[str, str | None]:  # a Contact, or a row of its columns
     """(to, None), or ("", why not): email goes to the email, sms/whatsapp to the phone, chat (Slack) to
     the connection's channel."""
     if channel == "email":
