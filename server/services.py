@@ -11,6 +11,7 @@ Kept on `app.state.services`, never in module globals, so tests can run many app
     ratelimits   API/login token buckets                      yes   yes     yes
     caches       contact/template row caches (follow the hub) yes   yes     yes
     realtime     relay, hub, presence, /ws and long-poll      yes   no      yes
+    board_feed   board.counters events (where the relay leads) yes   no      yes
     importer     contact CSV imports                          yes   yes     yes
     sso          OpenID Connect clients, one per workspace    yes   yes     yes
     campaigns    campaign expansions in the background        yes   yes     yes
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
     from realtime.service import Realtime
     from server.endpoints.deliverer import Deliverer
+    from server.messages.board_feed import BoardFeed
     from server.messages.campaigns import CampaignRunner
     from server.messages.dispatcher import Dispatcher
     from server.reports.job import ReportJob
@@ -63,6 +65,7 @@ class Services:
     sso: SsoClients
     campaigns: CampaignRunner = field(init=False)
     realtime: Realtime | None = None
+    board_feed: BoardFeed | None = None
     dispatcher: Dispatcher | None = None
     deliverer: Deliverer | None = None
     reports: ReportJob | None = None
@@ -151,6 +154,7 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
     from server.auth.principal import authenticate
     from server.endpoints.deliverer import Deliverer, DelivererConfig
     from server.events.log import SqlEventLog
+    from server.messages.board_feed import BoardFeed
     from server.messages.campaigns import CampaignRunner
     from server.messages.dispatcher import Dispatcher
     from server.reports.job import ReportJob
@@ -188,6 +192,10 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
         caches.follow(rt.hub, rt.backend)
         services.realtime = rt
         services.components.append(rt)
+        relay = rt.relay
+        if relay is not None:
+            services.board_feed = BoardFeed(db, leading=lambda: relay.leading, on_change=services.poke)
+            services.components.append(services.board_feed)
     if jobs:
         services.dispatcher = Dispatcher(services)
         services.reports = ReportJob(db, on_change=services.poke)
