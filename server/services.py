@@ -127,16 +127,9 @@ class Services:
 def _redis_client(settings: Settings) -> Redis | None:
     if not settings.redis_url:
         return None
-    import redis.asyncio as aioredis
+    from realtime.redisconn import connect_redis
 
-    client: Redis = aioredis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=2,
-        socket_keepalive=True,
-        health_check_interval=10,
-        client_name=f"switchboard:{settings.redis_prefix}",  # CLIENT LIST shows whose connection it is
-    )
-    return client
+    return connect_redis(settings.redis_url, client_name=f"switchboard:{settings.redis_prefix}")
 
 
 def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
