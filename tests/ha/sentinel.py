@@ -6,6 +6,7 @@ seconds; every process is stopped by its pid in `close()`, whatever happened bef
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import socket
@@ -149,4 +150,5 @@ class SentinelCluster:
                 proc.wait(5)
             except subprocess.TimeoutExpired:
                 pass
-        shutil.rmtree(self.dir, ignore_errors=True)
+        if not os.environ.get("SB_HA_KEEP"):  # keep the processes' logs to read after a failure
+            shutil.rmtree(self.dir, ignore_errors=True)
