@@ -34,7 +34,16 @@ CONNECT_TIMEOUT_S = 2.0  # fail fast while a server is down: /readyz answers, ra
 # own timeout and is not affected.
 SOCKET_TIMEOUT_S = 5.0
 HEALTH_CHECK_S = 10
-_BOOL = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+_BOOL = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
 _OPTIONS = {
     "sentinel_password",
     "sentinel_username",
