@@ -13,6 +13,7 @@ Kept on `app.state.services`, never in module globals, so tests can run many app
     caches       contact/template row caches (follow the hub) yes   yes     yes
     realtime     relay, hub, presence, /ws and long-poll      yes   no      yes
     importer     contact CSV imports                          yes   yes     yes
+    sso          OpenID Connect clients, one per workspace    yes   yes     yes
     campaigns    campaign expansions in the background        yes   yes     yes
     dispatcher   claims and sends messages                    no    yes     yes
     deliverer    outgoing webhooks                            no    yes     yes
@@ -31,11 +32,12 @@ from typing import TYPE_CHECKING
 from realtime.lifecycle import Component
 from server.auth.tokens import TokenCodec
 from server.cache import Caches
-from server.contacts.importer import Importer
+from server.contacts.importer import ImportConfig, Importer
 from server.db import Database
 from server.metrics import ComponentCollector, Metrics
 from server.ratelimit import RateLimits, make_rate_limits
 from server.settings import Settings
+from server.sso.clients import SsoClients
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -59,6 +61,7 @@ class Services:
     ratelimits: RateLimits
     caches: Caches
     importer: Importer
+    sso: SsoClients
     campaigns: CampaignRunner = field(init=False)
     realtime: Realtime | None = None
     dispatcher: Dispatcher | None = None
@@ -167,11 +170,8 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
         metrics=metrics,
         ratelimits=make_rate_limits(settings, redis),
         caches=caches,
-        importer=Importer(
-            db,
-            max_running_per_workspace=settings.import_jobs_per_workspace,
-            finished_ttl_s=settings.import_job_ttl_s,
-        ),
+        importer=Importer(db, ImportConfig.from_settings(settings)),
+        sso=SsoClients(allow_private=settings.allow_private_endpoints),
     )
     if settings.database_replica_url:
         services.replica = Database.from_settings(settings, settings.database_replica_url)
