@@ -183,14 +183,14 @@ def connect_redis(url: str, *, client_name: str | None = None) -> Redis:
         server.update(ssl=True, **tls)
     primary: Any = sentinel.master_for(u.service, redis_class=_sentinel_redis_class(), **server)
     primary.sentinel = sentinel
-    return primary  # type: ignore[no-any-return]
+    return primary
 
 
 @cache
 def _sentinel_redis_class() -> type[Redis]:
     from redis.asyncio import Redis
 
-    class _SentinelRedis(Redis):  # type: ignore[type-arg]
+    class _SentinelRedis(Redis):
         """The primary's client; closing it also closes the connections to the sentinels."""
 
         sentinel: Any = None
