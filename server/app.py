@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from server import openapi
 from server.api import Router, all_operations, json_response
 from server.auth.api import router as auth_router
+from server.consent.api import router as consent_router
 from server.contacts.api import router as contacts_router
 from server.contacts.export_api import router as export_router
 from server.contacts.import_api import router as contacts_import_router
@@ -31,6 +32,7 @@ from server.ratelimit_middleware import RateLimit
 from server.reports.api import router as reports_router
 from server.services import Services, build_services
 from server.settings import Settings, get_settings
+from server.suppressions.api import router as suppressions_router
 from server.templates.api import router as templates_router
 from server.webhooks.api import routes as webhook_routes
 from ui.routes import routes as ui_routes
@@ -39,6 +41,7 @@ ROUTERS: list[Router] = [
     auth_router,
     export_router,  # before contacts and messages: /contacts/export is not /contacts/{contact_id}
     contacts_router,
+    consent_router,
     contacts_import_router,
     templates_router,
     providers_router,
@@ -47,6 +50,7 @@ ROUTERS: list[Router] = [
     endpoints_router,
     reports_router,
     conversations_router,
+    suppressions_router,
 ]
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.consent.tokens import Links
 from server.contacts import service as contacts
 from server.contacts.models import Contact
 from server.db import Database, utcnow
@@ -47,6 +48,7 @@ def as_dict(c: Campaign) -> dict[str, Any]:
         "name": c.name,
         "template_id": c.template_id,
         "audience": c.audience,
+        "category": c.category,
         "send_at": c.send_at,
         "status": c.status,
         "total": c.total,
@@ -89,6 +91,7 @@ async def create_campaign(
         name=data["name"],
         template_id=data["template_id"],
         audience=audience,
+        category=data.get("category") or "marketing",
         send_at=data.get("send_at"),
         status="expanding",
         created=0,
@@ -131,8 +134,11 @@ class BatchResult:
     finished: bool
 
 
-async def expand_batch(db: Database, campaign_id: int, *, batch_size: int = BATCH_SIZE) -> BatchResult:
-    """Create the next batch of a campaign's messages in one transaction."""
+async def expand_batch(
+    db: Database, campaign_id: int, *, batch_size: int = BATCH_SIZE, links: Links | None = None
+) -> BatchResult:
+    """Create the next batch of a campaign's messages in one transaction (`links`: the
+    recipients' `{{ unsubscribe_url }}`)."""
     async with db.transaction() as s:
         c = (
             await s.execute(select(Campaign).where(Campaign.id == campaign_id).with_for_update())
@@ -171,6 +177,8 @@ async def expand_batch(db: Database, campaign_id: int, *, batch_size: int = BATC
                     template_id=tpl.id,
                     campaign_id=c.id,
                     created_by=c.created_by,
+                    category=c.category,
+                    links=links,
                 )
             )
             # Each render is bounded by the template budget; a batch of heavy ones still takes
@@ -194,7 +202,9 @@ async def expand_campaign(services: Services, campaign_id: int, *, batch_size: i
     """Create all remaining messages of a campaign; returns how many this call created."""
     total = 0
     while True:
-        result = await expand_batch(services.db, campaign_id, batch_size=batch_size)
+        result = await expand_batch(
+            services.db, campaign_id, batch_size=batch_size, links=Links(services.settings)
+        )
         total += result.created
         if result.queued:
             wake_local(services)

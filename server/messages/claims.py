@@ -42,6 +42,7 @@ class Claimed:
     attempts: int  # including this claim: the fencing token
     request_id: str | None = None  # of the API request that created it: the send's log lines carry it
     from_address: str | None = None  # a conversation reply goes out from where the customer wrote to
+    category: str = "transactional"  # marketing: consent is checked, email carries List-Unsubscribe
 
     def change(self, status: MessageStatus, reason: str | None = None) -> AppliedChange:
         return AppliedChange(
@@ -85,7 +86,7 @@ def storable(o: Outcome) -> Outcome:
 
 _CLAIMED_COLUMNS = (
     "id, workspace_id, contact_id, channel, to_address, subject, body, send_at, attempts, request_id,"
-    " from_address"
+    " from_address, category"
 )
 _CHANGED_COLUMNS = "id, workspace_id, contact_id, channel, status, provider_kind, reason"
 

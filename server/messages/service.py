@@ -13,6 +13,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.cache import EntityCache
+from server.consent.tokens import Links
 from server.contacts import service as contacts
 from server.contacts.models import Contact
 from server.db import utcnow
@@ -55,6 +56,7 @@ def as_dict(m: Message) -> dict[str, Any]:
         "to": m.to_address,
         "template_id": m.template_id,
         "campaign_id": m.campaign_id,
+        "category": m.category,
         "subject": m.subject,
         "body": m.body,
         "variables": m.variables,
@@ -95,13 +97,18 @@ def build_message(
     campaign_id: int | None = None,
     created_by: int | None = None,
     idempotency_key: str | None = None,
+    category: str = "transactional",
+    links: Links | None = None,
 ) -> Message:
-    """A new message for one contact, rendered; `failed` with the reason when it cannot go out."""
+    """A new message for one contact, rendered; `failed` with the reason when it cannot go out.
+    `links` makes the contact's `{{ unsubscribe_url }}` (empty without it)."""
     to, reason = address_for(channel, contact)
     subject = body = ""
     if reason is None:
+        context = render.context_for(contact, variables)
+        context["unsubscribe_url"] = links.url(workspace_id, contact.id, channel) if links else ""
         try:
-            subject, body = compiled.render(render.context_for(contact, variables))
+            subject, body = compiled.render(context)
         except render.RenderError as exc:
             reason = exc.reason
     if reason is not None:
@@ -117,6 +124,7 @@ def build_message(
         to_address=to,
         template_id=template_id,
         campaign_id=campaign_id,
+        category=category,
         subject=subject,
         body=body,
         variables=dict(variables),
@@ -170,6 +178,7 @@ async def create_message(
     data: Mapping[str, Any],
     idempotency_key: str | None = None,
     templates_cache: EntityCache | None = None,
+    links: Links | None = None,
 ) -> Message:
     """`InvalidReference` when the contact or template is not in this workspace (or does not fit),
     `render.TemplateInvalid` for an inline subject or body that can never render.
@@ -220,6 +229,8 @@ async def create_message(
         template_id=data.get("template_id"),
         created_by=user_id,
         idempotency_key=idempotency_key,
+        category=data.get("category") or "transactional",
+        links=links,
     )
     await record_created(session, workspace_id, [message])
     return message

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import ChainableUndefined, StrictUndefined, Template, TemplateSyntaxError
+from jinja2 import ChainableUndefined, StrictUndefined, Template, TemplateSyntaxError, meta
 from jinja2.exceptions import SecurityError, TemplateError
 
 from server.templates.pool import DEADLINE, DEADLINE_PER_CHAR, DeadlineExceeded, RenderPool
@@ -81,6 +81,14 @@ def _check_part(field: str, source: str) -> list[dict[str, str]]:
     except Exception:  # data-dependent: reported per message when it happens for real
         pass
     return []
+
+
+def names_used(source: str) -> set[str]:
+    """The top-level variables a template reads (empty when it does not parse: `check` says why)."""
+    try:
+        return set(meta.find_undeclared_variables(_strict.parse(source)))
+    except TemplateError:
+        return set()
 
 
 def check(subject: str, body: str) -> None:

@@ -27,6 +27,7 @@ from server.providers.adapters.base import (
     TransientError,
     reply_headers,
     sender_for,
+    unsubscribe_headers,
 )
 from server.providers.adapters.fields import Fields
 
@@ -68,6 +69,8 @@ class SmtpAdapter(Adapter):
         email["Message-ID"] = message_id
         if reply_to := reply_headers(cfg, msg).get("Reply-To"):
             email["Reply-To"] = reply_to
+        for name, value in unsubscribe_headers(cfg, msg).items():
+            email[name] = value
         email.set_content(msg.body)
         host = cfg["host"].strip("[]")
         try:
