@@ -35,6 +35,7 @@ from server.settings import Settings, get_settings
 from server.suppressions.api import router as suppressions_router
 from server.templates.api import router as templates_router
 from server.webhooks.api import routes as webhook_routes
+from server.workspaces.api import router as workspace_router
 from ui.routes import routes as ui_routes
 
 ROUTERS: list[Router] = [
@@ -51,6 +52,7 @@ ROUTERS: list[Router] = [
     reports_router,
     conversations_router,
     suppressions_router,
+    workspace_router,
 ]
 
 

@@ -88,6 +88,10 @@ class Settings(BaseSettings):
     # `GET /metrics` wants `Authorization: Bearer <metrics_token>` when this is set.
     metrics_token: str | None = None
 
+    # Who answers SMS keywords (STOP/START/HELP): `provider` — Twilio and the carriers already do,
+    # Switchboard stays silent — or `switchboard`, with the workspace's texts (server/consent/keywords.py).
+    keyword_replies: Literal["provider", "switchboard"] = "provider"
+
     # Contact imports: at most this many at once per workspace; a finished job's status is kept
     # this long (jobs live in the process's memory).
     import_jobs_per_workspace: int = 2

@@ -9,6 +9,7 @@ take turns on the row lock instead of creating a contact's message twice."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.consent import localtime
 from server.consent.tokens import Links
 from server.contacts import service as contacts
 from server.contacts.models import Contact
@@ -28,6 +30,7 @@ from server.messages.models import Campaign, MessageStatus
 from server.messages.wake import wake_local
 from server.templates import render
 from server.templates import service as templates
+from server.workspaces import settings as workspace_settings
 
 if TYPE_CHECKING:
     from server.services import Services
@@ -50,6 +53,7 @@ def as_dict(c: Campaign) -> dict[str, Any]:
         "audience": c.audience,
         "category": c.category,
         "send_at": c.send_at,
+        "local_time": c.local_time,
         "status": c.status,
         "total": c.total,
         "created": c.created,
@@ -93,6 +97,7 @@ async def create_campaign(
         audience=audience,
         category=data.get("category") or "marketing",
         send_at=data.get("send_at"),
+        local_time=data.get("local_time"),
         status="expanding",
         created=0,
         last_contact_id=0,
@@ -125,6 +130,22 @@ async def list_campaigns(
     if before_id is not None:
         stmt = stmt.where(Campaign.id < before_id)
     return list((await session.execute(stmt.order_by(Campaign.id.desc()).limit(limit))).scalars())
+
+
+async def _local_send_times(
+    session: AsyncSession, c: Campaign, people: list[Contact], now: dt.datetime
+) -> list[dt.datetime]:
+    """Each contact's send time for a campaign at `local_time` on the contact's clock (computed
+    once per zone; see server/consent/localtime.py for how the zone is chosen)."""
+    assert c.local_time is not None
+    ws = await workspace_settings.get(session, c.workspace_id)
+    return localtime.send_times(
+        ((p.attributes, p.phone) for p in people),
+        at=localtime.clock(c.local_time),
+        day=c.send_at.date() if c.send_at is not None else None,
+        now=now,
+        default_zone=ws.timezone,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,9 +183,10 @@ async def expand_batch(
         people = list(rows.scalars())
         now = utcnow()
         send_at = max(c.send_at or now, now)
+        local = await _local_send_times(s, c, people, now) if c.local_time else None
         messages = []
         turn = time.monotonic()
-        for p in people:
+        for i, p in enumerate(people):
             messages.append(
                 service.build_message(
                     workspace_id=c.workspace_id,
@@ -172,7 +194,7 @@ async def expand_batch(
                     channel=tpl.channel,
                     compiled=compiled,
                     variables={},
-                    send_at=send_at,
+                    send_at=local[i] if local is not None else send_at,
                     now=now,
                     template_id=tpl.id,
                     campaign_id=c.id,

@@ -62,6 +62,9 @@ class Outcome:
     provider_message_id: str | None = None
     next_attempt_at: dt.datetime | None = None  # when queued
     refund: bool = False  # no provider was tried: the claim does not count as an attempt
+    # The provider refused because the recipient opted out of this sender (Twilio 21610): the scope
+    # (sender number) to record as opted out with the outcome (server/consent/keywords.py).
+    opt_out_scope: str | None = None
 
 
 # Everything a provider returns is bounded before it is stored: one bad answer must not fail the
@@ -190,6 +193,29 @@ WHERE id = :id AND status = 'sending' AND attempts = :attempts
 RETURNING {_CHANGED_COLUMNS}
 """)
 
+# A hold (quiet hours, server/consent/quiet.py) undoes a claim inside the transaction that made it:
+# back to `scheduled` at `until`, the attempt refunded. `sending → scheduled` is not a move of the
+# status machine (`TRANSITIONS`): nobody outside saw the `sending` (the claim's history is written
+# later in the same transaction, and not for held messages), so to everyone else the message went
+# from waiting to waiting-later. Only `hold` may take this step.
+PG_HOLD = text(f"""
+UPDATE message AS m
+SET status = 'scheduled', reason = v.reason, send_at = v.until, next_attempt_at = v.until,
+    attempts = m.attempts - 1, lease_until = NULL, updated_at = now()
+FROM unnest(CAST(:ids AS bigint[]), CAST(:attempts AS integer[]), CAST(:untils AS timestamptz[]),
+            CAST(:reasons AS text[])) AS v(id, attempts, until, reason)
+WHERE m.id = v.id AND m.status = 'sending' AND m.attempts = v.attempts
+RETURNING {", ".join("m." + c.strip() for c in _CHANGED_COLUMNS.split(","))}
+""")
+
+SQLITE_HOLD = text(f"""
+UPDATE message
+SET status = 'scheduled', reason = :reason, send_at = :next_attempt_at, next_attempt_at = :next_attempt_at,
+    attempts = attempts - 1, lease_until = NULL, updated_at = :now
+WHERE id = :id AND status = 'sending' AND attempts = :attempts
+RETURNING {_CHANGED_COLUMNS}
+""")
+
 NEXT_DUE = text(
     "SELECT min(next_attempt_at) AS next_due FROM message WHERE status IN ('queued', 'scheduled')"
 )
@@ -308,6 +334,34 @@ async def finish(session: AsyncSession, outcomes: list[Outcome]) -> list[Applied
                     "refund": int(o.refund),
                     "now": now,
                 },
+            )
+            changes.extend(_changes(result))
+    await record_applied(session, changes)
+    return changes
+
+
+async def hold(session: AsyncSession, held: list[tuple[Claimed, dt.datetime, str]]) -> list[AppliedChange]:
+    """Put messages just claimed in this transaction back to `scheduled` until a later time
+    (message, until, reason), with their history rows and events (see `PG_HOLD`)."""
+    if not held:
+        return []
+    if _is_pg(session):
+        result = await session.execute(
+            PG_HOLD,
+            {
+                "ids": [m.id for m, _, _ in held],
+                "attempts": [m.attempts for m, _, _ in held],
+                "untils": [until for _, until, _ in held],
+                "reasons": [reason for _, _, reason in held],
+            },
+        )
+        changes = _changes(result)
+    else:
+        statement, now, changes = _typed(SQLITE_HOLD), utcnow(), []
+        for m, until, reason in held:
+            result = await session.execute(
+                statement,
+                {"id": m.id, "attempts": m.attempts, "next_attempt_at": until, "reason": reason, "now": now},
             )
             changes.extend(_changes(result))
     await record_applied(session, changes)

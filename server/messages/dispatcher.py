@@ -1,7 +1,9 @@
 """The dispatcher: claims due messages and sends them through their providers.
 
 One claim loop takes batches of due messages (see `claims`), checks them against the suppression
-list and, for marketing, the consent ledger (one query per batch each), and starts one send task per message under a semaphore (`dispatcher_concurrency`). A send tries
+list and, for marketing, the consent ledger and quiet hours (one query per batch each; a message in
+its contact's quiet window goes back to `scheduled` until the window ends, server/consent/quiet.py),
+and starts one send task per message under a semaphore (`dispatcher_concurrency`). A send tries
 the channel's providers by priority, skipping those whose circuit is open or that asked us to wait,
 and keeps each under its send rate. Outcomes are written back in bulk by a flusher, fenced so a
 stale claim cannot overwrite a newer one. Side tasks (claim, flush, reclaim, gauges, listen) run
@@ -29,6 +31,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from realtime.lifecycle import Supervisor
 from realtime.pglisten import pg_listen
+from server.consent import keywords, quiet
 from server.consent import service as consent
 from server.consent.models import MARKETING
 from server.consent.tokens import Links, base_url
@@ -123,6 +126,7 @@ class DispatchStats:
     lag_last_s: float = 0.0  # sent time - send_at of the last sent message
     lag_sum_s: float = 0.0
     lag_max_s: float = 0.0
+    held: int = 0  # marketing messages put back by quiet hours
 
 
 class Dispatcher:
@@ -321,12 +325,18 @@ class Dispatcher:
                     gone.append(Outcome(m, MessageStatus.suppressed, OPTED_OUT_REASON))
                 else:
                     ready.append(m)
+            held = await quiet.holds(s, ready, now=utcnow())
+            if held:
+                held_ids = {m.id for m, _, _ in held}
+                ready = [m for m in ready if m.id not in held_ids]
             await record_applied(s, [m.change(MessageStatus.sending) for m in ready])
             if gone:
                 await claims.finish(s, gone)
+            await claims.hold(s, held)
             routes = await self._pool.load(s, {m.workspace_id for m in ready}) if ready else {}
         self.stats.claimed += len(claimed)
         self.stats.suppressed += len(gone)
+        self.stats.held += len(held)
         return ready, routes, wait
 
     async def _until_next_due(self, session: Any) -> float:
@@ -407,12 +417,14 @@ class Dispatcher:
                 result = await route.adapter.send(outgoing(m, self.settings.secret_key, self.links))
             except PermanentError as exc:
                 breaker.success()  # it answered: the provider is up, the message is bad
+                sender = m.from_address or str(route.adapter.config.get("from_number") or "")
                 return Outcome(
                     m,
                     MessageStatus.failed,
                     exc.reason,
                     provider_id=route.provider_id,
                     provider_kind=route.kind,
+                    opt_out_scope=keywords.provider_opt_out_scope(route.kind, exc.code, sender),
                 )
             except TransientError as exc:
                 if exc.status == 429:
@@ -525,7 +537,9 @@ class Dispatcher:
         while True:
             try:
                 async with self.db.transaction() as s:
-                    return await claims.finish(s, outcomes)
+                    changes = await claims.finish(s, outcomes)
+                    await keywords.record_provider_opt_outs(s, outcomes)
+                    return changes
             except Exception as exc:
                 if not transient_db_error(exc):
                     raise

@@ -172,6 +172,9 @@ class Campaign(Base):
     audience: Mapped[dict[str, Any]] = mapped_column(JSONType)
     category: Mapped[str] = mapped_column(String(16), default="marketing", server_default="marketing")
     send_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # "HH:MM": each message goes at this time in its contact's zone (server/consent/localtime.py),
+    # on send_at's date or at the next occurrence.
+    local_time: Mapped[str | None] = mapped_column(String(5), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="expanding")  # expanding|done|failed
     total: Mapped[int] = mapped_column(Integer, default=0)
     created: Mapped[int] = mapped_column(Integer, default=0)
