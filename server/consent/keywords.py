@@ -35,6 +35,7 @@ from server.conversations import service as conversations
 from server.conversations.inbound import Inbound
 from server.conversations.models import Conversation, InboundMessage
 from server.messages.claims import Outcome
+from server.messages.status import AppliedChange
 from server.workspaces import settings as workspace_settings
 
 KeywordReplies = Literal["provider", "switchboard"]
@@ -168,11 +169,15 @@ def provider_opt_out_scope(kind: str, code: str | None, sender: str) -> str | No
     return None
 
 
-async def record_provider_opt_outs(session: AsyncSession, outcomes: list[Outcome]) -> None:
-    """The opt-outs providers reported on sends (`Outcome.opt_out_scope`), in the flush's transaction."""
+async def record_provider_opt_outs(
+    session: AsyncSession, outcomes: list[Outcome], applied: list[AppliedChange]
+) -> None:
+    """The opt-outs providers reported on sends (`Outcome.opt_out_scope`), in the transaction that
+    writes the outcomes (only those written: a fenced-off stale claim records nothing)."""
+    written = {c.message_id for c in applied}
     for o in outcomes:
         m = o.message
-        if o.opt_out_scope is None or m.contact_id is None:
+        if o.opt_out_scope is None or m.contact_id is None or m.id not in written:
             continue
         try:
             await consent.record(

@@ -418,13 +418,22 @@ class Dispatcher:
             except PermanentError as exc:
                 breaker.success()  # it answered: the provider is up, the message is bad
                 sender = m.from_address or str(route.adapter.config.get("from_number") or "")
+                if scope := keywords.provider_opt_out_scope(route.kind, exc.code, sender):
+                    # The recipient sent STOP to Twilio: an opt-out, recorded with the outcome.
+                    return Outcome(
+                        m,
+                        MessageStatus.suppressed,
+                        OPTED_OUT_REASON,
+                        provider_id=route.provider_id,
+                        provider_kind=route.kind,
+                        opt_out_scope=scope,
+                    )
                 return Outcome(
                     m,
                     MessageStatus.failed,
                     exc.reason,
                     provider_id=route.provider_id,
                     provider_kind=route.kind,
-                    opt_out_scope=keywords.provider_opt_out_scope(route.kind, exc.code, sender),
                 )
             except TransientError as exc:
                 if exc.status == 429:
@@ -538,7 +547,7 @@ class Dispatcher:
             try:
                 async with self.db.transaction() as s:
                     changes = await claims.finish(s, outcomes)
-                    await keywords.record_provider_opt_outs(s, outcomes)
+                    await keywords.record_provider_opt_outs(s, outcomes, changes)
                     return changes
             except Exception as exc:
                 if not transient_db_error(exc):

@@ -160,7 +160,8 @@ async def test_twilio_21610_on_a_send_records_an_opt_out_and_later_marketing_is_
     who = await contact(world, phone="+12125550100")
     first = await message(world, who, category="transactional", channel="sms", to="+12125550100")
     await make_dispatcher(world)
-    await wait_until(lambda: _status_is(world, first, "failed"))
+    await wait_until(lambda: _status_is(world, first, "suppressed"))
+    assert (await world.get(first)).reason == "opted_out"
 
     async with world.db.transaction() as s:
         [row] = (await s.execute(select(ConsentCurrent))).scalars().all()
