@@ -2,7 +2,7 @@
 
 from server.auth.models import RefreshToken, Role, User
 from server.consent.models import Consent, ConsentCurrent
-from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob
+from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob, ImportRejectedRow
 from server.conversations.models import Conversation, ConversationRead, InboundMessage, InboundToken
 from server.db import Base
 from server.endpoints.models import Delivery, Endpoint
@@ -37,6 +37,7 @@ __all__ = [
     "Event",
     "IdempotencyRecord",
     "ImportJob",
+    "ImportRejectedRow",
     "InboundMessage",
     "InboundToken",
     "Message",

@@ -219,6 +219,8 @@
         htmx.trigger(document.body, "consent-changed");
       } else if (ev.type.startsWith("message.")) {
         htmx.trigger(document.body, "messages-changed");
+      } else if (ev.type.startsWith("conversation.")) {
+        htmx.trigger(document.body, "conversations-changed");
       }
     },
     onLive() {
