@@ -95,18 +95,24 @@ class Keywords:
             return None
         number_scope = (row.to_address or ALL_SCOPE)[:MAX_SCOPE]
         evidence = {"inbound_message_id": row.id, **({"opt_out_type": opt_out_type} if opt_out_type else {})}
-        common = {
-            "workspace_id": conv.workspace_id,
-            "contact_id": conv.contact_id,
-            "channel": conv.channel,
-            "source": ConsentSource.keyword,
-            "evidence": evidence,
-        }
+
+        async def record(state: ConsentState, scope: str) -> bool:
+            recorded = await consent.record(
+                session,
+                workspace_id=conv.workspace_id,
+                contact_id=conv.contact_id,
+                channel=conv.channel,
+                state=state,
+                source=ConsentSource.keyword,
+                scope=scope,
+                evidence=evidence,
+            )
+            return recorded.changed
+
         changed = False
         if kind in (Keyword.opt_out, Keyword.opt_out_all):
             scope = ALL_SCOPE if kind is Keyword.opt_out_all else number_scope
-            recorded = await consent.record(session, state=ConsentState.opted_out, scope=scope, **common)
-            changed = recorded.changed
+            changed = await record(ConsentState.opted_out, scope)
         elif kind in (Keyword.opt_in, Keyword.opt_in_if_out):
             out = {
                 c.scope
@@ -119,8 +125,7 @@ class Keywords:
             if kind is Keyword.opt_in and number_scope not in scopes:
                 scopes.insert(0, number_scope)  # START from someone never opted out: their consent
             for scope in scopes:
-                recorded = await consent.record(session, state=ConsentState.opted_in, scope=scope, **common)
-                changed = changed or recorded.changed
+                changed = await record(ConsentState.opted_in, scope) or changed
             if kind is Keyword.opt_in_if_out and not scopes:
                 return None  # an ordinary "yes"
         await self._answer(session, conv, row, kind, changed, answered_by_provider=bool(opt_out_type))
