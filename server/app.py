@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from server import openapi
 from server.api import Router, all_operations, json_response
 from server.auth.api import router as auth_router
+from server.consent.api import router as consent_router
 from server.contacts.api import router as contacts_router
 from server.contacts.export_api import router as export_router
 from server.contacts.import_api import router as contacts_import_router
@@ -33,14 +34,17 @@ from server.services import Services, build_services
 from server.settings import Settings, get_settings
 from server.sso.api import router as sso_router
 from server.sso.flow import routes as sso_routes
+from server.suppressions.api import router as suppressions_router
 from server.templates.api import router as templates_router
 from server.webhooks.api import routes as webhook_routes
+from server.workspaces.api import router as workspace_router
 from ui.routes import routes as ui_routes
 
 ROUTERS: list[Router] = [
     auth_router,
     export_router,  # before contacts and messages: /contacts/export is not /contacts/{contact_id}
     contacts_router,
+    consent_router,
     contacts_import_router,
     templates_router,
     providers_router,
@@ -50,6 +54,8 @@ ROUTERS: list[Router] = [
     reports_router,
     conversations_router,
     sso_router,
+    suppressions_router,
+    workspace_router,
 ]
 
 

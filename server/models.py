@@ -1,6 +1,7 @@
 """Every table, imported in one place so `Base.metadata` is complete (Alembic, tests)."""
 
 from server.auth.models import RefreshToken, Role, User
+from server.consent.models import Consent, ConsentCurrent
 from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob, ImportRejectedRow
 from server.conversations.models import Conversation, ConversationRead, InboundMessage, InboundToken
 from server.db import Base
@@ -27,6 +28,8 @@ __all__ = [
     "Audit",
     "Base",
     "Campaign",
+    "Consent",
+    "ConsentCurrent",
     "Contact",
     "ContactIdentity",
     "Conversation",

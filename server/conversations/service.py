@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,11 +133,22 @@ def message_event(c: Conversation, message_id: int, direction: str, text: str) -
 # --- inbound ---------------------------------------------------------------------------------
 
 
+# Called for each newly stored inbound message, in the same transaction (SMS/WhatsApp keywords,
+# server/consent/keywords.py).
+OnStored = Callable[[AsyncSession, Conversation, InboundMessage, Inbound], Awaitable[object]]
+
+
 async def receive(
-    session: AsyncSession, *, workspace_id: int, provider_id: int, secret: str, items: Sequence[Inbound]
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    provider_id: int,
+    secret: str,
+    items: Sequence[Inbound],
+    on_stored: OnStored | None = None,
 ) -> Received:
     """Store inbound messages once each (a provider's repeat changes nothing), threaded into their
-    conversations, with their events."""
+    conversations, with their events; then `on_stored` sees each new one."""
     if not items:
         return Received(0, 0)
     await lock_workspace(session, workspace_id)
@@ -195,6 +206,8 @@ async def receive(
             events.append(updated_event(conv))
         events.append(message_event(conv, row.id, "inbound", msg.preview()))
         await emit_many(session, workspace_id, events)
+        if on_stored is not None:
+            await on_stored(session, conv, row, msg)
         stored += 1
     return Received(stored, duplicates)
 

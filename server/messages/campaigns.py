@@ -12,8 +12,10 @@ take turns on the row lock instead of creating a contact's message twice."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +23,8 @@ import orjson
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.consent import localtime
+from server.consent.tokens import Links
 from server.contacts import service as contacts
 from server.contacts.models import Contact
 from server.db import Database, utcnow
@@ -31,6 +35,7 @@ from server.messages.models import Campaign, MessageStatus
 from server.messages.wake import wake_local
 from server.templates import render
 from server.templates import service as templates
+from server.workspaces import settings as workspace_settings
 
 if TYPE_CHECKING:
     from server.services import Services
@@ -55,7 +60,9 @@ def as_dict(c: Campaign) -> dict[str, Any]:
         "name": c.name,
         "template_id": c.template_id,
         "audience": c.audience,
+        "category": c.category,
         "send_at": c.send_at,
+        "local_time": c.local_time,
         "status": c.status,
         "total": c.total,
         "created": c.created,
@@ -101,7 +108,9 @@ async def create_campaign(
         name=data["name"],
         template_id=data["template_id"],
         audience=audience,
+        category=data.get("category") or "marketing",
         send_at=data.get("send_at"),
+        local_time=data.get("local_time"),
         status="expanding",
         created=0,
         last_contact_id=0,
@@ -136,6 +145,22 @@ async def list_campaigns(
     return list((await session.execute(stmt.order_by(Campaign.id.desc()).limit(limit))).scalars())
 
 
+async def _local_send_times(
+    session: AsyncSession, c: Campaign, people: Sequence[Any], now: dt.datetime
+) -> list[dt.datetime]:
+    """Each contact's send time for a campaign at `local_time` on the contact's clock (computed
+    once per zone; see server/consent/localtime.py for how the zone is chosen)."""
+    assert c.local_time is not None
+    ws = await workspace_settings.get(session, c.workspace_id)
+    return localtime.send_times(
+        ((p.attributes, p.phone) for p in people),
+        at=localtime.clock(c.local_time),
+        day=c.send_at.date() if c.send_at is not None else None,
+        now=now,
+        default_zone=ws.timezone,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     created: int
@@ -143,8 +168,11 @@ class BatchResult:
     finished: bool
 
 
-async def expand_batch(db: Database, campaign_id: int, *, batch_size: int = BATCH_SIZE) -> BatchResult:
-    """Create the next batch of a campaign's messages in one transaction."""
+async def expand_batch(
+    db: Database, campaign_id: int, *, batch_size: int = BATCH_SIZE, links: Links | None = None
+) -> BatchResult:
+    """Create the next batch of a campaign's messages in one transaction (`links`: the
+    recipients' `{{ unsubscribe_url }}`)."""
     async with db.transaction() as s:
         c = (
             await s.execute(select(Campaign).where(Campaign.id == campaign_id).with_for_update())
@@ -168,16 +196,22 @@ async def expand_batch(db: Database, campaign_id: int, *, batch_size: int = BATC
         people = rows.all()
         now = utcnow()
         send_at = max(c.send_at or now, now)
-        used = sorted(render.names_used(tpl.subject, tpl.body) & _CONTEXT_NAMES)
+        local = await _local_send_times(s, c, people, now) if c.local_time else None
+        names = render.names_used(tpl.subject, tpl.body)
+        used = sorted(names & _CONTEXT_NAMES)
+        per_contact_link = links is not None and "unsubscribe_url" in names
         texts: dict[bytes, tuple[str, str] | str] = {}  # rendered (subject, body), or why not
         values = []
         turn = time.monotonic()
-        for p in people:
+        for i, p in enumerate(people):
             to, reason = service.address_for(tpl.channel, p)
             subject = body = ""
             if reason is None:
                 context = render.context_for(p, {})
-                key = orjson.dumps([context[n] for n in used], option=orjson.OPT_SORT_KEYS)
+                link = links.url(c.workspace_id, p.id, tpl.channel) if per_contact_link and links else ""
+                context["unsubscribe_url"] = link
+                # One render per distinct value of what the template reads (its link is per contact).
+                key = orjson.dumps([link, *(context[n] for n in used)], option=orjson.OPT_SORT_KEYS)
                 text_ = texts.get(key)
                 if text_ is None:
                     try:
@@ -195,11 +229,12 @@ async def expand_batch(db: Database, campaign_id: int, *, batch_size: int = BATC
                     channel=tpl.channel,
                     rendered=(to, subject, body, reason),
                     variables={},
-                    send_at=send_at,
+                    send_at=local[i] if local is not None else send_at,
                     now=now,
                     template_id=tpl.id,
                     campaign_id=c.id,
                     created_by=c.created_by,
+                    category=c.category,
                 )
             )
             # Each render is bounded by the template budget; a batch of heavy ones still takes
@@ -224,7 +259,9 @@ async def expand_campaign(services: Services, campaign_id: int, *, batch_size: i
     """Create all remaining messages of a campaign; returns how many this call created."""
     total = 0
     while True:
-        result = await expand_batch(services.db, campaign_id, batch_size=batch_size)
+        result = await expand_batch(
+            services.db, campaign_id, batch_size=batch_size, links=Links(services.settings)
+        )
         total += result.created
         if result.queued:
             wake_local(services)

@@ -43,6 +43,7 @@ class Claimed:
     attempts: int  # including this claim: the fencing token
     request_id: str | None = None  # of the API request that created it: the send's log lines carry it
     from_address: str | None = None  # a conversation reply goes out from where the customer wrote to
+    category: str = "transactional"  # marketing: consent is checked, email carries List-Unsubscribe
 
     def change(self, status: MessageStatus, reason: str | None = None) -> AppliedChange:
         return AppliedChange(
@@ -62,6 +63,9 @@ class Outcome:
     provider_message_id: str | None = None
     next_attempt_at: dt.datetime | None = None  # when queued
     refund: bool = False  # no provider was tried: the claim does not count as an attempt
+    # The provider refused because the recipient opted out of this sender (Twilio 21610): the scope
+    # (sender number) to record as opted out with the outcome (server/consent/keywords.py).
+    opt_out_scope: str | None = None
 
 
 # Everything a provider returns is bounded before it is stored: one bad answer must not fail the
@@ -86,7 +90,7 @@ def storable(o: Outcome) -> Outcome:
 
 _CLAIMED_COLUMNS = (
     "id, workspace_id, contact_id, channel, to_address, subject, body, send_at, attempts, request_id,"
-    " from_address"
+    " from_address, category"
 )
 _CHANGED_COLUMNS = "id, workspace_id, contact_id, channel, status, provider_kind, reason, created_at"
 
@@ -190,6 +194,29 @@ SET status = :status,
     updated_at = :now
 WHERE id = :id AND status = 'sending' AND attempts = :attempts
   AND {allowed_sql("status", ":status")}
+RETURNING {_CHANGED_COLUMNS}
+""")
+
+# A hold (quiet hours, server/consent/quiet.py) undoes a claim inside the transaction that made it:
+# back to `scheduled` at `until`, the attempt refunded. `sending → scheduled` is not a move of the
+# status machine (`TRANSITIONS`): nobody outside saw the `sending` (the claim's history is written
+# later in the same transaction, and not for held messages), so to everyone else the message went
+# from waiting to waiting-later. Only `hold` may take this step.
+PG_HOLD = text(f"""
+UPDATE message AS m
+SET status = 'scheduled', reason = v.reason, send_at = v.until, next_attempt_at = v.until,
+    attempts = m.attempts - 1, lease_until = NULL, updated_at = now()
+FROM unnest(CAST(:ids AS bigint[]), CAST(:attempts AS integer[]), CAST(:untils AS timestamptz[]),
+            CAST(:reasons AS text[])) AS v(id, attempts, until, reason)
+WHERE m.id = v.id AND m.status = 'sending' AND m.attempts = v.attempts
+RETURNING {", ".join("m." + c.strip() for c in _CHANGED_COLUMNS.split(","))}
+""")
+
+SQLITE_HOLD = text(f"""
+UPDATE message
+SET status = 'scheduled', reason = :reason, send_at = :next_attempt_at, next_attempt_at = :next_attempt_at,
+    attempts = attempts - 1, lease_until = NULL, updated_at = :now
+WHERE id = :id AND status = 'sending' AND attempts = :attempts
 RETURNING {_CHANGED_COLUMNS}
 """)
 
@@ -337,6 +364,38 @@ async def finish(session: AsyncSession, outcomes: list[Outcome]) -> list[Applied
             changes += one_change
             moves += one_move
     await counters.record_moves(session, moves)
+    await record_applied(session, changes)
+    return changes
+
+
+async def hold(session: AsyncSession, held: list[tuple[Claimed, dt.datetime, str]]) -> list[AppliedChange]:
+    """Put messages just claimed in this transaction back to `scheduled` until a later time
+    (message, until, reason), with their history rows and events (see `PG_HOLD`)."""
+    if not held:
+        return []
+    if _is_pg(session):
+        result = await session.execute(
+            PG_HOLD,
+            {
+                "ids": [m.id for m, _, _ in held],
+                "attempts": [m.attempts for m, _, _ in held],
+                "untils": [until for _, until, _ in held],
+                "reasons": [reason for _, _, reason in held],
+            },
+        )
+        changes, moves = _changes(result)
+    else:
+        statement, now = _typed(SQLITE_HOLD, "created_at"), utcnow()
+        changes, moves = [], []
+        for m, until, reason in held:
+            result = await session.execute(
+                statement,
+                {"id": m.id, "attempts": m.attempts, "next_attempt_at": until, "reason": reason, "now": now},
+            )
+            one_change, one_move = _changes(result)
+            changes += one_change
+            moves += one_move
+    await counters.record_moves(session, moves)  # the claim counted them as `sending`
     await record_applied(session, changes)
     return changes
 

@@ -71,6 +71,8 @@ class Message(Base):
     # number or address it goes out from (the one the customer wrote to); None: the connection's own.
     conversation_id: Mapped[int | None] = mapped_column(BigId, nullable=True, index=True)
     from_address: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    # transactional | marketing (DESIGN §9): consent and the unsubscribe headers apply to marketing.
+    category: Mapped[str] = mapped_column(String(16), default="transactional", server_default="transactional")
     subject: Mapped[str] = mapped_column(Text, default="")
     body: Mapped[str] = mapped_column(Text, default="")
     variables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
@@ -136,6 +138,8 @@ class Suppression(Base):
     address: Mapped[str] = mapped_column(String(320))  # lower-cased email or E.164 phone
     reason: Mapped[str] = mapped_column(String(16))  # bounce|unsubscribe|spam|manual
     source_event_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[int | None] = mapped_column(BigId, nullable=True)  # a user, for manual ones
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (UniqueConstraint("workspace_id", "address"),)
@@ -166,7 +170,11 @@ class Campaign(Base):
     name: Mapped[str] = mapped_column(String(200))
     template_id: Mapped[int] = mapped_column(BigId)
     audience: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    category: Mapped[str] = mapped_column(String(16), default="marketing", server_default="marketing")
     send_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # "HH:MM": each message goes at this time in its contact's zone (server/consent/localtime.py),
+    # on send_at's date or at the next occurrence.
+    local_time: Mapped[str | None] = mapped_column(String(5), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="expanding")  # expanding|done|failed
     total: Mapped[int] = mapped_column(Integer, default=0)
     created: Mapped[int] = mapped_column(Integer, default=0)

@@ -14,6 +14,7 @@ from sqlalchemy import Table, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.cache import EntityCache
+from server.consent.tokens import Links
 from server.contacts import service as contacts
 from server.db import UTCDateTime, dialect_of, utcnow
 from server.errors import NotFound
@@ -56,6 +57,7 @@ def as_dict(m: Message) -> dict[str, Any]:
         "to": m.to_address,
         "template_id": m.template_id,
         "campaign_id": m.campaign_id,
+        "category": m.category,
         "subject": m.subject,
         "body": m.body,
         "variables": m.variables,
@@ -96,6 +98,8 @@ def build_message(
     campaign_id: int | None = None,
     created_by: int | None = None,
     idempotency_key: str | None = None,
+    category: str = "transactional",
+    links: Links | None = None,
 ) -> Message:
     """A new message for one contact, rendered; `failed` with the reason when it cannot go out."""
     return Message(
@@ -103,7 +107,9 @@ def build_message(
             workspace_id=workspace_id,
             contact=contact,
             channel=channel,
-            rendered=rendered_for(channel, contact, compiled, variables),
+            rendered=rendered_for(
+                channel, contact, compiled, variables, workspace_id=workspace_id, links=links
+            ),
             variables=variables,
             send_at=send_at,
             now=now,
@@ -111,6 +117,7 @@ def build_message(
             campaign_id=campaign_id,
             created_by=created_by,
             idempotency_key=idempotency_key,
+            category=category,
         )
     )
 
@@ -119,14 +126,23 @@ Rendered = tuple[str, str, str, str | None]  # (to, subject, body, why it cannot
 
 
 def rendered_for(
-    channel: str, contact: Any, compiled: render.CompiledMessage, variables: Mapping[str, Any]
+    channel: str,
+    contact: Any,
+    compiled: render.CompiledMessage,
+    variables: Mapping[str, Any],
+    *,
+    workspace_id: int,
+    links: Links | None = None,
 ) -> Rendered:
-    """The address and the rendered text of one contact's message, or the reason it fails."""
+    """The address and the rendered text of one contact's message, or the reason it fails.
+    `links` makes the contact's `{{ unsubscribe_url }}` (empty without it)."""
     to, reason = address_for(channel, contact)
     subject = body = ""
     if reason is None:
+        context = render.context_for(contact, variables)
+        context["unsubscribe_url"] = links.url(workspace_id, contact.id, channel) if links else ""
         try:
-            subject, body = compiled.render(render.context_for(contact, variables))
+            subject, body = compiled.render(context)
         except render.RenderError as exc:
             reason = exc.reason
     return to, subject, body, reason
@@ -145,6 +161,7 @@ def message_values(
     campaign_id: int | None = None,
     created_by: int | None = None,
     idempotency_key: str | None = None,
+    category: str = "transactional",
 ) -> dict[str, Any]:
     """The columns of a new message (`build_message`, and campaigns' set-based inserts)."""
     to, subject, body, reason = rendered
@@ -161,6 +178,7 @@ def message_values(
         "to_address": to,
         "template_id": template_id,
         "campaign_id": campaign_id,
+        "category": category,
         "subject": subject,
         "body": body,
         "variables": dict(variables),
@@ -298,6 +316,7 @@ async def create_message(
     data: Mapping[str, Any],
     idempotency_key: str | None = None,
     templates_cache: EntityCache | None = None,
+    links: Links | None = None,
 ) -> Message:
     """`InvalidReference` when the contact or template is not in this workspace (or does not fit),
     `render.TemplateInvalid` for an inline subject or body that can never render.
@@ -348,6 +367,8 @@ async def create_message(
         template_id=data.get("template_id"),
         created_by=user_id,
         idempotency_key=idempotency_key,
+        category=data.get("category") or "transactional",
+        links=links,
     )
     await record_created(session, workspace_id, [message])
     return message

@@ -83,6 +83,18 @@ def _check_part(field: str, source: str) -> list[dict[str, str]]:
     return []
 
 
+def names_used(*sources: str) -> set[str]:
+    """The top-level variables these template parts read (a part that does not parse reads none:
+    `check` says why). A campaign renders once per distinct value of them, not once per contact."""
+    out: set[str] = set()
+    for source in sources:
+        try:
+            out |= meta.find_undeclared_variables(_strict.parse(source))
+        except TemplateError:
+            pass
+    return out
+
+
 def check(subject: str, body: str) -> None:
     """Raise `TemplateInvalid` for a syntax error or an unsafe construct in either part, in this
     process (`validate` is the same off the event loop, with a deadline).
@@ -159,14 +171,6 @@ def compile_message(subject: str, body: str) -> CompiledMessage:
     if errors:
         raise TemplateInvalid(errors)
     return CompiledMessage(compiled["subject"], compiled["body"])
-
-
-def names_used(subject: str, body: str) -> frozenset[str]:
-    """The top-level names a message template reads (so a campaign renders once per distinct
-    value of them, not once per contact)."""
-    return frozenset(
-        name for source in (subject, body) for name in meta.find_undeclared_variables(_strict.parse(source))
-    )
 
 
 def context_for(contact: Any | None, variables: Mapping[str, Any]) -> dict[str, Any]:
