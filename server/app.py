@@ -37,6 +37,7 @@ from server.sso.flow import routes as sso_routes
 from server.suppressions.api import router as suppressions_router
 from server.templates.api import router as templates_router
 from server.webhooks.api import routes as webhook_routes
+from server.workspaces.api import router as workspace_router
 from ui.routes import routes as ui_routes
 
 ROUTERS: list[Router] = [
@@ -54,6 +55,7 @@ ROUTERS: list[Router] = [
     conversations_router,
     sso_router,
     suppressions_router,
+    workspace_router,
 ]
 
 

@@ -21,6 +21,14 @@ class Settings(BaseSettings):
 
     env: Literal["development", "production", "test"] = "development"
     database_url: str = DEFAULT_SQLITE
+    # Reports and exports read here when set (a PostgreSQL streaming replica); else the primary.
+    database_replica_url: str | None = None
+    # PostgreSQL: a statement running longer is cancelled (the request answers 503), so one slow
+    # query cannot hold a pooled connection for ever. Not applied to LISTEN or to migrations.
+    db_statement_timeout_ms: int = Field(default=30_000, ge=0)  # 0: no limit
+    db_pool_size: int = Field(default=20, ge=1)  # connections kept open per engine
+    db_max_overflow: int = Field(default=20, ge=0)  # opened beyond the pool under load, then closed
+    db_pool_timeout_s: float = Field(default=5.0, gt=0)  # waiting for a connection longer answers 503
     redis_url: str | None = None
     redis_prefix: str = "sb:"  # every Redis key and channel of this deployment starts with it
     secret_key: str = ""
@@ -85,18 +93,12 @@ class Settings(BaseSettings):
     rate_limit_login_ip_burst: int = 30
     rate_limit_login_ip_per_s: float = 0.5
 
-    # SMS/WhatsApp keywords (server/consent/keywords.py): who confirms STOP/START and answers HELP.
-    # "provider": the carrier or Twilio Advanced Opt-Out already does (no duplicate from us);
-    # "switchboard": we answer with the texts below.
-    keyword_replies: Literal["provider", "switchboard"] = "provider"
-    keyword_help_text: str = "Reply STOP to unsubscribe, START to subscribe again."
-    keyword_stop_text: str = (
-        "You are unsubscribed and will receive no more messages. Reply START to resubscribe."
-    )
-    keyword_start_text: str = "You are subscribed again. Reply STOP to unsubscribe."
-
     # `GET /metrics` wants `Authorization: Bearer <metrics_token>` when this is set.
     metrics_token: str | None = None
+
+    # Who answers SMS keywords (STOP/START/HELP): `provider` — Twilio and the carriers already do,
+    # Switchboard stays silent — or `switchboard`, with the workspace's texts (server/consent/keywords.py).
+    keyword_replies: Literal["provider", "switchboard"] = "provider"
 
     # Contact imports (server/contacts/importer.py). One upload may be this large (the request
     # body limit above does not apply to the import route); a gzip upload may expand to

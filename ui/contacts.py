@@ -170,8 +170,8 @@ async def contact_page(request: Request, v: Viewer) -> Response:
         names = await user_names(s, v.workspace_id)
         messages = await _messages(s, v, contact.id)
         templates = await templates_service.list_by_name(s, workspace_id=v.workspace_id, limit=200)
-        conversations = await contact_conversations(s, v, contact.id)
         consent = await _consent(s, v, contact.id)
+        conversations = await contact_conversations(s, v, contact.id)
     attributes = [(k, *attribute_value(val)) for k, val in sorted(contact.attributes.items())]
     return render(
         request,
@@ -207,19 +207,19 @@ async def messages_fragment(request: Request, v: Viewer) -> Response:
 
 
 @page()
-async def conversations_fragment(request: Request, v: Viewer) -> Response:
-    contact = await _contact(request, v)
-    async with services(request).db.transaction() as s:
-        conversations = await contact_conversations(s, v, contact.id)
-    return render(request, "inbox/_contact_conversations.html", {"conversations": conversations})
-
-
-@page()
 async def consent_fragment(request: Request, v: Viewer) -> Response:
     contact = await _contact(request, v)
     async with services(request).db.transaction() as s:
         consent = await _consent(s, v, contact.id)
     return render(request, "_consent.html", {"consent": consent})
+
+
+@page()
+async def conversations_fragment(request: Request, v: Viewer) -> Response:
+    contact = await _contact(request, v)
+    async with services(request).db.transaction() as s:
+        conversations = await contact_conversations(s, v, contact.id)
+    return render(request, "inbox/_contact_conversations.html", {"conversations": conversations})
 
 
 PRESENCE_STATES = ("viewing", "editing", "left")
@@ -246,7 +246,7 @@ routes = [
     Route("/contacts/{contact_id:int}", contact_page, methods=["GET"]),
     Route("/contacts/{contact_id:int}/history", history_fragment, methods=["GET"]),
     Route("/contacts/{contact_id:int}/messages", messages_fragment, methods=["GET"]),
-    Route("/contacts/{contact_id:int}/conversations", conversations_fragment, methods=["GET"]),
     Route("/contacts/{contact_id:int}/consent", consent_fragment, methods=["GET"]),
+    Route("/contacts/{contact_id:int}/conversations", conversations_fragment, methods=["GET"]),
     Route("/contacts/{contact_id:int}/presence", presence_post, methods=["POST"]),
 ]

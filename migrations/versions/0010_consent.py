@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql
 import server.db
 
 revision: str = "0010"
-down_revision: str | None = "0005"  # re-chained onto the newest at merge
+down_revision: str | None = "0009"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

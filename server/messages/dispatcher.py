@@ -1,7 +1,9 @@
 """The dispatcher: claims due messages and sends them through their providers.
 
 One claim loop takes batches of due messages (see `claims`), checks them against the suppression
-list and, for marketing, the consent ledger (one query per batch each), and starts one send task per message under a semaphore (`dispatcher_concurrency`). A send tries
+list and, for marketing, the consent ledger and quiet hours (one query per batch each; a message in
+its contact's quiet window goes back to `scheduled` until the window ends, server/consent/quiet.py),
+and starts one send task per message under a semaphore (`dispatcher_concurrency`). A send tries
 the channel's providers by priority, skipping those whose circuit is open or that asked us to wait,
 and keeps each under its send rate. Outcomes are written back in bulk by a flusher, fenced so a
 stale claim cannot overwrite a newer one. Side tasks (claim, flush, reclaim, gauges, listen) run
@@ -29,11 +31,10 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from realtime.lifecycle import Supervisor
 from realtime.pglisten import pg_listen
+from server.consent import keywords, quiet
 from server.consent import service as consent
-from server.consent.keywords import TWILIO_UNSUBSCRIBED
-from server.consent.models import MARKETING, ConsentSource, ConsentState
+from server.consent.models import MARKETING
 from server.consent.tokens import Links, base_url
-from server.contacts.changes import ContactNotFound
 from server.conversations.threading import reply_token
 from server.db import utcnow
 from server.logs import request_context
@@ -88,10 +89,11 @@ def idempotency_key(workspace_id: int, message_id: int) -> str:
 def outgoing(m: Claimed, secret: str = "", links: Links | None = None) -> OutgoingMessage:
     """`secret` signs the reply token an email's `Reply-To` carries (server/conversations/threading);
     with `links`, a marketing email carries its recipient's one-click unsubscribe URL."""
-    unsubscribe = mailbox = ""
-    if links is not None and m.category == MARKETING and m.channel == "email" and m.contact_id:
-        unsubscribe = links.url(m.workspace_id, m.contact_id, m.channel)
-        mailbox = links.mailbox(m.workspace_id, m.contact_id, m.channel)
+    unsubscribe = (
+        links.url(m.workspace_id, m.contact_id, m.channel)
+        if links is not None and m.category == MARKETING and m.channel == "email" and m.contact_id
+        else ""
+    )
     return OutgoingMessage(
         message_id=m.id,
         workspace_id=m.workspace_id,
@@ -103,7 +105,6 @@ def outgoing(m: Claimed, secret: str = "", links: Links | None = None) -> Outgoi
         from_address=m.from_address or "",
         reply_token=reply_token(secret, m.workspace_id, m.id) if secret and m.channel == "email" else "",
         unsubscribe_url=unsubscribe,
-        unsubscribe_mailbox=mailbox,
     )
 
 
@@ -125,6 +126,7 @@ class DispatchStats:
     lag_last_s: float = 0.0  # sent time - send_at of the last sent message
     lag_sum_s: float = 0.0
     lag_max_s: float = 0.0
+    held: int = 0  # marketing messages put back by quiet hours
 
 
 class Dispatcher:
@@ -323,12 +325,18 @@ class Dispatcher:
                     gone.append(Outcome(m, MessageStatus.suppressed, OPTED_OUT_REASON))
                 else:
                     ready.append(m)
+            held = await quiet.holds(s, ready, now=utcnow())
+            if held:
+                held_ids = {m.id for m, _, _ in held}
+                ready = [m for m in ready if m.id not in held_ids]
             await record_applied(s, [m.change(MessageStatus.sending) for m in ready])
             if gone:
                 await claims.finish(s, gone)
+            await claims.hold(s, held)
             routes = await self._pool.load(s, {m.workspace_id for m in ready}) if ready else {}
         self.stats.claimed += len(claimed)
         self.stats.suppressed += len(gone)
+        self.stats.held += len(held)
         return ready, routes, wait
 
     async def _until_next_due(self, session: Any) -> float:
@@ -409,14 +417,16 @@ class Dispatcher:
                 result = await route.adapter.send(outgoing(m, self.settings.secret_key, self.links))
             except PermanentError as exc:
                 breaker.success()  # it answered: the provider is up, the message is bad
-                if route.kind == "twilio" and exc.code == TWILIO_UNSUBSCRIBED:
-                    # The recipient sent STOP to Twilio: an opt-out (recorded with the outcome).
+                sender = m.from_address or str(route.adapter.config.get("from_number") or "")
+                if scope := keywords.provider_opt_out_scope(route.kind, exc.code, sender):
+                    # The recipient sent STOP to Twilio: an opt-out, recorded with the outcome.
                     return Outcome(
                         m,
                         MessageStatus.suppressed,
                         OPTED_OUT_REASON,
                         provider_id=route.provider_id,
                         provider_kind=route.kind,
+                        opt_out_scope=scope,
                     )
                 return Outcome(
                     m,
@@ -537,7 +547,7 @@ class Dispatcher:
             try:
                 async with self.db.transaction() as s:
                     changes = await claims.finish(s, outcomes)
-                    await _record_provider_opt_outs(s, outcomes, changes)
+                    await keywords.record_provider_opt_outs(s, outcomes, changes)
                     return changes
             except Exception as exc:
                 if not transient_db_error(exc):
@@ -590,29 +600,6 @@ class Dispatcher:
         from server.messages.wake import DISPATCH_CHANNEL
 
         await pg_listen(self.db.url, DISPATCH_CHANNEL, lambda _payload: self._wake.set())
-
-
-async def _record_provider_opt_outs(
-    session: Any, outcomes: list[Outcome], changes: list[AppliedChange]
-) -> None:
-    """A provider refused a send because the recipient unsubscribed with it (Twilio 21610): the
-    ledger learns it in the transaction that writes the outcome, so the next send is not tried."""
-    applied = {c.message_id for c in changes}
-    for o in outcomes:
-        m = o.message
-        if o.reason == OPTED_OUT_REASON and o.provider_kind and m.contact_id and m.id in applied:
-            try:
-                await consent.record(
-                    session,
-                    workspace_id=m.workspace_id,
-                    contact_id=m.contact_id,
-                    channel=m.channel,
-                    state=ConsentState.opted_out,
-                    source=ConsentSource.provider,
-                    evidence={"message_id": m.id, "provider": o.provider_kind, "error": TWILIO_UNSUBSCRIBED},
-                )
-            except ContactNotFound:  # deleted since: nobody left to send to
-                pass
 
 
 async def _sleep_unless(event: asyncio.Event, seconds: float) -> bool:

@@ -6,6 +6,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from server.api import Out, Query, Schema
+from server.consent.localtime import clock
 from server.consent.models import Category
 from server.messages.models import MessageStatus
 from server.pagination import PAGE_LIMIT, PageLimit
@@ -111,8 +112,18 @@ class CampaignIn(Schema):
     audience: Audience
     send_at: dt.datetime | None = None
     category: Category = "marketing"
+    # "HH:MM": each message at this time on its contact's clock, on send_at's (UTC) date or, without
+    # send_at, at the next occurrence (server/consent/localtime.py).
+    local_time: str | None = None
 
     _send_at = field_validator("send_at")(_utc)
+
+    @field_validator("local_time")
+    @classmethod
+    def _local_time(cls, v: str | None) -> str | None:
+        if v is not None:
+            clock(v)
+        return v
 
 
 class CampaignOut(Out):
@@ -122,6 +133,7 @@ class CampaignOut(Out):
     audience: dict[str, Any]
     category: str
     send_at: dt.datetime | None
+    local_time: str | None
     status: str
     total: int
     created: int

@@ -83,12 +83,16 @@ def _check_part(field: str, source: str) -> list[dict[str, str]]:
     return []
 
 
-def names_used(source: str) -> set[str]:
-    """The top-level variables a template reads (empty when it does not parse: `check` says why)."""
-    try:
-        return set(meta.find_undeclared_variables(_strict.parse(source)))
-    except TemplateError:
-        return set()
+def names_used(*sources: str) -> set[str]:
+    """The top-level variables these template parts read (a part that does not parse reads none:
+    `check` says why). A campaign renders once per distinct value of them, not once per contact."""
+    out: set[str] = set()
+    for source in sources:
+        try:
+            out |= meta.find_undeclared_variables(_strict.parse(source))
+        except TemplateError:
+            pass
+    return out
 
 
 def check(subject: str, body: str) -> None:

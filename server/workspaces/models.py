@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import BigInteger, Index, String, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.db import Base, BigId, UTCDateTime, utcnow
+from server.db import Base, BigId, JSONType, UTCDateTime, utcnow
 
 
 def slugify(name: str) -> str:
@@ -33,6 +33,9 @@ class Workspace(Base):
     slug: Mapped[str] = mapped_column(String(63), default=_slug_from_name)
     event_seq: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Workspace settings (server/workspaces/settings.py): quiet hours, default time zone, keyword
+    # replies. Read through `WorkspaceSettings`, which fills in the defaults of absent keys.
+    settings: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict, server_default="{}")
 
     __table_args__ = (
         Index("uq_workspace_lower_name", func.lower(name), unique=True),

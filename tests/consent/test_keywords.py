@@ -1,144 +1,215 @@
-"""SMS/WhatsApp keywords: STOP and friends opt out, START opts back in, HELP is answered, Twilio's
-OptOutType wins; each keyword in any case and spacing, and nothing else is a keyword."""
+"""SMS and WhatsApp keywords arriving as inbound messages: the ledger, the scope, who answers."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from sqlalchemy import select
 
-from server.consent import service
-from server.consent.keywords import Action, InboundKeyword, apply_keyword, keyword_of
+from server.consent.keywords import Keyword, classify
 from server.consent.models import Consent, ConsentCurrent
-from server.contacts.models import Contact
-from server.db import Database
+from server.conversations.models import InboundMessage
+from server.messages.models import Message
 from server.settings import Settings
-from server.workspaces.models import Workspace
+from server.workspaces import settings as workspace_settings
 from tests.conftest import make_settings
+from tests.conversations.support import OUR_SMS, World, wa_text, whatsapp_doc
 
-OUR_NUMBER = "+15550001111"
-STOPS = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"]
-STARTS = ["START", "UNSTOP", "YES"]
+CUSTOMER = "+15558675310"
+OTHER_NUMBER = "+15005550007"  # a second number of the workspace
 
 
 @pytest.fixture
-async def people(db_url: str) -> Any:
-    db = Database(db_url)
-    async with db.transaction() as s:
-        ws = Workspace(name="Acme")
-        s.add(ws)
-        await s.flush()
-        c = Contact(workspace_id=ws.id, name="Ada", phone="+14155552671", attributes={}, tags=[])
-        s.add(c)
-        await s.flush()
-        ids = (ws.id, c.id)
-    try:
-        yield db, *ids
-    finally:
-        await db.dispose()
+def settings(db_url: str, request: pytest.FixtureRequest) -> Settings:
+    """`keyword_replies` from `@pytest.mark.parametrize("settings", [...], indirect=True)`."""
+    return make_settings(db_url, keyword_replies=getattr(request, "param", "provider"))
 
 
-def _inbound(ws: int, contact: int, text: str, **over: Any) -> InboundKeyword:
-    fields: dict[str, Any] = {
-        "workspace_id": ws,
-        "contact_id": contact,
-        "channel": "sms",
-        "text": text,
-        "to_address": OUR_NUMBER,
-        "inbound_message_id": 99,
-    }
-    return InboundKeyword(**(fields | over))
+@pytest.fixture
+async def world(app: Any) -> AsyncIterator[World]:
+    w = await World(app).build()
+    yield w
+    await w.close()
 
 
-async def _apply(db: Database, message: InboundKeyword, settings: Settings | None = None) -> Any:
-    async with db.transaction() as s:
-        return await apply_keyword(s, message, settings=settings or make_settings("sqlite+aiosqlite://"))
+async def sms(world: World, body: str, *, to: str = OUR_SMS, **extra: str) -> None:
+    r = await world.post_twilio(world.twilio_form(body, sender=CUSTOMER, To=to, **extra))
+    assert r.status_code == 200, r.text
 
 
-async def _states(db: Database, contact: int) -> dict[tuple[str, str], str]:
-    async with db.sessions() as s:
-        rows = await s.execute(select(ConsentCurrent).where(ConsentCurrent.contact_id == contact))
-        return {(r.channel, r.scope): r.state for r in rows.scalars()}
+async def state(world: World) -> dict[tuple[str, str], str]:
+    async with world.db.transaction() as s:
+        rows = (await s.execute(select(ConsentCurrent))).scalars()
+        return {(r.channel, r.scope): r.state for r in rows}
 
 
-@pytest.mark.parametrize("word", STOPS + STARTS + ["HELP", "INFO"])
-def test_each_keyword_in_any_case_and_spacing_is_recognised(word: str) -> None:
-    for text in (word, word.lower(), f"  {word.title()} \n", f"\t{word}\t"):
-        assert keyword_of(text) == word
-    for text in (f"{word} please", f"{word}!", f"please {word}", f"{word[:-1]}"):
-        assert keyword_of(text) is None
+async def ledger(world: World) -> list[Consent]:
+    async with world.db.transaction() as s:
+        return list((await s.execute(select(Consent).order_by(Consent.id))).scalars())
 
 
-def test_other_messages_are_not_keywords() -> None:
-    for text in ("stop sending me ads", "Is my order ready?", "", "S T O P", "STOP."):
-        assert keyword_of(text) is None
+async def replies(world: World) -> list[Message]:
+    async with world.db.transaction() as s:
+        return list((await s.execute(select(Message).order_by(Message.id))).scalars())
 
 
-@pytest.mark.parametrize("word", [w for w in STOPS if w != "STOPALL"])
-async def test_a_stop_opts_out_of_the_number_written_to(people: Any, word: str) -> None:
-    db, ws, contact = people
-    done = await _apply(db, _inbound(ws, contact, f" {word.lower()} "))
-    assert (done.action, done.changed, done.reply) == (Action.opt_out, True, None)  # the provider answers
-    assert await _states(db, contact) == {("sms", OUR_NUMBER): "opted_out"}
-    async with db.sessions() as s:
-        [row] = (await s.execute(select(Consent))).scalars()
-    assert (row.source, row.evidence) == ("keyword", {"keyword": word, "inbound_message_id": 99})
-    async with db.sessions() as s:
-        assert await service.opted_out(s, [(contact, "sms")]) == {(contact, "sms")}
+# --- what is a keyword -------------------------------------------------------------------------
 
 
-async def test_stopall_opts_out_of_every_number(people: Any) -> None:
-    db, ws, contact = people
-    await _apply(db, _inbound(ws, contact, "StopAll"))
-    assert await _states(db, contact) == {("sms", "all"): "opted_out"}
+@pytest.mark.parametrize("word", ["STOP", "UNSUBSCRIBE", "CANCEL", "END", "QUIT", "REVOKE", "OPTOUT"])
+@pytest.mark.parametrize("shape", ["{}", " {} ", "\t{}\n", "{}\r\n"])
+def test_each_opt_out_word_in_any_case_and_padding_is_an_opt_out(word: str, shape: str) -> None:
+    text = shape.format(word)
+    assert classify(text) is Keyword.opt_out
+    assert classify(text.lower()) is Keyword.opt_out
+    assert classify(word.capitalize()) is Keyword.opt_out
 
 
-async def test_start_after_stop_opts_back_in(people: Any) -> None:
-    db, ws, contact = people
-    await _apply(db, _inbound(ws, contact, "STOP"))
-    again = await _apply(db, _inbound(ws, contact, "STOP"))
-    assert again.changed is False
-    for word in STARTS:
-        await _apply(db, _inbound(ws, contact, "STOPALL"))
-        done = await _apply(db, _inbound(ws, contact, word.lower()))
-        assert done.action is Action.opt_in
-        assert set((await _states(db, contact)).values()) == {"opted_in"}
-        async with db.sessions() as s:
-            assert await service.opted_out(s, [(contact, "sms")]) == set()
+def test_the_other_keywords() -> None:
+    assert classify(" stopall ") is Keyword.opt_out_all
+    assert classify("Start") is Keyword.opt_in
+    assert classify("unstop") is Keyword.opt_in
+    assert classify("yes") is Keyword.opt_in_if_out
+    assert classify("HELP") is Keyword.help
+    assert classify("info") is Keyword.help
 
 
-async def test_twilios_opt_out_type_is_authoritative(people: Any) -> None:
-    db, ws, contact = people
-    # Twilio recognised a keyword we do not know (another language): its reading wins
-    done = await _apply(db, _inbound(ws, contact, "ARRET", opt_out_type="STOP"))
-    assert done.action is Action.opt_out and done.keyword == "STOP"
-    async with db.sessions() as s:
-        [row] = (await s.execute(select(Consent))).scalars()
-    assert row.source == "provider"
-    # ...and when Twilio says HELP, our reading of the text does not opt anyone in
-    helped = await _apply(db, _inbound(ws, contact, "YES", opt_out_type="HELP"))
-    assert helped.action is Action.help
-    assert await _states(db, contact) == {("sms", OUR_NUMBER): "opted_out"}
+@pytest.mark.parametrize("text", ["STOP!", "stop please", "please stop", "S T O P", "\u017ftop", "", "STOPP"])
+def test_a_sentence_or_punctuated_word_is_not_a_keyword(text: str) -> None:
+    assert classify(text) is None
 
 
-async def test_help_is_answered_when_switchboard_answers_keywords(people: Any) -> None:
-    db, ws, contact = people
-    ours = make_settings(
-        "sqlite+aiosqlite://", keyword_replies="switchboard", keyword_help_text="Acme: call 555"
+def test_twilio_opt_out_type_decides_whatever_the_body_says() -> None:
+    assert classify("ARRET", "STOP") is Keyword.opt_out  # a keyword configured in Twilio's console
+    assert classify("STOP", "HELP") is Keyword.help
+    assert classify("stopall", "STOP") is Keyword.opt_out_all  # Twilio says STOP; the body says how wide
+    assert classify("Hello there", "START") is Keyword.opt_in
+
+
+# --- the ledger ----------------------------------------------------------------------------------
+
+
+async def test_stop_opts_the_sender_out_of_the_number_written_to_and_stays_in_the_conversation(
+    world: World,
+) -> None:
+    await sms(world, " Stop ")
+    assert await state(world) == {("sms", OUR_SMS): "opted_out"}
+    [row] = await ledger(world)
+    async with world.db.transaction() as s:
+        inbound = (await s.execute(select(InboundMessage))).scalar_one()
+    assert (row.source, row.evidence["inbound_message_id"]) == ("keyword", inbound.id)
+    assert inbound.text == " Stop "  # the keyword is in the timeline like any message
+    assert await replies(world) == []  # provider mode: Twilio answers STOP itself
+
+
+async def test_stop_with_punctuation_changes_nothing(world: World) -> None:
+    await sms(world, "STOP!")
+    assert await state(world) == {}
+
+
+async def test_stopall_opts_out_of_every_number_of_the_workspace(world: World) -> None:
+    await sms(world, "STOP", to=OTHER_NUMBER)
+    await sms(world, "stopall")
+    assert await state(world) == {("sms", OTHER_NUMBER): "opted_out", ("sms", "all"): "opted_out"}
+
+
+async def test_start_after_stop_opts_back_in_and_start_after_stopall_lifts_both(world: World) -> None:
+    await sms(world, "STOP")
+    await sms(world, "start")
+    assert await state(world) == {("sms", OUR_SMS): "opted_in"}
+    await sms(world, "STOPALL")
+    await sms(world, "STOP")
+    await sms(world, "UNSTOP")
+    assert await state(world) == {("sms", OUR_SMS): "opted_in", ("sms", "all"): "opted_in"}
+    assert [c.state for c in await ledger(world)] == [
+        "opted_out",
+        "opted_in",
+        "opted_out",
+        "opted_out",
+        "opted_in",
+        "opted_in",
+    ]
+
+
+async def test_yes_is_an_opt_in_only_from_someone_opted_out(world: World) -> None:
+    await sms(world, "yes")
+    assert await state(world) == {}
+    await sms(world, "STOP")
+    await sms(world, "YES")
+    assert await state(world) == {("sms", OUR_SMS): "opted_in"}
+
+
+async def test_a_repeated_stop_is_one_ledger_row_and_a_replayed_webhook_is_nothing(world: World) -> None:
+    form = world.twilio_form("STOP", sender=CUSTOMER)
+    await world.post_twilio(form)
+    await world.post_twilio(form)  # the same MessageSid again
+    await sms(world, "stop")
+    assert len(await ledger(world)) == 1
+
+
+async def test_opt_out_type_wins_over_the_body(world: World) -> None:
+    await sms(world, "ARRET", OptOutType="STOP")
+    assert await state(world) == {("sms", OUR_SMS): "opted_out"}
+    [row] = await ledger(world)
+    assert row.evidence["opt_out_type"] == "STOP"
+    await sms(world, "STOP", OptOutType="HELP")  # Twilio says it was a HELP: no opt-out
+    assert len(await ledger(world)) == 1
+
+
+async def test_whatsapp_stop_opts_out_of_whatsapp_only_and_is_confirmed(world: World) -> None:
+    r = await world.post_whatsapp(whatsapp_doc([wa_text("STOP")]))
+    assert r.status_code == 200, r.text
+    assert await state(world) == {("whatsapp", "+15550783881"): "opted_out"}
+    [reply] = await replies(world)  # no provider answers keywords on WhatsApp
+    assert (reply.channel, reply.category, reply.body) == (
+        "whatsapp",
+        "transactional",
+        workspace_settings.DEFAULT_OPT_OUT,
     )
-    done = await _apply(db, _inbound(ws, contact, "info"), ours)
-    assert (done.action, done.reply) == (Action.help, "Acme: call 555")
-    stop = await _apply(db, _inbound(ws, contact, "stop"), ours)
-    assert stop.reply == ours.keyword_stop_text
-    assert (await _apply(db, _inbound(ws, contact, "stop"), ours)).reply is None  # not confirmed twice
-    assert (await _apply(db, _inbound(ws, contact, "help"))).reply is None  # the provider answers
-    assert await _states(db, contact) == {("sms", OUR_NUMBER): "opted_out"}
 
 
-async def test_whatsapp_stop_opts_out_of_whatsapp_only_and_email_has_no_keywords(people: Any) -> None:
-    db, ws, contact = people
-    await _apply(db, _inbound(ws, contact, "STOP", channel="whatsapp"))
-    assert await _apply(db, _inbound(ws, contact, "STOP", channel="email")) is None
-    assert await _apply(db, _inbound(ws, contact, "hello")) is None
-    assert await _states(db, contact) == {("whatsapp", OUR_NUMBER): "opted_out"}
+# --- who answers -------------------------------------------------------------------------------
+
+
+async def test_help_is_left_to_the_provider_by_default(world: World) -> None:
+    await sms(world, "HELP")
+    assert await replies(world) == []
+    assert await state(world) == {}
+
+
+@pytest.mark.parametrize("settings", ["switchboard"], indirect=True)
+async def test_help_is_answered_once_with_the_workspace_text_when_switchboard_answers(
+    world: World, make_client: Any
+) -> None:
+    admin = await make_client("admin")
+    r = await admin.put("/api/v1/workspace/settings", json={"help_text": "Acme alerts. Call 555-0100."})
+    assert r.status_code == 200, r.text
+    form = world.twilio_form("help", sender=CUSTOMER)
+    await world.post_twilio(form)
+    await world.post_twilio(form)  # Twilio retries the webhook: still one answer
+    [reply] = await replies(world)
+    assert (reply.body, reply.to_address, reply.from_address) == (
+        "Acme alerts. Call 555-0100.",
+        CUSTOMER,
+        OUR_SMS,
+    )
+    assert (reply.category, reply.status, reply.conversation_id is not None) == (
+        "transactional",
+        "queued",
+        True,
+    )
+
+
+@pytest.mark.parametrize("settings", ["switchboard"], indirect=True)
+async def test_stop_is_confirmed_once_by_switchboard_and_not_at_all_when_twilio_already_answered(
+    world: World,
+) -> None:
+    await sms(world, "STOP")
+    await sms(world, "STOP")  # already out: no second confirmation
+    assert [m.body for m in await replies(world)] == [workspace_settings.DEFAULT_OPT_OUT]
+    await sms(world, "HELP", OptOutType="HELP")  # Advanced Opt-Out has replied already
+    await sms(world, "START", OptOutType="START")
+    assert len(await replies(world)) == 1
+    assert await state(world) == {("sms", OUR_SMS): "opted_in"}

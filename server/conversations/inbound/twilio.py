@@ -67,7 +67,7 @@ def parse(body: bytes, now: dt.datetime) -> Inbound:
     text = form.get("Body", "")
     meta = {
         k: form[k]
-        # OptOutType: Twilio's own reading of STOP/START/HELP (server/consent/keywords.py)
+        # OptOutType: Twilio Advanced Opt-Out's verdict on a keyword (server/consent/keywords.py)
         for k in ("ProfileName", "WaId", "NumSegments", "ButtonText", "ButtonPayload", "OptOutType")
         if form.get(k)
     }

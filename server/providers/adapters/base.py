@@ -45,13 +45,9 @@ class OutgoingMessage:
     # adapter can (`from_address`); email carries `Reply-To: reply+<reply_token>@<inbound_domain>`
     # when the connection has an `inbound_domain`, and its own `Message-ID`.
     from_address: str = ""
-    reply_token: str = (
-        ""  # Marketing email (DESIGN §9): the recipient's one-click unsubscribe URL, `…/u/{token}`.
-    )
+    reply_token: str = ""
+    # Marketing email (DESIGN §9): the recipient's one-click unsubscribe URL, `…/u/{token}`.
     unsubscribe_url: str = ""
-    unsubscribe_mailbox: str = (
-        ""  # the local part of its `mailto:` (when the connection has an inbound domain)
-    )
 
 
 def reply_headers(config: Mapping[str, Any], msg: OutgoingMessage) -> dict[str, str]:
@@ -81,8 +77,9 @@ def unsubscribe_headers(config: Mapping[str, Any], msg: OutgoingMessage) -> dict
     if not msg.unsubscribe_url:
         return {}
     targets = [f"<{msg.unsubscribe_url}>"]
-    if (domain := config.get("inbound_domain")) and msg.unsubscribe_mailbox:
-        targets.append(f"<mailto:{msg.unsubscribe_mailbox}@{domain}>")
+    token = msg.unsubscribe_url.rpartition("/u/")[2]
+    if (domain := config.get("inbound_domain")) and token:
+        targets.append(f"<mailto:unsubscribe+{token}@{domain}>")
     return {"List-Unsubscribe": ", ".join(targets), "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 

@@ -56,7 +56,10 @@ class MailgunAdapter(Adapter):
             "v:sb_message_id": str(msg.message_id),
             "v:sb_workspace_id": str(msg.workspace_id),
         }
-        for name, value in (reply_headers(self.config, msg) | unsubscribe_headers(self.config, msg)).items():
+        for name, value in {
+            **reply_headers(self.config, msg),
+            **unsubscribe_headers(self.config, msg),
+        }.items():
             form[f"h:{name}"] = value
         response = await http.post(
             self.http,

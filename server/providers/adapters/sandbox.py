@@ -114,8 +114,7 @@ class SandboxAdapter(Adapter):
                     {
                         k: v
                         for k, v in dataclasses.asdict(msg).items()
-                        if v
-                        or k not in ("from_address", "reply_token", "unsubscribe_url", "unsubscribe_mailbox")
+                        if v or k not in ("from_address", "reply_token", "unsubscribe_url")
                     }
                 ),
                 headers={"Content-Type": "application/json", "Idempotency-Key": msg.idempotency_key},
