@@ -2,7 +2,7 @@
 suppression notes and who added them
 
 Revision ID: 0010
-Revises: 0005
+Revises: 0004
 Create Date: 2026-12-03 09:20:00
 """
 

@@ -1,50 +1,32 @@
-"""What an inbound message means for consent (called by server/conversations/service.receive in the
-transaction that stores it): an SMS/WhatsApp keyword (`keywords.apply_keyword`), or an email to the
-`mailto:unsubscribe+…@` of a List-Unsubscribe header (`unsubscribe.from_mailto`)."""
+"""The consent hook of the inbound path (`conversations.service.receive(on_stored=…)`): SMS and
+WhatsApp keywords (server/consent/keywords.py), and email received at the `mailto:` of a
+List-Unsubscribe header (server/consent/unsubscribe.py), in the transaction that stores the message."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.consent import keywords
+from server.consent.keywords import Keywords
 from server.consent.unsubscribe import from_mailto
+from server.conversations.inbound import Inbound
+from server.conversations.models import Conversation, InboundMessage
 from server.settings import Settings
 
 
-async def on_inbound(
-    session: AsyncSession,
-    settings: Settings,
-    *,
-    workspace_id: int,
-    contact_id: int,
-    channel: str,
-    text: str,
-    recipient: str,
-    meta: dict[str, Any],
-    inbound_message_id: int,
-) -> keywords.KeywordOutcome | None:
-    if channel in keywords.KEYWORD_CHANNELS:
-        return await keywords.apply_keyword(
-            session,
-            keywords.InboundKeyword(
-                workspace_id=workspace_id,
-                contact_id=contact_id,
-                channel=channel,
-                text=text,
-                to_address=recipient,
-                inbound_message_id=inbound_message_id,
-                opt_out_type=meta.get("OptOutType"),
-            ),
-            settings=settings,
-        )
-    if channel == "email":
-        await from_mailto(
-            session,
-            settings,
-            workspace_id=workspace_id,  # the receiving connection's: never another tenant's contact
-            recipient=recipient,
-            inbound_message_id=inbound_message_id,
-        )
-    return None
+class InboundConsent:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.keywords = Keywords(settings.keyword_replies)
+
+    async def __call__(
+        self, session: AsyncSession, conv: Conversation, row: InboundMessage, msg: Inbound
+    ) -> object:
+        if conv.channel == "email":
+            return await from_mailto(
+                session,
+                self.settings,
+                workspace_id=conv.workspace_id,  # the receiving connection's: never another tenant's
+                recipient=msg.recipient,
+                inbound_message_id=row.id,
+            )
+        return await self.keywords(session, conv, row, msg)

@@ -17,7 +17,6 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth.models import User
-from server.consent import inbound as consent_inbound
 from server.contacts.changes import get_contact, lock_workspace
 from server.contacts.models import Contact
 from server.conversations import threading
@@ -28,7 +27,6 @@ from server.errors import NotFound
 from server.events.service import NewEvent, emit_many
 from server.messages import service as messages
 from server.messages.models import Message, MessageStatus
-from server.settings import Settings
 from server.templates import render
 from server.templates import service as templates
 
@@ -195,18 +193,6 @@ async def receive(
         )
         session.add(row)
         await session.flush()
-        if settings is not None:
-            await consent_inbound.on_inbound(
-                session,
-                settings,
-                workspace_id=workspace_id,
-                contact_id=contact_id,
-                channel=msg.channel,
-                text=msg.full_text or msg.text,
-                recipient=msg.recipient,
-                meta=msg.meta,
-                inbound_message_id=row.id,
-            )
         woke = conv.status in (ConversationStatus.resolved, ConversationStatus.snoozed)
         if woke:
             conv.status = ConversationStatus.open.value

@@ -89,11 +89,10 @@ def idempotency_key(workspace_id: int, message_id: int) -> str:
 def outgoing(m: Claimed, secret: str = "", links: Links | None = None) -> OutgoingMessage:
     """`secret` signs the reply token an email's `Reply-To` carries (server/conversations/threading);
     with `links`, a marketing email carries its recipient's one-click unsubscribe URL."""
-    unsubscribe = (
-        links.url(m.workspace_id, m.contact_id, m.channel)
-        if links is not None and m.category == MARKETING and m.channel == "email" and m.contact_id
-        else ""
-    )
+    unsubscribe = mailbox = ""
+    if links is not None and m.category == MARKETING and m.channel == "email" and m.contact_id:
+        unsubscribe = links.url(m.workspace_id, m.contact_id, m.channel)
+        mailbox = links.mailbox(m.workspace_id, m.contact_id, m.channel)
     return OutgoingMessage(
         message_id=m.id,
         workspace_id=m.workspace_id,
@@ -105,6 +104,7 @@ def outgoing(m: Claimed, secret: str = "", links: Links | None = None) -> Outgoi
         from_address=m.from_address or "",
         reply_token=reply_token(secret, m.workspace_id, m.id) if secret and m.channel == "email" else "",
         unsubscribe_url=unsubscribe,
+        unsubscribe_mailbox=mailbox,
     )
 
 

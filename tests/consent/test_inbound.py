@@ -1,5 +1,5 @@
-"""Consent from the inbound path (server/conversations): SMS keywords through Twilio's webhook, and
-an email to the List-Unsubscribe mailto address; the message still lands in its conversation."""
+"""An email to the List-Unsubscribe `mailto:` address, received on the inbound email path
+(server/conversations), opts its contact out; keywords have their own tests (test_keywords.py)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,11 @@ import pytest
 from sqlalchemy import select
 
 from server.consent import tokens
-from server.consent.models import Consent, ConsentCurrent
+from server.consent.models import ConsentCurrent
 from server.contacts.models import Contact
-from server.conversations.models import InboundMessage
 from server.settings import Settings
 from tests.conftest import make_settings
-from tests.conversations.support import OUR_SMS, World
+from tests.conversations.support import World
 
 
 @pytest.fixture
@@ -36,27 +35,6 @@ async def _current(world: World) -> dict[tuple[str, str], tuple[str, str]]:
     async with world.db.sessions() as s:
         rows = (await s.execute(select(ConsentCurrent))).scalars()
         return {(r.channel, r.scope): (r.state, r.source) for r in rows}
-
-
-async def test_an_sms_stop_opts_the_sender_out_and_start_back_in(world: World) -> None:
-    r = await world.post_twilio(world.twilio_form("  Stop "))
-    assert r.status_code == 200, r.text
-    assert await _current(world) == {("sms", OUR_SMS): ("opted_out", "keyword")}
-    async with world.db.sessions() as s:
-        inbound = (await s.execute(select(InboundMessage))).scalar_one()
-        [row] = (await s.execute(select(Consent))).scalars()
-    assert inbound.text.strip() == "Stop"  # still in the conversation
-    assert row.evidence == {"keyword": "STOP", "inbound_message_id": inbound.id}
-
-    await world.post_twilio(world.twilio_form("start"))
-    assert set((await _current(world)).values()) == {("opted_in", "keyword")}
-
-
-async def test_twilios_opt_out_type_wins(world: World) -> None:
-    await world.post_twilio(world.twilio_form("Arrêt", OptOutType="STOP"))
-    assert await _current(world) == {("sms", OUR_SMS): ("opted_out", "provider")}
-    await world.post_twilio(world.twilio_form("stop please"))  # not a keyword: nothing changes
-    assert await _current(world) == {("sms", OUR_SMS): ("opted_out", "provider")}
 
 
 async def test_an_email_to_the_unsubscribe_mailto_opts_out(app: Any, world: World) -> None:

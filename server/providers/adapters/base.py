@@ -48,6 +48,9 @@ class OutgoingMessage:
     reply_token: str = ""
     # Marketing email (DESIGN §9): the recipient's one-click unsubscribe URL, `…/u/{token}`.
     unsubscribe_url: str = ""
+    unsubscribe_mailbox: str = (
+        ""  # the local part of its `mailto:` (when the connection has an inbound domain)
+    )
 
 
 def reply_headers(config: Mapping[str, Any], msg: OutgoingMessage) -> dict[str, str]:
@@ -77,9 +80,8 @@ def unsubscribe_headers(config: Mapping[str, Any], msg: OutgoingMessage) -> dict
     if not msg.unsubscribe_url:
         return {}
     targets = [f"<{msg.unsubscribe_url}>"]
-    token = msg.unsubscribe_url.rpartition("/u/")[2]
-    if (domain := config.get("inbound_domain")) and token:
-        targets.append(f"<mailto:unsubscribe+{token}@{domain}>")
+    if (domain := config.get("inbound_domain")) and msg.unsubscribe_mailbox:
+        targets.append(f"<mailto:{msg.unsubscribe_mailbox}@{domain}>")
     return {"List-Unsubscribe": ", ".join(targets), "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 

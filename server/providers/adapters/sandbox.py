@@ -114,7 +114,8 @@ class SandboxAdapter(Adapter):
                     {
                         k: v
                         for k, v in dataclasses.asdict(msg).items()
-                        if v or k not in ("from_address", "reply_token", "unsubscribe_url")
+                        if v
+                        or k not in ("from_address", "reply_token", "unsubscribe_url", "unsubscribe_mailbox")
                     }
                 ),
                 headers={"Content-Type": "application/json", "Idempotency-Key": msg.idempotency_key},

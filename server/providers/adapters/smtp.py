@@ -90,7 +90,7 @@ class SmtpAdapter(Adapter):
             )
             await aiosmtplib.send(
                 email.as_bytes(policy=WIRE_POLICY),
-                sender=sender,
+                sender=cfg["from_email"],
                 recipients=[msg.to],
                 **where,
                 username=cfg.get("username"),
