@@ -217,9 +217,10 @@ _INSERT_CREATED_PG = text(
     """
     WITH ins AS (
         INSERT INTO message (workspace_id, contact_id, channel, to_address, template_id, campaign_id,
-            subject, body, variables, send_at, next_attempt_at, status, reason, attempts,
+            category, subject, body, variables, send_at, next_attempt_at, status, reason, attempts,
             idempotency_key, request_id, created_by, created_at, updated_at)
-        SELECT :ws, v.contact_id, v.channel, v.to_address, :template_id, :campaign_id, v.subject, v.body,
+        SELECT :ws, v.contact_id, v.channel, v.to_address, :template_id, :campaign_id, :category,
+            v.subject, v.body,
             CAST(v.variables AS jsonb), :send_at, :send_at, v.status, v.reason, 0, NULL, :request_id,
             :created_by, :now, :now
         FROM unnest(CAST(:contact_ids AS bigint[]), CAST(:channels AS varchar[]),
@@ -234,7 +235,7 @@ _INSERT_CREATED_PG = text(
     SELECT * FROM ins
     """
 )
-_SHARED = ("template_id", "campaign_id", "send_at", "request_id", "created_by", "created_at")
+_SHARED = ("template_id", "campaign_id", "category", "send_at", "request_id", "created_by", "created_at")
 
 
 async def insert_created(session: AsyncSession, workspace_id: int, values: Sequence[dict[str, Any]]) -> int:
@@ -259,6 +260,7 @@ async def insert_created(session: AsyncSession, workspace_id: int, values: Seque
                 "ws": workspace_id,
                 "template_id": first["template_id"],
                 "campaign_id": first["campaign_id"],
+                "category": first["category"],
                 "send_at": first["send_at"],
                 "request_id": first["request_id"],
                 "created_by": first["created_by"],
