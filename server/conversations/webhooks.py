@@ -32,7 +32,7 @@ from server.errors import Problem
 from server.providers.models import Provider
 from server.services import Services
 from server.webhooks import replay
-from server.webhooks.ingest import Ingest, ProviderInfo, for_app
+from server.webhooks.ingest import REVERIFY_AGE_S, Ingest, ProviderInfo, for_app
 from server.webhooks.verify import InvalidSignature, SignedOnce, verify_mailgun
 
 log = logging.getLogger("switchboard.conversations")
@@ -115,14 +115,23 @@ def _refused(reason: str) -> Problem:
     return Problem(401, "The inbound request is not signed or its token is wrong.")
 
 
+def _verify_mailgun(provider: ProviderInfo, parts: list[mail.FormPart]) -> SignedOnce:
+    # The same check as Mailgun's event webhooks (server/webhooks/verify.py), which read the
+    # three values from a JSON body.
+    return verify_mailgun(
+        str(provider.config.get("webhook_signing_key") or ""),
+        json.dumps({"signature": mail.mailgun_signature(parts)}).encode(),
+        now=time.time(),
+    )
+
+
 async def receive_email(request: Request) -> Response:
     raw = request.path_params["provider_id"]
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise Problem(404, "No such provider connection.")
     services = request.app.state.services
-    async with services.db.transaction() as s:
-        provider = await s.get(Provider, int(raw))
-        token_row = await s.get(InboundToken, int(raw)) if provider is not None else None
+    providers, ingest = for_app(request.app)
+    provider = await providers.get(int(raw))
     if provider is None or provider.kind not in EMAIL_KINDS:
         raise Problem(404, "No such provider connection.")
     body = await request.body()
@@ -130,6 +139,9 @@ async def receive_email(request: Request) -> Response:
     now = utcnow()
     signed: SignedOnce | None = None
     if provider.kind == "sendgrid":
+        # Read on every request, not cached: a token shown anew replaces the old one at once.
+        async with services.db.transaction() as s:
+            token_row = await s.get(InboundToken, provider.id)
         given = request.query_params.get("token", "")
         if token_row is None or not hmac.compare_digest(_token_hash(given), token_row.token_sha256):
             raise _refused("bad or missing token")
@@ -142,15 +154,16 @@ async def receive_email(request: Request) -> Response:
             parts = mail.read_form(ctype, body)
         except MalformedInbound as exc:
             raise _refused(str(exc)) from None
-        signature = mail.mailgun_signature(parts)
         try:
-            # The same check as Mailgun's event webhooks (server/webhooks/verify.py), which read
-            # the three values from a JSON body.
-            signed = verify_mailgun(
-                str(provider.config.get("webhook_signing_key") or ""),
-                json.dumps({"signature": signature}).encode(),
-                now=time.time(),
-            )
+            try:
+                signed = _verify_mailgun(provider, parts)
+            except InvalidSignature:
+                # Perhaps the key was rotated since the row was cached: check against the row as it is now.
+                fresh = await providers.get(provider.id, max_age_s=REVERIFY_AGE_S)
+                if fresh is None or fresh.kind != provider.kind:
+                    raise Problem(404, "No such provider connection.") from None
+                provider = fresh
+                signed = _verify_mailgun(provider, parts)
         except InvalidSignature as exc:
             raise _refused(str(exc)) from None
         try:
@@ -160,7 +173,7 @@ async def receive_email(request: Request) -> Response:
         # The signature covers timestamp + token only: bind the token to this content.
         signed = dataclasses.replace(signed, digest=mail.form_digest(parts, skip=mail.SIGNATURE_FIELDS))
     try:
-        delivered = await for_app(request.app)[1].deliver(provider, inbound=[item], signed=signed)
+        delivered = await ingest.deliver(provider, inbound=[item], signed=signed)
     except replay.ReplayedSignature:
         raise _refused("signature token replayed with other content") from None
     result = delivered.inbound
