@@ -31,6 +31,8 @@ from server.ratelimit_middleware import RateLimit
 from server.reports.api import router as reports_router
 from server.services import Services, build_services
 from server.settings import Settings, get_settings
+from server.sso.api import router as sso_router
+from server.sso.flow import routes as sso_routes
 from server.templates.api import router as templates_router
 from server.webhooks.api import routes as webhook_routes
 from ui.routes import routes as ui_routes
@@ -47,6 +49,7 @@ ROUTERS: list[Router] = [
     endpoints_router,
     reports_router,
     conversations_router,
+    sso_router,
 ]
 
 
@@ -94,6 +97,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes.extend(webhook_routes)
     routes.extend(inbound_routes)  # /webhooks/{provider_id}/inbound: email (conversations)
     routes.extend(realtime.routes)
+    routes.extend(sso_routes)  # the browser's single sign-on
     routes.extend(ui_routes())  # the dashboard and /static
 
     @asynccontextmanager
@@ -110,7 +114,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Middleware(RequestId),
             Middleware(HttpMetrics),
             Middleware(RateLimit),
-            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+            Middleware(
+                BodyLimit,
+                max_bytes=settings.max_body_bytes,
+                routes={("POST", "/api/v1/contacts/import"): settings.import_max_bytes},
+            ),
         ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

@@ -1,7 +1,7 @@
 """Every table, imported in one place so `Base.metadata` is complete (Alembic, tests)."""
 
 from server.auth.models import RefreshToken, Role, User
-from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob
+from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob, ImportRejectedRow
 from server.conversations.models import Conversation, ConversationRead, InboundMessage, InboundToken
 from server.db import Base
 from server.endpoints.models import Delivery, Endpoint
@@ -10,12 +10,15 @@ from server.messages.models import (
     Campaign,
     IdempotencyRecord,
     Message,
+    MessageCount,
+    MessageCountDelta,
     MessageEvent,
     MessageStatus,
     Suppression,
 )
 from server.providers.models import Provider
 from server.reports.models import DailyReport
+from server.sso.models import SsoConfig, SsoIdentity
 from server.templates.models import Template
 from server.webhooks.models import WebhookToken
 from server.workspaces.models import Workspace
@@ -34,14 +37,19 @@ __all__ = [
     "Event",
     "IdempotencyRecord",
     "ImportJob",
+    "ImportRejectedRow",
     "InboundMessage",
     "InboundToken",
     "Message",
+    "MessageCount",
+    "MessageCountDelta",
     "MessageEvent",
     "MessageStatus",
     "Provider",
     "RefreshToken",
     "Role",
+    "SsoConfig",
+    "SsoIdentity",
     "Suppression",
     "Template",
     "User",

@@ -21,6 +21,14 @@ class Settings(BaseSettings):
 
     env: Literal["development", "production", "test"] = "development"
     database_url: str = DEFAULT_SQLITE
+    # Reports and exports read here when set (a PostgreSQL streaming replica); else the primary.
+    database_replica_url: str | None = None
+    # PostgreSQL: a statement running longer is cancelled (the request answers 503), so one slow
+    # query cannot hold a pooled connection for ever. Not applied to LISTEN or to migrations.
+    db_statement_timeout_ms: int = Field(default=30_000, ge=0)  # 0: no limit
+    db_pool_size: int = Field(default=20, ge=1)  # connections kept open per engine
+    db_max_overflow: int = Field(default=20, ge=0)  # opened beyond the pool under load, then closed
+    db_pool_timeout_s: float = Field(default=5.0, gt=0)  # waiting for a connection longer answers 503
     redis_url: str | None = None
     redis_prefix: str = "sb:"  # every Redis key and channel of this deployment starts with it
     secret_key: str = ""
@@ -84,10 +92,17 @@ class Settings(BaseSettings):
     # `GET /metrics` wants `Authorization: Bearer <metrics_token>` when this is set.
     metrics_token: str | None = None
 
-    # Contact imports: at most this many at once per workspace; a finished job's status is kept
-    # this long (jobs live in the process's memory).
-    import_jobs_per_workspace: int = 2
-    import_job_ttl_s: float = 3600.0
+    # Contact imports (server/contacts/importer.py). One upload may be this large (the request
+    # body limit above does not apply to the import route); a gzip upload may expand to
+    # IMPORT_MAX_EXPANSION times it. The upload is kept in `import_dir` while its job runs.
+    import_max_bytes: int = 200 * 1024 * 1024
+    import_dir: Path = ROOT / "var" / "imports"
+    import_batch_rows: int = 5000  # rows per transaction (and per `import.progress` event)
+    import_jobs_per_workspace: int = 2  # imports running at once per workspace; more → 429
+    import_job_ttl_s: float = 3600.0  # a finished job's status and rejected rows are kept this long
+    # A running job's instance renews its lease this often (÷3); a job whose lease ran out is
+    # resumed by an instance that has its upload, or failed.
+    import_lease_s: float = 30.0
 
     cache_ttl_s: float = 30.0
     cache_size: int = 10_000
