@@ -176,9 +176,15 @@ async def record(session: AsyncSession, workspace_id: int, changes: Sequence[Cha
 
     The contacts' rows are flushed first, so a duplicate email surfaces as `DuplicateEmail`
     before anything else is written."""
+    await emit_many(session, workspace_id, await record_deferred(session, changes))
+
+
+async def record_deferred(session: AsyncSession, changes: Sequence[Change]) -> list[NewEvent]:
+    """`record` for a caller that emits once for a whole batch: the audit rows are written, the
+    events returned, to be emitted (in order) before this transaction commits."""
     await flush_contact(session)
     session.add_all([row for c in changes for row in c.audit_rows()])
-    await emit_many(session, workspace_id, [c.event() for c in changes])
+    return [c.event() for c in changes]
 
 
 async def record_change(
