@@ -51,7 +51,9 @@ async def _head(pg_url: str, workspace_id: int) -> int:
         await conn.close()
 
 
-async def _write_steadily(http: httpx.AsyncClient, stop: asyncio.Event, codes: Counter[int]) -> None:
+async def _write_steadily(
+    http: httpx.AsyncClient, stop: asyncio.Event, codes: Counter[int], written: list[float]
+) -> None:
     """One contact per tick, each write on its own (a slow answer does not slow the rate); a
     write in flight on the killed instance may fail (502): the event log, not this writer, says
     which events exist."""
@@ -60,6 +62,8 @@ async def _write_steadily(http: httpx.AsyncClient, stop: asyncio.Event, codes: C
         try:
             r = await http.post("/api/v1/contacts", json={"name": f"Steady {i}"})
             codes[r.status_code] += 1
+            if r.status_code == 201:
+                written.append(time.monotonic())
         except httpx.HTTPError:
             codes[0] += 1
 
@@ -102,7 +106,8 @@ async def test_clients_of_a_killed_instance_resume_on_the_survivor_with_every_ev
 
                 stop_writing = asyncio.Event()
                 codes: Counter[int] = Counter()
-                writer = asyncio.create_task(_write_steadily(http, stop_writing, codes))
+                written: list[float] = []
+                writer = asyncio.create_task(_write_steadily(http, stop_writing, codes, written))
                 await asyncio.sleep(BEFORE_KILL_S)
                 killed_at = time.monotonic()
                 await asyncio.to_thread(kill_instance, pair.webs[0])
@@ -111,7 +116,10 @@ async def test_clients_of_a_killed_instance_resume_on_the_survivor_with_every_ev
                 await writer
 
                 expected = await _event_ids(pg_url, workspace_id, head)
-                assert len(expected) >= (BEFORE_KILL_S + AFTER_KILL_S) * WRITES_PER_S * 0.5, codes
+                # Events kept coming on both sides of the kill (how many depends on the machine's load).
+                assert (
+                    sum(t < killed_at for t in written) >= 10 and sum(t > killed_at for t in written) >= 10
+                ), codes
 
                 async def all_caught_up() -> bool:
                     return all(c.ids and c.ids[-1] >= expected[-1] for c in clients)
