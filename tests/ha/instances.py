@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -120,6 +121,7 @@ class LiveClient:
     accepted: list[float] = field(default_factory=list)  # handshakes answered (101)
     subscribed: list[float] = field(default_factory=list)  # "subscribed" frames
     resyncs: int = 0
+    failures: Counter[str] = field(default_factory=Counter)  # why attempts or sockets ended
     stopped: bool = False
 
     async def run(self) -> None:
@@ -127,8 +129,8 @@ class LiveClient:
         while not self.stopped:
             try:
                 await self._once()
-            except (OSError, TimeoutError, InvalidHandshake, WebSocketException):
-                pass
+            except (OSError, TimeoutError, InvalidHandshake, WebSocketException) as exc:
+                self.failures[_why(exc)] += 1
             if self.stopped:
                 return
             now = time.monotonic()
@@ -142,28 +144,36 @@ class LiveClient:
             await ws.send(
                 orjson.dumps({"op": "subscribe", "topics": self.topics, "after": self.after}).decode()
             )
-            first = orjson.loads(await asyncio.wait_for(ws.recv(), WS_OPEN_TIMEOUT_S))
-            if first.get("type") != "subscribed":
-                raise AssertionError(f"expected subscribed, got {first}")
-            self.subscribed.append(time.monotonic())
-            async for raw in ws:
-                msg = orjson.loads(raw)
-                kind = msg.get("type")
-                if kind in ("ping", "pong"):
-                    continue
-                if kind == "resync":
-                    self.resyncs += 1
-                    continue
-                eid = msg.get("id")
-                if not isinstance(eid, int):
-                    continue
-                if self.after is not None and eid <= self.after:
-                    self.duplicates += 1  # replay overlap: already applied (live.js `deliver`)
-                    continue
-                self.after = eid
-                self.ids.append(eid)
-                if self.stopped:
-                    return
+            # live.js closes a socket that has not said "subscribed" within WS_OPEN_TIMEOUT_MS.
+            async with asyncio.timeout(WS_OPEN_TIMEOUT_S) as opening:
+                async for raw in ws:
+                    msg = orjson.loads(raw)
+                    kind = msg.get("type")
+                    if kind == "subscribed":
+                        self.subscribed.append(time.monotonic())
+                        opening.reschedule(None)
+                    elif kind == "resync":
+                        self.resyncs += 1
+                    elif kind == "error":
+                        self.failures[f"error frame: {msg.get('detail')}"] += 1
+                    elif kind not in ("ping", "pong"):
+                        self._deliver(msg)
+
+    def _deliver(self, msg: dict[str, object]) -> None:
+        """live.js `deliver`: drop what is not newer than the last id applied."""
+        eid = msg.get("id")
+        if not isinstance(eid, int):
+            return
+        if self.after is not None and eid <= self.after:
+            self.duplicates += 1
+            return
+        self.after = eid
+        self.ids.append(eid)
+
+
+def _why(exc: BaseException) -> str:
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return f"{type(exc).__name__}{f' {status}' if status else ''}"
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -132,7 +132,7 @@ async def test_clients_of_a_killed_instance_resume_on_the_survivor_with_every_ev
                         f"{len(behind)} clients behind {expected[-1]} (head {head}, {len(expected)} events): "
                         + "; ".join(
                             f"last {c.ids[-1] if c.ids else None}, drops {[round(t - killed_at, 2) for t in c.drops]}, "
-                            f"subscribed {[round(t - killed_at, 2) for t in c.subscribed]}"
+                            f"subscribed {[round(t - killed_at, 2) for t in c.subscribed]}, {dict(c.failures)}"
                             for c in behind[:5]
                         )
                     ) from None
@@ -154,6 +154,7 @@ async def test_clients_of_a_killed_instance_resume_on_the_survivor_with_every_ev
     attempts = sum(len([t for t in c.drops if t > killed_at]) for c in moved)
     windows = Counter(int((t - killed_at) / WINDOW_S) for t in accepts)
     burst = max(windows.values())
+    failures = sum((c.failures for c in clients), Counter[str]())
     print(
         f"\n{CLIENTS} clients, {len(expected)} events ({WRITES_PER_S:g}/s, writes answered {dict(codes)}); "
         f"{len(moved)} reconnected after the kill; lost {lost}, out of order {out_of_order}, "
@@ -161,7 +162,8 @@ async def test_clients_of_a_killed_instance_resume_on_the_survivor_with_every_ev
         f"time to resume p50 {percentile(resume_s, 0.5) * 1000:.0f} ms, p99 {percentile(resume_s, 0.99) * 1000:.0f} ms, "
         f"max {max(resume_s) * 1000:.0f} ms (drop seen p50 {percentile(dropped_s, 0.5) * 1000:.0f} ms, "
         f"handshake answered p50 {percentile(accepted_s, 0.5) * 1000:.0f} ms, {attempts} drops and failed attempts); survivor accepts per 100 ms: max {burst} "
-        f"(first 15 windows {[windows.get(i, 0) for i in range(15)]}); test {time.monotonic() - started:.0f} s"
+        f"(first 15 windows {[windows.get(i, 0) for i in range(15)]}); ends of sockets and attempts "
+        f"{dict(failures)}; test {time.monotonic() - started:.0f} s"
     )
     assert CLIENTS // 4 <= len(moved) <= CLIENTS * 3 // 4  # nginx spread them over both
     assert all(c.ids == expected for c in clients)  # nothing lost, nothing twice, in order
