@@ -1,8 +1,8 @@
 """Topics: which events a subscription receives.
 
 `board` gets every `message.*` event, `report.updated`, `campaign.progress`,
-`suppression.created` and `conversation.message` (the board shows inbound messages too);
-`contacts` every `contact.*` event and `import.progress`; `inbox` every `conversation.*` event
+`suppression.created`, `board.counters` and `conversation.message` (the board shows inbound messages
+too); `contacts` every `contact.*` event, `import.progress` and `consent.changed`; `inbox` every `conversation.*` event
 and the presence of agents in conversations (a `presence` event without a contact);
 `contact:{id}` every event whose `contact_id` is id (presence included)."""
 
@@ -19,8 +19,9 @@ from sqlalchemy import ColumnElement, and_, false, or_
 Topic = str
 
 BOARD = "board"
-_BOARD_TYPES = ("report.updated", "campaign.progress", "suppression.created")
+_BOARD_TYPES = ("report.updated", "campaign.progress", "suppression.created", "board.counters")
 CONTACTS = "contacts"
+_CONTACTS_TYPES = ("import.progress", "consent.changed")
 INBOX = "inbox"
 GROUPS = (BOARD, CONTACTS, INBOX)
 MAX_TOPICS = 100
@@ -34,7 +35,7 @@ class TopicError(ValueError):
 def topic_groups(type: str, contact_id: int | None = None) -> tuple[Topic, ...]:
     if type.startswith("message.") or type in _BOARD_TYPES:
         return (BOARD,)
-    if type.startswith("contact.") or type == "import.progress":
+    if type.startswith("contact.") or type in _CONTACTS_TYPES:
         return (CONTACTS,)
     if type == "conversation.message":
         return (INBOX, BOARD)
@@ -90,7 +91,7 @@ def sql_filter(topics: frozenset[Topic], type_col: Any, contact_col: Any) -> Col
     if BOARD in topics:
         clauses += [type_col.like("message.%"), type_col.in_((*_BOARD_TYPES, "conversation.message"))]
     if CONTACTS in topics:
-        clauses += [type_col.like("contact.%"), type_col == "import.progress"]
+        clauses += [type_col.like("contact.%"), type_col.in_(_CONTACTS_TYPES)]
     if INBOX in topics:
         clauses += [type_col.like("conversation.%"), and_(type_col == "presence", contact_col.is_(None))]
     ids = contact_ids(topics)

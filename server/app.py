@@ -15,6 +15,7 @@ from starlette.routing import BaseRoute, Route
 from server import openapi
 from server.api import Router, all_operations, json_response
 from server.auth.api import router as auth_router
+from server.consent.api import router as consent_router
 from server.contacts.api import router as contacts_router
 from server.contacts.export_api import router as export_router
 from server.contacts.import_api import router as contacts_import_router
@@ -31,14 +32,19 @@ from server.ratelimit_middleware import RateLimit
 from server.reports.api import router as reports_router
 from server.services import Services, build_services
 from server.settings import Settings, get_settings
+from server.sso.api import router as sso_router
+from server.sso.flow import routes as sso_routes
+from server.suppressions.api import router as suppressions_router
 from server.templates.api import router as templates_router
 from server.webhooks.api import routes as webhook_routes
+from server.workspaces.api import router as workspace_router
 from ui.routes import routes as ui_routes
 
 ROUTERS: list[Router] = [
     auth_router,
     export_router,  # before contacts and messages: /contacts/export is not /contacts/{contact_id}
     contacts_router,
+    consent_router,
     contacts_import_router,
     templates_router,
     providers_router,
@@ -47,6 +53,9 @@ ROUTERS: list[Router] = [
     endpoints_router,
     reports_router,
     conversations_router,
+    sso_router,
+    suppressions_router,
+    workspace_router,
 ]
 
 
@@ -94,6 +103,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes.extend(webhook_routes)
     routes.extend(inbound_routes)  # /webhooks/{provider_id}/inbound: email (conversations)
     routes.extend(realtime.routes)
+    routes.extend(sso_routes)  # the browser's single sign-on
     routes.extend(ui_routes())  # the dashboard and /static
 
     @asynccontextmanager

@@ -1,6 +1,7 @@
 """Every table, imported in one place so `Base.metadata` is complete (Alembic, tests)."""
 
 from server.auth.models import RefreshToken, Role, User
+from server.consent.models import Consent, ConsentCurrent
 from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob, ImportRejectedRow
 from server.conversations.models import Conversation, ConversationRead, InboundMessage, InboundToken
 from server.db import Base
@@ -10,12 +11,15 @@ from server.messages.models import (
     Campaign,
     IdempotencyRecord,
     Message,
+    MessageCount,
+    MessageCountDelta,
     MessageEvent,
     MessageStatus,
     Suppression,
 )
 from server.providers.models import Provider
 from server.reports.models import DailyReport
+from server.sso.models import SsoConfig, SsoIdentity
 from server.templates.models import Template
 from server.webhooks.models import WebhookToken
 from server.workspaces.models import Workspace
@@ -24,6 +28,8 @@ __all__ = [
     "Audit",
     "Base",
     "Campaign",
+    "Consent",
+    "ConsentCurrent",
     "Contact",
     "ContactIdentity",
     "Conversation",
@@ -38,11 +44,15 @@ __all__ = [
     "InboundMessage",
     "InboundToken",
     "Message",
+    "MessageCount",
+    "MessageCountDelta",
     "MessageEvent",
     "MessageStatus",
     "Provider",
     "RefreshToken",
     "Role",
+    "SsoConfig",
+    "SsoIdentity",
     "Suppression",
     "Template",
     "User",

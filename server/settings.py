@@ -5,10 +5,10 @@ from __future__ import annotations
 import secrets
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_SQLITE = f"sqlite+aiosqlite:///{ROOT / 'var' / 'switchboard.db'}"
@@ -21,9 +21,21 @@ class Settings(BaseSettings):
 
     env: Literal["development", "production", "test"] = "development"
     database_url: str = DEFAULT_SQLITE
+    # Reports and exports read here when set (a PostgreSQL streaming replica); else the primary.
+    database_replica_url: str | None = None
+    # PostgreSQL: a statement running longer is cancelled (the request answers 503), so one slow
+    # query cannot hold a pooled connection for ever. Not applied to LISTEN or to migrations.
+    db_statement_timeout_ms: int = Field(default=30_000, ge=0)  # 0: no limit
+    db_pool_size: int = Field(default=20, ge=1)  # connections kept open per engine
+    db_max_overflow: int = Field(default=20, ge=0)  # opened beyond the pool under load, then closed
+    db_pool_timeout_s: float = Field(default=5.0, gt=0)  # waiting for a connection longer answers 503
     redis_url: str | None = None
     redis_prefix: str = "sb:"  # every Redis key and channel of this deployment starts with it
     secret_key: str = ""
+    # After rotating `secret_key`: the old keys, comma separated, still accepted for unsubscribe
+    # links already sent (server/consent/tokens.py). Keep one as long as mail signed with it may be
+    # opened (months); sessions and webhooks use the current key only.
+    previous_secret_keys: Annotated[list[str], NoDecode] = Field(default_factory=list)
     public_url: str | None = None  # behind a proxy: the address users and providers reach us at
     # Where this process itself listens (set by `serve`, never read from the environment by intent):
     # the embedded sandbox posts its delivery webhooks there when `public_url` is unset.
@@ -84,6 +96,10 @@ class Settings(BaseSettings):
     # `GET /metrics` wants `Authorization: Bearer <metrics_token>` when this is set.
     metrics_token: str | None = None
 
+    # Who answers SMS keywords (STOP/START/HELP): `provider` — Twilio and the carriers already do,
+    # Switchboard stays silent — or `switchboard`, with the workspace's texts (server/consent/keywords.py).
+    keyword_replies: Literal["provider", "switchboard"] = "provider"
+
     # Contact imports (server/contacts/importer.py). One upload may be this large (the request
     # body limit above does not apply to the import route); a gzip upload may expand to
     # IMPORT_MAX_EXPANSION times it. The upload is kept in `import_dir` while its job runs.
@@ -103,6 +119,13 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
 
     extra_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("previous_secret_keys", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [k.strip() for k in value.split(",") if k.strip()]
+        return value
 
     @model_validator(mode="after")
     def _secrets(self) -> Settings:

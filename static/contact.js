@@ -215,6 +215,8 @@
       } else if (ev.type === "contact.deleted") {
         SB.setLiveState("This contact was deleted.");
         for (const i of inputs()) i.readOnly = true;
+      } else if (ev.type === "consent.changed") {
+        htmx.trigger(document.body, "consent-changed");
       } else if (ev.type.startsWith("message.")) {
         htmx.trigger(document.body, "messages-changed");
       } else if (ev.type.startsWith("conversation.")) {

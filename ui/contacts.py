@@ -1,5 +1,5 @@
 """Contacts: the searchable list with CSV import, and the contact page (co-editing, history,
-messages)."""
+messages, consent per channel)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from server.consent import service as consent_service
 from server.contacts import service
 from server.contacts.models import Contact
 from server.contacts.schemas import ContactQuery
@@ -142,6 +143,25 @@ async def _messages(session: AsyncSession, v: Viewer, contact_id: int) -> list[M
     )
 
 
+async def _consent(session: AsyncSession, v: Viewer, contact_id: int) -> list[dict[str, Any]]:
+    """Per channel: opted out (at any scope), opted in, or no decision yet (marketing is sent)."""
+    rows = await consent_service.current(session, workspace_id=v.workspace_id, contact_id=contact_id)
+    out = []
+    for channel in CHANNELS:
+        mine = [r for r in rows if r.channel == channel]
+        out_rows = [r for r in mine if r.state == "opted_out"]
+        shown = max(out_rows or mine, key=lambda r: r.at) if mine else None
+        out.append(
+            {
+                "channel": channel,
+                "state": shown.state if shown else "",
+                "source": shown.source if shown else "",
+                "at": shown.at if shown else None,
+            }
+        )
+    return out
+
+
 @page()
 async def contact_page(request: Request, v: Viewer) -> Response:
     head = v.workspace.event_seq
@@ -150,6 +170,7 @@ async def contact_page(request: Request, v: Viewer) -> Response:
         names = await user_names(s, v.workspace_id)
         messages = await _messages(s, v, contact.id)
         templates = await templates_service.list_by_name(s, workspace_id=v.workspace_id, limit=200)
+        consent = await _consent(s, v, contact.id)
         conversations = await contact_conversations(s, v, contact.id)
     attributes = [(k, *attribute_value(val)) for k, val in sorted(contact.attributes.items())]
     return render(
@@ -166,6 +187,7 @@ async def contact_page(request: Request, v: Viewer) -> Response:
             "conversations": conversations,
             "templates": templates,
             "channels": CHANNELS,
+            "consent": consent,
         },
     )
 
@@ -182,6 +204,14 @@ async def messages_fragment(request: Request, v: Viewer) -> Response:
     async with services(request).db.transaction() as s:
         messages = await _messages(s, v, contact.id)
     return render(request, "_contact_messages.html", {"messages": messages})
+
+
+@page()
+async def consent_fragment(request: Request, v: Viewer) -> Response:
+    contact = await _contact(request, v)
+    async with services(request).db.transaction() as s:
+        consent = await _consent(s, v, contact.id)
+    return render(request, "_consent.html", {"consent": consent})
 
 
 @page()
@@ -216,6 +246,7 @@ routes = [
     Route("/contacts/{contact_id:int}", contact_page, methods=["GET"]),
     Route("/contacts/{contact_id:int}/history", history_fragment, methods=["GET"]),
     Route("/contacts/{contact_id:int}/messages", messages_fragment, methods=["GET"]),
+    Route("/contacts/{contact_id:int}/consent", consent_fragment, methods=["GET"]),
     Route("/contacts/{contact_id:int}/conversations", conversations_fragment, methods=["GET"]),
     Route("/contacts/{contact_id:int}/presence", presence_post, methods=["POST"]),
 ]

@@ -14,7 +14,6 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.datastructures import FormData
 from starlette.requests import Request
@@ -24,11 +23,11 @@ from starlette.routing import Route
 from realtime.presence import conversation_key
 from server.contacts.models import Contact
 from server.conversations import service
-from server.conversations.models import Conversation, InboundMessage
+from server.conversations.models import Conversation
 from server.conversations.webhooks import poke
 from server.errors import Problem
 from server.messages import service as messages_service
-from server.messages.models import Message, MessageStatus
+from server.messages.models import MessageStatus
 from server.messages.wake import wake_local
 from server.templates import render as templates_render
 from server.templates import service as templates_service
@@ -75,33 +74,6 @@ class InboxFilter:
 # --- reads ---------------------------------------------------------------------------------------
 
 
-async def _contacts(session: AsyncSession, workspace_id: int, ids: set[int]) -> dict[int, Contact]:
-    if not ids:
-        return {}
-    rows = await session.execute(
-        select(Contact).where(Contact.workspace_id == workspace_id, Contact.id.in_(ids))
-    )
-    return {c.id: c for c in rows.scalars()}
-
-
-async def _previews(session: AsyncSession, ids: list[int]) -> dict[int, str]:
-    """The customer's last words in each conversation."""
-    if not ids:
-        return {}
-    newest = (
-        select(func.max(InboundMessage.id).label("id"))
-        .where(InboundMessage.conversation_id.in_(ids))
-        .group_by(InboundMessage.conversation_id)
-        .subquery()
-    )
-    rows = await session.execute(
-        select(InboundMessage.conversation_id, InboundMessage.text).join(
-            newest, InboundMessage.id == newest.c.id
-        )
-    )
-    return {cid: service.preview(text, 90) for cid, text in rows.all()}
-
-
 def contact_label(c: Contact | None, fallback: str = "") -> str:
     if c is None:
         return fallback or "(unknown contact)"
@@ -120,8 +92,8 @@ async def conversation_rows(
         contact_id=contact_id,
         limit=LIST_SIZE,
     )
-    contacts = await _contacts(session, v.workspace_id, {c.contact_id for c, _ in pairs})
-    previews = await _previews(session, [c.id for c, _ in pairs])
+    contacts = await service.contacts_by_id(session, v.workspace_id, {c.contact_id for c, _ in pairs})
+    previews = await service.last_inbound_previews(session, [c.id for c, _ in pairs])
     names = await user_names(session, v.workspace_id)
     return [
         {
@@ -159,10 +131,7 @@ def answered_by(
 async def _timeline(session: AsyncSession, v: Viewer, conv: Conversation) -> dict[str, Any]:
     items = await service.timeline(session, conv)
     out_ids = [i["id"] for i in items if i["direction"] == "outbound"]
-    authors: dict[int, int | None] = {}
-    if out_ids:
-        rows = await session.execute(select(Message.id, Message.created_by).where(Message.id.in_(out_ids)))
-        authors = {mid: by for mid, by in rows.all()}
+    authors = await service.outbound_authors(session, out_ids)
     names = await user_names(session, v.workspace_id)
     for item in items:
         if item["direction"] == "outbound":
@@ -213,7 +182,7 @@ async def conversation_context(request: Request, v: Viewer, conversation_id: int
     """Everything `inbox/_conversation.html` shows."""
     async with services(request).db.transaction() as s:
         conv = await _get(s, v, conversation_id)
-        contact = (await _contacts(s, v.workspace_id, {conv.contact_id})).get(conv.contact_id)
+        contact = (await service.contacts_by_id(s, v.workspace_id, {conv.contact_id})).get(conv.contact_id)
         timeline = await _timeline(s, v, conv)
         templates = [
             t

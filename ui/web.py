@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import jinja2
-from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from server.auth import service as auth_service
 from server.auth.api import clear_session_cookies, set_session_cookies
-from server.auth.models import Role, User, display_name
+from server.auth.models import Role, User
 from server.auth.principal import (
     ACCESS_COOKIE,
     CSRF_COOKIE,
@@ -154,10 +154,12 @@ async def viewer(request: Request, *, role: str = "viewer", csrf_form: str | Non
             check_csrf(request, csrf_form or request.headers.get("x-csrf-token"))
     svc = services(request)
     async with svc.db.transaction() as s:
-        user = await s.get(User, principal.user_id)
-        workspace = await s.get(Workspace, principal.workspace_id)
-    if user is None or workspace is None or not user.is_active or user.workspace_id != workspace.id:
+        member = await auth_service.active_member(
+            s, user_id=principal.user_id, workspace_id=principal.workspace_id
+        )
+    if member is None:
         raise LoginRequired(_next_url(request))
+    user, workspace = member
     if principal.role.rank < Role(role).rank:
         raise Problem(403, f"This page needs the {role} role; you are {principal.role.value}.")
     csrf = request.cookies.get(CSRF_COOKIE, "")
@@ -211,11 +213,8 @@ def ensure_csrf_cookie(request: Request, response: Response) -> str:
     return token
 
 
-async def user_names(session: Any, workspace_id: int) -> dict[int, str]:
-    rows = await session.execute(
-        select(User.id, User.name, User.email).where(User.workspace_id == workspace_id)
-    )
-    return {r.id: display_name(r.name, r.email) for r in rows}
+async def user_names(session: AsyncSession, workspace_id: int) -> dict[int, str]:
+    return await auth_service.user_names(session, workspace_id)
 
 
 def safe_next(raw: str | None) -> str:

@@ -16,6 +16,7 @@ from server.auth.tokens import AccessClaims
 from server.errors import Problem
 from server.pagination import PageQuery, decode_cursor, page_of
 from server.ratelimit_middleware import too_many
+from server.sso import service as sso_service
 from server.validators import normalize_email
 
 router = Router(tag="auth")
@@ -109,6 +110,9 @@ async def login(ctx: Ctx[LoginIn]) -> Response:
         except service.AuthError:
             await signin_limits.record_failure(ctx.services, **who)
             raise Problem(401, BAD_CREDENTIALS) from None
+        sso_only = await sso_service.password_login_refusal(s, user=user)
+        if sso_only is not None:
+            raise Problem(403, sso_only)
         family = service.new_family_id()
         refresh = await service.issue_refresh(
             s, user_id=user.id, ttl_s=settings.refresh_token_ttl_s, family_id=family

@@ -9,7 +9,7 @@ from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.auth.models import RefreshToken, Role, User
+from server.auth.models import RefreshToken, Role, User, display_name
 from server.auth.passwords import hash_password, verify_password
 from server.db import Database, utcnow
 from server.workspaces.models import Workspace
@@ -165,3 +165,22 @@ async def revoke_token(session: AsyncSession, *, token: str) -> None:
     row = await session.get(RefreshToken, _digest(token))
     if row is not None:
         await revoke_family(session, family_id=row.family_id)
+
+
+async def user_names(session: AsyncSession, workspace_id: int) -> dict[int, str]:
+    """Every user of the workspace as shown to people: name, else email (`display_name`)."""
+    rows = await session.execute(
+        select(User.id, User.name, User.email).where(User.workspace_id == workspace_id)
+    )
+    return {r.id: display_name(r.name, r.email) for r in rows}
+
+
+async def active_member(
+    session: AsyncSession, *, user_id: int, workspace_id: int
+) -> tuple[User, Workspace] | None:
+    """The user and their workspace while the user is active and belongs to it, else None."""
+    user = await session.get(User, user_id)
+    workspace = await session.get(Workspace, workspace_id)
+    if user is None or workspace is None or not user.is_active or user.workspace_id != workspace.id:
+        return None
+    return user, workspace

@@ -48,7 +48,7 @@ class MessageExportQuery(Query):
 async def export_contacts(ctx: Ctx[None]) -> Response:
     """Every contact matching `q` and `tag`, newest first, streamed as CSV or NDJSON."""
     query: ContactExportQuery = ctx.query
-    fetch = contacts_export.batches(ctx.db, workspace_id=ctx.workspace_id, q=query.q, tag=query.tag)
+    fetch = contacts_export.batches(ctx.reads, workspace_id=ctx.workspace_id, q=query.q, tag=query.tag)
     return export.response(fetch, contacts_export.COLUMNS, query.format, filename="contacts")
 
 
@@ -57,6 +57,6 @@ async def export_messages(ctx: Ctx[None]) -> Response:
     """Messages created from `from` until `to`, oldest first, streamed as CSV or NDJSON."""
     query: MessageExportQuery = ctx.query
     fetch = messages_export.batches(
-        ctx.db, workspace_id=ctx.workspace_id, since=query.since, until=query.until
+        ctx.reads, workspace_id=ctx.workspace_id, since=query.since, until=query.until
     )
     return export.response(fetch, messages_export.COLUMNS, query.format, filename="messages")

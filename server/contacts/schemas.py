@@ -7,6 +7,7 @@ from pydantic import Field, field_validator, model_validator
 from sqlalchemy import String
 
 from server.api import Out, Query, Schema
+from server.consent.localtime import TIMEZONE_ATTRIBUTE, zone
 from server.contacts.models import Audit
 from server.pagination import PAGE_LIMIT, PageLimit
 from server.validators import normalize_email, normalize_phone
@@ -39,6 +40,8 @@ def _check_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
         if not key or len(key) > MAX_ATTRIBUTE_KEY:
             shown = key if len(key) <= 40 else key[:40] + "…"
             raise ValueError(f"attribute name {shown!r} must be 1 to {MAX_ATTRIBUTE_KEY} characters")
+    if (tz := attrs.get(TIMEZONE_ATTRIBUTE)) is not None:  # None: a patch removing it
+        zone(tz)  # quiet hours and local-time campaigns read it (server/consent/localtime.py)
     return attrs
 
 

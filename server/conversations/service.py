@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth.models import User
 from server.contacts.changes import get_contact, lock_workspace
+from server.contacts.models import Contact
 from server.conversations import threading
 from server.conversations.inbound import Inbound
 from server.conversations.models import Conversation, ConversationRead, ConversationStatus, InboundMessage
@@ -132,11 +133,22 @@ def message_event(c: Conversation, message_id: int, direction: str, text: str) -
 # --- inbound ---------------------------------------------------------------------------------
 
 
+# Called for each newly stored inbound message, in the same transaction (SMS/WhatsApp keywords,
+# server/consent/keywords.py).
+OnStored = Callable[[AsyncSession, Conversation, InboundMessage, Inbound], Awaitable[object]]
+
+
 async def receive(
-    session: AsyncSession, *, workspace_id: int, provider_id: int, secret: str, items: Sequence[Inbound]
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    provider_id: int,
+    secret: str,
+    items: Sequence[Inbound],
+    on_stored: OnStored | None = None,
 ) -> Received:
     """Store inbound messages once each (a provider's repeat changes nothing), threaded into their
-    conversations, with their events."""
+    conversations, with their events; then `on_stored` sees each new one."""
     if not items:
         return Received(0, 0)
     await lock_workspace(session, workspace_id)
@@ -194,6 +206,8 @@ async def receive(
             events.append(updated_event(conv))
         events.append(message_event(conv, row.id, "inbound", msg.preview()))
         await emit_many(session, workspace_id, events)
+        if on_stored is not None:
+            await on_stored(session, conv, row, msg)
         stored += 1
     return Received(stored, duplicates)
 
@@ -492,3 +506,41 @@ async def exists(session: AsyncSession, *, workspace_id: int, conversation_id: i
         )
     )
     return found.scalar_one_or_none() is not None
+
+
+# --- reads for the inbox page ------------------------------------------------------------------
+
+
+async def contacts_by_id(session: AsyncSession, workspace_id: int, ids: set[int]) -> dict[int, Contact]:
+    if not ids:
+        return {}
+    rows = await session.execute(
+        select(Contact).where(Contact.workspace_id == workspace_id, Contact.id.in_(ids))
+    )
+    return {c.id: c for c in rows.scalars()}
+
+
+async def last_inbound_previews(session: AsyncSession, ids: list[int], limit: int = 90) -> dict[int, str]:
+    """The customer's last words in each of these conversations."""
+    if not ids:
+        return {}
+    newest = (
+        select(func.max(InboundMessage.id).label("id"))
+        .where(InboundMessage.conversation_id.in_(ids))
+        .group_by(InboundMessage.conversation_id)
+        .subquery()
+    )
+    rows = await session.execute(
+        select(InboundMessage.conversation_id, InboundMessage.text).join(
+            newest, InboundMessage.id == newest.c.id
+        )
+    )
+    return {cid: preview(text, limit) for cid, text in rows.all()}
+
+
+async def outbound_authors(session: AsyncSession, message_ids: list[int]) -> dict[int, int | None]:
+    """Who (user id, or None for the system/an API key) created each outbound message."""
+    if not message_ids:
+        return {}
+    rows = await session.execute(select(Message.id, Message.created_by).where(Message.id.in_(message_ids)))
+    return {mid: by for mid, by in rows.all()}

@@ -24,6 +24,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from server.api import json_response
+from server.consent.keywords import Keywords
 from server.conversations import service
 from server.conversations.inbound import Inbound, MalformedInbound, mail, twilio, whatsapp
 from server.conversations.models import InboundToken
@@ -66,6 +67,7 @@ async def store(
             provider_id=provider_id,
             secret=services.settings.secret_key,
             items=items,
+            on_stored=Keywords(services.settings.keyword_replies),
         )
     if result.stored:
         poke(services, workspace_id)

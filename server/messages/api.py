@@ -7,6 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 
 from server.api import Ctx, Page, Router, json_response
+from server.consent.tokens import Links
 from server.errors import Problem
 from server.messages import campaigns, idempotency, service
 from server.messages.models import MessageStatus
@@ -105,6 +106,7 @@ async def create(ctx: Ctx[MessageIn]) -> Response:
                 data=ctx.body.model_dump(),
                 idempotency_key=key,
                 templates_cache=ctx.services.caches.templates,
+                links=Links(ctx.services.settings),
             )
             body = MessageOut.model_validate(service.as_dict(m)).model_dump(mode="json")
             if key is not None:

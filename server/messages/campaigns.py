@@ -2,22 +2,31 @@
 
 Each batch is its own transaction (never one huge one): it locks the campaign row, creates the
 messages for the next contacts after the cursor `last_contact_id`, moves the cursor and emits a
-`campaign.progress` event. An expansion interrupted by a crash or a restart resumes from the
-cursor (`CampaignRunner.sweep`, in every process), and two expanders of the same campaign take
-turns on the row lock instead of creating a contact's message twice."""
+`campaign.progress` event. A batch is set-based: one keyset read of the audience's columns (the
+search predicate of `server.contacts.search`), a tight render loop under the template budget that
+renders once per distinct value of the fields the template reads (a template that reads none
+renders once per batch), and multi-row inserts of the messages, their history, counters and
+events. An expansion interrupted by a crash or a restart resumes from the cursor
+(`CampaignRunner.sweep`, in every process), and two expanders of the same campaign take turns on
+the row lock instead of creating a contact's message twice."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from realtime.lifecycle import Supervisor
+from server.consent import localtime
+from server.consent.tokens import Links
 from server.contacts import service as contacts
 from server.contacts.models import Contact
 from server.db import Database, utcnow
@@ -28,17 +37,22 @@ from server.messages.models import Campaign, MessageStatus
 from server.messages.wake import wake_local
 from server.templates import render
 from server.templates import service as templates
+from server.workspaces import settings as workspace_settings
 
 if TYPE_CHECKING:
     from server.services import Services
 
 log = logging.getLogger("switchboard.campaigns")
 
-BATCH_SIZE = 500  # messages per transaction: short locks, and progress the board can show
+BATCH_SIZE = 10_000  # messages per transaction: ~0.5 s of work, a progress event the board can show
 YIELD_AFTER = 0.02  # seconds of rendering before a batch lets other tasks run
 # A live expander commits a batch in well under a second; a campaign whose `created` has not
 # moved for this long has lost its process, and this one takes it up.
 SWEEP_S = 30.0
+
+
+# The names a template reads from the contact (`render.context_for`): the render cache's key.
+_CONTEXT_NAMES = frozenset((*render.CONTACT_FIELDS, "contact"))
 
 
 class CampaignNotFound(NotFound):
@@ -51,7 +65,9 @@ def as_dict(c: Campaign) -> dict[str, Any]:
         "name": c.name,
         "template_id": c.template_id,
         "audience": c.audience,
+        "category": c.category,
         "send_at": c.send_at,
+        "local_time": c.local_time,
         "status": c.status,
         "total": c.total,
         "created": c.created,
@@ -59,13 +75,17 @@ def as_dict(c: Campaign) -> dict[str, Any]:
     }
 
 
-def _audience_query(dialect: str, c: Campaign) -> Any:
+_AUDIENCE_COLUMNS = (Contact.id, Contact.name, Contact.email, Contact.phone, Contact.attributes, Contact.tags)
+
+
+def _audience_query(dialect: str, c: Campaign, columns: tuple[Any, ...] = (Contact,)) -> Any:
     return contacts.list_query(
         dialect,
         workspace_id=c.workspace_id,
         q=c.audience.get("q"),
         tag=c.audience.get("tag"),
         before_id=None,
+        columns=columns,
     ).order_by(None)
 
 
@@ -93,7 +113,9 @@ async def create_campaign(
         name=data["name"],
         template_id=data["template_id"],
         audience=audience,
+        category=data.get("category") or "marketing",
         send_at=data.get("send_at"),
+        local_time=data.get("local_time"),
         status="expanding",
         created=0,
         last_contact_id=0,
@@ -128,6 +150,22 @@ async def list_campaigns(
     return list((await session.execute(stmt.order_by(Campaign.id.desc()).limit(limit))).scalars())
 
 
+async def _local_send_times(
+    session: AsyncSession, c: Campaign, people: Sequence[Any], now: dt.datetime
+) -> list[dt.datetime]:
+    """Each contact's send time for a campaign at `local_time` on the contact's clock (computed
+    once per zone; see server/consent/localtime.py for how the zone is chosen)."""
+    assert c.local_time is not None
+    ws = await workspace_settings.get(session, c.workspace_id)
+    return localtime.send_times(
+        ((p.attributes, p.phone) for p in people),
+        at=localtime.clock(c.local_time),
+        day=c.send_at.date() if c.send_at is not None else None,
+        now=now,
+        default_zone=ws.timezone,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class BatchResult:
     created: int
@@ -135,8 +173,11 @@ class BatchResult:
     finished: bool
 
 
-async def expand_batch(db: Database, campaign_id: int, *, batch_size: int = BATCH_SIZE) -> BatchResult:
-    """Create the next batch of a campaign's messages in one transaction."""
+async def expand_batch(
+    db: Database, campaign_id: int, *, batch_size: int = BATCH_SIZE, links: Links | None = None
+) -> BatchResult:
+    """Create the next batch of a campaign's messages in one transaction (`links`: the
+    recipients' `{{ unsubscribe_url }}`)."""
     async with db.transaction() as s:
         c = (
             await s.execute(select(Campaign).where(Campaign.id == campaign_id).with_for_update())
@@ -152,29 +193,53 @@ async def expand_batch(db: Database, campaign_id: int, *, batch_size: int = BATC
             await _progress(s, c)
             return BatchResult(0, False, True)
         rows = await s.execute(
-            _audience_query(s.get_bind().dialect.name, c)
+            _audience_query(s.get_bind().dialect.name, c, _AUDIENCE_COLUMNS)
             .where(Contact.id > c.last_contact_id)
             .order_by(Contact.id)
             .limit(batch_size)
         )
-        people = list(rows.scalars())
+        people = rows.all()
         now = utcnow()
         send_at = max(c.send_at or now, now)
-        messages = []
+        local = await _local_send_times(s, c, people, now) if c.local_time else None
+        names = render.names_used(tpl.subject, tpl.body)
+        used = sorted(names & _CONTEXT_NAMES)
+        per_contact_link = links is not None and "unsubscribe_url" in names
+        texts: dict[bytes, tuple[str, str] | str] = {}  # rendered (subject, body), or why not
+        values = []
         turn = time.monotonic()
-        for p in people:
-            messages.append(
-                service.build_message(
+        for i, p in enumerate(people):
+            to, reason = service.address_for(tpl.channel, p)
+            subject = body = ""
+            if reason is None:
+                context = render.context_for(p, {})
+                link = links.url(c.workspace_id, p.id, tpl.channel) if per_contact_link and links else ""
+                context["unsubscribe_url"] = link
+                # One render per distinct value of what the template reads (its link is per contact).
+                key = orjson.dumps([link, *(context[n] for n in used)], option=orjson.OPT_SORT_KEYS)
+                text_ = texts.get(key)
+                if text_ is None:
+                    try:
+                        text_ = texts[key] = compiled.render(context)
+                    except render.RenderError as exc:
+                        text_ = texts[key] = exc.reason
+                if isinstance(text_, str):
+                    reason = text_
+                else:
+                    subject, body = text_
+            values.append(
+                service.message_values(
                     workspace_id=c.workspace_id,
                     contact=p,
                     channel=tpl.channel,
-                    compiled=compiled,
+                    rendered=(to, subject, body, reason),
                     variables={},
-                    send_at=send_at,
+                    send_at=local[i] if local is not None else send_at,
                     now=now,
                     template_id=tpl.id,
                     campaign_id=c.id,
                     created_by=c.created_by,
+                    category=c.category,
                 )
             )
             # Each render is bounded by the template budget; a batch of heavy ones still takes
@@ -182,7 +247,7 @@ async def expand_batch(db: Database, campaign_id: int, *, batch_size: int = BATC
             if time.monotonic() - turn > YIELD_AFTER:
                 await asyncio.sleep(0)
                 turn = time.monotonic()
-        await service.record_created(s, c.workspace_id, messages)
+        await service.insert_created(s, c.workspace_id, values)
         if people:
             c.last_contact_id = people[-1].id
             c.created += len(people)
@@ -191,14 +256,17 @@ async def expand_batch(db: Database, campaign_id: int, *, batch_size: int = BATC
             c.status = "done"
             c.total = c.created  # the audience may have changed since it was counted
         await _progress(s, c)
-    return BatchResult(len(messages), any(m.status == MessageStatus.queued for m in messages), finished)
+    queued = any(v["status"] == MessageStatus.queued for v in values)
+    return BatchResult(len(values), queued, finished)
 
 
 async def expand_campaign(services: Services, campaign_id: int, *, batch_size: int = BATCH_SIZE) -> int:
     """Create all remaining messages of a campaign; returns how many this call created."""
     total = 0
     while True:
-        result = await expand_batch(services.db, campaign_id, batch_size=batch_size)
+        result = await expand_batch(
+            services.db, campaign_id, batch_size=batch_size, links=Links(services.settings)
+        )
         total += result.created
         if result.queued:
             wake_local(services)
@@ -224,8 +292,9 @@ class CampaignRunner:
     start-up every campaign still expanding, later each one whose `created` did not move between
     two looks. An expander still alive elsewhere is not harmed: the two take turns on the row lock."""
 
-    def __init__(self, services: Services, *, sweep_s: float = SWEEP_S) -> None:
+    def __init__(self, services: Services, *, batch_size: int = BATCH_SIZE, sweep_s: float = SWEEP_S) -> None:
         self.services = services
+        self.batch_size = batch_size
         self.sweep_s = sweep_s
         self.tasks: dict[int, asyncio.Task[int]] = {}  # campaign id → its expansion here
         self.supervisor = Supervisor("campaigns")
@@ -234,7 +303,8 @@ class CampaignRunner:
     def start_expansion(self, campaign_id: int) -> asyncio.Task[int]:
         """Expand a campaign in the background; a failure is logged, never lost silently."""
         task = asyncio.create_task(
-            expand_campaign(self.services, campaign_id), name=f"campaign-{campaign_id}"
+            expand_campaign(self.services, campaign_id, batch_size=self.batch_size),
+            name=f"campaign-{campaign_id}",
         )
         self.tasks[campaign_id] = task
 

@@ -1,7 +1,9 @@
 """The dispatcher: claims due messages and sends them through their providers.
 
 One claim loop takes batches of due messages (see `claims`), checks them against the suppression
-list, and starts one send task per message under a semaphore (`dispatcher_concurrency`). A send tries
+list and, for marketing, the consent ledger and quiet hours (one query per batch each; a message in
+its contact's quiet window goes back to `scheduled` until the window ends, server/consent/quiet.py),
+and starts one send task per message under a semaphore (`dispatcher_concurrency`). A send tries
 the channel's providers by priority, skipping those whose circuit is open or that asked us to wait,
 and keeps each under its send rate. Outcomes are written back in bulk by a flusher, fenced so a
 stale claim cannot overwrite a newer one. Side tasks (claim, flush, reclaim, gauges, listen) run
@@ -29,6 +31,10 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from realtime.lifecycle import Supervisor
 from realtime.pglisten import pg_listen
+from server.consent import keywords, quiet
+from server.consent import service as consent
+from server.consent.models import MARKETING
+from server.consent.tokens import Links, base_url
 from server.conversations.threading import reply_token
 from server.db import utcnow
 from server.logs import request_context
@@ -60,6 +66,7 @@ STOP_GRACE_S = 20.0
 MIN_IDLE_S = 0.02
 DB_RETRY_MAX_S = 10.0
 SUPPRESSED_REASON = "address is on the suppression list"
+OPTED_OUT_REASON = "opted_out"  # DESIGN §9: the contact opted out of marketing on the channel
 # Database failures a worker rides out (PostgreSQL restarting, network blip); anything else is a bug.
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -79,8 +86,14 @@ def idempotency_key(workspace_id: int, message_id: int) -> str:
     return f"sb-{workspace_id}-{message_id}"
 
 
-def outgoing(m: Claimed, secret: str = "") -> OutgoingMessage:
-    """`secret` signs the reply token an email's `Reply-To` carries (server/conversations/threading)."""
+def outgoing(m: Claimed, secret: str = "", links: Links | None = None) -> OutgoingMessage:
+    """`secret` signs the reply token an email's `Reply-To` carries (server/conversations/threading);
+    with `links`, a marketing email carries its recipient's one-click unsubscribe URL."""
+    unsubscribe = (
+        links.url(m.workspace_id, m.contact_id, m.channel)
+        if links is not None and m.category == MARKETING and m.channel == "email" and m.contact_id
+        else ""
+    )
     return OutgoingMessage(
         message_id=m.id,
         workspace_id=m.workspace_id,
@@ -91,6 +104,7 @@ def outgoing(m: Claimed, secret: str = "") -> OutgoingMessage:
         idempotency_key=idempotency_key(m.workspace_id, m.id),
         from_address=m.from_address or "",
         reply_token=reply_token(secret, m.workspace_id, m.id) if secret and m.channel == "email" else "",
+        unsubscribe_url=unsubscribe,
     )
 
 
@@ -112,6 +126,7 @@ class DispatchStats:
     lag_last_s: float = 0.0  # sent time - send_at of the last sent message
     lag_sum_s: float = 0.0
     lag_max_s: float = 0.0
+    held: int = 0  # marketing messages put back by quiet hours
 
 
 class Dispatcher:
@@ -134,6 +149,8 @@ class Dispatcher:
         self.circuits = Circuits(failures=s.circuit_failures, reset_s=s.circuit_reset_s)
         self.rate = rate_limiter or services.ratelimits.limiter
         self.suppression = SuppressionFilter()
+        # List-Unsubscribe needs an absolute URL: without a public URL marketing email goes without it.
+        self.links = Links(s) if base_url(s) else None
         self.stats = DispatchStats()
         self.error: BaseException | None = None
         self.stopped = asyncio.Event()
@@ -296,16 +313,30 @@ class Dispatcher:
             if not claimed:
                 return [], {}, wait
             blocked = await self.suppression.suppressed(s, [(m.workspace_id, m.to_address) for m in claimed])
-            ready = [m for m in claimed if (m.workspace_id, m.to_address) not in blocked]
-            gone = [m for m in claimed if (m.workspace_id, m.to_address) in blocked]
+            opted_out = await consent.opted_out(
+                s, [(m.contact_id, m.channel) for m in claimed if m.category == MARKETING and m.contact_id]
+            )
+            ready: list[Claimed] = []
+            gone: list[Outcome] = []
+            for m in claimed:
+                if (m.workspace_id, m.to_address) in blocked:
+                    gone.append(Outcome(m, MessageStatus.suppressed, SUPPRESSED_REASON))
+                elif m.category == MARKETING and (m.contact_id, m.channel) in opted_out:
+                    gone.append(Outcome(m, MessageStatus.suppressed, OPTED_OUT_REASON))
+                else:
+                    ready.append(m)
+            held = await quiet.holds(s, ready, now=utcnow())
+            if held:
+                held_ids = {m.id for m, _, _ in held}
+                ready = [m for m in ready if m.id not in held_ids]
             await record_applied(s, [m.change(MessageStatus.sending) for m in ready])
             if gone:
-                await claims.finish(
-                    s, [Outcome(m, MessageStatus.suppressed, SUPPRESSED_REASON) for m in gone]
-                )
+                await claims.finish(s, gone)
+            await claims.hold(s, held)
             routes = await self._pool.load(s, {m.workspace_id for m in ready}) if ready else {}
         self.stats.claimed += len(claimed)
         self.stats.suppressed += len(gone)
+        self.stats.held += len(held)
         return ready, routes, wait
 
     async def _until_next_due(self, session: Any) -> float:
@@ -383,9 +414,20 @@ class Dispatcher:
                 if delay > 0:
                     await asyncio.sleep(delay)
             try:
-                result = await route.adapter.send(outgoing(m, self.settings.secret_key))
+                result = await route.adapter.send(outgoing(m, self.settings.secret_key, self.links))
             except PermanentError as exc:
                 breaker.success()  # it answered: the provider is up, the message is bad
+                sender = m.from_address or str(route.adapter.config.get("from_number") or "")
+                if scope := keywords.provider_opt_out_scope(route.kind, exc.code, sender):
+                    # The recipient sent STOP to Twilio: an opt-out, recorded with the outcome.
+                    return Outcome(
+                        m,
+                        MessageStatus.suppressed,
+                        OPTED_OUT_REASON,
+                        provider_id=route.provider_id,
+                        provider_kind=route.kind,
+                        opt_out_scope=scope,
+                    )
                 return Outcome(
                     m,
                     MessageStatus.failed,
@@ -504,7 +546,9 @@ class Dispatcher:
         while True:
             try:
                 async with self.db.transaction() as s:
-                    return await claims.finish(s, outcomes)
+                    changes = await claims.finish(s, outcomes)
+                    await keywords.record_provider_opt_outs(s, outcomes, changes)
+                    return changes
             except Exception as exc:
                 if not transient_db_error(exc):
                     raise

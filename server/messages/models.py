@@ -71,6 +71,8 @@ class Message(Base):
     # number or address it goes out from (the one the customer wrote to); None: the connection's own.
     conversation_id: Mapped[int | None] = mapped_column(BigId, nullable=True, index=True)
     from_address: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    # transactional | marketing (DESIGN §9): consent and the unsubscribe headers apply to marketing.
+    category: Mapped[str] = mapped_column(String(16), default="transactional", server_default="transactional")
     subject: Mapped[str] = mapped_column(Text, default="")
     body: Mapped[str] = mapped_column(Text, default="")
     variables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
@@ -136,6 +138,8 @@ class Suppression(Base):
     address: Mapped[str] = mapped_column(String(320))  # lower-cased email or E.164 phone
     reason: Mapped[str] = mapped_column(String(16))  # bounce|unsubscribe|spam|manual
     source_event_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    note: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_by: Mapped[int | None] = mapped_column(BigId, nullable=True)  # a user, for manual ones
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (UniqueConstraint("workspace_id", "address"),)
@@ -166,10 +170,43 @@ class Campaign(Base):
     name: Mapped[str] = mapped_column(String(200))
     template_id: Mapped[int] = mapped_column(BigId)
     audience: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    category: Mapped[str] = mapped_column(String(16), default="marketing", server_default="marketing")
     send_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # "HH:MM": each message goes at this time in its contact's zone (server/consent/localtime.py),
+    # on send_at's date or at the next occurrence.
+    local_time: Mapped[str | None] = mapped_column(String(5), nullable=True)
     status: Mapped[str] = mapped_column(String(16), default="expanding")  # expanding|done|failed
     total: Mapped[int] = mapped_column(Integer, default=0)
     created: Mapped[int] = mapped_column(Integer, default=0)
     last_contact_id: Mapped[int] = mapped_column(BigId, default=0)  # expansion cursor
     created_by: Mapped[int | None] = mapped_column(BigId, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MessageCount(Base):
+    """How many messages created in the hour starting at `bucket` are now in `status`, by channel
+    (`server.messages.counters`): the board's counters, maintained rather than recomputed."""
+
+    __tablename__ = "message_count"
+
+    workspace_id: Mapped[int] = mapped_column(
+        ForeignKey("workspace.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    bucket: Mapped[dt.datetime] = mapped_column(UTCDateTime, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    n: Mapped[int] = mapped_column(BigId, default=0)
+
+
+class MessageCountDelta(Base):
+    """A change to `message_count` written in the transaction that changed the statuses; folded
+    into `message_count` (and deleted) by the board feed. Readers add both."""
+
+    __tablename__ = "message_count_delta"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    bucket: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(16))
+    n: Mapped[int] = mapped_column(BigId)

@@ -6,6 +6,8 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from server.api import Out, Query, Schema
+from server.consent.localtime import clock
+from server.consent.models import Category
 from server.messages.models import MessageStatus
 from server.pagination import PAGE_LIMIT, PageLimit
 from server.templates.schemas import MAX_SOURCE, Channel
@@ -29,6 +31,10 @@ class MessageIn(Schema):
     body: str | None = Field(default=None, min_length=1, max_length=MAX_SOURCE)
     variables: dict[str, Any] = Field(default_factory=dict)
     send_at: dt.datetime | None = None
+    category: Category = Field(
+        default="transactional",
+        description="marketing: consent applies, and email carries List-Unsubscribe (DESIGN §9)",
+    )
 
     _send_at = field_validator("send_at")(_utc)
 
@@ -48,6 +54,7 @@ class MessageOut(Out):
     to: str
     template_id: int | None
     campaign_id: int | None
+    category: str
     subject: str
     body: str
     variables: dict[str, Any]
@@ -104,8 +111,19 @@ class CampaignIn(Schema):
     template_id: int = Field(ge=1)
     audience: Audience
     send_at: dt.datetime | None = None
+    category: Category = "marketing"
+    # "HH:MM": each message at this time on its contact's clock, on send_at's (UTC) date or, without
+    # send_at, at the next occurrence (server/consent/localtime.py).
+    local_time: str | None = None
 
     _send_at = field_validator("send_at")(_utc)
+
+    @field_validator("local_time")
+    @classmethod
+    def _local_time(cls, v: str | None) -> str | None:
+        if v is not None:
+            clock(v)
+        return v
 
 
 class CampaignOut(Out):
@@ -113,7 +131,9 @@ class CampaignOut(Out):
     name: str
     template_id: int
     audience: dict[str, Any]
+    category: str
     send_at: dt.datetime | None
+    local_time: str | None
     status: str
     total: int
     created: int

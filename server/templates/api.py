@@ -4,6 +4,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from server.api import Ctx, Page, Router, json_response
+from server.consent.tokens import Links
 from server.contacts import service as contacts
 from server.errors import Problem
 from server.pagination import PAGE_LIMIT, PageLimit, decode_cursor, page_of
@@ -140,6 +141,10 @@ async def preview(ctx: Ctx[PreviewIn]) -> PreviewOut:
                     422, "No such contact.", errors=[{"field": "contact_id", "message": "no such contact"}]
                 ) from None
         context = render.context_for(contact, ctx.body.variables)
+        # The recipient's own link, or where it will be (a preview for nobody cannot unsubscribe).
+        context["unsubscribe_url"] = Links(ctx.services.settings).url(
+            ctx.workspace_id, contact.id if contact is not None else 0, tpl.channel
+        )
     try:
         subject, body = await render.render_isolated(tpl.subject, tpl.body, context)
     except render.RenderError as exc:

@@ -17,6 +17,7 @@ class Template(Base):
     channel: Mapped[str] = mapped_column(String(16))  # email | sms | whatsapp | chat
     subject: Mapped[str] = mapped_column(Text, default="")
     body: Mapped[str] = mapped_column(Text)
+    category: Mapped[str] = mapped_column(String(16), default="transactional", server_default="transactional")
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import ChainableUndefined, StrictUndefined, Template, TemplateSyntaxError
+from jinja2 import ChainableUndefined, StrictUndefined, Template, TemplateSyntaxError, meta
 from jinja2.exceptions import SecurityError, TemplateError
 
 from server.templates.pool import DEADLINE, DEADLINE_PER_CHAR, DeadlineExceeded, RenderPool
@@ -81,6 +81,18 @@ def _check_part(field: str, source: str) -> list[dict[str, str]]:
     except Exception:  # data-dependent: reported per message when it happens for real
         pass
     return []
+
+
+def names_used(*sources: str) -> set[str]:
+    """The top-level variables these template parts read (a part that does not parse reads none:
+    `check` says why). A campaign renders once per distinct value of them, not once per contact."""
+    out: set[str] = set()
+    for source in sources:
+        try:
+            out |= meta.find_undeclared_variables(_strict.parse(source))
+        except TemplateError:
+            pass
+    return out
 
 
 def check(subject: str, body: str) -> None:

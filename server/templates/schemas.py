@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 from server.api import Out, Schema
 
 Channel = Literal["email", "sms", "whatsapp", "chat"]
+Category = Literal["transactional", "marketing"]  # server.consent.models.Category
 MAX_SOURCE = 100_000  # characters of template source
 
 
@@ -16,6 +17,10 @@ class TemplateIn(Schema):
     channel: Channel
     subject: str = Field(default="", max_length=1000)
     body: str = Field(min_length=1, max_length=MAX_SOURCE)
+    category: Category = Field(
+        default="transactional",
+        description="marketing email must place {{ unsubscribe_url }} in its body (DESIGN §9)",
+    )
 
 
 class TemplatePatch(Schema):
@@ -23,6 +28,7 @@ class TemplatePatch(Schema):
     channel: Channel | None = None
     subject: str | None = Field(default=None, max_length=1000)
     body: str | None = Field(default=None, min_length=1, max_length=MAX_SOURCE)
+    category: Category | None = None
 
     @model_validator(mode="after")
     def _not_empty(self) -> TemplatePatch:
@@ -40,6 +46,7 @@ class TemplateOut(Out):
     channel: str
     subject: str
     body: str
+    category: str
     created_at: dt.datetime
     updated_at: dt.datetime
 

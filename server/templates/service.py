@@ -29,9 +29,21 @@ async def _flush_unique(session: AsyncSession) -> None:
         raise DuplicateName() from exc
 
 
+UNSUBSCRIBE_MISSING = (
+    "a marketing email must place {{ unsubscribe_url }} in its body (one-click unsubscribe, RFC 8058)"
+)
+
+
+def check_category(*, category: str, channel: str, body: str) -> None:
+    """`render.TemplateInvalid` when a marketing email has no unsubscribe link in its body."""
+    if category == "marketing" and channel == "email" and "unsubscribe_url" not in render.names_used(body):
+        raise render.TemplateInvalid([{"field": "body", "message": UNSUBSCRIBE_MISSING}])
+
+
 async def create_template(session: AsyncSession, *, workspace_id: int, data: dict[str, Any]) -> Template:
     """`render.TemplateInvalid` for a bad subject or body, `DuplicateName` for a taken name."""
     await render.validate(data.get("subject", ""), data["body"])
+    check_category(category=data.get("category", "transactional"), channel=data["channel"], body=data["body"])
     now = utcnow()
     tpl = Template(workspace_id=workspace_id, created_at=now, updated_at=now, **data)
     session.add(tpl)
@@ -77,6 +89,11 @@ async def update_template(
     tpl = await get_template(session, workspace_id=workspace_id, template_id=template_id, for_update=True)
     if "subject" in changes or "body" in changes:
         await render.validate(changes.get("subject", tpl.subject), changes.get("body", tpl.body))
+    check_category(
+        category=changes.get("category", tpl.category),
+        channel=changes.get("channel", tpl.channel),
+        body=changes.get("body", tpl.body),
+    )
     for name, value in changes.items():
         setattr(tpl, name, value)
     tpl.updated_at = utcnow()

@@ -84,3 +84,20 @@ def test_realtime_imports_nothing_from_server() -> None:
 def test_no_import_cycles_in_realtime_ui_and_contacts() -> None:
     graph = _graph(["realtime", "ui", "server/contacts"])
     assert _cycles(graph) == []
+
+
+def test_the_dashboard_reads_through_the_services_not_the_database() -> None:
+    """`ui/` builds no SQL of its own: no query construction imported from SQLAlchemy, no
+    `session.execute(...)`; pages call the domain services (the API's numbers are the page's)."""
+    offenders: list[str] = []
+    for path in sorted((ROOT / "ui").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module == "sqlalchemy":
+                offenders.append(f"{path.name}: from sqlalchemy import {[a.name for a in node.names]}")
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                if node.func.attr in ("execute", "scalars", "scalar") and "session" in ast.unparse(
+                    node.func.value
+                ):
+                    offenders.append(f"{path.name}:{node.lineno}: {ast.unparse(node)[:60]}")
+    assert not offenders, offenders

@@ -67,7 +67,8 @@ def parse(body: bytes, now: dt.datetime) -> Inbound:
     text = form.get("Body", "")
     meta = {
         k: form[k]
-        for k in ("ProfileName", "WaId", "NumSegments", "ButtonText", "ButtonPayload")
+        # OptOutType: Twilio Advanced Opt-Out's verdict on a keyword (server/consent/keywords.py)
+        for k in ("ProfileName", "WaId", "NumSegments", "ButtonText", "ButtonPayload", "OptOutType")
         if form.get(k)
     }
     return Inbound(

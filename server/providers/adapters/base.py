@@ -46,6 +46,8 @@ class OutgoingMessage:
     # when the connection has an `inbound_domain`, and its own `Message-ID`.
     from_address: str = ""
     reply_token: str = ""
+    # Marketing email (DESIGN §9): the recipient's one-click unsubscribe URL, `…/u/{token}`.
+    unsubscribe_url: str = ""
 
 
 def reply_headers(config: Mapping[str, Any], msg: OutgoingMessage) -> dict[str, str]:
@@ -67,6 +69,18 @@ def sender_for(config: Mapping[str, Any], msg: OutgoingMessage) -> str:
     if wanted and "@" in wanted and wanted.rpartition("@")[2] == own.lower().rpartition("@")[2]:
         return wanted
     return own
+
+
+def unsubscribe_headers(config: Mapping[str, Any], msg: OutgoingMessage) -> dict[str, str]:
+    """RFC 2369 `List-Unsubscribe` (the HTTPS link, then a `mailto:` when the connection has an
+    `inbound_domain`) and RFC 8058 `List-Unsubscribe-Post`; empty for a message without a link."""
+    if not msg.unsubscribe_url:
+        return {}
+    targets = [f"<{msg.unsubscribe_url}>"]
+    token = msg.unsubscribe_url.rpartition("/u/")[2]
+    if (domain := config.get("inbound_domain")) and token:
+        targets.append(f"<mailto:unsubscribe+{token}@{domain}>")
+    return {"List-Unsubscribe": ", ".join(targets), "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,14 @@ from email.utils import formataddr
 from typing import Any, ClassVar
 
 from server.providers.adapters import http
-from server.providers.adapters.base import Adapter, OutgoingMessage, SendResult, reply_headers, sender_for
+from server.providers.adapters.base import (
+    Adapter,
+    OutgoingMessage,
+    SendResult,
+    reply_headers,
+    sender_for,
+    unsubscribe_headers,
+)
 from server.providers.adapters.fields import Fields
 
 PUBLIC_API = "https://api.mailgun.net"
@@ -49,7 +56,10 @@ class MailgunAdapter(Adapter):
             "v:sb_message_id": str(msg.message_id),
             "v:sb_workspace_id": str(msg.workspace_id),
         }
-        for name, value in reply_headers(self.config, msg).items():
+        for name, value in {
+            **reply_headers(self.config, msg),
+            **unsubscribe_headers(self.config, msg),
+        }.items():
             form[f"h:{name}"] = value
         response = await http.post(
             self.http,

@@ -109,12 +109,12 @@ class SandboxAdapter(Adapter):
             await http.post(
                 self.http,
                 sink_url,
-                # Conversation fields only when set: sinks written before them see the same body.
+                # Newer fields only when set: sinks written before them see the same body.
                 content=orjson.dumps(
                     {
                         k: v
                         for k, v in dataclasses.asdict(msg).items()
-                        if v or k not in ("from_address", "reply_token")
+                        if v or k not in ("from_address", "reply_token", "unsubscribe_url")
                     }
                 ),
                 headers={"Content-Type": "application/json", "Idempotency-Key": msg.idempotency_key},

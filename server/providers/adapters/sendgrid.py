@@ -16,7 +16,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
 from server.providers.adapters import http
-from server.providers.adapters.base import Adapter, OutgoingMessage, SendResult, reply_headers, sender_for
+from server.providers.adapters.base import (
+    Adapter,
+    OutgoingMessage,
+    SendResult,
+    reply_headers,
+    sender_for,
+    unsubscribe_headers,
+)
 from server.providers.adapters.fields import Fields
 
 PUBLIC_API = "https://api.sendgrid.com"
@@ -53,6 +60,8 @@ class SendGridAdapter(Adapter):
         if "Reply-To" in headers:
             payload["reply_to"] = {"email": headers["Reply-To"]}
             payload["headers"] = {"Message-ID": headers["Message-ID"]}
+        if list_headers := unsubscribe_headers(self.config, msg):
+            payload.setdefault("headers", {}).update(list_headers)
         response = await http.post(
             self.http,
             f"{self.config['base_url']}/v3/mail/send",

@@ -9,6 +9,7 @@ connection transient.
 from __future__ import annotations
 
 import asyncio
+import email.policy
 import hashlib
 import re
 from email.message import EmailMessage
@@ -27,10 +28,14 @@ from server.providers.adapters.base import (
     TransientError,
     reply_headers,
     sender_for,
+    unsubscribe_headers,
 )
 from server.providers.adapters.fields import Fields
 
 HOST = r"[A-Za-z0-9._:\[\]-]{1,253}"
+# Flattened with header lines up to RFC 5322's limit (aiosmtplib's own flattening folds at 78):
+# `List-Unsubscribe` carries a long token that folding splits right after the colon.
+WIRE_POLICY = email.policy.SMTP.clone(max_line_length=998)
 SAFE_ID = re.compile(r"(?=.{1,200}$)[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*")  # a dot-atom, usable as is
 
 
@@ -68,6 +73,8 @@ class SmtpAdapter(Adapter):
         email["Message-ID"] = message_id
         if reply_to := reply_headers(cfg, msg).get("Reply-To"):
             email["Reply-To"] = reply_to
+        for name, value in unsubscribe_headers(cfg, msg).items():
+            email[name] = value
         email.set_content(msg.body)
         host = cfg["host"].strip("[]")
         try:
@@ -82,7 +89,9 @@ class SmtpAdapter(Adapter):
                 }
             )
             await aiosmtplib.send(
-                email,
+                email.as_bytes(policy=WIRE_POLICY),
+                sender=cfg["from_email"],
+                recipients=[msg.to],
                 **where,
                 username=cfg.get("username"),
                 password=cfg.get("password"),
