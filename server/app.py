@@ -16,6 +16,7 @@ from realtime.backend import create_backend
 from realtime.service import Realtime
 from server import openapi, realtime_policy
 from server.api import Router, all_operations, json_response
+from server.audit.api import router as audit_router
 from server.auth.api import router as auth_router
 from server.cache import caches_of
 from server.contacts.api import router as contacts_router
@@ -46,6 +47,7 @@ ROUTERS: list[Router] = [
     merge_router,
     endpoints_router,
     reports_router,
+    audit_router,
 ]
 
 
@@ -90,7 +92,13 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         from server.reports.job import ReportJob
 
         services.components.append(Dispatcher(services))
-        services.components.append(ReportJob(services.db, on_change=realtime.poke))
+        services.components.append(
+            ReportJob(
+                services.db,
+                on_change=realtime.poke,
+                audit_retention_days=settings.audit_retention_days,
+            )
+        )
         # Outgoing webhooks; the worker process runs a Deliverer too.
         deliverer = Deliverer(services.db, DelivererConfig(allow_private=settings.allow_private_endpoints))
         services.components.append(deliverer)

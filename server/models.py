@@ -1,5 +1,7 @@
 """Every table, imported in one place so `Base.metadata` is complete (Alembic, tests)."""
 
+from server.apikeys.models import ApiKey
+from server.audit.models import AuditEntry
 from server.auth.models import RefreshToken, Role, User
 from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob
 from server.db import Base
@@ -19,7 +21,9 @@ from server.templates.models import Template
 from server.workspaces.models import Workspace
 
 __all__ = [
+    "ApiKey",
     "Audit",
+    "AuditEntry",
     "Base",
     "Campaign",
     "Contact",

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     rate_limit_login_burst: int = 10
     rate_limit_login_per_s: float = 0.2
 
+    # The admin audit log keeps entries this long (pruned by the report job, server/reports/job.py).
+    audit_retention_days: float = 365.0
+
     cache_ttl_s: float = 30.0
     cache_size: int = 10_000
 

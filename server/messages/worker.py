@@ -21,7 +21,8 @@ async def run_worker(settings: Settings) -> None:
     services = Services.create(settings)
     dispatcher = Dispatcher(services)
     services.components.append(dispatcher)
-    services.components.append(ReportJob(services.db))  # daily figures; today's move live
+    # Daily figures (today's move live); also the audit log's retention.
+    services.components.append(ReportJob(services.db, audit_retention_days=settings.audit_retention_days))
     # Outgoing webhooks (web --no-worker has none).
     services.components.append(
         Deliverer(services.db, DelivererConfig(allow_private=settings.allow_private_endpoints))
