@@ -16,6 +16,7 @@ from realtime.backend import create_backend
 from realtime.service import Realtime
 from server import openapi, realtime_policy
 from server.api import Router, all_operations, json_response
+from server.apikeys.api import router as apikeys_router
 from server.audit.api import router as audit_router
 from server.auth.api import router as auth_router
 from server.cache import caches_of
@@ -48,6 +49,7 @@ ROUTERS: list[Router] = [
     endpoints_router,
     reports_router,
     audit_router,
+    apikeys_router,
 ]
 
 
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None, *, services: Services | None = 
         services.db,
         backend=backend,
         prefix=settings.redis_prefix,
+        authenticate=realtime_policy.authenticate,
         access_check=realtime_policy.access_check(services.db),
         op_budget=realtime_policy.op_budget(limits.limiter, settings) if limits.enabled else None,
     )

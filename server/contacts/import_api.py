@@ -65,7 +65,7 @@ async def start_import(ctx: Ctx[None]) -> Response:
     except ImportRefused as exc:
         raise Problem(422, str(exc), errors=[{"field": "file", "message": str(exc)}]) from None
     job = importer(ctx.services).submit(
-        workspace_id=ctx.workspace_id, user_id=ctx.principal.user_id, rows=rows
+        workspace_id=ctx.workspace_id, user_id=ctx.principal.by_user, rows=rows
     )
     return json_response({"job_id": job.id, "status": "running", "total": job.total}, 202)
 

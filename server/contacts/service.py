@@ -81,13 +81,16 @@ def _apply(c: Contact, name: str, value: Any) -> None:
         setattr(c, name, value)
 
 
-def _audit(c: Contact, user_id: int | None, changes: dict[str, tuple[Any, Any]]) -> list[Audit]:
+def _audit(
+    c: Contact, user_id: int | None, changes: dict[str, tuple[Any, Any]], api_key_id: int | None = None
+) -> list[Audit]:
     now = utcnow()
     return [
         Audit(
             workspace_id=c.workspace_id,
             contact_id=c.id,
             user_id=user_id,
+            api_key_id=api_key_id,
             field=name,
             old=old,
             new=new,
@@ -106,7 +109,12 @@ async def _flush_unique(session: AsyncSession) -> None:
 
 
 async def create_contact(
-    session: AsyncSession, *, workspace_id: int, user_id: int | None, data: dict[str, Any]
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    user_id: int | None,
+    data: dict[str, Any],
+    api_key_id: int | None = None,
 ) -> Contact:
     # identities (issue 9): the email/phone may not be any contact's extra identity → 409
     await check_free(session, workspace_id=workspace_id, email=data.get("email"), phone=data.get("phone"))
@@ -116,7 +124,12 @@ async def create_contact(
     await _flush_unique(session)
     values = snapshot(contact)
     session.add_all(
-        _audit(contact, user_id, {k: (None, v) for k, v in values.items() if v not in (None, "", [], {})})
+        _audit(
+            contact,
+            user_id,
+            {k: (None, v) for k, v in values.items() if v not in (None, "", [], {})},
+            api_key_id,
+        )
     )
     await emit(
         session,
@@ -173,6 +186,7 @@ async def patch_contact(
     user_id: int | None,
     changes: dict[str, Any],
     if_match: int | None,
+    api_key_id: int | None = None,
 ) -> PatchResult:
     """Apply a patch made against version `if_match` (None: last writer wins).
 
@@ -216,7 +230,7 @@ async def patch_contact(
     contact.version += 1
     contact.updated_at = utcnow()
     await _flush_unique(session)
-    session.add_all(_audit(contact, user_id, diff))
+    session.add_all(_audit(contact, user_id, diff, api_key_id))
     changed = {name: new for name, (_old, new) in diff.items()}
     await emit(
         session,
@@ -229,7 +243,12 @@ async def patch_contact(
 
 
 async def delete_contact(
-    session: AsyncSession, *, workspace_id: int, contact_id: int, user_id: int | None
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    contact_id: int,
+    user_id: int | None,
+    api_key_id: int | None = None,
 ) -> None:
     contact = await get_contact(session, workspace_id=workspace_id, contact_id=contact_id, for_update=True)
     version = contact.version + 1
@@ -238,6 +257,7 @@ async def delete_contact(
             workspace_id=workspace_id,
             contact_id=contact_id,
             user_id=user_id,
+            api_key_id=api_key_id,
             field="deleted",
             old=False,
             new=True,

@@ -102,7 +102,7 @@ async def create(ctx: Ctx[MessageIn]) -> Response:
             m = await service.create_message(
                 s,
                 workspace_id=ctx.workspace_id,
-                user_id=ctx.principal.user_id,
+                user_id=ctx.principal.by_user,
                 data=ctx.body.model_dump(),
                 idempotency_key=key,
                 templates_cache=caches_of(ctx.services).templates,
@@ -176,7 +176,7 @@ async def cancel(ctx: Ctx[None]) -> MessageOut:
                 s,
                 workspace_id=ctx.workspace_id,
                 message_id=ctx.path_int("message_id"),
-                user_id=ctx.principal.user_id,
+                user_id=ctx.principal.by_user,
             )
     except service.NotCancelable as exc:
         raise Problem(
@@ -193,7 +193,7 @@ async def create_campaign(ctx: Ctx[CampaignIn]) -> Response:
     try:
         async with ctx.db.transaction() as s:
             c = await campaigns.create_campaign(
-                s, workspace_id=ctx.workspace_id, user_id=ctx.principal.user_id, data=ctx.body.model_dump()
+                s, workspace_id=ctx.workspace_id, user_id=ctx.principal.by_user, data=ctx.body.model_dump()
             )
     except service.InvalidReference as exc:
         raise Problem(422, "The request is not valid.", errors=exc.errors) from None
