@@ -33,6 +33,7 @@ from server.ratelimit import rate_limits_of
 from server.ratelimit_middleware import RateLimit
 from server.reports.api import router as reports_router
 from server.services import Services
+from server.sessions.api import router as sessions_router
 from server.settings import Settings, get_settings
 from server.templates.api import router as templates_router
 from server.webhooks.api import routes as webhook_routes
@@ -50,6 +51,7 @@ ROUTERS: list[Router] = [
     reports_router,
     audit_router,
     apikeys_router,
+    sessions_router,
 ]
 
 

@@ -12,6 +12,7 @@ from server.auth.api import BAD_CREDENTIALS, clear_session_cookies, set_session_
 from server.auth.principal import REFRESH_COOKIE, check_csrf
 from server.auth.tokens import AccessClaims
 from server.errors import Problem
+from server.sessions import service as sessions
 from ui.web import CSP, ensure_csrf_cookie, env, principal_or_none, renew, safe_next, services
 
 
@@ -72,20 +73,26 @@ async def login(request: Request) -> Response:
     if wait is not None:
         return _login_page(request, error=wait, email=email, status=429)
     svc = services(request)
+    device = sessions.Device.of(request)
     async with svc.db.transaction() as s:
         try:
             user = await auth_service.check_credentials(s, email=email, password=password)
         except auth_service.AuthError:
             user = None
         family = auth_service.new_family_id()
-        refresh = (
-            await auth_service.issue_refresh(
-                s, user_id=user.id, ttl_s=svc.settings.refresh_token_ttl_s, family_id=family
+        refresh = None
+        if user is not None:
+            refresh = await auth_service.issue_refresh(
+                s,
+                user_id=user.id,
+                ttl_s=svc.settings.refresh_token_ttl_s,
+                family_id=family,
+                user_agent=device.user_agent,
+                ip=device.ip,
             )
-            if user is not None
-            else None
-        )
+            sessions.record_sign_in(s, user=user, device=device)
     if user is None or refresh is None:
+        await sessions.record_failed_sign_in(svc.db, email=email, device=device)
         return _login_page(request, error=BAD_CREDENTIALS, email=email, status=401)
     access = svc.tokens.issue(AccessClaims(user.id, user.workspace_id, user.role, session_id=family))
     response = RedirectResponse(safe_next(str(form.get("next", "/"))), status_code=303)

@@ -88,6 +88,32 @@ def record(
     return entry
 
 
+def record_for(
+    session: AsyncSession, ctx: Any, *, action: str, target: str = "", details: dict[str, Any] | None = None
+) -> AuditEntry:
+    """`record` for an API handler: the workspace, actor and address come from its `Ctx`."""
+    return record(
+        session,
+        workspace_id=ctx.workspace_id,
+        actor=actor_of(ctx.principal),
+        action=action,
+        target=target,
+        ip=client_ip(ctx.request),
+        details=details,
+    )
+
+
+def changed_fields(changes: dict[str, Any]) -> list[str]:
+    """The names a change touched, config keys as `config.<name>`: never the values."""
+    names: list[str] = []
+    for name, value in changes.items():
+        if isinstance(value, dict) and name == "config":
+            names += [f"config.{k}" for k in sorted(value)]
+        else:
+            names.append(name)
+    return sorted(names)
+
+
 async def search(
     session: AsyncSession,
     *,

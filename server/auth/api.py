@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.api import Ctx, Out, Page, Router, Schema, json_response, parse_model, read_json
+from server.audit import service as audit
 from server.auth import service
 from server.auth.models import Role, User
 from server.auth.principal import ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE
@@ -16,6 +17,7 @@ from server.auth.tokens import AccessClaims
 from server.errors import Problem
 from server.pagination import PageQuery, decode_cursor, page_of
 from server.ratelimit_middleware import check_login_email
+from server.sessions import service as sessions
 from server.validators import normalize_email
 
 router = Router(tag="auth")
@@ -100,15 +102,26 @@ async def login(ctx: Ctx[LoginIn]) -> Response:
     """Exchange email and password for an access and a refresh token (and session cookies)."""
     settings = ctx.services.settings
     await check_login_email(ctx.services, ctx.body.email)
+    device = sessions.Device.of(ctx.request)
     async with ctx.db.transaction() as s:
         try:
             user = await service.check_credentials(s, email=ctx.body.email, password=ctx.body.password)
         except service.AuthError:
-            raise Problem(401, BAD_CREDENTIALS) from None
-        family = service.new_family_id()
-        refresh = await service.issue_refresh(
-            s, user_id=user.id, ttl_s=settings.refresh_token_ttl_s, family_id=family
-        )
+            user = None
+        if user is not None:
+            family = service.new_family_id()
+            refresh = await service.issue_refresh(
+                s,
+                user_id=user.id,
+                ttl_s=settings.refresh_token_ttl_s,
+                family_id=family,
+                user_agent=device.user_agent,
+                ip=device.ip,
+            )
+            sessions.record_sign_in(s, user=user, device=device)
+    if user is None:
+        await sessions.record_failed_sign_in(ctx.db, email=ctx.body.email, device=device)
+        raise Problem(401, BAD_CREDENTIALS)
     return _pair_response(ctx.request, user, refresh, family)
 
 
@@ -118,8 +131,13 @@ async def refresh(ctx: Ctx[RefreshIn]) -> Response:
     settings = ctx.services.settings
     async with ctx.db.transaction() as s:
         try:
+            device = sessions.Device.of(ctx.request)
             issued = await service.rotate_refresh(
-                s, token=ctx.body.refresh_token, ttl_s=settings.refresh_token_ttl_s
+                s,
+                token=ctx.body.refresh_token,
+                ttl_s=settings.refresh_token_ttl_s,
+                user_agent=device.user_agent,
+                ip=device.ip,
             )
         except service.AuthError:
             issued = None  # caught inside, so a reuse's revocation of the family is committed
@@ -183,8 +201,70 @@ async def create_user(ctx: Ctx[UserIn]) -> UserOut:
                 role=b.role,
                 name=b.name,
             )
+            audit.record(
+                s,
+                workspace_id=ctx.workspace_id,
+                actor=audit.actor_of(ctx.principal),
+                action="user.created",
+                target=f"user:{user.id}",
+                ip=audit.client_ip(ctx.request),
+                details={"email": user.email, "role": user.role},
+            )
     except service.DuplicateEmail:
         raise Problem(
             409, "A user with this email already exists.", errors=[{"field": "email", "message": "taken"}]
         ) from None
     return UserOut.model_validate(user)
+
+
+class UserPatch(Schema):
+    role: Role | None = None
+    is_active: bool | None = None
+    name: str | None = Field(default=None, max_length=200)
+
+
+class UserFullOut(UserOut):
+    is_active: bool
+
+
+@router.op(
+    "PATCH",
+    "/users/{user_id}",
+    body=UserPatch,
+    response=UserFullOut,
+    role="admin",
+    responses={404: "not found", 422: "not on yourself"},
+)
+async def patch_user(ctx: Ctx[UserPatch]) -> UserFullOut:
+    """Change a user's role, name, or deactivate them (admin). Deactivation ends their sessions."""
+    b: UserPatch = ctx.body
+    user_id = ctx.path_int("user_id")
+    if user_id == ctx.principal.by_user and (b.role not in (None, Role.admin) or b.is_active is False):
+        raise Problem(422, "Admins cannot demote or deactivate themselves; ask another admin.")
+    actor, ip = audit.actor_of(ctx.principal), audit.client_ip(ctx.request)
+    async with ctx.db.transaction() as s:
+        user = await s.get(User, user_id)
+        if user is None or user.workspace_id != ctx.workspace_id:
+            raise Problem(404, "No such user.")
+        target = f"user:{user.id}"
+        if b.name is not None:
+            user.name = b.name
+        if b.role is not None and b.role.value != user.role:
+            details = {"from": user.role, "to": b.role.value}
+            user.role = b.role.value
+            audit.record(
+                s,
+                workspace_id=ctx.workspace_id,
+                actor=actor,
+                action="user.role_changed",
+                target=target,
+                ip=ip,
+                details=details,
+            )
+        if b.is_active is not None and b.is_active != user.is_active:
+            user.is_active = b.is_active
+            if not b.is_active:
+                await sessions.revoke_sessions(s, user_id=user.id)
+            action = "user.reactivated" if b.is_active else "user.deactivated"
+            audit.record(s, workspace_id=ctx.workspace_id, actor=actor, action=action, target=target, ip=ip)
+    return UserFullOut.model_validate(user)

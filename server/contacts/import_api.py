@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.api import Ctx, Router, json_response
+from server.audit import service as audit
 from server.contacts.importer import Importer, ImportRefused, parse_csv
 from server.errors import Problem
 
@@ -67,6 +68,11 @@ async def start_import(ctx: Ctx[None]) -> Response:
     job = importer(ctx.services).submit(
         workspace_id=ctx.workspace_id, user_id=ctx.principal.by_user, rows=rows
     )
+    # The job runs in memory; its start is recorded on its own (there is no row to commit it with).
+    async with ctx.db.transaction() as s:
+        audit.record_for(
+            s, ctx, action="import.started", target=f"import:{job.id}", details={"rows": job.total}
+        )
     return json_response({"job_id": job.id, "status": "running", "total": job.total}, 202)
 
 

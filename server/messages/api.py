@@ -7,6 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 
 from server.api import Ctx, Page, Router, json_response
+from server.audit import service as audit
 from server.cache import caches_of
 from server.errors import Problem
 from server.messages import campaigns, idempotency, service
@@ -194,6 +195,9 @@ async def create_campaign(ctx: Ctx[CampaignIn]) -> Response:
         async with ctx.db.transaction() as s:
             c = await campaigns.create_campaign(
                 s, workspace_id=ctx.workspace_id, user_id=ctx.principal.by_user, data=ctx.body.model_dump()
+            )
+            audit.record_for(
+                s, ctx, action="campaign.started", target=f"campaign:{c.id}", details={"name": c.name}
             )
     except service.InvalidReference as exc:
         raise Problem(422, "The request is not valid.", errors=exc.errors) from None
