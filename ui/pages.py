@@ -59,10 +59,10 @@ def page(role: str = "viewer") -> Callable[[PageHandler], Callable[[Request], Aw
 
 def routes() -> list[BaseRoute]:
     """Every page route, and `/static`."""
-    from ui import admin, board, contacts, reports, session
+    from ui import admin, board, contacts, identity, reports, session
 
     out: list[BaseRoute] = []
-    for module in (session, board, contacts, admin, reports):
+    for module in (session, board, contacts, admin, reports, identity):
         out.extend(module.routes)
     out.append(Mount("/static", app=StaticFiles(directory=STATIC), name="static"))
     return out

@@ -53,10 +53,8 @@ class ApiKeyCreated(ApiKeyOut):
     key: str  # the secret: in this answer only
 
 
-@router.op("POST", "/api-keys", body=ApiKeyIn, response=ApiKeyCreated, status=201, role="admin")
-async def create(ctx: Ctx[ApiKeyIn]) -> Response:
-    """Make a key; the answer's `key` is the only time the secret is shown."""
-    b: ApiKeyIn = ctx.body
+async def create_recorded(ctx: Ctx[object], b: ApiKeyIn) -> tuple[ApiKey, str]:
+    """Make a key and record it in the audit log (the API and the admin page)."""
     async with ctx.db.transaction() as s:
         key, secret = await service.create_key(
             s,
@@ -66,15 +64,20 @@ async def create(ctx: Ctx[ApiKeyIn]) -> Response:
             expires_at=b.expires_at,
             created_by=ctx.principal.by_user,
         )
-        audit.record(
+        audit.record_for(
             s,
-            workspace_id=ctx.workspace_id,
-            actor=audit.actor_of(ctx.principal),
+            ctx,
             action="api_key.created",
             target=f"api_key:{key.id}",
-            ip=audit.client_ip(ctx.request),
             details={"name": key.name, "scopes": key.scopes, "prefix": key.prefix},
         )
+    return key, secret
+
+
+@router.op("POST", "/api-keys", body=ApiKeyIn, response=ApiKeyCreated, status=201, role="admin")
+async def create(ctx: Ctx[ApiKeyIn]) -> Response:
+    """Make a key; the answer's `key` is the only time the secret is shown."""
+    key, secret = await create_recorded(ctx, ctx.body)
     out = ApiKeyCreated.model_validate({**ApiKeyOut.model_validate(key).model_dump(), "key": secret})
     return json_response(out, 201)
 
@@ -91,15 +94,14 @@ async def list_keys(ctx: Ctx[None]) -> Page[ApiKeyOut]:
 
 
 async def revoke(ctx: Ctx[object], key_id: int) -> ApiKey:
+    """Revoke a key and record it in the audit log (the API and the admin page)."""
     async with ctx.db.transaction() as s:
         key = await service.revoke_key(s, workspace_id=ctx.workspace_id, key_id=key_id)
-        audit.record(
+        audit.record_for(
             s,
-            workspace_id=ctx.workspace_id,
-            actor=audit.actor_of(ctx.principal),
+            ctx,
             action="api_key.revoked",
             target=f"api_key:{key.id}",
-            ip=audit.client_ip(ctx.request),
             details={"name": key.name, "prefix": key.prefix},
         )
     return key
