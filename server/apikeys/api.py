@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from starlette.responses import Response
@@ -53,7 +53,7 @@ class ApiKeyCreated(ApiKeyOut):
     key: str  # the secret: in this answer only
 
 
-async def create_recorded(ctx: Ctx[object], b: ApiKeyIn) -> tuple[ApiKey, str]:
+async def create_recorded(ctx: Ctx[Any], b: ApiKeyIn) -> tuple[ApiKey, str]:
     """Make a key and record it in the audit log (the API and the admin page)."""
     async with ctx.db.transaction() as s:
         key, secret = await service.create_key(
@@ -93,7 +93,7 @@ async def list_keys(ctx: Ctx[None]) -> Page[ApiKeyOut]:
     return page_of(rows, q.limit, ApiKeyOut.model_validate, Page[ApiKeyOut])
 
 
-async def revoke(ctx: Ctx[object], key_id: int) -> ApiKey:
+async def revoke(ctx: Ctx[Any], key_id: int) -> ApiKey:
     """Revoke a key and record it in the audit log (the API and the admin page)."""
     async with ctx.db.transaction() as s:
         key = await service.revoke_key(s, workspace_id=ctx.workspace_id, key_id=key_id)

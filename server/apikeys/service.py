@@ -17,7 +17,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import ColumnElement, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.apikeys.models import ApiKey
@@ -108,7 +108,7 @@ async def revoke_key(session: AsyncSession, *, workspace_id: int, key_id: int) -
     return key
 
 
-def _standing(now: dt.datetime):  # type: ignore[no-untyped-def]
+def _standing(now: dt.datetime) -> list[ColumnElement[bool]]:
     return [ApiKey.revoked_at.is_(None), or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > now)]
 
 

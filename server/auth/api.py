@@ -165,6 +165,8 @@ async def logout(ctx: Ctx[LogoutIn]) -> Response:
 @router.op("GET", "/me", response=UserOut)
 async def me(ctx: Ctx[None]) -> UserOut:
     """The signed-in user."""
+    if ctx.principal.api_key_id is not None:
+        raise Problem(403, "An API key acts for the workspace, not as a user; there is no /me for it.")
     async with ctx.db.transaction() as s:
         user = await s.get(User, ctx.principal.user_id)
     if user is None or user.workspace_id != ctx.workspace_id:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
@@ -37,7 +38,7 @@ class RevokeAllQuery(BaseModel):
     keep_current: bool = False
 
 
-def _own_user(ctx: Ctx[object]) -> int:
+def _own_user(ctx: Ctx[Any]) -> int:
     if ctx.principal.by_user is None:
         raise Problem(403, "An API key has no sessions; sessions are a person's sign-ins.")
     return ctx.principal.user_id

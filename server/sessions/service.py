@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import HTTPConnection
 
@@ -41,7 +41,7 @@ class SessionView:
     last_used_at: dt.datetime
 
 
-def _live(now: dt.datetime) -> list[object]:
+def _live(now: dt.datetime) -> list[ColumnElement[bool]]:
     return [RefreshToken.used_at.is_(None), RefreshToken.revoked_at.is_(None), RefreshToken.expires_at > now]
 
 
