@@ -105,9 +105,10 @@ async def sessions_page(request: Request, v: Viewer) -> Response:
 
 @page()
 async def revoke_session(request: Request, v: Viewer) -> Response:
-    family = str(request.path_params["session_id"])[:64]
+    family = str((await request.form()).get("session_id", ""))[:64]
     async with services(request).db.transaction() as s:
-        await sessions.revoke_sessions(s, user_id=v.user.id, family_id=family)
+        if not await sessions.revoke_sessions(s, user_id=v.user.id, family_id=family):
+            raise Problem(404, "No such session.")
     return RedirectResponse("/login" if family == v.principal.session_id else "/sessions", status_code=303)
 
 
@@ -125,5 +126,5 @@ routes = [
     Route("/audit", audit_page, methods=["GET"]),
     Route("/sessions", sessions_page, methods=["GET"]),
     Route("/sessions/revoke-all", revoke_all_sessions, methods=["POST"]),
-    Route("/sessions/{session_id}/revoke", revoke_session, methods=["POST"]),
+    Route("/sessions/revoke", revoke_session, methods=["POST"]),
 ]

@@ -58,3 +58,16 @@ async def test_the_sessions_page_lists_and_signs_out_everywhere(browser_client: 
     c.cookies.delete("sb_access")
     r = await c.get("/sessions")
     assert r.status_code in (302, 303, 307) and "/login" in r.headers["location"]
+
+
+async def test_the_sessions_page_signs_out_one_session(app: object, browser_client: BrowserFactory) -> None:
+    c = await browser_client("agent")
+    page = await c.get("/sessions")
+    own = re.search(r'name="session_id" value="([0-9a-f]+)"', page.text)
+    assert own is not None
+    r = await c.post("/sessions/revoke", data={"csrf_token": csrf_field(page.text), "session_id": "nope"})
+    assert r.status_code == 404
+    r = await c.post(
+        "/sessions/revoke", data={"csrf_token": csrf_field(page.text), "session_id": own.group(1)}
+    )
+    assert r.status_code == 303 and r.headers["location"] == "/login"
