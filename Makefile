@@ -28,7 +28,7 @@ lint: install
 	$(VENV)/bin/ruff format --check server realtime ui tests bench migrations
 
 typecheck: install
-	$(VENV)/bin/mypy server realtime
+	$(VENV)/bin/mypy server realtime ui
 
 bench: install
 	$(VENV)/bin/python -m bench.run

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from realtime import log as eventlog
 from realtime.topics import TopicError, contact_ids, parse_topics
-from realtime.types import Topic
-from server.db import Database
+from realtime.types import Database, EventLog, Topic
 
 
 class Refused(ValueError):
@@ -32,7 +30,9 @@ def parse_after(raw: Any) -> int | None:
     return value
 
 
-async def check(db: Database, workspace_id: int, raw_topics: Any, after: int | None) -> frozenset[Topic]:
+async def check(
+    db: Database, eventlog: EventLog, workspace_id: int, raw_topics: Any, after: int | None
+) -> frozenset[Topic]:
     """Validated topics; raises Refused or Resync."""
     if isinstance(raw_topics, str) or not isinstance(raw_topics, list | tuple | frozenset | set):
         raise Refused('topics must be a list such as ["board", "contact:7"].')

@@ -3,7 +3,13 @@
 The interface is small on purpose: the relay publishes batches (one round trip per batch,
 with its cursors recorded in the same transaction), and each process holds ONE pattern
 subscription to every workspace channel for its whole life (opened in the app's lifespan),
-so no per-socket or per-channel subscription ever races another."""
+so no per-socket or per-channel subscription ever races another. Small out-of-band messages
+between processes (`note()`, e.g. the cache's explicit invalidations) travel on that same
+subscription: one listener per process.
+
+Decision (docs/decisions.md): this is our own small interface, not `broadcaster`'s, because the
+relay needs what broadcaster does not offer: a publish that records cursors atomically, a lease,
+a RESET when messages may have been missed, and a client shared with the rest of the process."""
 
 from __future__ import annotations
 
@@ -26,6 +32,16 @@ RESET = Reset()
 Message = tuple[int, bytes]  # (workspace id, batch)
 
 
+class Note:
+    """Yielded by `listen()`: an out-of-band message published with `note(kind, data)`."""
+
+    __slots__ = ("data", "kind")
+
+    def __init__(self, kind: str, data: bytes) -> None:
+        self.kind = kind
+        self.data = data
+
+
 class Backend(Protocol):
     async def connect(self) -> None: ...
     async def disconnect(self) -> None: ...
@@ -36,15 +52,24 @@ class Backend(Protocol):
     async def hold_lease(self, token: str, ttl_s: float) -> bool:
         """Take or renew the relay lease; True while `token` holds it."""
 
-    def listen(self) -> AsyncIterator[Message | Reset]: ...
+    async def note(self, kind: str, data: bytes) -> None:
+        """Send `data` to every process's listener (this one included), as a `Note`."""
+
+    def listen(self) -> AsyncIterator[Message | Reset | Note]: ...
 
 
-def create_backend(url: str | None, *, prefix: str = "sb:") -> Backend:
-    """`memory://` when no URL is given; `redis://…` / `rediss://…` otherwise."""
+def create_backend(url: str | None, *, prefix: str = "sb:", client: Any = None) -> Backend:
+    """`memory://` when no URL is given; `redis://…` / `rediss://…` otherwise. With Redis,
+    `client` is the process's one `redis.asyncio.Redis` (made from `url` only when not given)."""
     if not url or url.startswith("memory://"):
         return MemoryBackend()
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return RedisBackend(url, prefix=prefix)
+        if client is None:
+            import redis.asyncio as aioredis
+
+            client = aioredis.from_url(url, socket_connect_timeout=2, socket_keepalive=True)
+            return RedisBackend(client, prefix=prefix, owns_client=True)
+        return RedisBackend(client, prefix=prefix)
     raise ValueError(f"Unsupported broadcast URL scheme: {url.split(':', 1)[0]!r}")
 
 
@@ -53,7 +78,7 @@ class MemoryBackend:
     listener is told to reset instead of the queue growing without limit."""
 
     def __init__(self, maxsize: int = 10_000) -> None:
-        self._queue: asyncio.Queue[Message | Reset] = asyncio.Queue(maxsize)
+        self._queue: asyncio.Queue[Message | Reset | Note] = asyncio.Queue(maxsize)
         self._cursors: dict[int, int] = {}
         self._overflowed = False
 
@@ -79,7 +104,13 @@ class MemoryBackend:
     async def hold_lease(self, token: str, ttl_s: float) -> bool:
         return True
 
-    async def listen(self) -> AsyncIterator[Message | Reset]:
+    async def note(self, kind: str, data: bytes) -> None:
+        try:
+            self._queue.put_nowait(Note(kind, data))
+        except asyncio.QueueFull:
+            self._overflowed = True
+
+    async def listen(self) -> AsyncIterator[Message | Reset | Note]:
         while True:
             item = await self._queue.get()
             yield item
@@ -98,33 +129,37 @@ return redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 
 
 class RedisBackend:
-    """Redis pub/sub, one channel per workspace (`{prefix}ws:{id}`)."""
+    """Redis pub/sub, one channel per workspace (`{prefix}ws:{id}`) and one for notes
+    (`{prefix}note`), on the process's Redis client (closed here only if `owns_client`)."""
 
-    def __init__(self, url: str, *, prefix: str = "sb:", retry_s: float = 0.5) -> None:
-        self.url = url
+    def __init__(
+        self, client: Any, *, prefix: str = "sb:", retry_s: float = 0.5, owns_client: bool = False
+    ) -> None:
         self.prefix = prefix
         self.retry_s = retry_s
-        self._client: Any = None
+        self._client: Any = client
+        self._owns_client = owns_client
         self._cursors_key = f"{prefix}relay:cursors"
         self._lease_key = f"{prefix}relay:lease"
+        self._note_channel = f"{prefix}note"
 
     @property
     def client(self) -> Any:
-        """The redis.asyncio client (after connect)."""
+        """The redis.asyncio client."""
         return self._client
 
     def channel(self, workspace_id: int) -> str:
         return f"{self.prefix}ws:{workspace_id}"
 
     async def connect(self) -> None:
-        import redis.asyncio as aioredis
-
-        self._client = aioredis.from_url(self.url, socket_connect_timeout=2, socket_keepalive=True)
+        pass
 
     async def disconnect(self) -> None:
-        if self._client is not None:
+        if self._owns_client:
             await self._client.aclose()
-            self._client = None
+
+    async def note(self, kind: str, data: bytes) -> None:
+        await self._client.publish(self._note_channel, kind.encode() + b"\t" + data)
 
     async def publish(self, batches: list[Message], cursors: dict[int, int]) -> None:
         async with self._client.pipeline(transaction=True) as pipe:
@@ -142,7 +177,7 @@ class RedisBackend:
         held = await self._client.eval(_RENEW, 1, self._lease_key, token, int(ttl_s * 1000))
         return bool(held)
 
-    async def listen(self) -> AsyncIterator[Message | Reset]:
+    async def listen(self) -> AsyncIterator[Message | Reset | Note]:
         from redis.exceptions import RedisError
 
         pattern = f"{self.prefix}ws:*"
@@ -151,17 +186,23 @@ class RedisBackend:
             pubsub = self._client.pubsub()
             try:
                 await pubsub.psubscribe(pattern)
-                # Wait for the confirmation so nothing published after RESET is missed.
-                while True:
+                await pubsub.subscribe(self._note_channel)
+                # Wait for both confirmations so nothing published after RESET is missed.
+                confirmed = 0
+                while confirmed < 2:
                     msg = await pubsub.get_message(timeout=5.0)
-                    if msg is not None and msg["type"] == "psubscribe":
-                        break
+                    if msg is not None and msg["type"] in ("psubscribe", "subscribe"):
+                        confirmed += 1
                 yield RESET
                 while True:
                     msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=30.0)
-                    if msg is None or msg["type"] != "pmessage":
+                    if msg is None:
                         continue
-                    yield int(msg["channel"][start:]), msg["data"]
+                    if msg["type"] == "pmessage":
+                        yield int(msg["channel"][start:]), msg["data"]
+                    elif msg["type"] == "message":
+                        kind, _, data = msg["data"].partition(b"\t")
+                        yield Note(kind.decode(), data)
             except (RedisError, OSError) as exc:
                 log.warning("broadcast subscription lost (%s); reconnecting", exc.__class__.__name__)
                 await asyncio.sleep(self.retry_s)

@@ -58,7 +58,7 @@ async def longpoll(rt: Realtime, request: Request) -> Response:
             raise access.Refused(
                 f"timeout must be between 0 and {rt.settings.longpoll_max_timeout_s:g} seconds."
             )
-        topics = await access.check(rt.db, caller.workspace_id, _topics(request), after)
+        topics = await access.check(rt.db, rt.log, caller.workspace_id, _topics(request), after)
     except access.Refused as exc:
         return problem(422, "Invalid subscription", str(exc))
     except access.Resync:
@@ -91,7 +91,7 @@ async def stream(rt: Realtime, request: Request) -> Response:
     try:
         raw_after = request.headers.get("last-event-id") or request.query_params.get("after")
         after = access.parse_after(raw_after)
-        topics = await access.check(rt.db, caller.workspace_id, _topics(request), after)
+        topics = await access.check(rt.db, rt.log, caller.workspace_id, _topics(request), after)
     except access.Refused as exc:
         return problem(422, "Invalid subscription", str(exc))
     except access.Resync:

@@ -5,7 +5,12 @@ keeps the last id delivered (`Feed.last`) and a small ring of recent events. Ids
 per workspace, so an id past `last + 1` means something was missed (a publish during a Redis
 reconnect, a relay hand-over): the hub reads the missing ids from the event log first. A
 backend reset backfills every feed; a slow sweep compares with the log's head to catch a lost
-last event. Delivery never waits on a subscriber."""
+last event. Delivery never waits on a subscriber.
+
+The hub is the process's one listener: other parts of the process (the row caches) follow every
+published batch and every note through `observe()` and `on_note()`, not a subscription of
+their own. An observer gets `(workspace_id, events)` for each batch, of every workspace, and
+`(0, None)` after a reset (something may have been missed)."""
 
 from __future__ import annotations
 
@@ -14,15 +19,11 @@ import logging
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from realtime import log as eventlog
-from realtime.backend import RESET, Backend
-from realtime.log import LogReader
+from realtime.backend import RESET, Backend, Note
+from realtime.lifecycle import Supervisor
 from realtime.subscriber import Subscriber
-from realtime.tasks import background, cancel_all
 from realtime.topics import matches
-from realtime.types import Event, Topic
-from realtime.wire import decode_batch
-from server.db import Database
+from realtime.types import Event, EventLog, Readable, Topic, decode_batch
 
 log = logging.getLogger("switchboard.realtime")
 
@@ -30,6 +31,9 @@ RING = 1024  # recent events kept per workspace: most replays and long-polls nev
 SWEEP_S = 2.0  # how often the log's head is compared with what was delivered
 PAGE = 500
 IDLE_SWEEPS = 30  # a feed without subscribers is dropped after this many sweeps (one minute)
+
+BatchObserver = Callable[[int, list[Event] | None], None]
+NoteHandler = Callable[[bytes], None]
 
 
 class Feed:
@@ -95,23 +99,32 @@ class Feed:
 
 
 class Hub:
-    def __init__(self, db: LogReader | Database, backend: Backend, *, sweep_s: float = SWEEP_S) -> None:
+    def __init__(self, db: Readable, backend: Backend, *, log: EventLog, sweep_s: float = SWEEP_S) -> None:
         self.db = db
+        self.log = log
         self.backend = backend
         self.sweep_s = sweep_s
         self.feeds: dict[int, Feed] = {}
         self.delivered = 0
         self.backfilled = 0
-        self._tasks: list[asyncio.Task[None]] = []
+        self.observers: list[BatchObserver] = []
+        self.note_handlers: dict[str, NoteHandler] = {}
+        self.supervisor = Supervisor("hub")
+
+    def observe(self, observer: BatchObserver) -> None:
+        """Also hand every published batch (and each reset, as None) to `observer`."""
+        self.observers.append(observer)
+
+    def on_note(self, kind: str, handler: NoteHandler) -> None:
+        """Hand every note of `kind` (see `Backend.note`) to `handler`."""
+        self.note_handlers[kind] = handler
 
     async def start(self) -> None:
-        self._tasks = [
-            background(self._listen(), "hub-listen"),
-            background(self._sweep(), "hub-sweep"),
-        ]
+        self.supervisor.spawn("hub-listen", self._listen)
+        self.supervisor.spawn("hub-sweep", self._sweep)
 
     async def stop(self) -> None:
-        await cancel_all(self._tasks)
+        await self.supervisor.stop()
 
     # -- subscribers -------------------------------------------------------------------------
 
@@ -156,7 +169,7 @@ class Hub:
         cursor = after
         while sub.wants_more and cursor < upto:
             async with self.db.sessions() as session:
-                page = await eventlog.read_events(
+                page = await self.log.read_events(
                     session, feed.workspace_id, cursor, upto=upto, topics=sub.topics, limit=PAGE
                 )
             if not page:
@@ -182,23 +195,46 @@ class Hub:
 
     async def _init(self, feed: Feed) -> None:
         async with self.db.sessions() as session:
-            head = (await eventlog.heads(session, [feed.workspace_id])).get(feed.workspace_id, 0)
+            head = (await self.log.heads(session, [feed.workspace_id])).get(feed.workspace_id, 0)
         async with feed.lock:
             feed.last = feed.seen_head = head
             early, feed.early = feed.early, []
             await self._ingest(feed, early)
 
+    def _observe(self, workspace_id: int, events: list[Event] | None) -> None:
+        for observer in self.observers:
+            try:
+                observer(workspace_id, events)
+            except Exception:
+                log.exception("a batch observer failed")
+
+    def _note(self, note: Note) -> None:
+        handler = self.note_handlers.get(note.kind)
+        if handler is None:
+            return
+        try:
+            handler(note.data)
+        except Exception:
+            log.exception("handling a %r note failed", note.kind)
+
     async def _listen(self) -> None:
         async for item in self.backend.listen():
+            if isinstance(item, Note):
+                self._note(item)
+                continue
             if item is RESET:
+                self._observe(0, None)
                 await self._repair(list(self.feeds.values()))
                 continue
             workspace_id, data = item  # type: ignore[misc]
             feed = self.feeds.get(workspace_id)
-            if feed is None:
+            if feed is None and not self.observers:
                 continue  # no subscriber here has ever asked for this workspace
             try:
                 events = list(decode_batch(workspace_id, data))
+                self._observe(workspace_id, events)
+                if feed is None:
+                    continue
                 if feed.last is None:
                     feed.early.extend(events)
                     continue
@@ -229,7 +265,7 @@ class Hub:
     async def _backfill(self, feed: Feed, upto: int) -> None:
         while feed.last is not None and feed.last < upto:
             async with self.db.sessions() as session:
-                page = await eventlog.read_events(
+                page = await self.log.read_events(
                     session, feed.workspace_id, feed.last, upto=upto, limit=PAGE
                 )
             if not page:
@@ -274,7 +310,7 @@ class Hub:
             return
         try:
             async with self.db.sessions() as session:
-                heads = await eventlog.heads(session, [f.workspace_id for f in ready])
+                heads = await self.log.heads(session, [f.workspace_id for f in ready])
             for feed in ready:
                 head = heads.get(feed.workspace_id, 0)
                 if head > (feed.last or 0):
@@ -291,7 +327,7 @@ class Hub:
                 continue
             try:
                 async with self.db.sessions() as session:
-                    heads = await eventlog.heads(session, [f.workspace_id for f in feeds])
+                    heads = await self.log.heads(session, [f.workspace_id for f in feeds])
             except Exception:
                 log.exception("reading the event log's heads failed")
                 continue

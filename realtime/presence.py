@@ -16,12 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from sqlalchemy import select
-
-from realtime.tasks import background
-from server.auth.models import User, display_name
-from server.db import Database
-from server.events.service import emit
+from realtime.lifecycle import Supervisor
+from realtime.types import Database, EventLog
 
 log = logging.getLogger("switchboard.realtime")
 
@@ -131,14 +127,21 @@ class RedisStore:
 
 class Presence:
     def __init__(
-        self, db: Database, store: Store, *, ttl_s: float, on_emit: Callable[[int], None] | None = None
+        self,
+        db: Database,
+        store: Store,
+        *,
+        log: EventLog,
+        ttl_s: float,
+        on_emit: Callable[[int], None] | None = None,
     ) -> None:
         self.db = db
+        self.log = log
         self.store = store
         self.ttl_s = ttl_s
         self.on_emit = on_emit
         self._names: dict[tuple[int, int], str] = {}
-        self._task: asyncio.Task[None] | None = None
+        self.supervisor = Supervisor("presence")
 
     async def announce(self, key: Key, state: str) -> None:
         """Record the state of (workspace, contact, user); emit a `presence` event if it changed."""
@@ -157,24 +160,18 @@ class Presence:
         async with self.db.transaction() as session:
             name = self._names.get((ws, user))
             if name is None:
-                row = (await session.execute(select(User.name, User.email).where(User.id == user))).first()
-                name = display_name(row.name, row.email) if row is not None else ""
+                name = await self.log.user_name(session, ws, user)
                 self._names[(ws, user)] = name
             data = {"contact_id": contact, "user_id": user, "user_name": name, "state": state}
-            await emit(session, ws, "presence", data, contact_id=contact)
+            await self.log.emit(session, ws, "presence", data, contact_id=contact)
         if self.on_emit is not None:
             self.on_emit(ws)
 
     async def start(self) -> None:
-        self._task = background(self._expire(), "presence-expiry")
+        self.supervisor.spawn("presence-expiry", self._expire)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await self.supervisor.stop()
 
     async def _expire(self) -> None:
         while True:

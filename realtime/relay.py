@@ -23,13 +23,10 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
-from realtime import log as eventlog
 from realtime.backend import Backend, Message
-from realtime.log import LogReader
-from realtime.tasks import background, cancel_all
-from realtime.wire import encode_batch
-from server.db import Database, utcnow
-from server.events.service import NOTIFY_CHANNEL
+from realtime.lifecycle import Supervisor
+from realtime.pglisten import pg_listen
+from realtime.types import Database, EventLog, Readable, encode_batch
 
 log = logging.getLogger("switchboard.realtime")
 
@@ -49,12 +46,14 @@ class Relay:
         db: Database,
         backend: Backend,
         *,
-        reader: LogReader | Database | None = None,
+        log: EventLog,
+        reader: Readable | None = None,
         poll_s: float = POLL_S,
         batch: int = BATCH,
     ) -> None:
         self.db = db  # where the app commits (for the commit hook and LISTEN)
-        self.reader = reader or db  # where the relay reads
+        self.log = log
+        self.reader: Readable = reader or db  # where the relay reads
         self.backend = backend
         self.poll_s = poll_s
         self.batch = batch
@@ -67,7 +66,7 @@ class Relay:
         self._conn: AsyncConnection | None = None
         self._scan = True  # read every workspace's head (after a poll timeout or an unknown commit)
         self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor = Supervisor("relay")
         self._lease_until = 0.0
 
     def poke(self, workspace_id: int | None = None) -> None:
@@ -87,9 +86,13 @@ class Relay:
             await self._leader()
         except Exception as exc:
             log.warning("relay start: %s; will retry", exc)
-        self._tasks = [background(self._run(), "relay")]
+        self._stop.clear()
+        self.supervisor.spawn("relay", self._run)
         if self.db.dialect == "postgresql":
-            self._tasks.append(background(self._listen_pg(), "relay-listen"))
+            self.supervisor.spawn(
+                "relay-listen",
+                lambda: pg_listen(self.db.url, self.log.notify_channel, self._notified, poll_s=self.poll_s),
+            )
 
     async def stop(self) -> None:
         if self._hooked:
@@ -98,9 +101,10 @@ class Relay:
         self._wake.set()
         # Let a round in flight finish (a database call cut off by cancellation can outlive
         # the event loop in the driver's thread); cancel only what is still waiting after that.
-        if self._tasks:
-            await asyncio.wait(self._tasks[:1], timeout=STOP_GRACE_S)
-        await cancel_all(self._tasks)
+        run = self.supervisor.tasks.get("relay")
+        if run is not None:
+            await asyncio.wait([run], timeout=STOP_GRACE_S)
+        await self.supervisor.stop()
         if self._conn is not None:
             await self._conn.close()
             self._conn = None
@@ -160,8 +164,10 @@ class Relay:
         starts from its head now (hubs read older history from the log themselves)."""
         stored = await self.backend.load_cursors()
         async with self.reader.sessions() as session:
-            now = await eventlog.heads(session)
-            recent = await eventlog.first_since(session, utcnow() - dt.timedelta(seconds=TAKEOVER_REPLAY_S))
+            now = await self.log.heads(session)
+            recent = await self.log.first_since(
+                session, dt.datetime.now(dt.UTC) - dt.timedelta(seconds=TAKEOVER_REPLAY_S)
+            )
         self.cursors = {w: stored.get(w, recent[w] - 1 if w in recent else head) for w, head in now.items()}
 
     async def publish_pending(self, workspaces: set[int] | None = None) -> bool:
@@ -174,12 +180,12 @@ class Relay:
         more = False
         async with self._reader() as session:
             if workspaces is None:
-                heads = await eventlog.heads(session)
+                heads = await self.log.heads(session)
                 todo = [w for w, head in heads.items() if head > cursors.get(w, 0)]
             else:
                 todo = sorted(workspaces)
             for workspace_id in todo:
-                events = await eventlog.read_events(
+                events = await self.log.read_events(
                     session, workspace_id, cursors.get(workspace_id, 0), limit=self.batch
                 )
                 if not events:
@@ -212,31 +218,9 @@ class Relay:
                 await conn.close()
             raise
 
-    def _notified(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
+    def _notified(self, payload: str | None) -> None:
+        """A NOTIFY (payload: the workspace id), or None: look at every workspace."""
         try:
-            self.poke(int(payload))
+            self.poke(int(payload) if payload else None)
         except ValueError:
             self.poke()
-
-    async def _listen_pg(self) -> None:
-        import asyncpg
-
-        dsn = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        delay = 0.2
-        while not self._stop.is_set():
-            conn: Any = None
-            lost = asyncio.Event()
-            try:
-                conn = await asyncpg.connect(dsn)
-                conn.add_termination_listener(lambda *_, lost=lost: lost.set())
-                await conn.add_listener(NOTIFY_CHANNEL, self._notified)
-                self.poke()  # catch up with what committed while we were not listening
-                delay = 0.2
-                await lost.wait()
-            except (OSError, asyncpg.PostgresError) as exc:
-                log.warning("relay LISTEN lost (%s); reconnecting", exc.__class__.__name__)
-            finally:
-                if conn is not None and not conn.is_closed():
-                    await conn.close()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_S)

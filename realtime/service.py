@@ -3,17 +3,19 @@
 The app adds it to its components (started and stopped in the lifespan) and mounts `routes`;
 serving `rt.wrap(app)` also answers /ws before the middleware stack (about 6 KiB less per socket):
 
-    rt = Realtime(settings, services.db)          # auth: server.auth.principal.authenticate
+    rt = Realtime(settings, db, authenticate=authenticate, log=SqlEventLog(), redis=client)
     services.components.append(rt); routes += rt.routes
     asgi = rt.wrap(app)                           # what uvicorn serves
-"""
+
+It imports nothing from `server`: the app hands it the database, its event log, how to
+authenticate a connection and the process's Redis client (see realtime.types)."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,56 +23,90 @@ from starlette.routing import BaseRoute, Route, WebSocketRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from realtime import guard, http, websocket
-from realtime import log as eventlog
 from realtime.backend import Backend, RedisBackend, create_backend
 from realtime.hub import Hub
+from realtime.lifecycle import Supervisor
 from realtime.log import LogReader
 from realtime.presence import Key, MemoryStore, Presence, RedisStore
 from realtime.relay import Relay
-from realtime.tasks import background, cancel_all
-from realtime.types import AccessCheck, Authenticator, Caller, OpBudget
-from server.db import Database, utcnow
-from server.settings import Settings
+from realtime.types import AccessCheck, Authenticator, Database, EventLog, OpBudget
 
 log = logging.getLogger("switchboard.realtime")
 
 PRUNE_EVERY_S = 600.0  # the retention is hours: pruning every ten minutes keeps the log near it
 
 
-async def _default_authenticate(conn: Any) -> Caller:
-    from server.auth.principal import authenticate
+class RealtimeSettings(Protocol):
+    """The settings the layer reads (`server.settings.Settings` has them all)."""
 
-    return await authenticate(conn)
+    @property
+    def redis_url(self) -> str | None: ...
+    @property
+    def presence_ttl_s(self) -> float: ...
+    @property
+    def ws_ping_interval_s(self) -> float: ...
+    @property
+    def ws_send_buffer(self) -> int: ...
+    @property
+    def event_retention_hours(self) -> float: ...
+    @property
+    def longpoll_max_timeout_s(self) -> float: ...
+    @property
+    def extra_origins(self) -> Any: ...
+    @property
+    def ws_access_recheck_s(self) -> float: ...
+    @property
+    def ws_max_message_bytes(self) -> int: ...
+    @property
+    def ws_ops_burst(self) -> int: ...
+    @property
+    def ws_ops_per_s(self) -> float: ...
+    @property
+    def ws_replay_max_events(self) -> int: ...
+    @property
+    def ws_replays_per_min(self) -> int: ...
 
 
 class Realtime:
     def __init__(
         self,
-        settings: Settings,
+        settings: RealtimeSettings,
         db: Database,
         *,
-        authenticate: Authenticator | None = None,
+        authenticate: Authenticator,
+        log: EventLog,
         access_check: AccessCheck | None = None,
         op_budget: OpBudget | None = None,
         backend: Backend | None = None,
+        redis: Any = None,
         prefix: str = "sb:",
         relay: bool = True,
     ) -> None:
         self.settings = settings
         self.db = db
-        self.authenticate: Authenticator = authenticate or _default_authenticate
+        self.log = log
+        self.authenticate: Authenticator = authenticate
         # Asked again while a socket or stream stays open; None: access never ends (tests).
         self.access_check = access_check
         self.op_budget = op_budget  # per caller across sockets; None: only the per-socket budget
-        self.backend = backend or create_backend(settings.redis_url, prefix=prefix)
+        self.backend = backend or create_backend(settings.redis_url, prefix=prefix, client=redis)
         # PostgreSQL: reads on an engine of their own (the relay holds a connection for its life).
         # SQLite: the app's engine, whose connections are already open.
         self.reader: LogReader | None = LogReader(db.url) if db.dialect == "postgresql" else None
-        self.relay = Relay(db, self.backend, reader=self.reader) if relay else None
-        self.hub = Hub(self.reader or db, self.backend)
-        self.presence = Presence(db, MemoryStore(), ttl_s=settings.presence_ttl_s, on_emit=self.poke)
+        self.relay = Relay(db, self.backend, log=log, reader=self.reader) if relay else None
+        self.hub = Hub(self.reader or db, self.backend, log=log)
+        self.presence = Presence(db, MemoryStore(), log=log, ttl_s=settings.presence_ttl_s, on_emit=self.poke)
         self.connections: set[websocket.Connection] = set()
-        self._tasks: list[asyncio.Task[None]] = []
+        self.supervisor = Supervisor("realtime")
+
+    def health(self) -> dict[str, str]:
+        """The layer's loops that are down (empty when all run)."""
+        out: dict[str, str] = {}
+        for sup in (self.supervisor, self.hub.supervisor, self.presence.supervisor):
+            out.update(sup.health())
+        if self.relay is not None:
+            out.update(self.relay.supervisor.health())
+        return out
 
     def poke(self, workspace_id: int | None = None) -> None:
         """Call after committing events to publish them at once (PostgreSQL also NOTIFYs)."""
@@ -114,14 +150,12 @@ class Realtime:
         if self.relay is not None:
             await self.relay.start()
         await self.presence.start()
-        self._tasks = [
-            background(self._tick(), "ws-ping"),
-            background(self._prune(), "event-retention"),
-            background(guard.recheck_forever(self), "ws-access"),
-        ]
+        self.supervisor.spawn("ws-ping", self._tick)
+        self.supervisor.spawn("event-retention", self._prune)
+        self.supervisor.spawn("ws-access", lambda: guard.recheck_forever(self))
 
     async def stop(self) -> None:
-        await cancel_all(self._tasks)
+        await self.supervisor.stop()
         await self.presence.stop()
         if self.relay is not None:
             await self.relay.stop()
@@ -144,9 +178,9 @@ class Realtime:
                 log.exception("refreshing presence failed")
 
     async def prune_once(self) -> int:
-        cutoff = utcnow() - dt.timedelta(hours=self.settings.event_retention_hours)
+        cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(hours=self.settings.event_retention_hours)
         async with self.db.transaction() as session:
-            return await eventlog.prune(session, cutoff)
+            return await self.log.prune(session, cutoff)
 
     async def _prune(self) -> None:
         while True:

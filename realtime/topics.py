@@ -9,12 +9,12 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import ColumnElement, false, or_
 
-if TYPE_CHECKING:
-    from realtime.types import Topic
+# `board`, `contacts` or `contact:{id}`.
+Topic = str
 
 BOARD = "board"
 _BOARD_TYPES = ("report.updated", "campaign.progress", "suppression.created")

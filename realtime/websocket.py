@@ -188,7 +188,7 @@ class Connection:
     async def _subscribe(self, msg: dict[str, Any]) -> None:
         try:
             after = access.parse_after(msg.get("after"))
-            topics = await access.check(self.rt.db, self.workspace_id, msg.get("topics"), after)
+            topics = await access.check(self.rt.db, self.rt.log, self.workspace_id, msg.get("topics"), after)
         except access.Refused as exc:
             self.send(error(str(exc)))
             return
@@ -224,7 +224,7 @@ class Connection:
             self.send(error("contact_id must be an integer."))
             return
         try:
-            await access.check(self.rt.db, self.workspace_id, [f"contact:{contact}"], None)
+            await access.check(self.rt.db, self.rt.log, self.workspace_id, [f"contact:{contact}"], None)
         except (access.Refused, access.Resync):
             self.send(error(f"No contact {contact} in this workspace."))
             return

@@ -1,13 +1,8 @@
-"""Bytes on the wire: RFC 6455 server frames, and the relay's batch format on the backend."""
+"""Bytes on the wire: RFC 6455 server frames (the relay's batch format is beside `Event`, in types)."""
 
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from realtime.types import Event
 
 
 def ws_frame(opcode: int, payload: bytes) -> bytes:
@@ -27,23 +22,3 @@ def ws_text_frame(payload: bytes) -> bytes:
 
 def ws_close_frame(code: int, reason: str) -> bytes:
     return ws_frame(0x8, struct.pack("!H", code) + reason.encode()[:123])
-
-
-# A batch on the backend: one line per event, `id \t type \t contact_id \t envelope-json`.
-# orjson escapes tab and newline inside strings, so neither occurs raw in the envelope.
-def encode_batch(events: list[Event]) -> bytes:
-    return b"\n".join(
-        b"%d\t%s\t%s\t%s"
-        % (e.id, e.type.encode(), b"" if e.contact_id is None else b"%d" % e.contact_id, e.payload)
-        for e in events
-    )
-
-
-def decode_batch(workspace_id: int, data: bytes) -> Iterator[Event]:
-    from realtime.types import Event
-
-    for line in data.split(b"\n"):
-        if not line:
-            continue
-        id_, type_, contact, payload = line.split(b"\t", 3)
-        yield Event(workspace_id, int(id_), type_.decode(), int(contact) if contact else None, payload)

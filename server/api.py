@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -17,6 +17,11 @@ from starlette.routing import BaseRoute, Route
 from server.apikeys.scopes import require_scope, scope_for
 from server.auth.principal import Principal, authenticate, require_role
 from server.errors import Problem, validation_errors
+from server.pagination import page_context
+
+if TYPE_CHECKING:
+    from server.db import Database
+    from server.services import Services
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -60,12 +65,13 @@ class Ctx(Generic[T]):
     query: Any = None
 
     @property
-    def services(self) -> Any:
-        return self.request.app.state.services
+    def services(self) -> Services:
+        services: Services = self.request.app.state.services
+        return services
 
     @property
-    def db(self) -> Any:
-        return self.request.app.state.services.db
+    def db(self) -> Database:
+        return self.services.db
 
     @property
     def workspace_id(self) -> int:
@@ -99,6 +105,7 @@ class Operation:
     tag: str = ""
     extra_responses: dict[int, str] = field(default_factory=dict)
     scope: str | None = None  # the API-key scope; None: by the rule in server/apikeys/scopes.py
+    media_types: tuple[str, ...] = ("application/json",)  # what a success answer may be sent as
 
 
 async def read_json(request: Request) -> Any:
@@ -114,9 +121,11 @@ async def read_json(request: Request) -> Any:
         raise Problem(400, f"The body is not valid JSON: {exc}") from None
 
 
-def parse_model(model: type[M], data: Any, *, where: str = "body") -> M:
+def parse_model(
+    model: type[M], data: Any, *, where: str = "body", context: dict[str, Any] | None = None
+) -> M:
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         prefix: tuple[str, ...] = () if where == "body" else (where,)
         raise Problem(
@@ -145,6 +154,7 @@ class Router:
         summary: str = "",
         responses: dict[int, str] | None = None,
         scope: str | None = None,
+        media_types: tuple[str, ...] = ("application/json",),
     ) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
             self.operations.append(
@@ -161,6 +171,7 @@ class Router:
                     tag=self.tag,
                     extra_responses=responses or {},
                     scope=scope,
+                    media_types=media_types,
                 )
             )
             return fn
@@ -184,7 +195,8 @@ def _endpoint(ops: dict[str, Operation]) -> Callable[[Request], Awaitable[Respon
             require_role(principal, o.role)
         ctx: Ctx[Any] = Ctx(request=request, principal=principal)
         if o.query is not None:
-            ctx.query = parse_model(o.query, dict(request.query_params), where="query")
+            context = page_context(ctx.services.settings)  # `?limit=` bounds (server.pagination)
+            ctx.query = parse_model(o.query, dict(request.query_params), where="query", context=context)
         if o.body is not None:
             ctx.body = parse_model(o.body, await read_json(request))
         result = await o.handler(ctx)

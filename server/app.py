@@ -12,15 +12,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from realtime.backend import create_backend
-from realtime.service import Realtime
-from server import openapi, realtime_policy
+from server import openapi
 from server.api import Router, all_operations, json_response
 from server.apikeys.api import router as apikeys_router
 from server.audit.api import router as audit_router
 from server.auth.api import router as auth_router
-from server.cache import caches_of
 from server.contacts.api import router as contacts_router
+from server.contacts.export_api import router as export_router
 from server.contacts.import_api import router as contacts_import_router
 from server.contacts.merge_api import router as merge_router
 from server.endpoints.api import router as endpoints_router
@@ -29,18 +27,18 @@ from server.messages.api import router as messages_router
 from server.metrics import HttpMetrics, metrics_endpoint
 from server.middleware import BodyLimit, RequestId
 from server.providers.api import router as providers_router
-from server.ratelimit import rate_limits_of
 from server.ratelimit_middleware import RateLimit
 from server.reports.api import router as reports_router
-from server.services import Services
+from server.services import Services, build_services
 from server.sessions.api import router as sessions_router
 from server.settings import Settings, get_settings
 from server.templates.api import router as templates_router
 from server.webhooks.api import routes as webhook_routes
-from ui.pages import routes as ui_routes
+from ui.routes import routes as ui_routes
 
 ROUTERS: list[Router] = [
     auth_router,
+    export_router,  # before contacts and messages: /contacts/export is not /contacts/{contact_id}
     contacts_router,
     contacts_import_router,
     templates_router,
@@ -60,7 +58,9 @@ async def healthz(_request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    checks = await request.app.state.services.check_ready()
+    """Dependencies reachable and every supervised loop running; else 503 naming what is not."""
+    services: Services = request.app.state.services
+    checks = await services.check_ready()
     ok = all(v == "ok" for v in checks.values())
     if ok:
         return json_response({"status": "ok", "checks": checks})
@@ -68,46 +68,18 @@ async def readyz(request: Request) -> Response:
         "type": "about:blank",
         "title": "Service unavailable",
         "status": 503,
-        "detail": "A dependency is unreachable.",
+        "detail": "Not ready: " + ", ".join(k for k, v in checks.items() if v != "ok") + ".",
         "checks": checks,
     }
     return json_response(body, 503, headers={"content-type": "application/problem+json"})
 
 
-def create_app(settings: Settings | None = None, *, services: Services | None = None) -> Starlette:
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The web app; with `settings.embedded_worker` it also runs the worker's jobs (`serve`)."""
     settings = settings or get_settings()
-    services = services or Services.create(settings)
-    caches = caches_of(services)
-    backend = caches.follow(create_backend(settings.redis_url, prefix=settings.redis_prefix))
-    limits = rate_limits_of(services)
-    realtime = Realtime(
-        settings,
-        services.db,
-        backend=backend,
-        prefix=settings.redis_prefix,
-        authenticate=realtime_policy.authenticate,
-        access_check=realtime_policy.access_check(services.db),
-        op_budget=realtime_policy.op_budget(limits.limiter, settings) if limits.enabled else None,
-    )
-    services.extras["realtime"] = realtime
-    services.components += [caches, realtime]
-    if settings.embedded_worker:
-        from server.endpoints.deliverer import Deliverer, DelivererConfig
-        from server.messages.dispatcher import Dispatcher
-        from server.reports.job import ReportJob
-
-        services.components.append(Dispatcher(services))
-        services.components.append(
-            ReportJob(
-                services.db,
-                on_change=realtime.poke,
-                audit_retention_days=settings.audit_retention_days,
-            )
-        )
-        # Outgoing webhooks; the worker process runs a Deliverer too.
-        deliverer = Deliverer(services.db, DelivererConfig(allow_private=settings.allow_private_endpoints))
-        services.components.append(deliverer)
-        services.extras["deliverer"] = deliverer
+    services = build_services(settings, web=True, jobs=settings.embedded_worker)
+    realtime = services.realtime
+    assert realtime is not None
     routers = list(ROUTERS)
     spec: dict[str, Any] = openapi.build(all_operations(routers))
 

@@ -44,6 +44,26 @@ async def _check_migrated(settings: Settings) -> None:
         )
 
 
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _url_host(host: str) -> str:
+    """The bind address as a URL host: an unspecified bind is reached on loopback."""
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     import uvicorn
 
@@ -51,18 +71,29 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from server.app import create_app
     from server.logs import setup_logging
     from server.runtime import settle_heap
+    from server.services import Services
 
+    if settings.uses_development_secret and not _is_loopback(args.host):
+        raise CommandError(
+            f"serving on {args.host} with the public development secret: anyone could sign in as anyone. "
+            "Set SWITCHBOARD_SECRET_KEY (e.g. to the output of `python -c 'import secrets; "
+            "print(secrets.token_hex(32))'`), or serve on 127.0.0.1"
+        )
     asyncio.run(_check_migrated(settings))
-    update: dict[str, object] = {"embedded_worker": not args.no_worker}
-    if not settings.public_url:
-        # Where the sandbox posts its delivery webhooks, and the URL shown for provider webhooks.
-        update["public_url"] = f"http://{args.host}:{args.port}"
+    # `public_url` stays as configured: unset, webhook URLs are the URL as requested (with the
+    # scheme a trusted proxy forwarded). The sandbox still needs an address to post back to.
+    update = {
+        "embedded_worker": not args.no_worker,
+        "serve_url": f"http://{_url_host(args.host)}:{args.port}",
+    }
     settings = settings.model_copy(update=update)
     setup_logging(settings)
     app = create_app(settings)
     # /ws answered before the middleware stack, on our lean WebSocket protocol: an idle socket
     # costs about 9-10 KiB instead of 22 (docs/decisions.md).
-    asgi = app.state.services.extras["realtime"].wrap(app)
+    services: Services = app.state.services
+    assert services.realtime is not None
+    asgi = services.realtime.wrap(app)
     print(f"Switchboard serving on http://{args.host}:{args.port}/", flush=True)
     settle_heap()
     uvicorn.run(
@@ -72,6 +103,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
         log_level="warning",
         lifespan="on",
         proxy_headers=True,
+        forwarded_allow_ips=args.forwarded_allow_ips,
         ws=WebSocketProtocol,
         ws_max_size=settings.ws_max_message_bytes,  # a larger frame or message: 1009, unread
     )
@@ -81,12 +113,10 @@ def cmd_worker(_args: argparse.Namespace, settings: Settings) -> None:
     from server.logs import setup_logging
 
     asyncio.run(_check_migrated(settings))
-    setup_logging(settings)
-    try:
-        from server.messages.worker import run_worker
-    except ImportError:
-        raise CommandError("the dispatcher is not built yet") from None
+    from server.messages.worker import run_worker
     from server.runtime import settle_heap
+
+    setup_logging(settings)
 
     settle_heap()
     asyncio.run(run_worker(settings))
@@ -148,6 +178,11 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--no-worker", action="store_true", help="do not run the dispatcher in this process")
+    s.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        help="proxies whose X-Forwarded-For/-Proto are trusted (default: $FORWARDED_ALLOW_IPS, else 127.0.0.1,::1)",
+    )
     s.set_defaults(func=cmd_serve)
     sub.add_parser("worker", help="run the dispatcher alone").set_defaults(func=cmd_worker)
     sub.add_parser("migrate", help="upgrade the database to the newest schema").set_defaults(func=cmd_migrate)

@@ -1,9 +1,9 @@
 """Prometheus metrics, on a registry owned by the app (never the process-global one, so tests
 can build many apps).
 
-Other modules get the app's metrics with `metrics_of(services)` and update the objects here:
+Other modules get the app's metrics as `services.metrics` and update the objects here:
 
-    m = metrics_of(request.app.state.services)
+    m = request.app.state.services.metrics
     m.webhook_events.labels(provider="mailgun", outcome="applied").inc()
 
 Figures that live in the database (messages by status, the dispatcher's queue) are read at
@@ -14,7 +14,7 @@ from __future__ import annotations
 import collections
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -32,8 +32,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.auth.principal import require_bearer_secret
 from server.db import utcnow
 from server.messages.models import Message as MessageRow
+
+if TYPE_CHECKING:
+    from server.services import Services
 
 # Buckets in seconds: API calls sit in the low milliseconds; long-polls wait up to a minute.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -43,11 +47,9 @@ LONGPOLL_ROUTES = frozenset({"/api/v1/events", "/api/v1/events/stream"})
 class Metrics:
     """Every metric the app exports. Names and meanings are listed in docs/operations.md."""
 
-    def __init__(self, services: Any = None) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        if services is not None:
-            r.register(ComponentCollector(services, queue=False))
         self.http_latency = Histogram(
             "switchboard_http_request_duration_seconds",
             "HTTP request latency by route template (not raw path).",
@@ -135,14 +137,6 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def metrics_of(services: Any) -> Metrics:
-    """The app's Metrics, made on first use and kept on `services.extras`."""
-    m = services.extras.get("metrics")
-    if m is None:
-        m = services.extras["metrics"] = Metrics(services)
-    return m
-
-
 OUTCOMES = ("claimed", "sent", "failed", "retried", "deferred", "suppressed", "reclaimed", "fenced")
 
 
@@ -150,15 +144,13 @@ class ComponentCollector(Collector):
     """Reads the counters of the dispatchers (`Dispatcher.stats`) and outgoing-webhook deliverers
     (`Deliverer.outcomes`) running in this process at scrape time; nothing for absent ones."""
 
-    def __init__(self, services: Any, *, queue: bool) -> None:
+    def __init__(self, services: Services, *, queue: bool) -> None:
         self.services = services
         self.queue = queue  # also the queue figures the dispatcher measures (the worker's exporter)
 
     def _stats(self) -> list[Any]:
-        try:
-            from server.messages.dispatcher import DispatchStats
-        except ImportError:
-            return []
+        from server.messages.dispatcher import DispatchStats
+
         found = (getattr(c, "stats", None) for c in self.services.components)
         return [s for s in found if isinstance(s, DispatchStats)]
 
@@ -211,7 +203,7 @@ class WorkerMetricsServer:
     """A component for `switchboard worker`: serves its dispatcher's figures on
     `http://host:port/metrics` (the web instances' /metrics cannot see another process)."""
 
-    def __init__(self, services: Any, port: int, host: str = "127.0.0.1") -> None:
+    def __init__(self, services: Services, port: int, host: str = "127.0.0.1") -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(ComponentCollector(services, queue=True))
         self.port = port
@@ -231,13 +223,15 @@ class WorkerMetricsServer:
 
 
 async def metrics_endpoint(request: Request) -> Response:
-    services = request.app.state.services
-    m = metrics_of(services)
+    services: Services = request.app.state.services
+    if services.settings.metrics_token:
+        require_bearer_secret(request, services.settings.metrics_token)
+    m = services.metrics
     try:
         await m.refresh_from_db(services.db)
     except Exception:
         m.scrape_errors.inc()
-    realtime = services.extras.get("realtime")
+    realtime = services.realtime
     if realtime is not None:
         # Counted by the realtime layer itself: `serve` answers /ws before any middleware.
         m.websockets_open.set(len(realtime.connections))
@@ -281,7 +275,7 @@ class HttpMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        m = metrics_of(scope["app"].state.services)
+        m: Metrics = scope["app"].state.services.metrics
         start = time.perf_counter()
         status = 500
         waiting: str | None = None

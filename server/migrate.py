@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
@@ -35,3 +36,14 @@ def head(url: str) -> str | None:
 async def current(engine: AsyncEngine) -> str | None:
     async with engine.connect() as conn:
         return await conn.run_sync(lambda c: MigrationContext.configure(c).get_current_revision())
+
+
+def include_object_for(dialect: str) -> Any:
+    """The `include_object` hook for a connection of `dialect`: indexes the models mark
+    `info={"dialects": (…)}` (server/contacts/models.py) are not expected on other databases."""
+
+    def include(obj: Any, _name: str | None, type_: str, _reflected: bool, _compare_to: Any) -> bool:
+        dialects = obj.info.get("dialects") if type_ == "index" and obj is not None else None
+        return dialects is None or dialect in dialects
+
+    return include

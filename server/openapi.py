@@ -73,7 +73,10 @@ def build(operations: list[Operation], *, title: str = "Switchboard", version: s
                 "content": {"application/json": {"schema": keys[(o.response, "serialization")]}},
             }
         else:
-            responses[str(o.status)] = {"description": "OK", "content": {"application/json": {"schema": {}}}}
+            responses[str(o.status)] = {
+                "description": "OK",
+                "content": {t: {"schema": {}} for t in o.media_types},
+            }
         problem = {
             "content": {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
         }

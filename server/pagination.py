@@ -1,22 +1,54 @@
-"""Opaque cursors for keyset pagination (`?limit=&cursor=` → `next_cursor`)."""
+"""Opaque cursors for keyset pagination (`?limit=&cursor=` → `next_cursor`).
+
+`?limit=` defaults to `SWITCHBOARD_PAGE_LIMIT_DEFAULT` and is capped at `SWITCHBOARD_PAGE_LIMIT_MAX`:
+the API layer validates query models with those settings as the validation context
+(`page_context`), and every list's query declares `limit: PageLimit = PAGE_LIMIT`."""
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
+from pydantic_core import PydanticCustomError
 
 from server.errors import Problem
+from server.settings import Settings
 
 P = TypeVar("P", bound=BaseModel)
+
+DEFAULT_LIMIT = 50  # without a validation context (a model built outside a request)
+MAX_LIMIT = 500
+
+
+def page_context(settings: Settings) -> dict[str, int]:
+    return {"page_limit_default": settings.page_limit_default, "page_limit_max": settings.page_limit_max}
+
+
+def _default(value: Any, info: ValidationInfo) -> Any:
+    if value is None or value == "":
+        return (info.context or {}).get("page_limit_default", DEFAULT_LIMIT)
+    return value
+
+
+def _capped(value: int, info: ValidationInfo) -> int:
+    maximum = int((info.context or {}).get("page_limit_max", MAX_LIMIT))
+    if value > maximum:
+        raise PydanticCustomError(
+            "less_than_equal", "Input should be less than or equal to {le}", {"le": maximum}
+        )
+    return value
+
+
+PageLimit = Annotated[int, BeforeValidator(_default), Field(ge=1), AfterValidator(_capped)]
+PAGE_LIMIT: Any = Field(default=None, validate_default=True, description="Items per page.")
 
 
 class PageQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
-    limit: int = Field(default=50, ge=1, le=500)
+    limit: PageLimit = PAGE_LIMIT
     cursor: str | None = Field(default=None, max_length=100)
 
 

@@ -1,13 +1,12 @@
 """Pure ASGI middleware applying the API rate limits (server.ratelimit) to `/api/` requests.
 
-It never reads the body: the per-email sign-in bucket is checked by the login handler
-(`check_login_email`). The client IP is the socket peer; behind nginx, uvicorn's
+It never reads the body: failed sign-ins are limited by the login handlers
+(`server.auth.signin_limits`). The client IP is the socket peer; behind nginx, uvicorn's
 `proxy_headers` has already replaced it with the X-Forwarded-For address of a trusted proxy."""
 
 from __future__ import annotations
 
-import hashlib
-from typing import Any
+from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -15,10 +14,10 @@ from server.apikeys.service import is_key, key_id_of
 from server.auth.principal import ACCESS_COOKIE
 from server.auth.tokens import TokenError
 from server.errors import Problem, problem_response
-from server.metrics import metrics_of
-from server.ratelimit import Check, Decision, rate_limits_of
+from server.ratelimit import Check, Decision
 
-LOGIN_PATH = "/api/v1/auth/login"
+if TYPE_CHECKING:
+    from server.services import Services
 
 
 def _token(scope: Scope) -> str | None:
@@ -41,7 +40,7 @@ def _token(scope: Scope) -> str | None:
     return token or None
 
 
-async def _caller_bucket(scope: Scope, services: Any) -> str | None:
+async def _caller_bucket(scope: Scope, services: Services) -> str | None:
     """`user:{id}` for a valid access token, `key:{id}` for a known API key (its own bucket,
     standing or not: revocation is the handler's answer), else None."""
     token = _token(scope)
@@ -72,8 +71,8 @@ class RateLimit:
         if scope["type"] != "http" or not scope["path"].startswith("/api/"):
             await self.app(scope, receive, send)
             return
-        services = scope["app"].state.services
-        rl = rate_limits_of(services)
+        services: Services = scope["app"].state.services
+        rl = services.ratelimits
         if not rl.enabled:
             await self.app(scope, receive, send)
             return
@@ -83,14 +82,12 @@ class RateLimit:
         caller = await _caller_bucket(scope, services)
         if caller is not None:
             checks.append((caller, rl.buckets.user))
-        if scope["method"] == "POST" and scope["path"] == LOGIN_PATH:
-            checks.append((f"login-ip:{ip}", rl.buckets.login_ip))
         decision = await rl.limiter.hit(checks)
         if decision is None:
             await self.app(scope, receive, send)
             return
         if not decision.allowed:
-            metrics_of(services).rate_limited.labels(bucket=decision.bucket).inc()
+            services.metrics.rate_limited.labels(bucket=decision.bucket).inc()
             await problem_response(too_many(decision, decision.bucket))(scope, receive, send)
             return
         extra = [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
@@ -101,18 +98,3 @@ class RateLimit:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
-
-
-async def check_login_email(services: Any, email: str) -> None:
-    """Count a sign-in attempt for this address; 429 when it has had too many.
-
-    Checked before the password, so a guessing run costs no argon2 work once limited."""
-    rl = rate_limits_of(services)
-    if not rl.enabled:
-        return
-    # Hashed: the address itself never sits in Redis.
-    key = hashlib.sha256(email.strip().lower().encode()).hexdigest()[:32]
-    decision = await rl.limiter.hit([(f"login-email:{key}", rl.buckets.login_email)])
-    if decision is not None and not decision.allowed:
-        metrics_of(services).rate_limited.labels(bucket=decision.bucket).inc()
-        raise too_many(decision, "sign-in attempts for this address")

@@ -1,52 +1,81 @@
-"""What one app (or one CLI command) owns: settings, database, Redis, background components.
+"""The composition root: what one process owns, built once at start-up and handed down typed.
 
-Kept on `app.state.services`, never in module globals, so tests can run many apps side by side."""
+`build_services()` makes every long-lived component of a web process (`create_app`) or a worker
+(`run_worker`); request handlers reach them as `ctx.services.<field>` and never construct one.
+Kept on `app.state.services`, never in module globals, so tests can run many apps side by side.
+
+    field        what                                         web   worker  embedded `serve`
+    db, tokens   database engine, JWT codec                   yes   yes     yes
+    redis        THE redis.asyncio client of the process      when SWITCHBOARD_REDIS_URL is set
+    metrics      the Prometheus registry                      yes   yes     yes
+    ratelimits   API/login token buckets                      yes   yes     yes
+    caches       contact/template row caches (follow the hub) yes   yes     yes
+    realtime     relay, hub, presence, /ws and long-poll      yes   no      yes
+    importer     contact CSV imports                          yes   yes     yes
+    campaigns    campaign expansions in the background        yes   yes     yes
+    dispatcher   claims and sends messages                    no    yes     yes
+    deliverer    outgoing webhooks                            no    yes     yes
+    reports      the daily report job                         no    yes     yes
+
+`components` is the start order (stopped in reverse); each supervised component's loops feed
+`check_ready()`, so a crashed loop turns `/readyz` red until it is back."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
+from realtime.lifecycle import Component
 from server.auth.tokens import TokenCodec
+from server.cache import Caches
+from server.contacts.importer import Importer
 from server.db import Database
+from server.metrics import ComponentCollector, Metrics
+from server.ratelimit import RateLimits, make_rate_limits
 from server.settings import Settings
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+
+    from realtime.service import Realtime
+    from server.endpoints.deliverer import Deliverer
+    from server.messages.campaigns import CampaignRunner
+    from server.messages.dispatcher import Dispatcher
+    from server.reports.job import ReportJob
 
 log = logging.getLogger("switchboard")
 
 
-class Component(Protocol):
-    """A background part of the process (relay, dispatcher, …): started and stopped with it."""
-
-    async def start(self) -> None: ...
-    async def stop(self) -> None: ...
-
-
-@dataclass
+@dataclass(eq=False)
 class Services:
     settings: Settings
     db: Database
     tokens: TokenCodec
-    redis: Any = None  # redis.asyncio.Redis when SWITCHBOARD_REDIS_URL is set
+    redis: Redis | None
+    metrics: Metrics
+    ratelimits: RateLimits
+    caches: Caches
+    importer: Importer
+    campaigns: CampaignRunner = field(init=False)
+    realtime: Realtime | None = None
+    dispatcher: Dispatcher | None = None
+    deliverer: Deliverer | None = None
+    reports: ReportJob | None = None
     components: list[Component] = field(default_factory=list)
-    extras: dict[str, Any] = field(default_factory=dict)
     # Set after a commit that queued send-now messages; an in-process dispatcher waits on it.
     dispatch_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
-        redis = None
-        if settings.redis_url:
-            import redis.asyncio as aioredis
+        """The core alone (no realtime layer, no background jobs): for CLI commands and tests."""
+        return build_services(settings, web=False, jobs=False)
 
-            redis = aioredis.from_url(settings.redis_url, socket_connect_timeout=2, health_check_interval=10)
-        return cls(
-            settings=settings,
-            db=Database(settings.database_url),
-            tokens=TokenCodec(settings.secret_key, settings.access_token_ttl_s),
-            redis=redis,
-        )
+    def poke(self, workspace_id: int | None = None) -> None:
+        """After committing events in this process: publish them now (the relay's fast path)."""
+        if self.realtime is not None:
+            self.realtime.poke(workspace_id)
 
     async def start(self) -> None:
         for c in self.components:
@@ -62,8 +91,17 @@ class Services:
             await self.redis.aclose()
         await self.db.dispose()
 
+    def health(self) -> dict[str, str]:
+        """Every supervised loop that is down, by name."""
+        out: dict[str, str] = {}
+        for c in self.components:
+            health = getattr(c, "health", None)
+            if callable(health):
+                out.update(health())
+        return out
+
     async def check_ready(self) -> dict[str, str]:
-        """Each dependency: "ok" or the reason it is not."""
+        """Each dependency and each down loop: "ok" or the reason it is not."""
         from sqlalchemy import text
 
         out: dict[str, str] = {}
@@ -81,4 +119,77 @@ class Services:
                 out["redis"] = "ok"
             except Exception as exc:
                 out["redis"] = f"unreachable: {exc.__class__.__name__}"
+        for name, why in self.health().items():
+            out[name] = f"down: {why}"
         return out
+
+
+def _redis_client(settings: Settings) -> Redis | None:
+    if not settings.redis_url:
+        return None
+    import redis.asyncio as aioredis
+
+    client: Redis = aioredis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=2,
+        socket_keepalive=True,
+        health_check_interval=10,
+        client_name=f"switchboard:{settings.redis_prefix}",  # CLIENT LIST shows whose connection it is
+    )
+    return client
+
+
+def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
+    """Every component of one process, built once. `web`: the realtime layer (relay, hub,
+    presence, /ws); `jobs`: dispatcher, deliverer and report job (the worker, or `serve`
+    with its embedded worker)."""
+    from realtime.service import Realtime
+    from server import realtime_policy
+    from server.endpoints.deliverer import Deliverer, DelivererConfig
+    from server.events.log import SqlEventLog
+    from server.messages.campaigns import CampaignRunner
+    from server.messages.dispatcher import Dispatcher
+    from server.reports.job import ReportJob
+
+    db = Database(settings.database_url)
+    redis = _redis_client(settings)
+    metrics = Metrics()
+    caches = Caches(settings, metrics)
+    services = Services(
+        settings=settings,
+        db=db,
+        tokens=TokenCodec(settings.secret_key, settings.access_token_ttl_s),
+        redis=redis,
+        metrics=metrics,
+        ratelimits=make_rate_limits(settings, redis),
+        caches=caches,
+        importer=Importer(db),
+    )
+    metrics.registry.register(ComponentCollector(services, queue=False))
+    limits = services.ratelimits
+    services.campaigns = CampaignRunner(services)
+    services.importer.on_commit = services.poke
+    if web:
+        rt = Realtime(
+            settings,
+            db,
+            authenticate=realtime_policy.authenticate,  # users, and API keys with events:read
+            log=SqlEventLog(),
+            redis=redis,
+            prefix=settings.redis_prefix,
+            access_check=realtime_policy.access_check(db),
+            op_budget=realtime_policy.op_budget(limits.limiter, settings) if limits.enabled else None,
+        )
+        caches.follow(rt.hub, rt.backend)
+        services.realtime = rt
+        services.components.append(rt)
+    if jobs:
+        services.dispatcher = Dispatcher(services)
+        services.reports = ReportJob(
+            db, on_change=services.poke, audit_retention_days=settings.audit_retention_days
+        )
+        services.deliverer = Deliverer(db, DelivererConfig(allow_private=settings.allow_private_endpoints))
+        services.components += [services.dispatcher, services.reports, services.deliverer]
+    # Stopped first: background work that writes through the components above.
+    services.components += [services.importer, services.campaigns]
+    return services

@@ -24,11 +24,14 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     redis_prefix: str = "sb:"  # every Redis key and channel of this deployment starts with it
     secret_key: str = ""
-    public_url: str | None = None
+    public_url: str | None = None  # behind a proxy: the address users and providers reach us at
+    # Where this process itself listens (set by `serve`, never read from the environment by intent):
+    # the embedded sandbox posts its delivery webhooks there when `public_url` is unset.
+    serve_url: str | None = None
 
     access_token_ttl_s: int = 15 * 60
     refresh_token_ttl_s: int = 30 * 24 * 3600
-    cookie_secure: bool = False
+    cookie_secure: bool = False  # always on in production
 
     max_body_bytes: int = 1024 * 1024
     page_limit_default: int = 50
@@ -72,8 +75,14 @@ class Settings(BaseSettings):
     rate_limit_user_per_s: float = 100.0
     rate_limit_ip_burst: int = 1200
     rate_limit_ip_per_s: float = 200.0
+    # Failed sign-ins per (account, client address), and per client address whatever the account.
     rate_limit_login_burst: int = 10
     rate_limit_login_per_s: float = 0.2
+    rate_limit_login_ip_burst: int = 30
+    rate_limit_login_ip_per_s: float = 0.5
+
+    # `GET /metrics` wants `Authorization: Bearer <metrics_token>` when this is set.
+    metrics_token: str | None = None
 
     # The admin audit log keeps entries this long (pruned by the report job, server/reports/job.py).
     audit_retention_days: float = 365.0
@@ -94,6 +103,16 @@ class Settings(BaseSettings):
             self.secret_key = _DEV_SECRET if self.env == "development" else secrets.token_hex(32)
         if self.env == "production" and self.secret_key == _DEV_SECRET:
             raise ValueError("SWITCHBOARD_SECRET_KEY must not be the development default in production")
+        if self.uses_development_secret and not self.is_embedded:
+            # Anyone can mint an admin token with the public development secret: fine on a laptop
+            # with the embedded database, never on a deployment with shared services.
+            raise ValueError(
+                "SWITCHBOARD_SECRET_KEY must be set when SWITCHBOARD_DATABASE_URL is not SQLite or "
+                "SWITCHBOARD_REDIS_URL is set: the development secret is public "
+                "(e.g. SWITCHBOARD_SECRET_KEY=\"$(python -c 'import secrets; print(secrets.token_hex(32))')\")"
+            )
+        if self.env == "production":
+            self.cookie_secure = True  # production is served over TLS (deploy/nginx.conf)
         if self.log_json is None:
             self.log_json = self.env == "production"
         return self
@@ -101,6 +120,15 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def is_embedded(self) -> bool:
+        """The embedded default: an SQLite file and no Redis (one process, nothing shared)."""
+        return self.is_sqlite and not self.redis_url
+
+    @property
+    def uses_development_secret(self) -> bool:
+        return self.secret_key == _DEV_SECRET
 
 
 @lru_cache(maxsize=1)

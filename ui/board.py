@@ -6,20 +6,18 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.contacts.models import Contact
-from server.db import utcnow
 from server.errors import Problem
-from server.messages.models import Message, MessageEvent, MessageStatus
+from server.messages import board as messages_board
+from server.messages.board import CHANNELS, STATUSES
+from server.messages.service import MessageNotFound
 from ui.pages import page
 from ui.web import Viewer, render, services
 
-CHANNELS = ("email", "sms", "whatsapp", "chat")
-STATUSES = tuple(s.value for s in MessageStatus)
 PROVIDER_KINDS = ("sandbox", "smtp", "sendgrid", "mailgun", "twilio", "whatsapp", "slack")
 STREAM_LIMIT = 50
 COUNT_WINDOW = dt.timedelta(hours=24)
@@ -43,42 +41,23 @@ class BoardFilter:
             provider=provider if provider in PROVIDER_KINDS else "",
         )
 
-    def apply(self, stmt: Any) -> Any:
-        if self.channel:
-            stmt = stmt.where(Message.channel == self.channel)
-        if self.status:
-            stmt = stmt.where(Message.status == self.status)
-        if self.provider:
-            stmt = stmt.where(Message.provider_kind == self.provider)
-        return stmt
 
-
-async def counters(session: Any, workspace_id: int) -> dict[str, Any]:
+async def counters(session: AsyncSession, workspace_id: int) -> dict[str, Any]:
     """Messages of the last 24 hours by status and by channel."""
-    since = utcnow() - COUNT_WINDOW
-    rows = await session.execute(
-        select(Message.status, Message.channel, func.count())
-        .where(Message.workspace_id == workspace_id, Message.created_at >= since)
-        .group_by(Message.status, Message.channel)
-    )
-    by_status = dict.fromkeys(STATUSES, 0)
-    by_channel = dict.fromkeys(CHANNELS, 0)
-    total = 0
-    for status, channel, n in rows:
-        by_status[status] = by_status.get(status, 0) + n
-        by_channel[channel] = by_channel.get(channel, 0) + n
-        total += n
-    return {"by_status": by_status, "by_channel": by_channel, "total": total}
+    return await messages_board.counters(session, workspace_id=workspace_id, window=COUNT_WINDOW)
 
 
-async def recent(session: Any, workspace_id: int, f: BoardFilter, limit: int = STREAM_LIMIT) -> list[Any]:
-    stmt = (
-        select(Message, Contact.name)
-        .outerjoin(Contact, Contact.id == Message.contact_id)
-        .where(Message.workspace_id == workspace_id)
+async def recent(
+    session: AsyncSession, workspace_id: int, f: BoardFilter, limit: int = STREAM_LIMIT
+) -> list[dict[str, Any]]:
+    return await messages_board.recent(
+        session,
+        workspace_id=workspace_id,
+        channel=f.channel,
+        status=f.status,
+        provider=f.provider,
+        limit=limit,
     )
-    rows = await session.execute(f.apply(stmt).order_by(Message.id.desc()).limit(limit))
-    return [{"m": m, "contact_name": name} for m, name in rows]
 
 
 @page()
@@ -126,18 +105,11 @@ async def _message(request: Request, v: Viewer) -> dict[str, Any]:
     except ValueError:
         raise Problem(404, "No such message.") from None
     async with services(request).db.transaction() as s:
-        m = await s.get(Message, message_id)
-        if m is None or m.workspace_id != v.workspace_id:
-            raise Problem(404, "No such message.")
-        contact = await s.get(Contact, m.contact_id) if m.contact_id else None
-        events = list(
-            (
-                await s.execute(
-                    select(MessageEvent).where(MessageEvent.message_id == m.id).order_by(MessageEvent.id)
-                )
-            ).scalars()
-        )
-    return {"m": m, "contact": contact, "events": events}
+        try:
+            view = await messages_board.message_view(s, workspace_id=v.workspace_id, message_id=message_id)
+        except MessageNotFound:
+            raise Problem(404, "No such message.") from None
+    return {"m": view.message, "contact": view.contact, "events": view.events}
 
 
 @page()

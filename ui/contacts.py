@@ -7,7 +7,7 @@ import json
 import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -16,9 +16,10 @@ from server.contacts import service
 from server.contacts.models import Contact
 from server.contacts.schemas import ContactQuery
 from server.errors import Problem
+from server.messages import service as messages_service
 from server.messages.models import Message
 from server.pagination import decode_cursor, encode_cursor
-from server.templates.models import Template
+from server.templates import service as templates_service
 from ui.pages import page
 from ui.web import Viewer, render, services, user_names
 
@@ -47,12 +48,10 @@ async def _list(request: Request, v: Viewer) -> dict[str, Any]:
         before = decode_cursor(query.cursor)
     except Problem:
         before = None
-    db = services(request).db
-    async with db.transaction() as s:
-        stmt = service.list_query(
-            db.dialect, workspace_id=v.workspace_id, q=query.q, tag=query.tag, before_id=before
+    async with services(request).db.transaction() as s:
+        rows = await service.list_contacts(
+            s, workspace_id=v.workspace_id, q=query.q, tag=query.tag, before_id=before, limit=PAGE_SIZE + 1
         )
-        rows = list((await s.execute(stmt.limit(PAGE_SIZE + 1))).scalars())
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     return {
@@ -66,14 +65,7 @@ async def _list(request: Request, v: Viewer) -> dict[str, Any]:
 async def _tags(request: Request, v: Viewer) -> list[str]:
     """Tags in use among the newest contacts, for the filter's suggestions."""
     async with services(request).db.transaction() as s:
-        rows = await s.execute(
-            select(Contact.tags)
-            .where(Contact.workspace_id == v.workspace_id)
-            .order_by(Contact.id.desc())
-            .limit(500)
-        )
-        tags = {t for (ts,) in rows for t in (ts or [])}
-    return sorted(tags)[:200]
+        return await service.tags_in_use(s, workspace_id=v.workspace_id, sample=500, limit=200)
 
 
 @page()
@@ -90,11 +82,8 @@ async def contacts_fragment(request: Request, v: Viewer) -> Response:
 
 def _present(request: Request) -> Any:
     """The realtime component's presence, when the realtime layer is running in this app."""
-    for c in getattr(services(request), "components", []):
-        presence = getattr(c, "presence", None)
-        if presence is not None and hasattr(presence, "store"):
-            return presence
-    return None
+    realtime = services(request).realtime
+    return None if realtime is None else realtime.presence
 
 
 async def _presence_now(
@@ -146,14 +135,10 @@ async def _history(request: Request, v: Viewer, contact_id: int) -> list[dict[st
     ]
 
 
-async def _messages(session: Any, v: Viewer, contact_id: int) -> list[Message]:
-    stmt = (
-        select(Message)
-        .where(Message.workspace_id == v.workspace_id, Message.contact_id == contact_id)
-        .order_by(Message.id.desc())
-        .limit(20)
+async def _messages(session: AsyncSession, v: Viewer, contact_id: int) -> list[Message]:
+    return await messages_service.list_messages(
+        session, workspace_id=v.workspace_id, contact_id=contact_id, limit=20
     )
-    return list((await session.execute(stmt)).scalars())
 
 
 @page()
@@ -163,16 +148,7 @@ async def contact_page(request: Request, v: Viewer) -> Response:
     async with services(request).db.transaction() as s:
         names = await user_names(s, v.workspace_id)
         messages = await _messages(s, v, contact.id)
-        templates = list(
-            (
-                await s.execute(
-                    select(Template)
-                    .where(Template.workspace_id == v.workspace_id)
-                    .order_by(Template.name)
-                    .limit(200)
-                )
-            ).scalars()
-        )
+        templates = await templates_service.list_by_name(s, workspace_id=v.workspace_id, limit=200)
     attributes = [(k, *attribute_value(val)) for k, val in sorted(contact.attributes.items())]
     return render(
         request,

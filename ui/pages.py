@@ -1,20 +1,15 @@
-"""The dashboard's routes. `routes` is mounted by `server.app.create_app`."""
+"""The `page` decorator of the dashboard's routes (they are collected in `ui.routes`)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from functools import wraps
-from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Mount
-from starlette.staticfiles import StaticFiles
 
 from server.errors import Problem
 from ui.web import LoginRequired, Viewer, render, to_login, viewer
-
-STATIC = Path(__file__).resolve().parent.parent / "static"
 
 PageHandler = Callable[[Request, Viewer], Awaitable[Response]]
 
@@ -55,14 +50,3 @@ def page(role: str = "viewer") -> Callable[[PageHandler], Callable[[Request], Aw
         return endpoint
 
     return wrap
-
-
-def routes() -> list[BaseRoute]:
-    """Every page route, and `/static`."""
-    from ui import admin, board, contacts, identity, reports, session
-
-    out: list[BaseRoute] = []
-    for module in (session, board, contacts, admin, reports, identity):
-        out.extend(module.routes)
-    out.append(Mount("/static", app=StaticFiles(directory=STATIC), name="static"))
-    return out

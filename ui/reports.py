@@ -1,34 +1,28 @@
 """Reports: daily sent/delivered/bounced/failed per channel, as a server-rendered SVG chart and a
-table. Days the daily report job has rolled up come from `report_daily`; other days are counted
-from the messages themselves."""
+table. The figures are `GET /api/v1/reports/daily`'s, read through the same service function
+(`server.reports.service.read`; the definition is in docs/operations.md, "Daily reports")."""
 
 from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from server.db import utcnow
-from server.messages.models import Message
-from server.reports.models import DailyReport
+from server.reports import service as reports
 from ui.pages import page
 from ui.web import Viewer, render, services
 
-METRICS = ("sent", "delivered", "bounced", "failed")
+METRICS = reports.COUNTED
 CHANNELS = ("email", "sms", "whatsapp", "chat")
 DEFAULT_DAYS = 14
 MAX_DAYS = 92
 
 Counts = dict[str, int]
-
-
-def _day(value: Any) -> dt.date:
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
 
 
 def parse_range(request: Request) -> tuple[dt.date, dt.date]:
@@ -54,38 +48,11 @@ def parse_range(request: Request) -> tuple[dt.date, dt.date]:
 
 
 async def daily(
-    session: Any, workspace_id: int, start: dt.date, to: dt.date
+    session: AsyncSession, workspace_id: int, start: dt.date, to: dt.date
 ) -> dict[tuple[dt.date, str], Counts]:
-    out: dict[tuple[dt.date, str], Counts] = {}
-    rolled = await session.execute(
-        select(DailyReport).where(
-            DailyReport.workspace_id == workspace_id, DailyReport.day >= start, DailyReport.day <= to
-        )
-    )
-    for r in rolled.scalars():
-        out[(r.day, r.channel)] = {m: getattr(r, m) for m in METRICS}
-    rolled_days = {d for d, _c in out}
-    day = func.date(Message.created_at)
-    lo = dt.datetime.combine(start, dt.time(), tzinfo=dt.UTC)
-    hi = dt.datetime.combine(to + dt.timedelta(days=1), dt.time(), tzinfo=dt.UTC)
-    rows = await session.execute(
-        select(
-            day,
-            Message.channel,
-            func.sum(case((Message.sent_at.is_not(None), 1), else_=0)),
-            func.sum(case((Message.status == "delivered", 1), else_=0)),
-            func.sum(case((Message.status == "bounced", 1), else_=0)),
-            func.sum(case((Message.status == "failed", 1), else_=0)),
-        )
-        .where(Message.workspace_id == workspace_id, Message.created_at >= lo, Message.created_at < hi)
-        .group_by(day, Message.channel)
-    )
-    for d, channel, *values in rows:
-        key = (_day(d), channel)
-        if key[0] in rolled_days:
-            continue
-        out[key] = {m: int(v or 0) for m, v in zip(METRICS, values, strict=True)}
-    return out
+    """The API's rows of `start`..`to`, by (day, channel)."""
+    rows = await reports.read(session, workspace_id=workspace_id, first=start, last=to)
+    return {(r.day, r.channel): {m: getattr(r, m) for m in METRICS} for r in rows}
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from server.auth import service as auth_service
+from server.auth import signin_limits
 from server.auth.api import BAD_CREDENTIALS, clear_session_cookies, set_session_cookies
 from server.auth.principal import REFRESH_COOKIE, check_csrf
 from server.auth.tokens import AccessClaims
@@ -36,29 +37,6 @@ async def login_form(request: Request) -> Response:
     return _login_page(request)
 
 
-async def too_many_attempts(request: Request, email: str) -> str | None:
-    """Why this sign-in must wait, from the same buckets as `POST /api/v1/auth/login` (per client
-    address and per email address), or None. No limit when the rate limiter is not in this tree."""
-    try:
-        from server.ratelimit import rate_limits_of
-        from server.ratelimit_middleware import check_login_email
-    except ImportError:
-        return None
-    svc = services(request)
-    rl = rate_limits_of(svc)
-    if not rl.enabled:
-        return None
-    ip = request.client.host if request.client else "unknown"
-    decision = await rl.limiter.hit([(f"login-ip:{ip}", rl.buckets.login_ip)])
-    if decision is not None and not decision.allowed:
-        return f"Too many sign-in attempts; try again in {max(1, decision.retry_after_s)} s."
-    try:
-        await check_login_email(svc, email)
-    except Problem as exc:
-        return exc.detail
-    return None
-
-
 async def login(request: Request) -> Response:
     form = await request.form()
     email = str(form.get("email", "")).strip()
@@ -69,15 +47,17 @@ async def login(request: Request) -> Response:
         return _login_page(request, error="The form expired; please try again.", email=email, status=403)
     if not email or not password:
         return _login_page(request, error="Enter your email and password.", email=email, status=422)
-    wait = await too_many_attempts(request, email)
-    if wait is not None:
-        return _login_page(request, error=wait, email=email, status=429)
     svc = services(request)
+    who = {"email": email, "address": signin_limits.client_address(request)}
+    refused = await signin_limits.refusal(svc, **who)
+    if refused is not None:
+        return _login_page(request, error=signin_limits.wait_message(refused), email=email, status=429)
     device = sessions.Device.of(request)
     async with svc.db.transaction() as s:
         try:
             user = await auth_service.check_credentials(s, email=email, password=password)
         except auth_service.AuthError:
+            await signin_limits.record_failure(svc, **who)
             user = None
         family = auth_service.new_family_id()
         refresh = None

@@ -7,7 +7,7 @@ import datetime as dt
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import jinja2
@@ -30,6 +30,9 @@ from server.auth.principal import (
 from server.auth.tokens import AccessClaims
 from server.errors import Problem
 from server.workspaces.models import Workspace
+
+if TYPE_CHECKING:
+    from server.services import Services
 
 # Pages run only our own scripts and styles: no inline script, so injected markup cannot execute.
 CSP = (
@@ -94,8 +97,10 @@ class Renewed:
     refresh: str
 
 
-def services(request: Request) -> Any:
-    return request.app.state.services
+def services(request: Request) -> Services:
+    """The app's composition root (`server.services.Services`)."""
+    svc: Services = request.app.state.services
+    return svc
 
 
 def _next_url(request: Request) -> str:

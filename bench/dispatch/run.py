@@ -170,6 +170,7 @@ class Bench:
         env = {
             **os.environ,
             "SWITCHBOARD_DATABASE_URL": self.url,
+            "SWITCHBOARD_SECRET_KEY": "bench-" + "s" * 32,  # PostgreSQL refuses the development secret
             "SWITCHBOARD_LOG_LEVEL": "WARNING",
             "SWITCHBOARD_ALLOW_PRIVATE_ENDPOINTS": "true",  # the sink listens on 127.0.0.1
             "SWITCHBOARD_DISPATCHER_CONCURRENCY": str(self.concurrency),

@@ -49,6 +49,7 @@ def ours(args: argparse.Namespace) -> None:
 
     from realtime.service import Realtime
     from server.db import Database
+    from server.events.log import SqlEventLog
     from server.runtime import settle_heap
     from server.settings import Settings
 
@@ -62,7 +63,7 @@ def ours(args: argparse.Namespace) -> None:
 
     settings = Settings(env="test", database_url=args.db, redis_url=args.redis, secret_key="b" * 40)
     db = Database(args.db, pool_size=5, max_overflow=5)
-    rt = Realtime(settings, db, authenticate=token_auth, prefix=args.prefix)
+    rt = Realtime(settings, db, authenticate=token_auth, log=SqlEventLog(), prefix=args.prefix)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

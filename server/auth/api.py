@@ -10,13 +10,13 @@ from starlette.responses import Response
 
 from server.api import Ctx, Out, Page, Router, Schema, json_response, parse_model, read_json
 from server.audit import service as audit
-from server.auth import service
+from server.auth import service, signin_limits
 from server.auth.models import Role, User
 from server.auth.principal import ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE
 from server.auth.tokens import AccessClaims
 from server.errors import Problem
 from server.pagination import PageQuery, decode_cursor, page_of
-from server.ratelimit_middleware import check_login_email
+from server.ratelimit_middleware import too_many
 from server.sessions import service as sessions
 from server.validators import normalize_email
 
@@ -101,7 +101,10 @@ def clear_session_cookies(response: Response) -> None:
 async def login(ctx: Ctx[LoginIn]) -> Response:
     """Exchange email and password for an access and a refresh token (and session cookies)."""
     settings = ctx.services.settings
-    await check_login_email(ctx.services, ctx.body.email)
+    who = {"email": ctx.body.email, "address": signin_limits.client_address(ctx.request)}
+    refused = await signin_limits.refusal(ctx.services, **who)
+    if refused is not None:
+        raise too_many(refused, "failed sign-ins from this address")
     device = sessions.Device.of(ctx.request)
     async with ctx.db.transaction() as s:
         try:
@@ -120,6 +123,7 @@ async def login(ctx: Ctx[LoginIn]) -> Response:
             )
             sessions.record_sign_in(s, user=user, device=device)
     if user is None:
+        await signin_limits.record_failure(ctx.services, **who)
         await sessions.record_failed_sign_in(ctx.db, email=ctx.body.email, device=device)
         raise Problem(401, BAD_CREDENTIALS)
     return _pair_response(ctx.request, user, refresh, family)
@@ -188,7 +192,13 @@ async def list_users(ctx: Ctx[None]) -> Page[UserOut]:
 
 
 @router.op(
-    "POST", "/users", body=UserIn, response=UserOut, status=201, role="admin", responses={409: "taken"}
+    "POST",
+    "/users",
+    body=UserIn,
+    response=UserOut,
+    status=201,
+    role="admin",
+    responses={409: "taken in this workspace"},
 )
 async def create_user(ctx: Ctx[UserIn]) -> UserOut:
     """Add a user to the workspace (admin)."""
@@ -213,8 +223,20 @@ async def create_user(ctx: Ctx[UserIn]) -> UserOut:
                 details={"email": user.email, "role": user.role},
             )
     except service.DuplicateEmail:
+        async with ctx.db.transaction() as s:
+            ours = await service.find_user_by_email(s, email=str(b.email))
+        if ours is not None and ours.workspace_id == ctx.workspace_id:
+            raise Problem(
+                409,
+                "A user with this email already exists in this workspace.",
+                errors=[{"field": "email", "message": "taken"}],
+            ) from None
+        # Emails are unique across the deployment; whether another workspace has this one is not
+        # this admin's business (docs/decisions.md).
         raise Problem(
-            409, "A user with this email already exists.", errors=[{"field": "email", "message": "taken"}]
+            422,
+            "This email address cannot be used for a new user.",
+            errors=[{"field": "email", "message": "cannot be used"}],
         ) from None
     return UserOut.model_validate(user)
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from starlette.requests import HTTPConnection
 
 from server.auth.models import Role
+from server.auth.service import user_is_active
 from server.auth.tokens import TokenError
 from server.errors import Problem
 
@@ -122,7 +123,22 @@ async def authenticate(conn: HTTPConnection, *, csrf_token: str | None = None) -
     method = conn.scope.get("method", "GET")
     if via_cookie and method not in _SAFE:
         check_csrf(conn, csrf_token or conn.headers.get(CSRF_HEADER))
+    # A token outlives a deactivation or deletion by up to its lifetime: ask the database.
+    db = conn.app.state.services.db
+    if not await user_is_active(db, principal.user_id, principal.workspace_id):
+        raise Problem(
+            401,
+            "This user no longer exists or has been deactivated.",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
     return principal
+
+
+def require_bearer_secret(conn: HTTPConnection, secret: str) -> None:
+    """401 unless the request carries `Authorization: Bearer <secret>` (e.g. a metrics scraper)."""
+    scheme, _, value = conn.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), secret.encode()):
+        raise Problem(401, "Send the configured bearer token.", headers={"WWW-Authenticate": "Bearer"})
 
 
 def require_role(principal: Principal, role: str) -> None:

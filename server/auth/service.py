@@ -5,13 +5,13 @@ import hashlib
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth.models import RefreshToken, Role, User
 from server.auth.passwords import hash_password, verify_password
-from server.db import utcnow
+from server.db import Database, utcnow
 from server.workspaces.models import Workspace
 
 
@@ -66,6 +66,19 @@ async def create_user(
     except IntegrityError:
         raise DuplicateEmail(email) from None
     return user
+
+
+def _live_user(user_id: int, workspace_id: int | None) -> Select[int]:
+    """The user's id if it still exists (in that workspace, when given) and is active."""
+    q = select(User.id).where(User.id == user_id, User.is_active.is_(True))
+    return q if workspace_id is None else q.where(User.workspace_id == workspace_id)
+
+
+async def user_is_active(db: Database, user_id: int, workspace_id: int | None = None) -> bool:
+    """Whether the user still exists (in that workspace, when given) and is active: one primary-key
+    read, for callers holding a token issued before a deactivation or deletion."""
+    async with db.engine.connect() as conn:
+        return (await conn.execute(_live_user(user_id, workspace_id))).first() is not None
 
 
 async def find_user_by_email(session: AsyncSession, *, email: str) -> User | None:
@@ -141,7 +154,7 @@ async def access_stands(
     """For connections that outlive a request: the user still exists, is active and belongs to
     the workspace, and the sign-in `family_id` (when the token names one) is neither revoked
     (logout, a reused refresh token) nor expired."""
-    q = select(User.id).where(User.id == user_id, User.workspace_id == workspace_id, User.is_active.is_(True))
+    q = _live_user(user_id, workspace_id)
     if family_id is not None:
         live = select(RefreshToken.id).where(
             RefreshToken.family_id == family_id,

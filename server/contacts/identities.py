@@ -16,12 +16,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.api import Out, Schema
-from server.contacts.models import Audit, Contact, ContactIdentity
-from server.db import utcnow
+from server.contacts.changes import get_contact, lock_workspace, record_change
+from server.contacts.models import Contact, ContactIdentity
 from server.errors import NotFound, Problem
-from server.events.service import emit
 from server.validators import normalize_email, normalize_phone
-from server.workspaces.models import Workspace
 
 Kind = Literal["email", "phone"]
 
@@ -71,10 +69,6 @@ def normalize_value(kind: str, value: str) -> str:
     return normalize_email(value).lower() if kind == "email" else normalize_phone(value)
 
 
-async def lock_workspace(session: AsyncSession, workspace_id: int) -> None:
-    await session.execute(select(Workspace.id).where(Workspace.id == workspace_id).with_for_update())
-
-
 async def check_free(
     session: AsyncSession,
     *,
@@ -109,8 +103,6 @@ async def check_free(
 
 
 async def _contact(session: AsyncSession, workspace_id: int, contact_id: int, *, lock: bool) -> Contact:
-    from server.contacts.service import get_contact
-
     return await get_contact(session, workspace_id=workspace_id, contact_id=contact_id, for_update=lock)
 
 
@@ -136,29 +128,9 @@ async def _values(session: AsyncSession, contact_id: int) -> list[dict[str, Any]
 
 
 async def _changed(session: AsyncSession, contact: Contact, user_id: int | None, old: list[Any]) -> None:
-    """Version, audit row and `contact.updated` event for a change of the extra identities."""
+    """Record a change of the extra identities as one `identities` field."""
     new = await _values(session, contact.id)
-    contact.version += 1
-    contact.updated_at = utcnow()
-    session.add(
-        Audit(
-            workspace_id=contact.workspace_id,
-            contact_id=contact.id,
-            user_id=user_id,
-            field="identities",
-            old=old,
-            new=new,
-            version=contact.version,
-            at=contact.updated_at,
-        )
-    )
-    await emit(
-        session,
-        contact.workspace_id,
-        "contact.updated",
-        {"contact_id": contact.id, "version": contact.version, "changed": {"identities": new}, "by": user_id},
-        contact_id=contact.id,
-    )
+    await record_change(session, contact, {"identities": (old, new)}, user_id=user_id)
 
 
 async def add_identity(

@@ -3,40 +3,16 @@ events) and `GET /api/v1/contacts/import/{job_id}`."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import Response
 
 from server.api import Ctx, Router, json_response
 from server.audit import service as audit
-from server.contacts.importer import Importer, ImportRefused, parse_csv
+from server.contacts.importer import ImportRefused, parse_csv
 from server.errors import Problem
 
 router = Router(tag="contacts")
-
-
-def importer(services: Any) -> Importer:
-    """The app's importer, made on first use and stopped with the app."""
-    found = services.extras.get("contact_importer")
-    if found is None:
-        found = Importer(services.db, on_commit=_poke(services))
-        services.extras["contact_importer"] = found
-        services.components.append(found)
-    return found
-
-
-def _poke(services: Any) -> Any:
-    """Publish each batch's events at once, when the realtime layer offers a way (SQLite has no NOTIFY)."""
-
-    def poke(workspace_id: int) -> None:
-        for c in services.components:
-            fn = getattr(c, "poke", None)
-            if callable(fn):
-                fn(workspace_id)
-
-    return poke
 
 
 async def _upload(request: Request) -> bytes:
@@ -65,7 +41,7 @@ async def start_import(ctx: Ctx[None]) -> Response:
         rows = parse_csv(raw)
     except ImportRefused as exc:
         raise Problem(422, str(exc), errors=[{"field": "file", "message": str(exc)}]) from None
-    job = importer(ctx.services).submit(
+    job = ctx.services.importer.submit(
         workspace_id=ctx.workspace_id, user_id=ctx.principal.by_user, rows=rows
     )
     # The job runs in memory; its start is recorded on its own (there is no row to commit it with).
@@ -79,7 +55,7 @@ async def start_import(ctx: Ctx[None]) -> Response:
 @router.op("GET", "/contacts/import/{job_id}", responses={404: "not found"})
 async def import_status(ctx: Ctx[None]) -> Response:
     """An import's progress and its rejected rows (while this process remembers it)."""
-    job = importer(ctx.services).get(ctx.workspace_id, ctx.request.path_params["job_id"])
+    job = ctx.services.importer.get(ctx.workspace_id, ctx.request.path_params["job_id"])
     if job is None:
         raise Problem(404, "No such import.")
     return json_response(job.status())

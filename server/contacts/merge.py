@@ -16,12 +16,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from server.contacts.identities import lock_workspace
+from server.contacts import changes as recorder
+from server.contacts.changes import FIELDS, ContactNotFound, lock_workspace, snapshot
 from server.contacts.models import Audit, Contact, ContactIdentity
-from server.contacts.service import FIELDS, ContactNotFound, snapshot
-from server.db import utcnow
 from server.errors import Problem
-from server.events.service import NewEvent, emit_many
 from server.messages.models import Message
 
 CHOOSABLE = ("name", "email", "phone", "attributes")  # tags are always the union
@@ -107,67 +105,20 @@ async def merge_contacts(
     diff = {name: (before[name], after[name]) for name in FIELDS if before[name] != after[name]}
     for name, (_old, new) in diff.items():
         setattr(survivor, name, new)
-    now = utcnow()
-    survivor.version = max(c.version for c in by_id.values()) + 1
-    survivor.updated_at = now
-    await session.flush()
-
-    audit = [
-        Audit(
-            workspace_id=workspace_id,
-            contact_id=survivor_id,
-            user_id=user_id,
-            field=name,
-            old=old,
-            new=new,
-            version=survivor.version,
-            at=now,
-        )
-        for name, (old, new) in diff.items()
-    ]
-    audit += [
-        Audit(
-            workspace_id=workspace_id,
-            contact_id=survivor_id,
-            user_id=user_id,
-            field="merged_from",
-            old=None,
-            new={"id": c.id, "name": c.name, "email": c.email, "phone": c.phone},
-            version=survivor.version,
-            at=now,
-        )
-        for c in merged
-    ]
-    session.add_all(audit)
-
-    events = [
-        NewEvent(
-            "contact.deleted",
-            {
-                "contact_id": c.id,
-                "version": c.version + 1,
-                "changed": {},
-                "by": user_id,
-                "merged_into": survivor_id,
-            },
-            contact_id=c.id,
-        )
-        for c in merged
-    ]
-    events.append(
-        NewEvent(
-            "contact.updated",
-            {
-                "contact_id": survivor_id,
-                "version": survivor.version,
-                "changed": {name: new for name, (_old, new) in diff.items()},
-                "by": user_id,
-                "merged_from": merged_ids,
-            },
-            contact_id=survivor_id,
-        )
+    # Every merged contact's last event comes first, then the survivor's, all in one emit.
+    gone = [recorder.deleted(c, by=user_id, audit=False, extra={"merged_into": survivor_id}) for c in merged]
+    kept = recorder.updated(
+        survivor,
+        diff,
+        by=user_id,
+        version=max(c.version for c in by_id.values()) + 1,
+        notes=[
+            ("merged_from", None, {"id": c.id, "name": c.name, "email": c.email, "phone": c.phone})
+            for c in merged
+        ],
+        extra={"merged_from": merged_ids},
     )
-    await emit_many(session, workspace_id, events)
+    await recorder.record(session, workspace_id, [*gone, kept])
     return survivor
 
 

@@ -8,6 +8,23 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base, BigId, JSONType, UTCDateTime, utcnow
 
+POSTGRESQL_ONLY = {
+    "dialects": ("postgresql",)
+}  # Index.info: migrations and the schema check skip it elsewhere
+
+
+def trigram_index(name: str, target: str | Any) -> Index:
+    """A pg_trgm GIN index serving `target LIKE '%…%'` (server/contacts/search.py); PostgreSQL only.
+    `target` is a column name or an expression."""
+    key = target if isinstance(target, str) else name + "_expr"
+    return Index(
+        name,
+        target if isinstance(target, str) else target.label(key),
+        postgresql_using="gin",
+        postgresql_ops={key: "gin_trgm_ops"},
+        info=POSTGRESQL_ONLY,
+    ).ddl_if(dialect="postgresql")
+
 
 class Contact(Base):
     __tablename__ = "contact"
@@ -26,8 +43,12 @@ class Contact(Base):
     __table_args__ = (
         Index("uq_contact_workspace_lower_email", "workspace_id", func.lower(email), unique=True),
         Index("ix_contact_workspace_phone", "workspace_id", "phone"),
-        Index("ix_contact_tags", "tags", postgresql_using="gin"),
+        Index("ix_contact_tags", "tags", postgresql_using="gin", postgresql_ops={"tags": "jsonb_path_ops"}),
         Index("ix_contact_workspace_id_id", "workspace_id", "id"),
+        # search (q): one trigram index per arm of the OR, see server/contacts/search.py
+        trigram_index("ix_contact_lower_name_trgm", func.lower(name)),
+        trigram_index("ix_contact_lower_email_trgm", func.lower(email)),
+        trigram_index("ix_contact_phone_trgm", "phone"),
     )
 
 
@@ -45,7 +66,10 @@ class ContactIdentity(Base):
     kind: Mapped[str] = mapped_column(String(8))  # email | phone
     value: Mapped[str] = mapped_column(String(320))  # lower-cased email or E.164 phone
 
-    __table_args__ = (UniqueConstraint("workspace_id", "kind", "value"),)
+    __table_args__ = (
+        UniqueConstraint("workspace_id", "kind", "value"),
+        trigram_index("ix_contact_identity_value_trgm", "value"),
+    )
 
 
 class Audit(Base):

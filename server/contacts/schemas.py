@@ -6,6 +6,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from server.api import Out, Schema
+from server.pagination import PAGE_LIMIT, PageLimit
 from server.validators import normalize_email, normalize_phone
 
 MAX_TAGS = 50
@@ -130,7 +131,7 @@ class ContactQuery(BaseModel):
 
     q: str | None = Field(default=None, max_length=200)
     tag: str | None = Field(default=None, max_length=64)
-    limit: int = Field(default=50, ge=1, le=500)
+    limit: PageLimit = PAGE_LIMIT
     cursor: str | None = Field(default=None, max_length=100)
 
 

@@ -5,25 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Select, exists, func, or_, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.contacts import changes as recorder
+from server.contacts.changes import FIELDS as FIELDS
+from server.contacts.changes import ContactNotFound as ContactNotFound
+from server.contacts.changes import DuplicateEmail as DuplicateEmail
+from server.contacts.changes import get_contact as get_contact
+from server.contacts.changes import snapshot as snapshot
 from server.contacts.identities import check_free
-from server.contacts.models import Audit, Contact, ContactIdentity
-from server.db import json_array_contains, utcnow
-from server.errors import NotFound
-from server.events.service import emit
-
-FIELDS = ("name", "email", "phone", "attributes", "tags")
-
-
-class ContactNotFound(NotFound):
-    what = "contact"
-
-
-class DuplicateEmail(Exception):
-    pass
+from server.contacts.models import Audit, Contact
+from server.contacts.search import list_query
+from server.db import dialect_of, utcnow
 
 
 class VersionUnknown(Exception):
@@ -40,16 +34,6 @@ class EditConflict(Exception):
 class PatchResult:
     contact: Contact
     changed: dict[str, Any] = field(default_factory=dict)
-
-
-def snapshot(c: Contact) -> dict[str, Any]:
-    return {
-        "name": c.name,
-        "email": c.email,
-        "phone": c.phone,
-        "attributes": dict(c.attributes),
-        "tags": list(c.tags),
-    }
 
 
 def as_dict(c: Contact) -> dict[str, Any]:
@@ -81,33 +65,6 @@ def _apply(c: Contact, name: str, value: Any) -> None:
         setattr(c, name, value)
 
 
-def _audit(
-    c: Contact, user_id: int | None, changes: dict[str, tuple[Any, Any]], api_key_id: int | None = None
-) -> list[Audit]:
-    now = utcnow()
-    return [
-        Audit(
-            workspace_id=c.workspace_id,
-            contact_id=c.id,
-            user_id=user_id,
-            api_key_id=api_key_id,
-            field=name,
-            old=old,
-            new=new,
-            version=c.version,
-            at=now,
-        )
-        for name, (old, new) in changes.items()
-    ]
-
-
-async def _flush_unique(session: AsyncSession) -> None:
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        raise DuplicateEmail() from exc
-
-
 async def create_contact(
     session: AsyncSession,
     *,
@@ -121,61 +78,34 @@ async def create_contact(
     now = utcnow()
     contact = Contact(workspace_id=workspace_id, version=1, created_at=now, updated_at=now, **data)
     session.add(contact)
-    await _flush_unique(session)
-    values = snapshot(contact)
-    session.add_all(
-        _audit(
-            contact,
-            user_id,
-            {k: (None, v) for k, v in values.items() if v not in (None, "", [], {})},
-            api_key_id,
-        )
-    )
-    await emit(
-        session,
-        workspace_id,
-        "contact.created",
-        {"contact_id": contact.id, "version": contact.version, "changed": values, "by": user_id},
-        contact_id=contact.id,
-    )
+    await recorder.flush_contact(session)  # the id, for the audit rows and the event
+    await recorder.record(session, workspace_id, [recorder.created(contact, by=user_id, by_key=api_key_id)])
     return contact
 
 
-async def get_contact(
-    session: AsyncSession, *, workspace_id: int, contact_id: int, for_update: bool = False
-) -> Contact:
-    stmt = select(Contact).where(Contact.id == contact_id, Contact.workspace_id == workspace_id)
-    if for_update:
-        stmt = stmt.with_for_update()
-    contact = (await session.execute(stmt)).scalar_one_or_none()
-    if contact is None:
-        raise ContactNotFound(contact_id)
-    return contact
+async def list_contacts(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    q: str | None = None,
+    tag: str | None = None,
+    before_id: int | None = None,
+    limit: int,
+) -> list[Contact]:
+    """Newest first, as `list_query` filters them."""
+    stmt = list_query(dialect_of(session), workspace_id=workspace_id, q=q, tag=tag, before_id=before_id)
+    return list((await session.execute(stmt.limit(limit))).scalars())
 
 
-def list_query(
-    dialect: str, *, workspace_id: int, q: str | None, tag: str | None, before_id: int | None
-) -> Select[Any]:
-    stmt = select(Contact).where(Contact.workspace_id == workspace_id)
-    if q:
-        like = "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-        extra = exists().where(
-            ContactIdentity.contact_id == Contact.id,
-            ContactIdentity.value.like(like, escape="\\"),  # stored lower-cased (emails) or E.164
-        )
-        stmt = stmt.where(
-            or_(
-                func.lower(Contact.name).like(like, escape="\\"),
-                func.lower(Contact.email).like(like, escape="\\"),
-                Contact.phone.like(like, escape="\\"),
-                extra,
-            )
-        )
-    if tag:
-        stmt = stmt.where(json_array_contains(dialect, Contact.tags, tag))
-    if before_id is not None:
-        stmt = stmt.where(Contact.id < before_id)
-    return stmt.order_by(Contact.id.desc())
+async def tags_in_use(session: AsyncSession, *, workspace_id: int, sample: int, limit: int) -> list[str]:
+    """The tags of the newest `sample` contacts, sorted, at most `limit` of them."""
+    rows = await session.execute(
+        select(Contact.tags)
+        .where(Contact.workspace_id == workspace_id)
+        .order_by(Contact.id.desc())
+        .limit(sample)
+    )
+    return sorted({t for (ts,) in rows for t in (ts or [])})[:limit]
 
 
 async def patch_contact(
@@ -227,18 +157,7 @@ async def patch_contact(
             _apply(contact, name, value)
     if not diff:
         return PatchResult(contact)
-    contact.version += 1
-    contact.updated_at = utcnow()
-    await _flush_unique(session)
-    session.add_all(_audit(contact, user_id, diff, api_key_id))
-    changed = {name: new for name, (_old, new) in diff.items()}
-    await emit(
-        session,
-        workspace_id,
-        "contact.updated",
-        {"contact_id": contact.id, "version": contact.version, "changed": changed, "by": user_id},
-        contact_id=contact.id,
-    )
+    changed = await recorder.record_change(session, contact, diff, user_id=user_id, api_key_id=api_key_id)
     return PatchResult(contact, changed)
 
 
@@ -251,27 +170,9 @@ async def delete_contact(
     api_key_id: int | None = None,
 ) -> None:
     contact = await get_contact(session, workspace_id=workspace_id, contact_id=contact_id, for_update=True)
-    version = contact.version + 1
-    session.add(
-        Audit(
-            workspace_id=workspace_id,
-            contact_id=contact_id,
-            user_id=user_id,
-            api_key_id=api_key_id,
-            field="deleted",
-            old=False,
-            new=True,
-            version=version,
-        )
-    )
+    change = recorder.deleted(contact, by=user_id, by_key=api_key_id)
     await session.delete(contact)
-    await emit(
-        session,
-        workspace_id,
-        "contact.deleted",
-        {"contact_id": contact_id, "version": version, "changed": {}, "by": user_id},
-        contact_id=contact_id,
-    )
+    await recorder.record(session, workspace_id, [change])
 
 
 async def history(

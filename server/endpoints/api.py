@@ -40,7 +40,7 @@ def _check_address(ctx: Ctx[Any], url: str) -> None:
 
 def _wake(ctx: Ctx[Any]) -> None:
     """Let a deliverer in this process (embedded mode) act now instead of at its next poll."""
-    deliverer = ctx.services.extras.get("deliverer")
+    deliverer = ctx.services.deliverer
     if deliverer is not None:
         deliverer.wake()
 

@@ -22,11 +22,12 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import Any
 
 import httpx
 import orjson
 
+from realtime.lifecycle import Supervisor
+from realtime.pglisten import pg_listen
 from server.db import Database, utcnow
 from server.endpoints import service
 from server.endpoints.guard import public_only_transport
@@ -74,8 +75,7 @@ class Deliverer:
         self._own_client = client is None
         self._wake = asyncio.Event()
         self._stopping = False
-        self._loop_task: asyncio.Task[None] | None = None
-        self._listen_task: asyncio.Task[None] | None = None
+        self.supervisor = Supervisor("deliverer")
         self._inflight: dict[int, asyncio.Task[None]] = {}
         self._pruned_at = float("-inf")
         # Attempts by outcome (success, failure, gave_up), read by the metrics exporter.
@@ -96,23 +96,24 @@ class Deliverer:
                 headers={"User-Agent": USER_AGENT},
             )
         self._stopping = False
-        self._loop_task = asyncio.create_task(self._run(), name="deliverer")
+        self.supervisor.spawn("deliverer", self._run)
         if self.db.dialect == "postgresql":
-            self._listen_task = asyncio.create_task(self._listen_pg(), name="deliverer-listen")
+            self.supervisor.spawn("deliverer-listen", self._listen_pg)
 
     async def stop(self) -> None:
         """Stop passes and cut in-flight requests; their leases expire and they are retried."""
         self._stopping = True
         self._wake.set()
         tasks = list(self._inflight.values())
-        tasks += [t for t in (self._loop_task, self._listen_task) if t is not None]
         for t in tasks:
             t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._loop_task = self._listen_task = None
+        await asyncio.gather(self.supervisor.stop(), *tasks, return_exceptions=True)
         if self._own_client and self._client is not None:
             await self._client.aclose()
             self._client = None
+
+    def health(self) -> dict[str, str]:
+        return self.supervisor.health()
 
     def wake(self) -> None:
         """Run a pass now (after new events were committed in this process, a resend, …)."""
@@ -137,27 +138,7 @@ class Deliverer:
 
     async def _listen_pg(self) -> None:
         """Wake on every commit that wrote events (NOTIFY from `emit_many`), across processes."""
-        import asyncpg
-
-        dsn = self.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        delay = 0.2
-        while not self._stopping:
-            conn: Any = None
-            lost = asyncio.Event()
-            try:
-                conn = await asyncpg.connect(dsn)
-                conn.add_termination_listener(lambda *_, lost=lost: lost.set())
-                await conn.add_listener(NOTIFY_CHANNEL, lambda *_: self._wake.set())
-                self._wake.set()  # catch up with what committed while we were not listening
-                delay = 0.2
-                await lost.wait()
-            except Exception as exc:  # refused, timed out, auth, …: the poll carries on meanwhile
-                log.warning("deliverer LISTEN lost (%s); reconnecting", exc.__class__.__name__)
-            finally:
-                if conn is not None and not conn.is_closed():
-                    await conn.close()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+        await pg_listen(self.db.url, NOTIFY_CHANNEL, lambda _payload: self._wake.set())
 
     # --- one pass -------------------------------------------------------------------------
 

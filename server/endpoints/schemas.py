@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from server.api import Out, Schema
+from server.pagination import PAGE_LIMIT, PageLimit
 
 # What an endpoint may subscribe to; "*" means every one of these.
 EVENT_TYPES = (
@@ -151,5 +152,5 @@ class DeliveryQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     status: str | None = Field(default=None, pattern="^(pending|succeeded|failed)$")
-    limit: int = Field(default=50, ge=1, le=500)
+    limit: PageLimit = PAGE_LIMIT
     cursor: str | None = Field(default=None, max_length=100)

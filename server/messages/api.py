@@ -8,7 +8,6 @@ from starlette.responses import Response
 
 from server.api import Ctx, Page, Router, json_response
 from server.audit import service as audit
-from server.cache import caches_of
 from server.errors import Problem
 from server.messages import campaigns, idempotency, service
 from server.messages.models import MessageStatus
@@ -106,7 +105,7 @@ async def create(ctx: Ctx[MessageIn]) -> Response:
                 user_id=ctx.principal.by_user,
                 data=ctx.body.model_dump(),
                 idempotency_key=key,
-                templates_cache=caches_of(ctx.services).templates,
+                templates_cache=ctx.services.caches.templates,
             )
             body = MessageOut.model_validate(service.as_dict(m)).model_dump(mode="json")
             if key is not None:
@@ -201,7 +200,7 @@ async def create_campaign(ctx: Ctx[CampaignIn]) -> Response:
             )
     except service.InvalidReference as exc:
         raise Problem(422, "The request is not valid.", errors=exc.errors) from None
-    campaigns.start_expansion(ctx.services, c.id)
+    ctx.services.campaigns.start_expansion(c.id)
     return json_response(CampaignOut.model_validate(campaigns.as_dict(c)), 202)
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,10 +28,13 @@ from server.messages.wake import wake_local
 from server.templates import render
 from server.templates import service as templates
 
+if TYPE_CHECKING:
+    from server.services import Services
+
 log = logging.getLogger("switchboard.campaigns")
 
 BATCH_SIZE = 500  # messages per transaction: short locks, and progress the board can show
-_RUNNER = "campaign_runner"  # key in services.extras
+YIELD_AFTER = 0.02  # seconds of rendering before a batch lets other tasks run
 
 
 class CampaignNotFound(NotFound):
@@ -152,21 +156,28 @@ async def expand_batch(db: Database, campaign_id: int, *, batch_size: int = BATC
         people = list(rows.scalars())
         now = utcnow()
         send_at = max(c.send_at or now, now)
-        messages = [
-            service.build_message(
-                workspace_id=c.workspace_id,
-                contact=p,
-                channel=tpl.channel,
-                compiled=compiled,
-                variables={},
-                send_at=send_at,
-                now=now,
-                template_id=tpl.id,
-                campaign_id=c.id,
-                created_by=c.created_by,
+        messages = []
+        turn = time.monotonic()
+        for p in people:
+            messages.append(
+                service.build_message(
+                    workspace_id=c.workspace_id,
+                    contact=p,
+                    channel=tpl.channel,
+                    compiled=compiled,
+                    variables={},
+                    send_at=send_at,
+                    now=now,
+                    template_id=tpl.id,
+                    campaign_id=c.id,
+                    created_by=c.created_by,
+                )
             )
-            for p in people
-        ]
+            # Each render is bounded by the template budget; a batch of heavy ones still takes
+            # turns with the rest of the event loop.
+            if time.monotonic() - turn > YIELD_AFTER:
+                await asyncio.sleep(0)
+                turn = time.monotonic()
         await service.record_created(s, c.workspace_id, messages)
         if people:
             c.last_contact_id = people[-1].id
@@ -179,7 +190,7 @@ async def expand_batch(db: Database, campaign_id: int, *, batch_size: int = BATC
     return BatchResult(len(messages), any(m.status == MessageStatus.queued for m in messages), finished)
 
 
-async def expand_campaign(services: Any, campaign_id: int, *, batch_size: int = BATCH_SIZE) -> int:
+async def expand_campaign(services: Services, campaign_id: int, *, batch_size: int = BATCH_SIZE) -> int:
     """Create all remaining messages of a campaign; returns how many this call created."""
     total = 0
     while True:
@@ -191,7 +202,7 @@ async def expand_campaign(services: Any, campaign_id: int, *, batch_size: int = 
             return total
 
 
-async def expand_pending_campaigns(services: Any, *, batch_size: int = BATCH_SIZE) -> int:
+async def expand_pending_campaigns(services: Services, *, batch_size: int = BATCH_SIZE) -> int:
     """Finish every campaign still expanding (after a crash, or started by a web process that
     went away); returns the number of messages created. Safe to run beside other expanders."""
     async with services.db.transaction() as s:
@@ -203,23 +214,16 @@ async def expand_pending_campaigns(services: Any, *, batch_size: int = BATCH_SIZ
 
 
 class CampaignRunner:
-    """Campaign expansions running in the background of this process. Registered as a component
-    of `services` on first use, so that shutdown cancels them (the cursor keeps their progress,
-    and `expand_pending_campaigns` finishes them later) before the database goes away."""
+    """Campaign expansions running in the background of this process (`services.campaigns`, a
+    component: shutdown cancels them before the database goes away; the cursor keeps their
+    progress, and `expand_pending_campaigns` finishes them later)."""
 
-    def __init__(self, services: Any) -> None:
+    def __init__(self, services: Services) -> None:
         self.services = services
         self.tasks: set[asyncio.Task[int]] = set()
 
-    @classmethod
-    def of(cls, services: Any) -> CampaignRunner:
-        runner = services.extras.get(_RUNNER)
-        if runner is None:
-            runner = services.extras[_RUNNER] = cls(services)
-            services.components.append(runner)
-        return runner
-
     def start_expansion(self, campaign_id: int) -> asyncio.Task[int]:
+        """Expand a campaign in the background; a failure is logged, never lost silently."""
         task = asyncio.create_task(
             expand_campaign(self.services, campaign_id), name=f"campaign-{campaign_id}"
         )
@@ -240,8 +244,3 @@ class CampaignRunner:
         for t in list(self.tasks):
             t.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-
-
-def start_expansion(services: Any, campaign_id: int) -> asyncio.Task[int]:
-    """Expand a campaign in the background of this process; a failure is logged, never lost silently."""
-    return CampaignRunner.of(services).start_expansion(campaign_id)

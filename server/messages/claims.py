@@ -23,7 +23,7 @@ from sqlalchemy.sql.elements import TextClause
 
 from server.db import UTCDateTime, dialect_of, utcnow
 from server.messages.models import MessageStatus
-from server.messages.status import AppliedChange, record_applied
+from server.messages.status import AppliedChange, allowed_sql, record_applied
 from server.providers.adapters.base import clean
 
 
@@ -166,6 +166,7 @@ FROM unnest(
     CAST(:refunds AS integer[])
 ) AS v(id, attempts, status, reason, provider_id, provider_kind, provider_message_id, next_attempt_at, refund)
 WHERE m.id = v.id AND m.status = 'sending' AND m.attempts = v.attempts
+  AND {allowed_sql("m.status", "v.status")}
 RETURNING {", ".join("m." + c.strip() for c in _CHANGED_COLUMNS.split(","))}
 """)
 
@@ -182,6 +183,7 @@ SET status = :status,
     sent_at = CASE WHEN :status = 'sent' THEN :now ELSE sent_at END,
     updated_at = :now
 WHERE id = :id AND status = 'sending' AND attempts = :attempts
+  AND {allowed_sql("status", ":status")}
 RETURNING {_CHANGED_COLUMNS}
 """)
 
@@ -259,7 +261,12 @@ async def reclaim_expired(
 
 
 async def finish(session: AsyncSession, outcomes: list[Outcome]) -> list[AppliedChange]:
-    """Write the outcomes of claims still held (fenced); returns the changes actually made."""
+    """Write the outcomes of claims still held (fenced); returns the changes actually made.
+
+    Set-based for speed, but on the one status rule: both statements carry
+    `server.messages.status.allowed_sql`, the SQL form of the `TRANSITIONS` table that webhooks
+    and cancel apply row by row, so an outcome the machine does not allow is not written (and not
+    returned, so it gets no history row or event)."""
     if not outcomes:
         return []
     outcomes = [storable(o) for o in outcomes]

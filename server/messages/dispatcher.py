@@ -4,8 +4,9 @@ One claim loop takes batches of due messages (see `claims`), checks them against
 list, and starts one send task per message under a semaphore (`dispatcher_concurrency`). A send tries
 the channel's providers by priority, skipping those whose circuit is open or that asked us to wait,
 and keeps each under its send rate. Outcomes are written back in bulk by a flusher, fenced so a
-stale claim cannot overwrite a newer one. Side tasks (claim, flush, reclaim, gauges, listen) are
-watched by a monitor: if one fails, the dispatcher stops and `error` says why.
+stale claim cannot overwrite a newer one. Side tasks (claim, flush, reclaim, gauges, listen) run
+under the component supervisor (realtime.lifecycle) without restart: if one fails, it is logged,
+`/readyz` names it, the dispatcher stops and `error` says why (the worker then exits).
 
 Delivery is at least once: a worker killed between a provider's answer and the flush leaves the
 message in `sending`; after its lease another worker sends it again, with the same idempotency key
@@ -19,13 +20,15 @@ import dataclasses
 import datetime as dt
 import logging
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
+from realtime.lifecycle import Supervisor
+from realtime.pglisten import pg_listen
 from server.db import utcnow
 from server.logs import request_context
 from server.messages import claims
@@ -33,11 +36,14 @@ from server.messages.circuit import Circuits
 from server.messages.claims import Claimed, Outcome
 from server.messages.models import MessageStatus
 from server.messages.provider_pool import ProviderPool, Route, make_http_client
-from server.messages.ratelimit import RateLimiter, make_rate_limiter
 from server.messages.retry import RetryPolicy
 from server.messages.status import AppliedChange, record_applied
 from server.messages.suppression import SuppressionFilter
 from server.providers.adapters import ADAPTERS, Adapter, OutgoingMessage, PermanentError, TransientError
+from server.ratelimit import Limiter, send_rate_bucket
+
+if TYPE_CHECKING:
+    from server.services import Services
 
 log = logging.getLogger("switchboard.dispatcher")
 
@@ -109,11 +115,11 @@ class Dispatcher:
 
     def __init__(
         self,
-        services: Any,
+        services: Services,
         *,
         adapters: Mapping[str, type[Adapter]] = ADAPTERS,
         http: httpx.AsyncClient | None = None,
-        rate_limiter: RateLimiter | None = None,
+        rate_limiter: Limiter | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
         s = services.settings
@@ -122,7 +128,7 @@ class Dispatcher:
         self.db = services.db
         self.retry = retry or RetryPolicy(s.retry_base_s, s.retry_max_s, s.max_attempts)
         self.circuits = Circuits(failures=s.circuit_failures, reset_s=s.circuit_reset_s)
-        self.rate = rate_limiter or make_rate_limiter(services.redis)
+        self.rate = rate_limiter or services.ratelimits.limiter
         self.suppression = SuppressionFilter()
         self.stats = DispatchStats()
         self.error: BaseException | None = None
@@ -141,6 +147,7 @@ class Dispatcher:
         self._outcomes_ready = asyncio.Event()
         self._closing = False
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self.supervisor = Supervisor("dispatcher")
         self._monitor: asyncio.Task[None] | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
 
@@ -148,24 +155,26 @@ class Dispatcher:
 
     async def start(self) -> None:
         allow_private = self.settings.allow_private_endpoints
+        # Where the sandbox posts its delivery reports: `serve`'s own address when none is configured.
+        own_url = self.settings.public_url or self.settings.serve_url
         if self._http is None:
             self._http = make_http_client(
                 self.settings.dispatcher_concurrency,
                 allow_private=allow_private,
-                public_url=self.settings.public_url,
+                public_url=own_url,
             )
         self._pool = ProviderPool(
             http=self._http,
-            public_url=self.settings.public_url,
+            public_url=own_url,
             adapters=self._adapters,
             allow_private=allow_private,
         )
-        self._spawn("claim", self._claim_loop())
-        self._spawn("flush", self._flush_loop())
-        self._spawn("reclaim", self._reclaim_loop())
-        self._spawn("gauges", self._gauge_loop())
+        self._spawn("claim", self._claim_loop)
+        self._spawn("flush", self._flush_loop)
+        self._spawn("reclaim", self._reclaim_loop)
+        self._spawn("gauges", self._gauge_loop)
         if self.db.dialect == "postgresql":
-            self._spawn("listen", self._listen_loop())
+            self._spawn("listen", self._listen_loop)
         self._monitor = asyncio.create_task(self._watch(), name="dispatcher-monitor")
         log.info(
             "dispatcher started (concurrency %d, batch %d, lease %.0fs)",
@@ -182,8 +191,16 @@ class Dispatcher:
             self._shutdown_task = asyncio.create_task(self._shutdown(), name="dispatcher-shutdown")
         await asyncio.shield(self._shutdown_task)
 
-    def _spawn(self, name: str, coro: Awaitable[None]) -> None:
-        self._tasks[name] = asyncio.create_task(coro, name=f"dispatcher-{name}")  # type: ignore[arg-type]
+    def health(self) -> dict[str, str]:
+        return self.supervisor.health()
+
+    def _spawn(self, name: str, loop: Callable[[], Awaitable[None]]) -> None:
+        self._tasks[name] = self.supervisor.spawn(
+            f"dispatcher-{name}", loop, restart=False, on_crash=self._crashed
+        )
+
+    def _crashed(self, _name: str, exc: BaseException) -> None:
+        self.error = self.error or exc
 
     async def _watch(self) -> None:
         """A side task that ends while the dispatcher runs is a failure: record it and stop."""
@@ -192,8 +209,8 @@ class Dispatcher:
             return
         task = next(iter(done))
         exc = None if task.cancelled() else task.exception()
-        self.error = exc or RuntimeError(f"{task.get_name()} ended unexpectedly")
-        log.error("dispatcher side task %s failed; stopping", task.get_name(), exc_info=exc)
+        self.error = self.error or exc or RuntimeError(f"{task.get_name()} ended unexpectedly")
+        log.error("dispatcher side task %s failed; stopping", task.get_name(), exc_info=self.error)
         if self._shutdown_task is None:
             self._shutdown_task = asyncio.create_task(self._shutdown(), name="dispatcher-shutdown")
 
@@ -352,9 +369,10 @@ class Dispatcher:
                 wait_hint = _min(wait_hint, breaker.retry_in())
                 continue
             if route.send_rate:
-                delay = await self.rate.reserve(f"provider:{route.provider_id}", route.send_rate)
+                bucket = send_rate_bucket(route.send_rate)
+                delay = await self.rate.reserve(f"provider:{route.provider_id}", bucket)
                 if delay > self.max_rate_wait_s:
-                    await self.rate.cancel(f"provider:{route.provider_id}", route.send_rate)
+                    await self.rate.cancel(f"provider:{route.provider_id}", bucket)
                     breaker.abandon()
                     wait_hint = _min(wait_hint, delay)
                     continue
@@ -530,39 +548,10 @@ class Dispatcher:
             await _sleep_unless(self._stop, GAUGE_INTERVAL_S)
 
     async def _listen_loop(self) -> None:
-        """LISTEN on the dispatch channel with a connection of its own, reconnecting forever."""
-        import asyncpg
-        from sqlalchemy.engine import make_url
-
+        """LISTEN on the dispatch channel (a wake-up per NOTIFY; `_idle`'s timeout is the poll)."""
         from server.messages.wake import DISPATCH_CHANNEL
 
-        dsn = make_url(self.db.url).set(drivername="postgresql").render_as_string(hide_password=False)
-        delay = 0.5
-        while True:
-            try:
-                conn = await asyncpg.connect(dsn, timeout=5)
-            except (OSError, TimeoutError, asyncpg.PostgresError) as exc:
-                log.warning("dispatcher LISTEN: cannot connect (%s); polling meanwhile", exc)
-                await asyncio.sleep(delay)
-                delay = min(30.0, delay * 2)
-                continue
-            delay = 0.5
-            try:
-                await _listen(conn, DISPATCH_CHANNEL, self._wake)
-            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.warning("dispatcher LISTEN connection lost (%s); reconnecting", exc)
-            finally:
-                conn.terminate()
-
-
-async def _listen(conn: Any, channel: str, wake: asyncio.Event) -> None:
-    lost = asyncio.Event()
-    conn.add_termination_listener(lambda _c: lost.set())
-    await conn.add_listener(channel, lambda *_args: wake.set())
-    wake.set()  # whatever was queued while nobody listened
-    while not lost.is_set():
-        if not await _sleep_unless(lost, 15.0):
-            await conn.execute("SELECT 1")  # a dead socket shows up here rather than never
+        await pg_listen(self.db.url, DISPATCH_CHANNEL, lambda _payload: self._wake.set())
 
 
 async def _sleep_unless(event: asyncio.Event, seconds: float) -> bool:

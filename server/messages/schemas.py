@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from server.api import Out, Schema
 from server.messages.models import MessageStatus
+from server.pagination import PAGE_LIMIT, PageLimit
 from server.templates.schemas import MAX_SOURCE, Channel
 
 
@@ -83,7 +84,7 @@ class MessageQuery(BaseModel):
     contact_id: int | None = Field(default=None, ge=1)
     campaign_id: int | None = Field(default=None, ge=1)
     channel: Channel | None = None
-    limit: int = Field(default=50, ge=1, le=500)
+    limit: PageLimit = PAGE_LIMIT
     cursor: str | None = Field(default=None, max_length=100)
 
 

@@ -19,7 +19,7 @@ from server.db import utcnow
 from server.errors import NotFound
 from server.events.service import NewEvent, emit_many
 from server.messages.models import Message, MessageEvent, MessageStatus
-from server.messages.status import StatusChange, apply_changes, event_data
+from server.messages.status import MessageState, Transitions, event_data
 from server.messages.wake import notify_dispatch
 from server.middleware import request_id_var
 from server.templates import render
@@ -205,7 +205,7 @@ async def create_message(
             raise InvalidReference("template_id", f"the template is for {tpl_channel}, not {channel}")
     else:
         subject, body = data.get("subject") or "", data["body"]
-        render.check(subject, body)
+        await render.validate(subject, body)
         compiled = render.compile_message(subject, body)
     now = utcnow()
     send_at = max(data.get("send_at") or now, now)
@@ -279,9 +279,8 @@ async def cancel_message(
     m = await get_message(session, workspace_id=workspace_id, message_id=message_id, for_update=True)
     if MessageStatus(m.status) not in CANCELABLE:
         raise NotCancelable(m.status)
-    await apply_changes(
-        session,
-        workspace_id,
-        [StatusChange(m, MessageStatus.canceled, reason="canceled", raw={"by": user_id})],
-    )
+    moves = Transitions(workspace_id)
+    moves.move(MessageState.of(m), MessageStatus.canceled, reason="canceled", raw={"by": user_id})
+    await emit_many(session, workspace_id, await moves.write(session))
+    await session.refresh(m)  # written by a Core statement: read the row back
     return m

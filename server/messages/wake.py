@@ -6,12 +6,15 @@ NOTIFY delivered at commit to every worker process. After commit, call `services
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db import dialect_of
+
+if TYPE_CHECKING:
+    from server.services import Services
 
 DISPATCH_CHANNEL = "switchboard_dispatch"
 
@@ -21,5 +24,5 @@ async def notify_dispatch(session: AsyncSession) -> None:
         await session.execute(text("SELECT pg_notify(:c, '')"), {"c": DISPATCH_CHANNEL})
 
 
-def wake_local(services: Any) -> None:
+def wake_local(services: Services) -> None:
     services.dispatch_wakeup.set()

@@ -6,29 +6,27 @@ import asyncio
 import logging
 import signal
 
-from server.endpoints.deliverer import Deliverer, DelivererConfig
-from server.messages.dispatcher import Dispatcher
 from server.metrics import WorkerMetricsServer
-from server.reports.job import ReportJob
-from server.services import Services
+from server.services import Services, build_services
 from server.settings import Settings
 
 log = logging.getLogger("switchboard.worker")
 
 
-async def run_worker(settings: Settings) -> None:
-    """Run until a signal asks to stop (exit 0) or the dispatcher fails (raises its error)."""
-    services = Services.create(settings)
-    dispatcher = Dispatcher(services)
-    services.components.append(dispatcher)
-    # Daily figures (today's move live); also the audit log's retention.
-    services.components.append(ReportJob(services.db, audit_retention_days=settings.audit_retention_days))
-    # Outgoing webhooks (web --no-worker has none).
-    services.components.append(
-        Deliverer(services.db, DelivererConfig(allow_private=settings.allow_private_endpoints))
-    )
+def worker_services(settings: Settings) -> Services:
+    """The worker's composition root: the same `Services` as the web's, without the realtime
+    layer (it serves no clients; NOTIFY and the relays of the web processes publish its events)."""
+    services = build_services(settings, web=False, jobs=True)
     if settings.worker_metrics_port:
         services.components.append(WorkerMetricsServer(services, settings.worker_metrics_port))
+    return services
+
+
+async def run_worker(settings: Settings) -> None:
+    """Run until a signal asks to stop (exit 0) or the dispatcher fails (raises its error)."""
+    services = worker_services(settings)
+    dispatcher = services.dispatcher
+    assert dispatcher is not None
     loop = asyncio.get_running_loop()
     asked = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

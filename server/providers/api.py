@@ -8,7 +8,7 @@ from starlette.responses import Response
 from server.api import Ctx, Page, Router, json_response
 from server.audit import service as audit
 from server.errors import Problem
-from server.pagination import decode_cursor, page_of
+from server.pagination import PAGE_LIMIT, PageLimit, decode_cursor, page_of
 from server.providers import service
 from server.providers.adapters import ConfigError
 from server.providers.models import Provider
@@ -22,7 +22,7 @@ class ProviderQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     channel: Channel | None = None
-    limit: int = Field(default=50, ge=1, le=500)
+    limit: PageLimit = PAGE_LIMIT
     cursor: str | None = Field(default=None, max_length=100)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import text
 
+from realtime.lifecycle import Supervisor
 from server.audit import service as audit_service
 from server.db import Database, dialect_of, utcnow
 from server.reports import service
@@ -67,19 +68,16 @@ class ReportJob:
         self.on_change = on_change  # called with the workspace ids after a commit (e.g. realtime's poke)
         self.audit_retention_days = audit_retention_days  # None: the audit log is not pruned here
         self._audit_pruned_at = float("-inf")
-        self._task: asyncio.Task[None] | None = None
+        self.supervisor = Supervisor("reports")
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="report-job")
+        self.supervisor.spawn("report-job", self._loop)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self.supervisor.stop()
+
+    def health(self) -> dict[str, str]:
+        return self.supervisor.health()
 
     async def tick(self) -> dict[int, list[dict[str, Any]]]:
         changed = await run_once(self.db, wait=False)

@@ -4,10 +4,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from server.api import Ctx, Page, Router, json_response
-from server.cache import caches_of
 from server.contacts import service as contacts
 from server.errors import Problem
-from server.pagination import decode_cursor, page_of
+from server.pagination import PAGE_LIMIT, PageLimit, decode_cursor, page_of
 from server.templates import render, service
 from server.templates.schemas import Channel, PreviewIn, PreviewOut, TemplateIn, TemplateOut, TemplatePatch
 
@@ -18,7 +17,7 @@ class TemplateQuery(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     channel: Channel | None = None
-    limit: int = Field(default=50, ge=1, le=500)
+    limit: PageLimit = PAGE_LIMIT
     cursor: str | None = Field(default=None, max_length=100)
 
 
@@ -103,7 +102,7 @@ async def patch(ctx: Ctx[TemplatePatch]) -> TemplateOut:
     except service.DuplicateName:
         raise _duplicate() from None
     # After the commit: drop the compiled copy on every instance.
-    await caches_of(ctx.services).invalidate("template", ctx.workspace_id, tpl.id)
+    await ctx.services.caches.invalidate("template", ctx.workspace_id, tpl.id)
     return TemplateOut.model_validate(tpl)
 
 
@@ -114,7 +113,7 @@ async def delete(ctx: Ctx[None]) -> Response:
         await service.delete_template(
             s, workspace_id=ctx.workspace_id, template_id=ctx.path_int("template_id")
         )
-    await caches_of(ctx.services).invalidate("template", ctx.workspace_id, ctx.path_int("template_id"))
+    await ctx.services.caches.invalidate("template", ctx.workspace_id, ctx.path_int("template_id"))
     return Response(status_code=204)
 
 
@@ -142,7 +141,7 @@ async def preview(ctx: Ctx[PreviewIn]) -> PreviewOut:
                 ) from None
         context = render.context_for(contact, ctx.body.variables)
     try:
-        subject, body = render.render(tpl.subject, tpl.body, context)
+        subject, body = await render.render_isolated(tpl.subject, tpl.body, context)
     except render.RenderError as exc:
         raise Problem(422, exc.reason, errors=[{"field": exc.field, "message": exc.detail}]) from None
     except render.TemplateInvalid as exc:

@@ -1,30 +1,26 @@
-"""Rendering message subjects and bodies with Jinja2 in a sandbox.
+"""Rendering message subjects and bodies with Jinja2 in a sandbox with a work budget.
 
-Templates are written by users, so they run in `SandboxedEnvironment`: no access to dunder
-attributes, internals or unsafe callables. A template is checked when it is saved (syntax, and a
-trial render that trips the sandbox on unsafe constructs); a variable missing when a message is
+Templates are written by users, so they run in `sandbox.BudgetedSandbox`: no dunders, internals,
+unsafe callables, and a bounded amount of work and output per render. A template is checked when
+it is saved (syntax, dunder names, and a trial render that trips the sandbox or the budget) in a
+worker process with a deadline (`pool.py`), so nothing a template does can hold the event loop;
+messages are rendered in-process under the budget. A variable missing when a message is
 rendered is that message's failure reason, never a crash."""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import ChainableUndefined, StrictUndefined, Template, TemplateSyntaxError, Undefined
+from jinja2 import ChainableUndefined, StrictUndefined, Template, TemplateSyntaxError
 from jinja2.exceptions import SecurityError, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+
+from server.templates.pool import DEADLINE, DEADLINE_PER_CHAR, DeadlineExceeded, RenderPool
+from server.templates.sandbox import MAX_OUTPUT, BudgetedSandbox, BudgetExceeded, budgeted
 
 CONTACT_FIELDS = ("name", "email", "phone", "attributes", "tags")
-# Rendering runs on the event loop, so a template must not stall the API or the worker: each
-# render may create at most WORK_BUDGET range items and repeated-sequence items in all (the
-# sandbox's own limit is 100,000 per range() call, and loops nest).
-WORK_BUDGET = 100_000
-MAX_EXPONENT = 1_000
-_budget: ContextVar[list[int] | None] = ContextVar("template_work_budget", default=None)
 _SPACES = re.compile(r"\s+")
 
 
@@ -40,65 +36,31 @@ class RenderError(Exception):
     """One message could not be rendered; `reason` is what the message's status says."""
 
     def __init__(self, field: str, detail: str) -> None:
+        detail = detail.replace("\x00", "")
         self.reason = f"template error in {field}: {detail}"
         super().__init__(self.reason)
         self.field = field
         self.detail = detail
 
 
-def _spend(items: int) -> None:
-    left = _budget.get()
-    if left is None:
-        return
-    left[0] -= items
-    if left[0] < 0:
-        raise SecurityError(f"the template does too much work (more than {WORK_BUDGET} loop or repeat items)")
+_strict = BudgetedSandbox(StrictUndefined)
+_trial = BudgetedSandbox(ChainableUndefined)
 
 
-@contextmanager
-def _budgeted() -> Iterator[None]:
-    token = _budget.set([WORK_BUDGET])
-    try:
-        yield
-    finally:
-        _budget.reset(token)
+def _output(tpl: Template, context: Mapping[str, Any]) -> str:
+    """Render one part under the current budget, stopping at `MAX_OUTPUT` characters. NUL is
+    dropped: no provider or database wants it, and PostgreSQL refuses it in text."""
+    out: list[str] = []
+    size = 0
+    for chunk in tpl.generate(context):
+        size += len(chunk)
+        if size > MAX_OUTPUT:
+            raise BudgetExceeded(f"the rendered text is longer than {MAX_OUTPUT} characters")
+        out.append(chunk)
+    return "".join(out).replace("\x00", "")
 
 
-def _budgeted_range(*args: int) -> range:
-    rng = range(*args)
-    _spend(len(rng))
-    return rng
-
-
-class _Sandbox(SandboxedEnvironment):
-    intercepted_binops = frozenset({"*", "**"})
-
-    def __init__(self, undefined: type[Undefined]) -> None:
-        super().__init__(undefined=undefined, autoescape=False, keep_trailing_newline=True)
-        self.globals["range"] = _budgeted_range
-        # lipsum(n) produces text of any length; templates have no use for it.
-        del self.globals["lipsum"]
-
-    def unsafe_undefined(self, obj: Any, attribute: str) -> Undefined:
-        # Fail loudly instead of yielding an undefined value, so that the trial render (whose
-        # undefined values are permissive) still sees the attempt.
-        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} is not allowed")
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, str | list | tuple) and isinstance(n, int):
-                    _spend(len(seq) * max(n, 0))
-        if operator == "**" and isinstance(right, int | float) and abs(right) > MAX_EXPONENT:
-            raise SecurityError(f"exponents are limited to {MAX_EXPONENT}")
-        return super().call_binop(context, operator, left, right)
-
-
-_strict = _Sandbox(StrictUndefined)
-_trial = _Sandbox(ChainableUndefined)
-
-
-def _compile(env: _Sandbox, field: str, source: str) -> Template:
+def _compile(env: BudgetedSandbox, field: str, source: str) -> Template:
     try:
         return env.from_string(source)
     except TemplateSyntaxError as exc:
@@ -107,26 +69,68 @@ def _compile(env: _Sandbox, field: str, source: str) -> Template:
         raise TemplateInvalid([{"field": field, "message": f"not allowed: {exc}"}]) from None
 
 
+def _check_part(field: str, source: str) -> list[dict[str, str]]:
+    try:
+        tpl = _compile(_trial, field, source)
+        with budgeted():
+            _output(tpl, {})
+    except TemplateInvalid as exc:
+        return exc.errors
+    except SecurityError as exc:
+        return [{"field": field, "message": f"not allowed: {exc}"}]
+    except Exception:  # data-dependent: reported per message when it happens for real
+        pass
+    return []
+
+
 def check(subject: str, body: str) -> None:
-    """Raise `TemplateInvalid` for a syntax error or an unsafe construct in either part.
+    """Raise `TemplateInvalid` for a syntax error or an unsafe construct in either part, in this
+    process (`validate` is the same off the event loop, with a deadline).
 
     The trial render treats every variable as present (and empty), so it runs the whole template
     whatever the data and reaches every attribute access; errors that depend on real data (a
     missing variable, adding text to a number) are left for send time."""
+    errors = [
+        e for field, source in (("subject", subject), ("body", body)) for e in _check_part(field, source)
+    ]
+    if errors:
+        raise TemplateInvalid(errors)
+
+
+_pool = RenderPool()
+
+
+def _deadline(source: str) -> float:
+    return DEADLINE + len(source) * DEADLINE_PER_CHAR
+
+
+async def validate(subject: str, body: str) -> None:
+    """`check` in a worker process: `TemplateInvalid` also when a part passes the deadline."""
     errors: list[dict[str, str]] = []
     for field, source in (("subject", subject), ("body", body)):
         try:
-            tpl = _compile(_trial, field, source)
-            with _budgeted():
-                tpl.render()
-        except TemplateInvalid as exc:
-            errors.extend(exc.errors)
-        except SecurityError as exc:
+            errors.extend(await _pool.run(_check_part, field, source, deadline=_deadline(source)))
+        except DeadlineExceeded as exc:
             errors.append({"field": field, "message": f"not allowed: {exc}"})
-        except Exception:  # data-dependent: reported per message when it happens for real
-            pass
+        except RuntimeError as exc:
+            errors.append({"field": field, "message": f"not allowed: {exc}"})
     if errors:
         raise TemplateInvalid(errors)
+
+
+def _render_part(field: str, tpl: Template, context: Mapping[str, Any]) -> str:
+    try:
+        with budgeted():
+            return _output(tpl, context)
+    except TemplateError as exc:
+        raise RenderError(field, exc.message or exc.__class__.__name__) from None
+    except Exception as exc:  # user code: any error is the message's failure
+        raise RenderError(field, f"{exc.__class__.__name__}: {exc}") from None
+
+
+def _one_line(subject: str) -> str:
+    # A subject is one header line: newlines from data must not reach the provider.
+    return _SPACES.sub(" ", subject).strip()
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,22 +141,14 @@ class CompiledMessage:
     body: Template
 
     def render(self, context: Mapping[str, Any]) -> tuple[str, str]:
-        """(subject, body); `RenderError` with the reason if the data does not fit the template."""
-        out: list[str] = []
-        for field, tpl in (("subject", self.subject), ("body", self.body)):
-            try:
-                with _budgeted():
-                    out.append(tpl.render(context))
-            except TemplateError as exc:
-                raise RenderError(field, exc.message or exc.__class__.__name__) from None
-            except Exception as exc:  # user code: any error is the message's failure
-                raise RenderError(field, f"{exc.__class__.__name__}: {exc}") from None
-        # A subject is one header line: newlines from data must not reach the provider.
-        return _SPACES.sub(" ", out[0]).strip(), out[1]
+        """(subject, body) under the work budget, in this process; `RenderError` with the reason
+        if the data does not fit the template or the budget."""
+        subject = _render_part("subject", self.subject, context)
+        return _one_line(subject), _render_part("body", self.body, context)
 
 
 def compile_message(subject: str, body: str) -> CompiledMessage:
-    """Compile both parts (`TemplateInvalid` on a syntax error)."""
+    """Compile both parts (`TemplateInvalid` on a syntax error or a dunder name)."""
     errors: list[dict[str, str]] = []
     compiled: dict[str, Template] = {}
     for field, source in (("subject", subject), ("body", body)):
@@ -177,5 +173,33 @@ def context_for(contact: Any | None, variables: Mapping[str, Any]) -> dict[str, 
 
 
 def render(subject: str, body: str, context: Mapping[str, Any]) -> tuple[str, str]:
-    """Compile and render once; `TemplateInvalid` or `RenderError`."""
+    """Compile and render once in this process; `TemplateInvalid` or `RenderError`."""
     return compile_message(subject, body).render(context)
+
+
+def _isolated_part(field: str, source: str, context: Mapping[str, Any]) -> tuple[str, str, str]:
+    """("ok", text, "") or ("invalid"|"error", field, message): plain data, to cross the pipe."""
+    try:
+        return "ok", _render_part(field, _compile(_strict, field, source), context), ""
+    except TemplateInvalid as exc:
+        return "invalid", field, exc.errors[0]["message"]
+    except RenderError as exc:
+        return "error", field, exc.detail
+
+
+async def render_isolated(subject: str, body: str, context: Mapping[str, Any]) -> tuple[str, str]:
+    """`render` in a worker process under the deadline (previews: one render, any data)."""
+    out: list[str] = []
+    for field, source in (("subject", subject), ("body", body)):
+        try:
+            status, first, message = await _pool.run(
+                _isolated_part, field, source, dict(context), deadline=_deadline(source)
+            )
+        except (DeadlineExceeded, RuntimeError) as exc:
+            raise RenderError(field, str(exc)) from None
+        if status == "invalid":
+            raise TemplateInvalid([{"field": first, "message": message}])
+        if status == "error":
+            raise RenderError(first, message)
+        out.append(first)
+    return _one_line(out[0]), out[1]

@@ -31,7 +31,7 @@ async def _flush_unique(session: AsyncSession) -> None:
 
 async def create_template(session: AsyncSession, *, workspace_id: int, data: dict[str, Any]) -> Template:
     """`render.TemplateInvalid` for a bad subject or body, `DuplicateName` for a taken name."""
-    render.check(data.get("subject", ""), data["body"])
+    await render.validate(data.get("subject", ""), data["body"])
     now = utcnow()
     tpl = Template(workspace_id=workspace_id, created_at=now, updated_at=now, **data)
     session.add(tpl)
@@ -63,12 +63,20 @@ async def list_templates(
     return list(rows.scalars())
 
 
+async def list_by_name(session: AsyncSession, *, workspace_id: int, limit: int) -> list[Template]:
+    """The first `limit` templates by name (the dashboard's pickers and list)."""
+    rows = await session.execute(
+        select(Template).where(Template.workspace_id == workspace_id).order_by(Template.name).limit(limit)
+    )
+    return list(rows.scalars())
+
+
 async def update_template(
     session: AsyncSession, *, workspace_id: int, template_id: int, changes: dict[str, Any]
 ) -> Template:
     tpl = await get_template(session, workspace_id=workspace_id, template_id=template_id, for_update=True)
     if "subject" in changes or "body" in changes:
-        render.check(changes.get("subject", tpl.subject), changes.get("body", tpl.body))
+        await render.validate(changes.get("subject", tpl.subject), changes.get("body", tpl.body))
     for name, value in changes.items():
         setattr(tpl, name, value)
     tpl.updated_at = utcnow()

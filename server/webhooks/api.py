@@ -18,7 +18,6 @@ from starlette.routing import BaseRoute, Route
 from server.api import json_response
 from server.db import utcnow
 from server.errors import Problem
-from server.metrics import metrics_of
 from server.webhooks.ingest import REVERIFY_AGE_S, Ingest, ProviderCache, ProviderInfo
 from server.webhooks.parse import PARSERS, MalformedPayload, ProviderEvent, parse
 from server.webhooks.verify import InvalidSignature, verify_request
@@ -82,7 +81,7 @@ async def receive(request: Request) -> Response:
     anything else)."""
     provider_id = _provider_id(request)
     providers, ingest = _state(request)
-    metrics = metrics_of(request.app.state.services)
+    metrics = request.app.state.services.metrics
     provider = await providers.get(provider_id)
     if provider is None or provider.kind not in PARSERS:
         raise _not_found()

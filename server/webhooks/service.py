@@ -5,26 +5,27 @@ Invariants:
   and a repeat changes nothing;
 * an event only ever reaches messages of the provider's own workspace; one naming any other
   message is kept with `message_id` NULL for inspection;
-* a message's status only moves forward (`MessageStatus.can_move_to`), whatever order events come in;
+* a message's status only moves forward (`server.messages.status.Transitions`), whatever order events come in;
 * a batch costs a fixed number of statements, whatever its size, and several deliveries can share
   one transaction (`apply_batch`) with each still told what its own events did.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from sqlalchemy import BigInteger, String, Table, any_, bindparam, or_, select, text, update
+from sqlalchemy import BigInteger, String, Table, any_, bindparam, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server.db import utcnow
 from server.events.service import NewEvent, emit_many
-from server.messages.models import Message, MessageEvent, MessageStatus, Suppression
+from server.messages.models import Message, MessageEvent, Suppression
+from server.messages.status import STATE_COLUMNS, MessageState, Transitions
+from server.messages.status import moves_forward as moves_forward
 from server.webhooks.parse import ProviderEvent
 
 # Keeps each `IN (...)` list well under the bind-parameter limits of asyncpg and SQLite.
@@ -104,49 +105,21 @@ def normalise_address(address: str) -> str:
     return "+" + digits if digits else address
 
 
-def moves_forward(current: str, new: str) -> bool:
-    """A provider event may move a message forward only; `sending → queued` is the dispatcher's own retry
-    step and never a provider's to take."""
-    try:
-        cur, nxt = MessageStatus(current), MessageStatus(new)
-    except ValueError:
-        return False
-    if cur is MessageStatus.sending and nxt is MessageStatus.queued:
-        return False
-    return cur.can_move_to(nxt)
-
-
-@dataclass(slots=True)
-class _Target:
-    """The columns of a message that applying events reads and changes (no ORM identity map)."""
-
-    id: int
-    status: str
-    contact_id: int | None
-    channel: str
-    to_address: str
-    provider_id: int | None
-    provider_message_id: str | None
-    sent_at: dt.datetime | None
-    reason: str | None
-
-
 _MESSAGE = cast(Table, Message.__table__)
 _EVENTS = cast(Table, MessageEvent.__table__)
 _SUPPRESSIONS = cast(Table, Suppression.__table__)
-_TARGET_COLUMNS = [_MESSAGE.c[f.name] for f in fields(_Target)]
 
 
 async def _messages(
     conn: AsyncConnection, provider: Connection, events: list[ProviderEvent]
-) -> tuple[dict[int, _Target], dict[str, _Target]]:
+) -> tuple[dict[int, MessageState], dict[str, MessageState]]:
     """This workspace's messages the events name, locked (in id order) until commit."""
     our_ids = sorted({e.our_message_id for e in events if e.our_message_id is not None})
     # Some providers answer a send with the id in angle brackets (Mailgun's `<…@domain>`) but name it
     # bare in their events: look for both spellings.
     bare = {_bare(e.provider_message_id) for e in events if e.provider_message_id}
     provider_ids = sorted(bare | {f"<{b}>" for b in bare})
-    by_id: dict[int, _Target] = {}
+    by_id: dict[int, MessageState] = {}
     for i in range(0, max(len(our_ids), len(provider_ids)), _IN_CHUNK):
         ours, theirs = our_ids[i : i + _IN_CHUNK], provider_ids[i : i + _IN_CHUNK]
         conditions = []
@@ -155,14 +128,14 @@ async def _messages(
         if theirs:
             conditions.append(_one_of(conn, _MESSAGE.c.provider_message_id, theirs, String()))
         rows = await conn.execute(
-            select(*_TARGET_COLUMNS)
+            select(*STATE_COLUMNS)
             .where(_MESSAGE.c.workspace_id == provider.workspace_id, or_(*conditions))
             .order_by(_MESSAGE.c.id)
             .with_for_update()
         )
         for row in rows:
-            by_id[row.id] = _Target(*row)
-    by_provider_id: dict[str, _Target] = {}
+            by_id[row.id] = MessageState(*row)
+    by_provider_id: dict[str, MessageState] = {}
     for message in by_id.values():
         if not message.provider_message_id:
             continue
@@ -175,8 +148,8 @@ async def _messages(
 
 
 def _match(
-    event: ProviderEvent, by_id: dict[int, _Target], by_provider_id: dict[str, _Target]
-) -> _Target | None:
+    event: ProviderEvent, by_id: dict[int, MessageState], by_provider_id: dict[str, MessageState]
+) -> MessageState | None:
     if event.our_message_id is not None and event.our_message_id in by_id:
         return by_id[event.our_message_id]
     if event.provider_message_id:
@@ -186,18 +159,6 @@ def _match(
 
 def _bare(provider_message_id: str) -> str:
     return provider_message_id.strip().strip("<>")
-
-
-def _status_data(message: _Target, provider: Connection) -> dict[str, Any]:
-    """`data` of `message.status` (DESIGN §6), as `server.messages.status.event_data` gives it."""
-    return {
-        "message_id": message.id,
-        "contact_id": message.contact_id,
-        "channel": message.channel,
-        "status": message.status,
-        "provider": provider.kind,
-        "reason": message.reason,
-    }
 
 
 async def apply_events(
@@ -270,90 +231,40 @@ async def record(session: AsyncSession, *, provider: Connection, events: Sequenc
     outcome.recorded.update(row_ids)
     outcome.unmatched.update(e.provider_event_id for e in applied if matched[e.provider_event_id] is None)
 
-    changed: dict[int, _Target] = {}
+    moves = Transitions(provider.workspace_id)
     # Oldest first, so a batch holding "delivered" then an older "sent" reads as it happened.
     for event in sorted(applied, key=lambda e: e.occurred_at):
         message = matched[event.provider_event_id]
-        if message is None or event.status is None or not moves_forward(message.status, event.status):
+        if message is None or event.status is None:
             continue
-        message.status = event.status
-        # `reason` says why a message ended badly; reaching sent/delivered clears a stale one (as
-        # `server.messages.status` does for the dispatcher's own changes).
-        if event.status in (MessageStatus.bounced, MessageStatus.failed):
-            message.reason = event.reason
-        elif event.status in (MessageStatus.sent, MessageStatus.delivered):
-            message.reason = None
-        if event.status == MessageStatus.sent and message.sent_at is None:
-            message.sent_at = event.occurred_at
-        changed[message.id] = message
-        outcome.changes[event.provider_event_id] += 1
-        outcome.emit.append(NewEvent("message.status", _status_data(message, provider), message.contact_id))
-    if changed:
-        await _update_messages(conn, list(changed.values()))
+        # The provider event's row is the history row, written above.
+        if moves.move(
+            message,
+            event.status,
+            reason=event.reason,
+            at=event.occurred_at,
+            provider=provider.kind,
+            history=False,
+        ):
+            outcome.changes[event.provider_event_id] += 1
+    outcome.emit += await moves.write(session)
 
     outcome.emit += await _suppress(conn, provider, applied, matched, row_ids, outcome)
     return outcome
-
-
-# One statement for any number of messages, so it is compiled and prepared once: the new state
-# arrives as arrays, unnested into rows.
-_UPDATE_MESSAGES_PG = text(
-    """
-    UPDATE message
-    SET status = changed.status, reason = changed.reason, sent_at = changed.sent_at, updated_at = :now
-    FROM unnest(
-        CAST(:ids AS BIGINT[]), CAST(:statuses AS VARCHAR[]), CAST(:reasons AS TEXT[]),
-        CAST(:sent_ats AS TIMESTAMPTZ[])
-    ) AS changed (id, status, reason, sent_at)
-    WHERE message.id = changed.id
-    """
-)
-
-
-async def _update_messages(conn: AsyncConnection, messages: list[_Target]) -> None:
-    """Write the messages' new state: on PostgreSQL in one statement; SQLite runs the UPDATE once
-    per message (it has no arrays, and writes in-process anyway)."""
-    now = utcnow()
-    if conn.dialect.name == "postgresql":
-        await conn.execute(
-            _UPDATE_MESSAGES_PG,
-            {
-                "now": now,
-                "ids": [m.id for m in messages],
-                "statuses": [m.status for m in messages],
-                "reasons": [m.reason for m in messages],
-                "sent_ats": [m.sent_at for m in messages],
-            },
-        )
-        return
-    await conn.execute(
-        update(_MESSAGE)
-        .where(_MESSAGE.c.id == bindparam("m_id"))
-        .values(
-            status=bindparam("m_status"),
-            reason=bindparam("m_reason"),
-            sent_at=bindparam("m_sent_at"),
-            updated_at=now,
-        ),
-        [
-            {"m_id": m.id, "m_status": m.status, "m_reason": m.reason, "m_sent_at": m.sent_at}
-            for m in messages
-        ],
-    )
 
 
 async def _suppress(
     conn: AsyncConnection,
     provider: Connection,
     applied: list[ProviderEvent],
-    matched: dict[str, _Target | None],
+    matched: dict[str, MessageState | None],
     row_ids: dict[str, int],
     outcome: Outcome,
 ) -> list[NewEvent]:
     """Add the addresses that hard bounced, complained or unsubscribed; returns their events.
 
     Unmatched events suppress too: the provider itself will refuse the address from now on."""
-    wanted: dict[str, tuple[dict[str, Any], _Target | None, str]] = {}
+    wanted: dict[str, tuple[dict[str, Any], MessageState | None, str]] = {}
     for event in applied:
         if event.suppress is None:
             continue

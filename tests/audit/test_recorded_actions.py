@@ -200,3 +200,16 @@ async def test_a_backup_is_recorded_and_the_log_survives_backup_and_restore(
     ).status_code == 201
     await restore(settings, file)
     assert [(e.id, e.action) for e in await entries(db)] == before
+
+
+async def test_exports_are_recorded(client: httpx.AsyncClient, db: Database) -> None:
+    r = await client.get("/api/v1/contacts/export", params={"tag": "vip", "format": "ndjson"})
+    assert r.status_code == 200
+    r = await client.get("/api/v1/messages/export", params={"from": "2026-01-01"})
+    assert r.status_code == 200
+    rows = await entries(db, "export.")
+    assert [(e.target, e.details.get("format")) for e in rows] == [
+        ("contacts", "ndjson"),
+        ("messages", "csv"),
+    ]
+    assert rows[0].details["tag"] == "vip" and rows[1].details["from"].startswith("2026-01-01")

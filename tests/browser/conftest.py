@@ -21,7 +21,6 @@ from server.app import create_app
 from server.auth import service as auth_service
 from server.auth.models import Role
 from server.db import Database
-from server.services import Services
 from tests.conftest import PASSWORD, make_settings
 
 CHROMIUM = os.environ.get("SWITCHBOARD_CHROMIUM", "/usr/bin/chromium")
@@ -47,28 +46,8 @@ def free_port() -> int:
 
 
 def build_app(settings: Any) -> Any:
-    """The app as `serve` builds it; the realtime layer and webhooks are wired here only when the
-    app does not mount them itself yet."""
-    services = Services.create(settings)
-    app = create_app(settings, services=services)
-    paths = {getattr(r, "path", None) for r in app.router.routes}
-    if "/ws" not in paths:
-        try:
-            from realtime.service import Realtime
-        except ImportError:
-            pytest.skip("the realtime layer is not in this tree yet")
-
-        rt = Realtime(settings, services.db)
-        services.components.append(rt)
-        app.router.routes.extend(rt.routes)
-    if "/webhooks/{provider_id}" not in paths:
-        try:
-            from server.webhooks.api import routes as webhook_routes
-        except ImportError:
-            pytest.skip("inbound webhooks are not in this tree yet")
-
-        app.router.routes.extend(webhook_routes)
-    return app
+    """The app as `serve` builds it."""
+    return create_app(settings)
 
 
 @dataclass

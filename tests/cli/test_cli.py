@@ -68,3 +68,36 @@ def test_production_without_secret_is_a_startup_error(env: dict[str, str]) -> No
     r = run("migrate", env=env)
     assert r.returncode == 2
     assert "SWITCHBOARD_SECRET_KEY" in r.stderr
+
+
+def test_shared_services_refuse_the_development_secret(env: dict[str, str]) -> None:
+    env["SWITCHBOARD_DATABASE_URL"] = "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres"
+    r = run("migrate", env=env)
+    assert r.returncode == 2
+    assert "SWITCHBOARD_SECRET_KEY must be set" in r.stderr
+    assert "development secret is public" in r.stderr
+
+
+def test_serving_beyond_loopback_refuses_the_development_secret(env: dict[str, str]) -> None:
+    r = run("serve", "--host", "0.0.0.0", "--port", "1", env=env)
+    assert r.returncode == 2
+    assert "SWITCHBOARD_SECRET_KEY" in r.stderr and "0.0.0.0" in r.stderr
+
+
+def test_settings_refuse_the_development_secret_unless_embedded() -> None:
+    from server.settings import Settings
+
+    pg = "postgresql+asyncpg://db.internal/switchboard"
+    for shared in ({"database_url": pg}, {"redis_url": "redis://cache.internal:6379/0"}):
+        with pytest.raises(ValueError, match="SWITCHBOARD_SECRET_KEY must be set"):
+            Settings(env="development", **shared)
+        assert Settings(env="development", secret_key="s" * 32, **shared).secret_key == "s" * 32
+        assert not Settings(env="test", **shared).uses_development_secret  # a random one per process
+    assert Settings(env="development").uses_development_secret  # the embedded default: `make run`
+
+
+def test_production_forces_secure_cookies() -> None:
+    from server.settings import Settings
+
+    assert Settings(env="production", secret_key="s" * 32, cookie_secure=False).cookie_secure is True
+    assert Settings(env="development", cookie_secure=False).cookie_secure is False

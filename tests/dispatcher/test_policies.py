@@ -8,8 +8,8 @@ import uuid
 import pytest
 
 from server.messages.circuit import CircuitBreaker, CircuitState
-from server.messages.ratelimit import LocalRateLimiter, RedisRateLimiter
 from server.messages.retry import RetryPolicy
+from server.ratelimit import MemoryLimiter, RedisLimiter, send_rate_bucket
 
 
 class Clock:
@@ -83,14 +83,15 @@ def test_pause_skips_the_provider_without_counting_a_failure() -> None:
 
 async def test_local_bucket_allows_a_burst_then_paces_at_the_rate() -> None:
     clock = Clock()
-    limiter = LocalRateLimiter(clock)
-    waits = [await limiter.reserve("p", 10.0) for _ in range(13)]
+    limiter = MemoryLimiter(clock=clock)
+    ten, one = send_rate_bucket(10.0), send_rate_bucket(1.0)
+    waits = [await limiter.reserve("p", ten) for _ in range(13)]
     assert waits[:10] == [0.0] * 10
     assert waits[10:] == pytest.approx([0.1, 0.2, 0.3])
-    await limiter.cancel("p", 10.0)  # the last one was not used
+    await limiter.cancel("p", ten)  # the last one was not used
     clock.now += 0.3
-    assert await limiter.reserve("p", 10.0) == pytest.approx(0.0, abs=1e-9)
-    assert await limiter.reserve("other", 1.0) == 0.0  # buckets are per key
+    assert await limiter.reserve("p", ten) == pytest.approx(0.0, abs=1e-9)
+    assert await limiter.reserve("other", one) == 0.0  # buckets are per key
 
 
 async def test_redis_bucket_is_shared_between_limiters(redis_url: str) -> None:
@@ -99,14 +100,15 @@ async def test_redis_bucket_is_shared_between_limiters(redis_url: str) -> None:
     client = aioredis.from_url(redis_url)
     try:
         key = f"test-{uuid.uuid4().hex}"
-        a = RedisRateLimiter(client, prefix="switchboard-test:rate:")
-        b = RedisRateLimiter(client, prefix="switchboard-test:rate:")
-        waits = [await (a if i % 2 else b).reserve(key, 5.0) for i in range(8)]
+        a = RedisLimiter(client, prefix="switchboard-test:")
+        b = RedisLimiter(client, prefix="switchboard-test:")
+        five = send_rate_bucket(5.0)
+        waits = [await (a if i % 2 else b).reserve(key, five) for i in range(8)]
         assert waits[:5] == [0.0] * 5
         assert waits[5:] == pytest.approx([0.2, 0.4, 0.6], abs=0.05)
-        await a.cancel(key, 5.0)
-        assert await b.reserve(key, 5.0) == pytest.approx(0.6, abs=0.05)
-        assert await client.pttl(f"switchboard-test:rate:{key}") > 0  # idle buckets expire
+        await a.cancel(key, five)
+        assert await b.reserve(key, five) == pytest.approx(0.6, abs=0.05)
+        assert await client.pttl(f"switchboard-test:rl:{key}") > 0  # idle buckets expire
     finally:
         await client.aclose()
 
@@ -116,8 +118,8 @@ async def test_redis_bucket_falls_back_to_a_local_one_while_redis_is_down() -> N
 
     client = aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2)  # nothing listens there
     try:
-        limiter = RedisRateLimiter(client)
-        waits = [await limiter.reserve("p", 2.0) for _ in range(3)]
+        limiter = RedisLimiter(client)
+        waits = [await limiter.reserve("p", send_rate_bucket(2.0)) for _ in range(3)]
     finally:
         await client.aclose()
     assert waits[:2] == [0.0, 0.0]

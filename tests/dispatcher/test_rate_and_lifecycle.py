@@ -78,7 +78,7 @@ async def test_the_send_rate_is_shared_by_workers_through_redis(
     sink = await make_sink()
     provider_id = await pg_world.provider(sink.url, send_rate=10.0)
     client = aioredis.from_url(redis_url)
-    await client.delete(f"switchboard:rate:provider:{provider_id}")  # ids restart in every test database
+    await client.delete(f"sb:rl:provider:{provider_id}")  # ids restart in every test database
     await client.aclose()
     adapters = {**ADAPTERS, "sandbox": Clocked}
     one = await make_dispatcher(pg_world, redis_url=redis_url, dispatcher_batch=5, adapters=adapters)

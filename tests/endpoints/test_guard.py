@@ -125,7 +125,7 @@ async def test_the_guarded_transport_still_reaches_a_public_name(start_deliverer
 @pytest.mark.parametrize("allow", [False, True])
 def test_the_embedded_deliverer_follows_the_setting(db_url: str, allow: bool) -> None:
     app = create_app(make_settings(db_url, allow_private_endpoints=allow, embedded_worker=True))
-    assert app.state.services.extras["deliverer"].config.allow_private is allow
+    assert app.state.services.deliverer.config.allow_private is allow
 
 
 class RecordingProxy:

@@ -7,7 +7,7 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from server.contacts import merge
+from server.contacts import changes, merge
 from server.contacts.models import Audit, Contact, ContactIdentity
 from server.db import Database
 from server.events.models import Event
@@ -176,7 +176,7 @@ async def test_merge_is_one_transaction(
     async def boom(*_args: Any, **_kw: Any) -> None:
         raise RuntimeError("the event log is down")
 
-    monkeypatch.setattr(merge, "emit_many", boom)  # fails after every row was moved
+    monkeypatch.setattr(changes, "emit_many", boom)  # fails after every row was moved
     async with db.transaction() as s:
         ws = (await s.execute(select(Contact.workspace_id).where(Contact.id == a["id"]))).scalar_one()
     with pytest.raises(RuntimeError):

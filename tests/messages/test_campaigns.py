@@ -190,7 +190,7 @@ async def test_shutdown_cancels_expansion_and_the_worker_resumes_it(
     )
     cid = r.json()["id"]
     services = app.state.services
-    runner = services.extras["campaign_runner"]
+    runner = services.campaigns
     assert runner in services.components
     await asyncio.sleep(0)  # let the expansion begin its first batch
     await runner.stop()  # what app shutdown does

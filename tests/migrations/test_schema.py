@@ -10,6 +10,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, inspect
 
 from server.db import Database
+from server.migrate import include_object_for
 from server.models import Base
 
 
@@ -17,7 +18,10 @@ def differences(conn: Connection) -> list[Any]:
     with warnings.catch_warnings():
         # SQLite cannot reflect expression indexes (lower(email)); alembic says so and skips them.
         warnings.simplefilter("ignore")
-        return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
+        context = MigrationContext.configure(
+            conn, opts={"include_object": include_object_for(conn.dialect.name)}
+        )
+        return list(compare_metadata(context, Base.metadata))
 
 
 async def test_the_migrated_schema_matches_the_models(db_url: str) -> None:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from server.cache import EntityCache, caches_of
+from server.cache import EntityCache
 from server.metrics import Metrics
 from tests.ops.conftest import AppFactory
 
@@ -80,7 +80,7 @@ async def test_invalidate_reaches_every_instance_through_redis(
     settings = {"redis_url": redis_url, "redis_prefix": redis_prefix}
     a = await make_app(**settings)
     b = await make_app(a.state.services.settings.database_url, **settings)
-    ca, cb = caches_of(a.state.services), caches_of(b.state.services)
+    ca, cb = a.state.services.caches, b.state.services.caches
     await asyncio.wait_for(asyncio.gather(ca.listening.wait(), cb.listening.wait()), 5)
 
     for c in (ca, cb):
@@ -101,14 +101,13 @@ async def test_committed_change_events_invalidate_other_instances(
     make_app: AppFactory, redis_url: str, redis_prefix: str
 ) -> None:
     """The realtime relay's batches on `{prefix}ws:{id}` drop changed contacts everywhere."""
-    wire = pytest.importorskip("realtime.wire", reason="the realtime layer is not on this branch")
     import orjson
     import redis.asyncio as aioredis
 
-    from realtime.types import Event
+    from realtime.types import Event, encode_batch
 
     app = await make_app(redis_url=redis_url, redis_prefix=redis_prefix)
-    caches = caches_of(app.state.services)
+    caches = app.state.services.caches
     await asyncio.wait_for(caches.listening.wait(), 5)
     caches.contacts.put(3, 11, Row(11, 4, "Grace"), version=4)
     caches.contacts.put(3, 12, Row(12, 1, "Other"), version=1)
@@ -118,7 +117,7 @@ async def test_committed_change_events_invalidate_other_instances(
         "ts": "2026-11-24T00:00:00Z",
         "data": {"contact_id": 11, "version": 5, "changed": {"name": "G"}, "by": 1},
     }
-    batch = wire.encode_batch([Event(3, 99, "contact.updated", 11, orjson.dumps(envelope))])
+    batch = encode_batch([Event(3, 99, "contact.updated", 11, orjson.dumps(envelope))])
     client = aioredis.from_url(redis_url)
     try:
         await client.publish(f"{redis_prefix}ws:3", batch)
@@ -132,7 +131,7 @@ async def test_committed_change_events_invalidate_other_instances(
 
 async def test_without_redis_invalidate_is_local(make_app: AppFactory) -> None:
     app = await make_app()
-    caches = caches_of(app.state.services)
+    caches = app.state.services.caches
     caches.contacts.put(1, 1, Row(1, 1, "Ada"), version=1)
     await caches.invalidate("contact", 1, 1, version=2)
     assert caches.contacts.get(1, 1) is None
@@ -156,7 +155,7 @@ async def test_a_contact_edit_on_one_instance_drops_it_on_the_other(
     settings = {"redis_url": redis_url, "redis_prefix": redis_prefix}
     a = await make_app(**settings)
     b = await make_app(a.state.services.settings.database_url, **settings)
-    cb = caches_of(b.state.services)
+    cb = b.state.services.caches
     await asyncio.wait_for(cb.listening.wait(), 5)
     client = await sign_in(a)
     ws, cid = await _cached_contact(a, client)
@@ -181,7 +180,7 @@ async def test_without_redis_committed_edits_drop_the_local_entry(make_app: AppF
     from tests.ops.conftest import sign_in
 
     app = await make_app()
-    caches = caches_of(app.state.services)
+    caches = app.state.services.caches
     client = await sign_in(app)
     ws, cid = await _cached_contact(app, client)
     caches.contacts.put(ws, cid, Row(cid, 1, "Ada"), version=1)
@@ -195,7 +194,7 @@ async def test_messages_reuse_the_compiled_template_until_it_changes(make_app: A
 
     app = await make_app()
     client = await sign_in(app)
-    caches = caches_of(app.state.services)
+    caches = app.state.services.caches
     cid = (await client.post("/api/v1/contacts", json={"name": "Ada", "email": "ada@example.test"})).json()[
         "id"
     ]
@@ -227,3 +226,39 @@ async def test_messages_reuse_the_compiled_template_until_it_changes(make_app: A
         "/api/v1/messages", json={"contact_id": cid, "channel": "email", "template_id": tid}
     )
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "template_id"
+
+
+async def _subscriptions(redis_url: str, name: str) -> int:
+    """Connections named `name` holding a (pattern) subscription, from Redis itself."""
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(redis_url)
+    try:
+        clients = await client.client_list()
+    finally:
+        await client.aclose()
+    return sum(
+        1 for c in clients if c.get("name") == name and (int(c.get("sub", 0)) or int(c.get("psub", 0)))
+    )
+
+
+async def test_invalidations_arrive_on_the_one_subscription_of_the_process(
+    make_app: AppFactory, redis_url: str, redis_prefix: str
+) -> None:
+    settings = {"redis_url": redis_url, "redis_prefix": redis_prefix}
+    a = await make_app(**settings)
+    ca = a.state.services.caches
+    await asyncio.wait_for(ca.listening.wait(), 5)
+    name = f"switchboard:{redis_prefix}"
+    # The realtime hub's subscription is the only one: the cache follows it, opening none.
+    assert await _subscriptions(redis_url, name) == 1
+    rt = a.state.services.realtime
+    assert rt.backend.client is a.state.services.redis  # one Redis client (one pool) in the process
+
+    b = await make_app(a.state.services.settings.database_url, **settings)
+    cb = b.state.services.caches
+    await asyncio.wait_for(cb.listening.wait(), 5)
+    assert await _subscriptions(redis_url, name) == 2  # one per app (two apps in this test process)
+    ca.contacts.put(1, 5, Row(5, 1, "Ada"), version=1)
+    await cb.invalidate("contact", 1, 5, version=2)
+    await _eventually(lambda: ca.contacts.get(1, 5) is None)

@@ -29,6 +29,7 @@ from realtime.wsprotocol import WebSocketProtocol
 from server.auth.models import User
 from server.contacts.models import Contact
 from server.db import Database
+from server.events.log import SqlEventLog
 from server.events.service import emit
 from server.models import Base
 from server.settings import Settings
@@ -268,7 +269,13 @@ async def start_app(db: Database) -> AsyncIterator[Callable[..., Any]]:
         prefix = overrides.pop("prefix", f"sbt{uuid.uuid4().hex[:6]}:")
         settings = make_settings(database, redis_url, **overrides)
         rt = Realtime(
-            settings, database, authenticate=token_auth, prefix=prefix, relay=relay, op_budget=op_budget
+            settings,
+            database,
+            authenticate=token_auth,
+            log=SqlEventLog(),
+            prefix=prefix,
+            relay=relay,
+            op_budget=op_budget,
         )
         return serve(rt)
 

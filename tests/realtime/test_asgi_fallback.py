@@ -19,6 +19,7 @@ with warnings.catch_warnings():
 
 from realtime.service import Realtime
 from server.db import Database
+from server.events.log import SqlEventLog
 from server.models import Base
 from tests.realtime.conftest import make_settings, seed, token_auth, write
 
@@ -49,7 +50,7 @@ def url(tmp_path: Path) -> str:
 def test_websocket_through_asgi_send_replays_then_streams(url: str) -> None:
     ws_id, user, ids = asyncio.run(_prepare(url))
     db = Database(url)
-    rt = Realtime(make_settings(db), db, authenticate=token_auth)
+    rt = Realtime(make_settings(db), db, authenticate=token_auth, log=SqlEventLog())
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:

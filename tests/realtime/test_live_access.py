@@ -53,7 +53,7 @@ async def signed_in(settings: Settings) -> AsyncIterator[Signed]:
             s, workspace_id=ws.id, email="agent@acme.test", password=PASSWORD, role=Role.agent
         )
         user_id = user.id
-    rt = services.extras["realtime"]
+    rt = services.realtime
     async with uvicorn_on_free_port(rt.wrap(app), ws_max_size=settings.ws_max_message_bytes) as (port, _s):
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
             r = await http.post("/api/v1/auth/login", json={"email": "agent@acme.test", "password": PASSWORD})

@@ -4,8 +4,8 @@ import pytest
 from sqlalchemy import column, select, table
 
 from realtime.topics import TopicError, matches, parse_topic_list, parse_topics, sql_filter, topics_of
-from realtime.types import Event
-from realtime.wire import decode_batch, encode_batch, ws_close_frame, ws_text_frame
+from realtime.types import Event, decode_batch, encode_batch
+from realtime.wire import ws_close_frame, ws_text_frame
 
 
 def test_message_events_go_to_board_and_their_contact() -> None:

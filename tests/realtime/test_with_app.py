@@ -22,7 +22,7 @@ from tests.realtime.conftest import free_port, write
 async def test_a_signed_in_user_gets_events_over_ws_and_long_poll(settings: Settings) -> None:
     app = create_app(settings)
     services = app.state.services
-    rt = services.extras["realtime"]  # mounted by the app factory, signing in through server.auth
+    rt = services.realtime  # mounted by the app factory, signing in through server.auth
     assert isinstance(rt, Realtime)
     async with services.db.transaction() as s:
         ws = await auth_service.get_or_create_workspace(s, name="Acme")

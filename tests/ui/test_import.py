@@ -21,7 +21,7 @@ CSV = (
 
 
 async def _wait(app: Any) -> None:
-    await app.state.services.extras["contact_importer"].wait()
+    await app.state.services.importer.wait()
 
 
 async def test_import_keeps_good_rows_and_reports_bad_ones(app: Any, browser_client: BrowserFactory) -> None:
@@ -54,9 +54,7 @@ async def test_import_keeps_good_rows_and_reports_bad_ones(app: Any, browser_cli
 
 async def test_import_in_batches_emits_progress_per_batch(app: Any, browser_client: BrowserFactory) -> None:
     c = await browser_client("agent")
-    from server.contacts.import_api import importer
-
-    importer(app.state.services).batch_size = 10
+    app.state.services.importer.batch_size = 10
     body = "name,email\n" + "".join(f"P{i},p{i}@example.test\n" for i in range(35))
     r = await c.post("/api/v1/contacts/import", content=body, headers={"content-type": "text/csv"})
     assert r.status_code == 202

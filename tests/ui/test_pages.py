@@ -172,18 +172,19 @@ async def test_reports_count_messages_per_day_and_channel(app: Any, browser_clie
     c = await browser_client("agent")
     ws = await _workspace_id(c)
     from server.db import utcnow
+    from server.reports import job
 
+    # The page counts what the API counts: the statuses each message reached today (its history),
+    # as rolled up by the report job.
+    now = utcnow()
+    histories = [["sent", "delivered"], ["sent", "delivered"], ["sent", "bounced"], ["failed"]]
     async with app.state.services.db.transaction() as s:
-        for status in ("delivered", "delivered", "bounced", "failed"):
-            s.add(
-                Message(
-                    workspace_id=ws,
-                    channel="sms",
-                    to_address="+1",
-                    status=status,
-                    sent_at=None if status == "failed" else utcnow(),
-                )
-            )
+        for history in histories:
+            m = Message(workspace_id=ws, channel="sms", to_address="+1", status=history[-1])
+            s.add(m)
+            await s.flush()
+            s.add_all(MessageEvent(workspace_id=ws, message_id=m.id, status=st, at=now) for st in history)
+    await job.run_once(app.state.services.db)
     r = await c.get("/reports")
     assert r.status_code == 200
     today = utcnow().date().isoformat()

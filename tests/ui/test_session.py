@@ -3,7 +3,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.ui.conftest import BrowserFactory, create_user, csrf_field, sign_in
 
@@ -166,7 +165,6 @@ async def test_presence_post_needs_csrf_a_known_state_and_an_own_contact(
 
 
 async def test_login_form_is_rate_limited_like_the_api(db_url: str) -> None:
-    pytest.importorskip("server.ratelimit", reason="the rate limiter is not in this tree yet")
     from server.app import create_app
     from tests.conftest import make_settings
 
@@ -191,3 +189,28 @@ async def test_login_form_is_rate_limited_like_the_api(db_url: str) -> None:
             r = await c.post("/login", data={"email": email, "password": PASSWORD, "csrf_token": token})
             assert r.status_code == 429
             assert "Too many" in r.text
+
+
+async def test_login_form_failures_from_another_address_never_lock_the_owner_out(db_url: str) -> None:
+    from server.app import create_app
+    from tests.conftest import PASSWORD, make_settings
+
+    settings = make_settings(
+        db_url, rate_limit_enabled=True, rate_limit_login_burst=3, rate_limit_login_per_s=0.001
+    )
+    application = create_app(settings)
+
+    def from_address(ip: str) -> httpx.AsyncClient:
+        transport = httpx.ASGITransport(app=application, client=(ip, 40000))
+        return httpx.AsyncClient(transport=transport, base_url="http://testserver")
+
+    async with application.router.lifespan_context(application):
+        email = await create_user(application, "agent", "Acme")
+        async with from_address("192.0.2.7") as attacker, from_address("198.51.100.9") as owner:
+            token = csrf_field((await attacker.get("/login")).text)
+            for i in range(6):
+                await attacker.post("/login", data={"email": email, "password": f"x{i}", "csrf_token": token})
+            token = csrf_field((await owner.get("/login")).text)
+            r = await owner.post("/login", data={"email": email, "password": PASSWORD, "csrf_token": token})
+            assert r.status_code == 303
+            assert "sb_access" in owner.cookies

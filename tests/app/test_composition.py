@@ -1,0 +1,53 @@
+"""The composition root: web and worker build the same typed `Services`, once."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from realtime.service import Realtime
+from server.app import create_app
+from server.cache import Caches
+from server.contacts.importer import Importer
+from server.endpoints.deliverer import Deliverer
+from server.messages.campaigns import CampaignRunner
+from server.messages.dispatcher import Dispatcher
+from server.messages.worker import worker_services
+from server.metrics import Metrics
+from server.ratelimit import RateLimits
+from server.reports.job import ReportJob
+from server.services import Services
+from tests.conftest import make_settings
+
+
+def _core_is_typed(s: Services) -> None:
+    assert isinstance(s.metrics, Metrics) and isinstance(s.caches, Caches)
+    assert isinstance(s.ratelimits, RateLimits) and isinstance(s.importer, Importer)
+    assert isinstance(s.campaigns, CampaignRunner)
+    assert not hasattr(s, "extras")
+
+
+async def test_the_worker_builds_the_same_typed_services(db_url: str) -> None:
+    worker = worker_services(make_settings(db_url))
+    assert type(worker) is Services
+    _core_is_typed(worker)
+    assert isinstance(worker.dispatcher, Dispatcher) and isinstance(worker.deliverer, Deliverer)
+    assert isinstance(worker.reports, ReportJob)
+    assert worker.realtime is None  # it serves no clients
+    for c in (worker.dispatcher, worker.deliverer, worker.reports, worker.importer, worker.campaigns):
+        assert sum(x is c for x in worker.components) == 1  # started once, by the root
+    await worker.db.dispose()
+
+
+async def test_web_and_embedded_serve_build_their_components_at_start_up(db_url: str) -> None:
+    web = create_app(make_settings(db_url)).state.services
+    _core_is_typed(web)
+    assert isinstance(web.realtime, Realtime)
+    assert web.dispatcher is None and web.deliverer is None and web.reports is None
+    embedded = create_app(make_settings(db_url, embedded_worker=True)).state.services
+    assert isinstance(embedded.realtime, Realtime) and isinstance(embedded.dispatcher, Dispatcher)
+    assert isinstance(embedded.deliverer, Deliverer) and isinstance(embedded.reports, ReportJob)
+    # The same fields in every process: one type, no string-keyed extras.
+    names = {f.name for f in dataclasses.fields(Services)}
+    assert {"redis", "realtime", "caches", "metrics", "ratelimits", "dispatcher", "deliverer"} <= names
+    for s in (web, embedded):
+        await s.db.dispose()
