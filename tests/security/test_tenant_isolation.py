@@ -266,17 +266,17 @@ async def test_lists_never_show_other_workspaces(app: Any, make_client: ClientFa
     checked = 0
     for path in lists:
         r = await intruder.get(path)
-        if r.status_code != 200 or "items" not in r.json():
+        if r.status_code != 200 or not r.headers["content-type"].startswith("application/json"):
+            continue  # exports stream CSV: covered by their own tests
+        if "items" not in r.json():
             continue
         items = r.json()["items"]
         if path == "/api/v1/users":
             assert [u["id"] for u in items] == [me["id"]]
         elif path == "/api/v1/sessions":  # the caller's own sign-in only
             assert [i["current"] for i in items] == [True], items
-        elif path == "/api/v1/audit":  # the caller's own sign-in only
-            assert [(i["action"], i["actor"]) for i in items] == [
-                ("auth.login", {"type": "user", "id": me["id"]})
-            ]
+        elif path == "/api/v1/audit":  # the caller's own doings only (its sign-in, its exports)
+            assert items and all(i["actor"] == {"type": "user", "id": me["id"]} for i in items), items
         else:
             assert items == [], f"{path} shows another workspace's rows: {items}"
         checked += 1
