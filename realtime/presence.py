@@ -22,7 +22,14 @@ from realtime.types import Database, EventLog
 log = logging.getLogger("switchboard.realtime")
 
 STATES = ("viewing", "editing", "left")
-Key = tuple[int, int, int]  # workspace, contact, user
+CONVERSATION_STATES = ("replying", "left")  # agents in a conversation (DESIGN §8)
+# (workspace, subject, user). The subject is a contact id, or minus a conversation id: one store,
+# one expiry loop and one event path serve both kinds (see `conversation_key`).
+Key = tuple[int, int, int]
+
+
+def conversation_key(workspace_id: int, conversation_id: int, user_id: int) -> Key:
+    return (workspace_id, -conversation_id, user_id)
 
 
 class Store(Protocol):
@@ -162,8 +169,12 @@ class Presence:
             if name is None:
                 name = await self.log.user_name(session, ws, user)
                 self._names[(ws, user)] = name
-            data = {"contact_id": contact, "user_id": user, "user_name": name, "state": state}
-            await self.log.emit(session, ws, "presence", data, contact_id=contact)
+            if contact < 0:  # a conversation's presence: topic `inbox` (realtime.topics)
+                data = {"conversation_id": -contact, "user_id": user, "user_name": name, "state": state}
+                await self.log.emit(session, ws, "presence", data, contact_id=None)
+            else:
+                data = {"contact_id": contact, "user_id": user, "user_name": name, "state": state}
+                await self.log.emit(session, ws, "presence", data, contact_id=contact)
         if self.on_emit is not None:
             self.on_emit(ws)
 

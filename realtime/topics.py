@@ -1,8 +1,10 @@
 """Topics: which events a subscription receives.
 
-`board` gets every `message.*` event, `report.updated`, `campaign.progress` and
-`suppression.created`; `contacts` every `contact.*` event and
-`import.progress`; `contact:{id}` every event whose `contact_id` is id (presence included)."""
+`board` gets every `message.*` event, `report.updated`, `campaign.progress`,
+`suppression.created` and `conversation.message` (the board shows inbound messages too);
+`contacts` every `contact.*` event and `import.progress`; `inbox` every `conversation.*` event
+and the presence of agents in conversations (a `presence` event without a contact);
+`contact:{id}` every event whose `contact_id` is id (presence included)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, false, or_
+from sqlalchemy import ColumnElement, and_, false, or_
 
 # `board`, `contacts` or `contact:{id}`.
 Topic = str
@@ -19,6 +21,8 @@ Topic = str
 BOARD = "board"
 _BOARD_TYPES = ("report.updated", "campaign.progress", "suppression.created")
 CONTACTS = "contacts"
+INBOX = "inbox"
+GROUPS = (BOARD, CONTACTS, INBOX)
 MAX_TOPICS = 100
 _CONTACT = re.compile(r"contact:([1-9][0-9]{0,17})")
 
@@ -27,20 +31,21 @@ class TopicError(ValueError):
     pass
 
 
-def topic_group(type: str) -> Topic | None:
+def topic_groups(type: str, contact_id: int | None = None) -> tuple[Topic, ...]:
     if type.startswith("message.") or type in _BOARD_TYPES:
-        return BOARD
+        return (BOARD,)
     if type.startswith("contact.") or type == "import.progress":
-        return CONTACTS
-    return None
+        return (CONTACTS,)
+    if type == "conversation.message":
+        return (INBOX, BOARD)
+    if type.startswith("conversation.") or (type == "presence" and contact_id is None):
+        return (INBOX,)
+    return ()
 
 
 def topics_of(type: str, contact_id: int | None) -> tuple[Topic, ...]:
-    group = topic_group(type)
-    if contact_id is None:
-        return (group,) if group else ()
-    contact = f"contact:{contact_id}"
-    return (group, contact) if group else (contact,)
+    groups = topic_groups(type, contact_id)
+    return groups if contact_id is None else (*groups, f"contact:{contact_id}")
 
 
 def parse_topics(raw: Iterable[Any]) -> frozenset[Topic]:
@@ -50,11 +55,11 @@ def parse_topics(raw: Iterable[Any]) -> frozenset[Topic]:
         if not isinstance(item, str):
             raise TopicError(f"A topic is a string, not {item!r}.")
         t = item.strip()
-        if t not in (BOARD, CONTACTS) and not _CONTACT.fullmatch(t):
-            raise TopicError(f"Unknown topic {t!r}: use board, contacts or contact:<id>.")
+        if t not in GROUPS and not _CONTACT.fullmatch(t):
+            raise TopicError(f"Unknown topic {t!r}: use board, contacts, inbox or contact:<id>.")
         out.add(t)
     if not out:
-        raise TopicError("Name at least one topic: board, contacts or contact:<id>.")
+        raise TopicError("Name at least one topic: board, contacts, inbox or contact:<id>.")
     if len(out) > MAX_TOPICS:
         raise TopicError(f"At most {MAX_TOPICS} topics per subscription.")
     return _shared(frozenset(out))
@@ -83,9 +88,11 @@ def sql_filter(topics: frozenset[Topic], type_col: Any, contact_col: Any) -> Col
     """The same rule as `topics_of`, as a WHERE clause over the event log."""
     clauses: list[ColumnElement[bool]] = []
     if BOARD in topics:
-        clauses += [type_col.like("message.%"), type_col.in_(_BOARD_TYPES)]
+        clauses += [type_col.like("message.%"), type_col.in_((*_BOARD_TYPES, "conversation.message"))]
     if CONTACTS in topics:
         clauses += [type_col.like("contact.%"), type_col == "import.progress"]
+    if INBOX in topics:
+        clauses += [type_col.like("conversation.%"), and_(type_col == "presence", contact_col.is_(None))]
     ids = contact_ids(topics)
     if ids:
         clauses.append(contact_col.in_(ids))

@@ -88,6 +88,9 @@ class EventLog(Protocol):
 
     async def oldest_retained(self, session: Reader, workspace_id: int) -> int | None: ...
     async def contacts_exist(self, session: Reader, workspace_id: int, ids: list[int]) -> set[int]: ...
+    async def conversation_exists(self, session: Reader, workspace_id: int, conversation_id: int) -> bool:
+        """Whether a conversation is the workspace's (presence in a conversation, DESIGN §8)."""
+
     async def prune(self, session: AsyncSession, older_than: dt.datetime) -> int:
         """Delete events older than the retention; returns how many."""
 

@@ -12,7 +12,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 
 from realtime import access, guard
-from realtime.presence import STATES, Key
+from realtime.presence import CONVERSATION_STATES, STATES, Key, conversation_key
 from realtime.subscriber import QueueSink, TransportSink
 from realtime.types import Caller, Event
 from realtime.wire import ws_text_frame
@@ -215,6 +215,9 @@ class Connection:
         await hub.subscribe(self.sink, after, on_attached=lambda: self.send(answer))
 
     async def _presence(self, msg: dict[str, Any]) -> None:
+        if "conversation_id" in msg:
+            await self._conversation_presence(msg)
+            return
         contact = msg.get("contact_id")
         state = msg.get("state")
         if state not in STATES:
@@ -233,6 +236,32 @@ class Connection:
         else:
             self.presence[contact] = state
         await self.rt.presence.announce((self.workspace_id, contact, self.caller.user_id), state)
+
+    async def _conversation_presence(self, msg: dict[str, Any]) -> None:
+        """`{"op":"presence","conversation_id":…,"state":"replying"|"left"}` (DESIGN §8)."""
+        conversation = msg.get("conversation_id")
+        state = msg.get("state")
+        if state not in CONVERSATION_STATES:
+            self.send(error('state must be "replying" or "left".'))
+            return
+        if (
+            not isinstance(conversation, int)
+            or isinstance(conversation, bool)
+            or not 0 < conversation < 2**62
+        ):
+            self.send(error("conversation_id must be an integer."))
+            return
+        async with self.rt.db.sessions() as session:
+            found = await self.rt.log.conversation_exists(session, self.workspace_id, conversation)
+        if not found:
+            self.send(error(f"No conversation {conversation} in this workspace."))
+            return
+        key = conversation_key(self.workspace_id, conversation, self.caller.user_id)
+        if state == "left":
+            self.presence.pop(key[1], None)
+        else:
+            self.presence[key[1]] = state
+        await self.rt.presence.announce(key, state)
 
 
 class Endpoint:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -17,7 +17,9 @@ from starlette.routing import BaseRoute, Route
 from server.apikeys.scopes import require_scope, scope_for
 from server.auth.principal import Principal, authenticate, require_role
 from server.errors import Problem, validation_errors
+from server.jsonlimits import TooDeep, loads_bounded
 from server.pagination import page_context
+from server.validators import refuse_unstorable
 
 if TYPE_CHECKING:
     from server.db import Database
@@ -27,10 +29,26 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
 
+# JSON nested deeper than this is refused before validation (400): no request body of ours nests
+# more than a few levels, and every walk over a document stays shallow.
+MAX_JSON_DEPTH = 32
+
+
 class Schema(BaseModel):
-    """Base for request bodies: unknown fields are an error, not silently dropped."""
+    """Base for request bodies: unknown fields are an error, not silently dropped; no field holds
+    what the database cannot store (NUL in text, integers beyond int64, unbounded keys)."""
 
     model_config = ConfigDict(extra="forbid")
+
+    _storable = field_validator("*")(refuse_unstorable)
+
+
+class Query(BaseModel):
+    """Base for query-string models: unknown parameters are ignored; the same storable checks."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    _storable = field_validator("*")(refuse_unstorable)
 
 
 class Out(BaseModel):
@@ -116,7 +134,9 @@ async def read_json(request: Request) -> Any:
     if ctype and ctype != "application/json" and not ctype.endswith("+json"):
         raise Problem(415, "Send the body as application/json.")
     try:
-        return orjson.loads(raw)
+        return loads_bounded(raw, max_depth=MAX_JSON_DEPTH)
+    except TooDeep:
+        raise Problem(400, f"The body nests deeper than {MAX_JSON_DEPTH} levels.") from None
     except orjson.JSONDecodeError as exc:
         raise Problem(400, f"The body is not valid JSON: {exc}") from None
 

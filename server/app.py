@@ -21,6 +21,8 @@ from server.contacts.api import router as contacts_router
 from server.contacts.export_api import router as export_router
 from server.contacts.import_api import router as contacts_import_router
 from server.contacts.merge_api import router as merge_router
+from server.conversations.api import router as conversations_router
+from server.conversations.webhooks import routes as inbound_routes
 from server.endpoints.api import router as endpoints_router
 from server.errors import exception_handlers
 from server.messages.api import router as messages_router
@@ -50,6 +52,7 @@ ROUTERS: list[Router] = [
     audit_router,
     apikeys_router,
     sessions_router,
+    conversations_router,
 ]
 
 
@@ -95,6 +98,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     for r in routers:
         routes.extend(r.routes())
     routes.extend(webhook_routes)
+    routes.extend(inbound_routes)  # /webhooks/{provider_id}/inbound: email (conversations)
     routes.extend(realtime.routes)
     routes.extend(ui_routes())  # the dashboard and /static
 

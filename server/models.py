@@ -4,6 +4,7 @@ from server.apikeys.models import ApiKey
 from server.audit.models import AuditEntry
 from server.auth.models import RefreshToken, Role, User
 from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob
+from server.conversations.models import Conversation, ConversationRead, InboundMessage, InboundToken
 from server.db import Base
 from server.endpoints.models import Delivery, Endpoint
 from server.events.models import Event
@@ -18,6 +19,7 @@ from server.messages.models import (
 from server.providers.models import Provider
 from server.reports.models import DailyReport
 from server.templates.models import Template
+from server.webhooks.models import WebhookToken
 from server.workspaces.models import Workspace
 
 __all__ = [
@@ -28,12 +30,16 @@ __all__ = [
     "Campaign",
     "Contact",
     "ContactIdentity",
+    "Conversation",
+    "ConversationRead",
     "DailyReport",
     "Delivery",
     "Endpoint",
     "Event",
     "IdempotencyRecord",
     "ImportJob",
+    "InboundMessage",
+    "InboundToken",
     "Message",
     "MessageEvent",
     "MessageStatus",
@@ -43,5 +49,6 @@ __all__ = [
     "Suppression",
     "Template",
     "User",
+    "WebhookToken",
     "Workspace",
 ]

@@ -62,8 +62,8 @@ def decode_cursor(cursor: str | None) -> int | None:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, value = raw.partition(":")
-        if prefix != "id":
-            raise ValueError(raw)
+        if prefix != "id" or not value.isascii() or not value.isdigit() or len(value) > 18:
+            raise ValueError(raw)  # an id the database can hold (int64), not any integer
         return int(value)
     except ValueError:
         raise Problem(

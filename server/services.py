@@ -163,7 +163,11 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
         metrics=metrics,
         ratelimits=make_rate_limits(settings, redis),
         caches=caches,
-        importer=Importer(db),
+        importer=Importer(
+            db,
+            max_running_per_workspace=settings.import_jobs_per_workspace,
+            finished_ttl_s=settings.import_job_ttl_s,
+        ),
     )
     metrics.registry.register(ComponentCollector(services, queue=False))
     limits = services.ratelimits

@@ -86,6 +86,10 @@ class Settings(BaseSettings):
 
     # The admin audit log keeps entries this long (pruned by the report job, server/reports/job.py).
     audit_retention_days: float = 365.0
+    # Contact imports: at most this many at once per workspace; a finished job's status is kept
+    # this long (jobs live in the process's memory).
+    import_jobs_per_workspace: int = 2
+    import_job_ttl_s: float = 3600.0
 
     cache_ttl_s: float = 30.0
     cache_size: int = 10_000

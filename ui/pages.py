@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.errors import Problem
+from server.validators import INT64_MAX
 from ui.web import LoginRequired, Viewer, render, to_login, viewer
 
 PageHandler = Callable[[Request, Viewer], Awaitable[Response]]
@@ -38,6 +39,8 @@ def page(role: str = "viewer") -> Callable[[PageHandler], Callable[[Request], Aw
                     status=exc.status,
                 )
             try:
+                if any(isinstance(x, int) and x > INT64_MAX for x in request.path_params.values()):
+                    raise Problem(404, "No such page.")  # an id no database row can have
                 return await fn(request, v)
             except Problem as exc:
                 return render(

@@ -14,6 +14,7 @@ from starlette.routing import Route
 
 from server.db import utcnow
 from server.reports import service as reports
+from server.reports.days import parse_day
 from ui.pages import page
 from ui.web import Viewer, render, services
 
@@ -28,13 +29,9 @@ Counts = dict[str, int]
 def parse_range(request: Request) -> tuple[dt.date, dt.date]:
     today = utcnow().date()
     try:
-        to = (
-            dt.date.fromisoformat(request.query_params.get("to", ""))
-            if request.query_params.get("to")
-            else today
-        )
+        to = parse_day(request.query_params.get("to", "")) if request.query_params.get("to") else today
         start = (
-            dt.date.fromisoformat(request.query_params["from"])
+            parse_day(request.query_params["from"])
             if request.query_params.get("from")
             else to - dt.timedelta(days=DEFAULT_DAYS - 1)
         )

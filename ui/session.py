@@ -14,6 +14,7 @@ from server.auth.principal import REFRESH_COOKIE, check_csrf
 from server.auth.tokens import AccessClaims
 from server.errors import Problem
 from server.sessions import service as sessions
+from server.validators import contains_nul
 from ui.web import CSP, ensure_csrf_cookie, env, principal_or_none, renew, safe_next, services
 
 
@@ -47,6 +48,8 @@ async def login(request: Request) -> Response:
         return _login_page(request, error="The form expired; please try again.", email=email, status=403)
     if not email or not password:
         return _login_page(request, error="Enter your email and password.", email=email, status=422)
+    if contains_nul(email, password):
+        return _login_page(request, error="The email or password has a character not allowed.", status=422)
     svc = services(request)
     who = {"email": email, "address": signin_limits.client_address(request)}
     refused = await signin_limits.refusal(svc, **who)

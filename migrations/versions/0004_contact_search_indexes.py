@@ -5,7 +5,7 @@ server/contacts/search.py. Plain CREATE INDEX: on a large live table run it in a
 (about a minute per million contacts on a small machine), writes to `contact` wait meanwhile.
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-12-01 09:00:00
 """
 
@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0004"
-down_revision: str | None = "0002"  # re-chained onto 0003 at merge
+down_revision: str | None = "0003"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

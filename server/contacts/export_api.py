@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 from starlette.responses import Response
 
 from server import export
-from server.api import Ctx, Router
+from server.api import Ctx, Query, Router
 from server.audit import service as audit
 from server.contacts import export as contacts_export
 from server.messages import export as messages_export
@@ -25,15 +25,13 @@ async def _record(ctx: Ctx[None], what: str, details: dict[str, object]) -> None
 router = Router(tag="export")
 
 
-class ContactExportQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class ContactExportQuery(Query):
     q: str | None = Field(default=None, max_length=200)
     tag: str | None = Field(default=None, max_length=64)
     format: export.Format = export.Format.csv
 
 
-class MessageExportQuery(BaseModel):
+class MessageExportQuery(Query):
     """`from` (inclusive) and `to` (exclusive): ISO dates or datetimes, UTC unless they say otherwise."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)

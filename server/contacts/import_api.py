@@ -9,10 +9,12 @@ from starlette.responses import Response
 
 from server.api import Ctx, Router, json_response
 from server.audit import service as audit
-from server.contacts.importer import ImportRefused, parse_csv
+from server.contacts.importer import ImportRefused, TooManyImports, parse_csv
 from server.errors import Problem
 
 router = Router(tag="contacts")
+
+IMPORT_RETRY_AFTER_S = 5
 
 
 async def _upload(request: Request) -> bytes:
@@ -32,7 +34,13 @@ async def _upload(request: Request) -> bytes:
     raise Problem(415, "Send the CSV as text/csv or as the `file` field of multipart/form-data.")
 
 
-@router.op("POST", "/contacts/import", status=202, role="agent", responses={415: "not CSV", 422: "bad file"})
+@router.op(
+    "POST",
+    "/contacts/import",
+    status=202,
+    role="agent",
+    responses={415: "not CSV", 422: "bad file", 429: "too many imports running"},
+)
 async def start_import(ctx: Ctx[None]) -> Response:
     """Import contacts from CSV (columns name, email, phone, tags separated by `;`, others become
     attributes). Answers 202 with `job_id`; progress and rejected rows arrive as `import.progress`."""
@@ -41,9 +49,16 @@ async def start_import(ctx: Ctx[None]) -> Response:
         rows = parse_csv(raw)
     except ImportRefused as exc:
         raise Problem(422, str(exc), errors=[{"field": "file", "message": str(exc)}]) from None
-    job = ctx.services.importer.submit(
-        workspace_id=ctx.workspace_id, user_id=ctx.principal.by_user, rows=rows
-    )
+    try:
+        job = ctx.services.importer.submit(
+            workspace_id=ctx.workspace_id, user_id=ctx.principal.by_user, rows=rows
+        )
+    except TooManyImports:
+        raise Problem(
+            429,
+            "This workspace already runs as many imports as allowed; try again when one finishes.",
+            headers={"Retry-After": str(IMPORT_RETRY_AFTER_S)},
+        ) from None
     # The job runs in memory; its start is recorded on its own (there is no row to commit it with).
     async with ctx.db.transaction() as s:
         audit.record_for(

@@ -9,28 +9,40 @@ import asyncio
 import csv
 import io
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
+from sqlalchemy.exc import DBAPIError
 
 from server.contacts.schemas import ContactIn
 from server.contacts.service import DuplicateEmail, create_contact
 from server.db import Database
-from server.errors import validation_errors
+from server.errors import is_unavailable, validation_errors
 from server.events.service import emit
 
 log = logging.getLogger("switchboard.contacts.import")
 
 BATCH_SIZE = 200
 MAX_ROWS = 100_000
-MAX_REJECTED_KEPT = 1000  # per job, for the status endpoint; each event carries its batch's
+MAX_REJECTED_KEPT = 500  # per job, for the status endpoint; each event carries its batch's
+# Jobs live in this process's memory until job state moves to the database: bounded by how many
+# run at once per workspace (the rest are told to retry), how long a finished job is remembered
+# (`import_job_ttl_s`), and how many finished jobs each workspace keeps.
+MAX_RUNNING_PER_WORKSPACE = 2
+FINISHED_TTL_S = 3600.0
+MAX_FINISHED_PER_WORKSPACE = 20
 KNOWN = ("name", "email", "phone", "tags")
 
 
 class ImportRefused(ValueError):
     """The file itself cannot be imported (not CSV, no header, too many rows)."""
+
+
+class TooManyImports(Exception):
+    """The workspace already runs as many imports as allowed: try again when one finishes."""
 
 
 @dataclass
@@ -51,6 +63,11 @@ class ImportJob:
     rejected: list[dict[str, Any]] = field(default_factory=list)
     done: bool = False
     error: str | None = None
+    finished_at: float | None = None  # monotonic; set when the job stops for good
+
+    def stopped(self) -> None:
+        """Finished, failed or cancelled (even before it started): it no longer runs."""
+        self.finished_at = time.monotonic()
 
     def progress(self, new_rejected: list[dict[str, Any]]) -> dict[str, Any]:
         return {
@@ -136,6 +153,19 @@ async def run_batch(db: Database, job: ImportJob, batch: list[Row]) -> None:
                     }
                 )
                 continue
+            except DBAPIError as exc:
+                # The database refused this row alone (rolled back to its savepoint): report it and
+                # keep the batch. An unreachable database stops the import instead.
+                if is_unavailable(exc):
+                    raise
+                log.warning("import %s: row %d refused by the database: %s", job.id, row.line, exc.orig)
+                new_rejected.append(
+                    {
+                        "row": row.line,
+                        "errors": [{"field": "row", "message": "the database refused this row"}],
+                    }
+                )
+                continue
             job.created += 1
         job.processed += len(batch)
         job.rejected_count += len(new_rejected)
@@ -149,24 +179,59 @@ class Importer:
     """Runs imports in the background of one app and remembers them for the status endpoint.
     A component: stopping it cancels the imports still running (their committed batches stay)."""
 
-    def __init__(self, db: Database, *, on_commit: Any = None, batch_size: int = BATCH_SIZE) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        on_commit: Any = None,
+        batch_size: int = BATCH_SIZE,
+        max_running_per_workspace: int = MAX_RUNNING_PER_WORKSPACE,
+        finished_ttl_s: float = FINISHED_TTL_S,
+    ) -> None:
         self.db = db
         self.on_commit = on_commit  # called with the workspace id after each batch commits
         self.batch_size = batch_size
+        self.max_running_per_workspace = max_running_per_workspace
+        self.finished_ttl_s = finished_ttl_s
         self.jobs: dict[str, ImportJob] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     def submit(self, *, workspace_id: int, user_id: int | None, rows: list[Row]) -> ImportJob:
+        """Start an import; `TooManyImports` when the workspace already runs its share."""
+        self.expire()
+        running = sum(
+            1 for j in self.jobs.values() if j.workspace_id == workspace_id and j.finished_at is None
+        )
+        if running >= self.max_running_per_workspace:
+            raise TooManyImports(workspace_id)
         job = ImportJob(id=uuid.uuid4().hex, workspace_id=workspace_id, user_id=user_id, total=len(rows))
         self.jobs[job.id] = job
         task = asyncio.create_task(self._run(job, rows), name=f"contact-import-{job.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(lambda _task: job.stopped())
         return job
 
     def get(self, workspace_id: int, job_id: str) -> ImportJob | None:
+        self.expire()
         job = self.jobs.get(job_id)
         return job if job is not None and job.workspace_id == workspace_id else None
+
+    def expire(self) -> None:
+        """Forget finished jobs older than `finished_ttl_s`, and all but the newest
+        MAX_FINISHED_PER_WORKSPACE finished jobs of each workspace."""
+        now = time.monotonic()
+        kept: dict[int, int] = {}
+        newest_first = sorted(self.jobs.values(), key=lambda j: -(j.finished_at or now))
+        for job in newest_first:
+            if job.finished_at is None:
+                continue
+            kept[job.workspace_id] = kept.get(job.workspace_id, 0) + 1
+            if (
+                now - job.finished_at >= self.finished_ttl_s
+                or kept[job.workspace_id] > MAX_FINISHED_PER_WORKSPACE
+            ):
+                del self.jobs[job.id]
 
     async def _run(self, job: ImportJob, rows: list[Row]) -> None:
         try:

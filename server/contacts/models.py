@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, UniqueConstraint, func
+from sqlalchemy import DDL, ForeignKey, Index, Integer, String, UniqueConstraint, event, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base, BigId, JSONType, UTCDateTime, utcnow
@@ -11,6 +11,15 @@ from server.db import Base, BigId, JSONType, UTCDateTime, utcnow
 POSTGRESQL_ONLY = {
     "dialects": ("postgresql",)
 }  # Index.info: migrations and the schema check skip it elsewhere
+
+
+# The trigram indexes need pg_trgm: migration 0004 creates it, and so does `metadata.create_all`
+# (tests and tools that build the schema from the models) before the tables.
+event.listen(
+    Base.metadata,
+    "before_create",
+    DDL("CREATE EXTENSION IF NOT EXISTS pg_trgm").execute_if(dialect="postgresql"),
+)
 
 
 def trigram_index(name: str, target: str | Any) -> Index:

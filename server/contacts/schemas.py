@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+from sqlalchemy import String
 
-from server.api import Out, Schema
+from server.api import Out, Query, Schema
+from server.contacts.models import Audit
 from server.pagination import PAGE_LIMIT, PageLimit
 from server.validators import normalize_email, normalize_phone
 
@@ -27,10 +29,16 @@ def normalize_tags(tags: list[str]) -> list[str]:
     return out
 
 
+# An attribute change is audited as the field `attributes.<key>`: the key fits in what is left.
+_AUDIT_PREFIX = "attributes."
+MAX_ATTRIBUTE_KEY = (cast(String, Audit.__table__.c.field.type).length or 100) - len(_AUDIT_PREFIX)
+
+
 def _check_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
     for key in attrs:
-        if not key or len(key) > 100:
-            raise ValueError("attribute names are 1 to 100 characters")
+        if not key or len(key) > MAX_ATTRIBUTE_KEY:
+            shown = key if len(key) <= 40 else key[:40] + "…"
+            raise ValueError(f"attribute name {shown!r} must be 1 to {MAX_ATTRIBUTE_KEY} characters")
     return attrs
 
 
@@ -126,9 +134,7 @@ class ContactOut(Out):
     updated_at: dt.datetime
 
 
-class ContactQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class ContactQuery(Query):
     q: str | None = Field(default=None, max_length=200)
     tag: str | None = Field(default=None, max_length=64)
     limit: PageLimit = PAGE_LIMIT

@@ -229,7 +229,7 @@ class Deliverer:
         latency = _ms(started)
         if 200 <= response.status_code < 300:
             return Outcome(True, response.status_code, latency)
-        snippet = head[:200].decode("utf-8", "replace").strip()
+        snippet = head[:200].decode("utf-8", "replace").replace("\x00", "").strip()  # no NUL in PG
         error = f"HTTP {response.status_code}" + (f": {snippet}" if snippet else "")
         return Outcome(False, response.status_code, latency, error)
 

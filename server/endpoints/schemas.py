@@ -6,9 +6,9 @@ import datetime as dt
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from server.api import Out, Schema
+from server.api import Out, Query, Schema
 from server.pagination import PAGE_LIMIT, PageLimit
 
 # What an endpoint may subscribe to; "*" means every one of these.
@@ -148,9 +148,7 @@ class DeliveryDetail(DeliveryOut):
     payload: dict[str, Any]
 
 
-class DeliveryQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class DeliveryQuery(Query):
     status: str | None = Field(default=None, pattern="^(pending|succeeded|failed)$")
     limit: PageLimit = PAGE_LIMIT
     cursor: str | None = Field(default=None, max_length=100)

@@ -15,6 +15,7 @@ from realtime.topics import Topic, sql_filter
 from realtime.types import Event, Reader
 from server.auth.models import User, display_name
 from server.contacts.models import Contact
+from server.conversations.models import Conversation
 from server.events.models import Event as EventRow
 from server.events.service import NOTIFY_CHANNEL, emit, envelope
 from server.workspaces.models import Workspace
@@ -84,6 +85,12 @@ class SqlEventLog:
             return set()
         q = select(Contact.id).where(Contact.workspace_id == workspace_id, Contact.id.in_(ids))
         return {int(i) for i in (await session.execute(q)).scalars()}
+
+    async def conversation_exists(self, session: Reader, workspace_id: int, conversation_id: int) -> bool:
+        q = select(Conversation.id).where(
+            Conversation.workspace_id == workspace_id, Conversation.id == conversation_id
+        )
+        return (await session.execute(q)).scalar_one_or_none() is not None
 
     async def prune(self, session: AsyncSession, older_than: dt.datetime) -> int:
         """`workspace.event_seq` keeps the id counter, so pruning never reuses an id."""

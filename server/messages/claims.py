@@ -41,6 +41,7 @@ class Claimed:
     send_at: dt.datetime
     attempts: int  # including this claim: the fencing token
     request_id: str | None = None  # of the API request that created it: the send's log lines carry it
+    from_address: str | None = None  # a conversation reply goes out from where the customer wrote to
 
     def change(self, status: MessageStatus, reason: str | None = None) -> AppliedChange:
         return AppliedChange(
@@ -83,7 +84,8 @@ def storable(o: Outcome) -> Outcome:
 
 
 _CLAIMED_COLUMNS = (
-    "id, workspace_id, contact_id, channel, to_address, subject, body, send_at, attempts, request_id"
+    "id, workspace_id, contact_id, channel, to_address, subject, body, send_at, attempts, request_id,"
+    " from_address"
 )
 _CHANGED_COLUMNS = "id, workspace_id, contact_id, channel, status, provider_kind, reason"
 

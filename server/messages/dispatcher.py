@@ -29,6 +29,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 from realtime.lifecycle import Supervisor
 from realtime.pglisten import pg_listen
+from server.conversations.threading import reply_token
 from server.db import utcnow
 from server.logs import request_context
 from server.messages import claims
@@ -78,7 +79,8 @@ def idempotency_key(workspace_id: int, message_id: int) -> str:
     return f"sb-{workspace_id}-{message_id}"
 
 
-def outgoing(m: Claimed) -> OutgoingMessage:
+def outgoing(m: Claimed, secret: str = "") -> OutgoingMessage:
+    """`secret` signs the reply token an email's `Reply-To` carries (server/conversations/threading)."""
     return OutgoingMessage(
         message_id=m.id,
         workspace_id=m.workspace_id,
@@ -87,6 +89,8 @@ def outgoing(m: Claimed) -> OutgoingMessage:
         subject=m.subject,
         body=m.body,
         idempotency_key=idempotency_key(m.workspace_id, m.id),
+        from_address=m.from_address or "",
+        reply_token=reply_token(secret, m.workspace_id, m.id) if secret and m.channel == "email" else "",
     )
 
 
@@ -379,7 +383,7 @@ class Dispatcher:
                 if delay > 0:
                     await asyncio.sleep(delay)
             try:
-                result = await route.adapter.send(outgoing(m))
+                result = await route.adapter.send(outgoing(m, self.settings.secret_key))
             except PermanentError as exc:
                 breaker.success()  # it answered: the provider is up, the message is bad
                 return Outcome(

@@ -67,6 +67,10 @@ class Message(Base):
     to_address: Mapped[str] = mapped_column(String(320), default="")
     template_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
     campaign_id: Mapped[int | None] = mapped_column(BigId, nullable=True, index=True)
+    # Conversations (server/conversations): the conversation an agent's reply belongs to, and the
+    # number or address it goes out from (the one the customer wrote to); None: the connection's own.
+    conversation_id: Mapped[int | None] = mapped_column(BigId, nullable=True, index=True)
+    from_address: Mapped[str | None] = mapped_column(String(320), nullable=True)
     subject: Mapped[str] = mapped_column(Text, default="")
     body: Mapped[str] = mapped_column(Text, default="")
     variables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)

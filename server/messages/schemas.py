@@ -3,9 +3,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from server.api import Out, Schema
+from server.api import Out, Query, Schema
 from server.messages.models import MessageStatus
 from server.pagination import PAGE_LIMIT, PageLimit
 from server.templates.schemas import MAX_SOURCE, Channel
@@ -77,9 +77,7 @@ class MessageDetail(MessageOut):
     events: list[MessageEventOut]
 
 
-class MessageQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class MessageQuery(Query):
     status: MessageStatus | None = None
     contact_id: int | None = Field(default=None, ge=1)
     campaign_id: int | None = Field(default=None, ge=1)

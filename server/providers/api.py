@@ -7,6 +7,7 @@ from starlette.responses import Response
 
 from server.api import Ctx, Page, Router, json_response
 from server.audit import service as audit
+from server.conversations.webhooks import inbound_url, issue_inbound_token
 from server.errors import Problem
 from server.pagination import PAGE_LIMIT, PageLimit, decode_cursor, page_of
 from server.providers import service
@@ -56,9 +57,13 @@ async def create(ctx: Ctx[ProviderIn]) -> Response:
                 target=f"provider:{p.id}",
                 details={"name": p.name, "kind": p.kind, "channel": p.channel},
             )
+            token = await issue_inbound_token(s, provider=p)  # conversations: shown this once
     except ConfigError as exc:
         raise _invalid(exc) from None
-    return json_response(_out(ctx, p), 201)
+    out = _out(ctx, p)
+    if token is not None:
+        out.inbound_url = inbound_url(_base_url(ctx), p.id, p.kind, token)
+    return json_response(out, 201)
 
 
 @router.op("GET", "/providers", query=ProviderQuery, response=Page[ProviderOut], role="admin")

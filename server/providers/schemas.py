@@ -65,5 +65,10 @@ class ProviderOut(Out):
     send_rate: float | None
     enabled: bool
     webhook_url: str
+    inbound_url: str | None = Field(
+        default=None,
+        description="where the provider posts customers' messages (DESIGN §8); SendGrid's carries"
+        " `?token=`, shown only in the answer that creates the connection",
+    )
     created_at: dt.datetime
     updated_at: dt.datetime

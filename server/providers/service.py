@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.conversations.webhooks import inbound_url
 from server.db import utcnow
 from server.endpoints.guard import refused_destination
 from server.errors import NotFound
@@ -79,6 +80,7 @@ def public_view(p: Provider, base_url: str) -> dict[str, Any]:
         "send_rate": p.send_rate,
         "enabled": p.enabled,
         "webhook_url": webhook_url(base_url, p.id),
+        "inbound_url": inbound_url(base_url, p.id, p.kind),  # conversations (DESIGN §8)
         "created_at": p.created_at,
         "updated_at": p.updated_at,
     }

@@ -5,12 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import ClassVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 from starlette.responses import Response
 
 from server.api import Ctx, Out, Router, Schema, json_response
 from server.db import utcnow
 from server.reports import job, service
+from server.reports.days import check_day
 
 router = Router(tag="reports")
 
@@ -25,6 +26,11 @@ class RangeQuery(Schema):
 
     from_: dt.date | None = Field(default=None, alias="from")
     to: dt.date | None = None
+
+    @field_validator("from_", "to")
+    @classmethod
+    def _within_window(cls, v: dt.date | None) -> dt.date | None:
+        return None if v is None else check_day(v)
 
     @model_validator(mode="after")
     def _range(self) -> RangeQuery:

@@ -16,18 +16,23 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from server.api import json_response
+from server.conversations import webhooks as conversations
+from server.conversations.inbound import twilio as twilio_inbound
 from server.db import utcnow
 from server.errors import Problem
+from server.jsonlimits import TooDeep
 from server.webhooks.ingest import REVERIFY_AGE_S, Ingest, ProviderCache, ProviderInfo
 from server.webhooks.parse import PARSERS, MalformedPayload, ProviderEvent, parse
-from server.webhooks.verify import InvalidSignature, verify_request
+from server.webhooks.replay import ReplayedSignature
+from server.webhooks.verify import InvalidSignature, SignedOnce, verify_request
 
 log = logging.getLogger("switchboard.webhooks")
 
 
 def _provider_id(request: Request) -> int:
+    """The id in the path, when it can be an id at all (no database read for the rest)."""
     raw = request.path_params["provider_id"]
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18 or int(raw) < 1:
         raise _not_found()
     return int(raw)
 
@@ -63,8 +68,8 @@ def _state(request: Request) -> tuple[ProviderCache, Ingest]:
     return state.webhook_providers, state.webhook_ingest
 
 
-def _verify(provider: ProviderInfo, request: Request, body: bytes) -> None:
-    verify_request(
+def _verify(provider: ProviderInfo, request: Request, body: bytes) -> SignedOnce | None:
+    return verify_request(
         provider.kind,
         config=provider.config,
         webhook_key=provider.webhook_key,
@@ -88,18 +93,29 @@ async def receive(request: Request) -> Response:
     body = await request.body()
     try:
         try:
-            _verify(provider, request, body)
+            signed = _verify(provider, request, body)
         except InvalidSignature:
             # Perhaps the key was rotated since the row was cached: check against the row as it is now.
             provider = await providers.get(provider_id, max_age_s=REVERIFY_AGE_S)
             if provider is None or provider.kind not in PARSERS:
                 raise _not_found() from None
-            _verify(provider, request, body)
+            signed = _verify(provider, request, body)
     except InvalidSignature as exc:
         log.warning("webhook for provider %s refused: %s", provider_id, exc)
         kind = provider.kind if provider is not None else "unknown"
         metrics.webhook_rejections.labels(provider=kind, reason="signature").inc()
         raise Problem(401, "The webhook signature is missing, invalid or stale.") from None
+    except TooDeep as exc:  # Mailgun's signature is inside the body: it is read, bounded, first
+        kind = provider.kind if provider is not None else "unknown"
+        metrics.webhook_rejections.labels(provider=kind, reason="malformed").inc()
+        raise Problem(400, f"body {exc}") from None
+    # --- inbound messages (conversations, DESIGN §8): verified above, stored by server/conversations
+    services = request.app.state.services
+    if provider.kind == "twilio" and twilio_inbound.is_incoming(body):
+        return await conversations.twilio_incoming(
+            services, workspace_id=provider.workspace_id, provider_id=provider.id, body=body
+        )
+    # ---
     try:
         events = parse(provider.kind, body, now=utcnow())
     except MalformedPayload as exc:
@@ -107,12 +123,27 @@ async def receive(request: Request) -> Response:
         raise Problem(400, str(exc)) from None
     if provider.kind == "twilio":
         events = with_our_id_from_url(request, events)
-    result = await ingest.submit(provider, events)
+    # --- inbound messages: WhatsApp `messages` beside `statuses` (conversations, DESIGN §8)
+    inbound = None
+    if provider.kind == "whatsapp":
+        inbound = await conversations.whatsapp_messages(
+            services, workspace_id=provider.workspace_id, provider_id=provider.id, body=body
+        )
+    # ---
+    try:
+        result = await ingest.submit(provider, events, signed=signed)
+    except ReplayedSignature:
+        log.warning("webhook for provider %s refused: signature token replayed with other data", provider_id)
+        metrics.webhook_rejections.labels(provider=provider.kind, reason="replay").inc()
+        raise Problem(401, "The webhook signature was already used for other data.") from None
     counted = metrics.webhook_events
     counted.labels(provider=provider.kind, outcome="applied").inc(result.recorded - result.unmatched)
     counted.labels(provider=provider.kind, outcome="duplicate").inc(result.duplicates)
     counted.labels(provider=provider.kind, outcome="unmatched").inc(result.unmatched)
-    return json_response(asdict(result))
+    answer = asdict(result)
+    if inbound is not None and (inbound.stored or inbound.duplicates):
+        answer["inbound"] = {"stored": inbound.stored, "duplicates": inbound.duplicates}
+    return json_response(answer)
 
 
 async def handshake(request: Request) -> Response:

@@ -19,8 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from server.db import Database
 from server.providers.models import Provider
+from server.webhooks import replay
 from server.webhooks.parse import ProviderEvent
 from server.webhooks.service import ApplyResult, apply_batch
+from server.webhooks.verify import SignedOnce
 
 log = logging.getLogger("switchboard.webhooks")
 
@@ -35,6 +37,13 @@ MAX_BATCH_EVENTS = 5000
 # REVERIFY_AGE_S ago (so a flood of forged requests costs at most one read a second per connection).
 PROVIDER_TTL_S = 5.0
 REVERIFY_AGE_S = 1.0
+# An id with no connection is remembered as missing this long: a flood of requests to unknown ids
+# costs one read per id and interval, not one per request. A connection created meanwhile (ids
+# are never reused) gets its first deliveries 404 for at most this long; providers retry.
+MISSING_TTL_S = 5.0
+CACHE_MAX = 10_000
+# Remembered Mailgun tokens older than their window are deleted at most this often.
+PRUNE_EVERY_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +63,7 @@ class ProviderCache:
         self.db = db
         self.ttl_s = ttl_s
         self._rows: dict[int, ProviderInfo] = {}
+        self._missing: dict[int, float] = {}  # id → when it was found missing (monotonic)
 
     async def get(self, provider_id: int, *, max_age_s: float | None = None) -> ProviderInfo | None:
         """The connection, read again when the cached row is older than `max_age_s` (default: the TTL)."""
@@ -61,15 +71,21 @@ class ProviderCache:
         cached = self._rows.get(provider_id)
         if cached is not None and now - cached.loaded_at < (self.ttl_s if max_age_s is None else max_age_s):
             return cached
+        missing_since = self._missing.get(provider_id)
+        if missing_since is not None and now - missing_since < MISSING_TTL_S:
+            return None
         async with self.db.transaction() as session:
             row = await session.get(Provider, provider_id)
             if row is None:
                 self._rows.pop(provider_id, None)
+                if len(self._missing) > CACHE_MAX:
+                    self._missing.clear()
+                self._missing[provider_id] = now
                 return None
             info = ProviderInfo(
                 row.id, row.workspace_id, row.kind, dict(row.config or {}), row.webhook_key, now
             )
-        if len(self._rows) > 10_000:
+        if len(self._rows) > CACHE_MAX:
             self._rows.clear()
         self._rows[provider_id] = info
         return info
@@ -79,6 +95,7 @@ class ProviderCache:
 class _Delivery:
     provider: ProviderInfo
     events: Sequence[ProviderEvent]
+    signed: SignedOnce | None = None  # a token to remember (Mailgun)
     taken: bool = False  # in a batch being applied
     done: asyncio.Future[ApplyResult] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -102,9 +119,14 @@ class Ingest:
         self._writers_count = writers or WRITERS
         self._writers = asyncio.Semaphore(self._writers_count)
         self._held: list[AsyncConnection] = []
+        self._next_prune = 0.0
 
-    async def submit(self, provider: ProviderInfo, events: Sequence[ProviderEvent]) -> ApplyResult:
-        delivery = _Delivery(provider, events)
+    async def submit(
+        self, provider: ProviderInfo, events: Sequence[ProviderEvent], *, signed: SignedOnce | None = None
+    ) -> ApplyResult:
+        """Apply a verified delivery; raises `replay.ReplayedSignature` when `signed` was seen
+        before with other data (nothing of this delivery is recorded)."""
+        delivery = _Delivery(provider, events, signed)
         self._waiting.append(delivery)
         try:
             while not delivery.taken:
@@ -154,7 +176,12 @@ class Ingest:
         """Apply a batch on `conn`; True when `conn` is fit for the next one."""
         try:
             async with AsyncSession(bind=conn, expire_on_commit=False) as session, session.begin():
-                results = await apply_batch(session, [(d.provider, d.events) for d in batch])
+                allowed = await replay.claim(session, [(d.provider.id, d.signed) for d in batch])
+                applied = [d for d, ok in zip(batch, allowed, strict=True) if ok]
+                results = await apply_batch(session, [(d.provider, d.events) for d in applied])
+                if any(d.signed is not None for d in batch) and time.monotonic() >= self._next_prune:
+                    self._next_prune = time.monotonic() + PRUNE_EVERY_S
+                    await replay.prune(session)
         except asyncio.CancelledError:
             # The writer's own request was cancelled mid-transaction (rolled back): the others
             # in its batch must not wait for ever.
@@ -176,7 +203,11 @@ class Ingest:
                 async with self.db.engine.connect() as fresh:
                     await self._apply(fresh, [delivery])
             return False
-        for delivery, result in zip(batch, results, strict=True):
+        refused = [d for d, ok in zip(batch, allowed, strict=True) if not ok]
+        for delivery in refused:
+            if not delivery.done.done():
+                delivery.done.set_exception(replay.ReplayedSignature())
+        for delivery, result in zip(applied, results, strict=True):
             if not delivery.done.done():
                 delivery.done.set_result(result)
         return True

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl
 
+from server.jsonlimits import TooDeep, loads_bounded
+from server.webhooks.verify import WEBHOOK_MAX_DEPTH
+
 # How a provider event id is derived when the provider gives none (Twilio, WhatsApp).
 _HASH_PREFIX = "h:"
 
@@ -53,12 +56,32 @@ def event_hash(*parts: object) -> str:
     return _HASH_PREFIX + hashlib.sha256(joined.encode()).hexdigest()[:40]
 
 
+# What PostgreSQL cannot store in text or JSONB: NUL, and UTF-16 surrogates left alone by a JSON
+# escape (a valid pair is decoded into one character, so any surrogate left is unpaired).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(doc: Any) -> Any:
+    """`doc` with every NUL and unpaired surrogate in its strings (keys too) replaced by U+FFFD:
+    what a provider sends is kept, with a stand-in, rather than refused by the database."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return _UNSTORABLE.sub("\ufffd", value)
+        if isinstance(value, dict):
+            return {clean(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    return clean(doc)  # recursion is bounded: documents are read with WEBHOOK_MAX_DEPTH
+
+
 def _json(body: bytes) -> Any:
-    if b"\\u0000" in body:
-        # PostgreSQL's JSONB cannot hold NUL characters; the raw event is kept with a stand-in.
-        body = body.replace(b"\\u0000", b"\\ufffd")
     try:
-        return json.loads(body)
+        return storable(loads_bounded(body, max_depth=WEBHOOK_MAX_DEPTH, lenient=True))
+    except TooDeep as exc:
+        raise MalformedPayload(f"body nests deeper than {WEBHOOK_MAX_DEPTH} levels") from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedPayload("body is not JSON") from exc
 
@@ -288,7 +311,7 @@ _TWILIO_SUPPRESS = {
 def parse_twilio(body: bytes, now: dt.datetime) -> list[ProviderEvent]:
     try:
         pairs = parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=bool(body))
-        form = {k: v.replace("\x00", "\ufffd") for k, v in pairs}  # no NUL in JSONB (see `_json`)
+        form: dict[str, str] = storable(dict(pairs))
     except (UnicodeDecodeError, ValueError) as exc:
         raise MalformedPayload("a Twilio callback is form-encoded") from exc
     sid, name = (

@@ -13,6 +13,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
@@ -23,6 +24,11 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
 from server import signing
+from server.jsonlimits import TooDeep, loads_bounded
+
+# Provider payloads nest a few levels (Mailgun's user variables are the deepest); a body nested
+# deeper than this is refused as malformed (`TooDeep`, 400) before anything walks it.
+WEBHOOK_MAX_DEPTH = 64
 
 # A signed timestamp further than this from our clock is refused: it bounds how long a captured
 # request can be replayed (the dedupe on provider event ids catches the rest).
@@ -37,6 +43,17 @@ SANDBOX_SIGNATURE = "x-sandbox-signature"
 
 class InvalidSignature(Exception):
     """The request is not proven to come from the provider: answer 401 and record nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class SignedOnce:
+    """A verified signature that does not cover the data it came with (Mailgun signs timestamp +
+    token only). The token may be seen again only with the same data (`digest`) until `expires_at`
+    (unix seconds): a provider's retry, not a captured signature carrying other event data."""
+
+    token_hash: str
+    digest: str
+    expires_at: float
 
 
 def lower_headers(headers: Mapping[str, str]) -> dict[str, str]:
@@ -96,23 +113,33 @@ def verify_sendgrid(public_key: str, headers: Mapping[str, str], body: bytes, *,
 # --- Mailgun: hex HMAC-SHA256(signing key, timestamp + token), inside the JSON body -----------
 
 
-def verify_mailgun(signing_key: str, body: bytes, *, now: float) -> None:
+def verify_mailgun(signing_key: str, body: bytes, *, now: float) -> SignedOnce:
+    """Raises `InvalidSignature`, or `TooDeep` (malformed, 400) for a body nested too deep."""
     try:
-        doc = json.loads(body)
-        sig: Any = doc.get("signature") if isinstance(doc, dict) else None
+        doc = loads_bounded(body, max_depth=WEBHOOK_MAX_DEPTH, lenient=True)
+    except TooDeep:
+        raise
     except (ValueError, UnicodeDecodeError):
-        sig = None
+        doc = None
+    sig: Any = doc.get("signature") if isinstance(doc, dict) else None
     if not isinstance(sig, dict) or not all(
         isinstance(sig.get(k), str | int) for k in ("timestamp", "token", "signature")
     ):
         raise InvalidSignature("missing signature")
     timestamp, token, given = str(sig["timestamp"]), str(sig["token"]), str(sig["signature"])
-    _check_fresh(timestamp, now)
+    signed_at = _check_fresh(timestamp, now)
     if not signing_key:
         raise InvalidSignature("no signing key configured")
     expected = hmac.new(signing_key.encode(), (timestamp + token).encode(), hashlib.sha256).hexdigest()
     if not hmac.compare_digest(expected, given.lower()):
         raise InvalidSignature("bad signature")
+    assert isinstance(doc, dict)
+    data = json.dumps(doc.get("event-data"), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return SignedOnce(
+        token_hash=hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest(),
+        digest=hashlib.sha256(data.encode()).hexdigest(),
+        expires_at=signed_at + TOLERANCE_S,
+    )
 
 
 # --- Twilio: base64 HMAC-SHA1(auth token, URL + sorted name+value pairs) ----------------------
@@ -197,13 +224,14 @@ def verify_request(
     body: bytes,
     url: str,
     now: float,
-) -> None:
-    """Verify a webhook for a connection of this kind; raises `InvalidSignature` when not proven."""
+) -> SignedOnce | None:
+    """Verify a webhook for a connection of this kind; raises `InvalidSignature` when not proven.
+    Returns what must be remembered to refuse a replay when the signature does not cover the body."""
     h = lower_headers(headers)
+    if kind == "mailgun":
+        return verify_mailgun(str(config.get("webhook_signing_key") or ""), body, now=now)
     if kind == "sendgrid":
         verify_sendgrid(str(config.get("webhook_public_key") or ""), h, body, now=now)
-    elif kind == "mailgun":
-        verify_mailgun(str(config.get("webhook_signing_key") or ""), body, now=now)
     elif kind == "twilio":
         verify_twilio(str(config.get("auth_token") or ""), h, body, url=url)
     elif kind == "whatsapp":
@@ -212,3 +240,4 @@ def verify_request(
         verify_sandbox(webhook_key, h, body, now=now)
     else:
         raise InvalidSignature(f"{kind} connections do not receive webhooks")
+    return None

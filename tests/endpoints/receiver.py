@@ -35,6 +35,7 @@ class Receiver:
     requests: list[Received] = field(default_factory=list)
     scripts: dict[str, list[Reply]] = field(default_factory=dict)
     defaults: dict[str, Reply] = field(default_factory=dict)
+    bodies: dict[str, str] = field(default_factory=dict)  # what a path answers, when not the default
     release: asyncio.Event = field(default_factory=asyncio.Event)
 
     def url(self, name: str) -> str:
@@ -61,7 +62,8 @@ class Receiver:
             except TimeoutError:
                 pass
             reply = 200
-        return PlainTextResponse("nope" if int(reply) >= 400 else "ok", status_code=int(reply))
+        text = self.bodies.get(name, "nope" if int(reply) >= 400 else "ok")
+        return PlainTextResponse(text, status_code=int(reply))
 
 
 @asynccontextmanager

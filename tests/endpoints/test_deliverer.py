@@ -116,6 +116,19 @@ async def test_failures_are_logged_with_code_and_error(
     assert d["next_attempt_at"] is not None
 
 
+async def test_a_reply_with_nul_characters_is_logged_without_them(
+    client: httpx.AsyncClient, receiver: Receiver, start_deliverer: DelivererFactory
+) -> None:
+    receiver.defaults["nul"] = 500
+    receiver.bodies["nul"] = "bad\x00 request\x00"
+    ep = await _endpoint(client, receiver.url("nul"))
+    await _contact(client, "Ada")
+    await start_deliverer(backoff_base_s=30)
+
+    [d] = await until(lambda: _with_attempts(client, ep["id"], 1), what="the first failure")
+    assert d["status_code"] == 500 and d["last_error"] == "HTTP 500: bad request"
+
+
 async def _with_attempts(client: httpx.AsyncClient, endpoint_id: int, n: int) -> list[dict[str, Any]]:
     items = await _deliveries(client, endpoint_id)
     return items if items and items[-1]["attempts"] >= n else []

@@ -41,6 +41,32 @@ class OutgoingMessage:
     idempotency_key: str  # stable for the message across retries and crashes, e.g. "sb-<ws>-<msg id>"
     from_name: str = ""
     template: dict[str, Any] | None = None  # whatsapp: {"name","language","parameters":[str,...]}
+    # Conversations (DESIGN §8): reply from the number/address the customer wrote to, where the
+    # adapter can (`from_address`); email carries `Reply-To: reply+<reply_token>@<inbound_domain>`
+    # when the connection has an `inbound_domain`, and its own `Message-ID`.
+    from_address: str = ""
+    reply_token: str = ""
+
+
+def reply_headers(config: Mapping[str, Any], msg: OutgoingMessage) -> dict[str, str]:
+    """`Reply-To` and `Message-ID` for an outbound email (empty without an inbound domain)."""
+    domain = config.get("inbound_domain")
+    if not domain or not msg.reply_token:
+        return {}
+    from_domain = str(config.get("from_email") or "").rpartition("@")[2] or domain
+    return {
+        "Reply-To": f"reply+{msg.reply_token}@{domain}",
+        "Message-ID": f"<{msg.idempotency_key}@{from_domain}>",
+    }
+
+
+def sender_for(config: Mapping[str, Any], msg: OutgoingMessage) -> str:
+    """The email From: the address the customer wrote to when it is on the connection's own domain."""
+    own = str(config.get("from_email") or "")
+    wanted = msg.from_address.strip().lower()
+    if wanted and "@" in wanted and wanted.rpartition("@")[2] == own.lower().rpartition("@")[2]:
+        return wanted
+    return own
 
 
 @dataclass(frozen=True, slots=True)

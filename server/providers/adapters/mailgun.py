@@ -12,7 +12,7 @@ from email.utils import formataddr
 from typing import Any, ClassVar
 
 from server.providers.adapters import http
-from server.providers.adapters.base import Adapter, OutgoingMessage, SendResult
+from server.providers.adapters.base import Adapter, OutgoingMessage, SendResult, reply_headers, sender_for
 from server.providers.adapters.fields import Fields
 
 PUBLIC_API = "https://api.mailgun.net"
@@ -34,10 +34,13 @@ class MailgunAdapter(Adapter):
         )
         fields.email("from_email", required=True)
         fields.string("webhook_signing_key")
+        fields.string(
+            "inbound_domain", pattern=DOMAIN, hint="must be a domain name"
+        )  # Reply-To (conversations)
         fields.origin(default=PUBLIC_API)
 
     async def send(self, msg: OutgoingMessage) -> SendResult:
-        sender = self.config["from_email"]
+        sender = sender_for(self.config, msg)
         form = {
             "from": formataddr((msg.from_name, sender)) if msg.from_name else sender,
             "to": msg.to,
@@ -46,6 +49,8 @@ class MailgunAdapter(Adapter):
             "v:sb_message_id": str(msg.message_id),
             "v:sb_workspace_id": str(msg.workspace_id),
         }
+        for name, value in reply_headers(self.config, msg).items():
+            form[f"h:{name}"] = value
         response = await http.post(
             self.http,
             f"{self.config['base_url']}/v3/{self.config['domain']}/messages",

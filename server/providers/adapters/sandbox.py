@@ -81,7 +81,14 @@ class SandboxAdapter(Adapter):
             await http.post(
                 self.http,
                 sink_url,
-                content=orjson.dumps(dataclasses.asdict(msg)),
+                # Conversation fields only when set: sinks written before them see the same body.
+                content=orjson.dumps(
+                    {
+                        k: v
+                        for k, v in dataclasses.asdict(msg).items()
+                        if v or k not in ("from_address", "reply_token")
+                    }
+                ),
                 headers={"Content-Type": "application/json", "Idempotency-Key": msg.idempotency_key},
                 parse_error=parse_error,
             )

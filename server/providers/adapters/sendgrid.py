@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
 
 from server.providers.adapters import http
-from server.providers.adapters.base import Adapter, OutgoingMessage, SendResult
+from server.providers.adapters.base import Adapter, OutgoingMessage, SendResult, reply_headers, sender_for
 from server.providers.adapters.fields import Fields
 
 PUBLIC_API = "https://api.sendgrid.com"
@@ -35,10 +35,11 @@ class SendGridAdapter(Adapter):
         key = fields.string("webhook_public_key")
         if key is not None and not is_p256_public_key(key):
             fields.error("webhook_public_key", "must be a P-256 public key, base64 DER or PEM")
+        fields.string("inbound_domain", pattern=r"[A-Za-z0-9.-]{1,253}", hint="must be a domain name")
         fields.origin(default=PUBLIC_API)
 
     async def send(self, msg: OutgoingMessage) -> SendResult:
-        sender: dict[str, str] = {"email": self.config["from_email"]}
+        sender: dict[str, str] = {"email": sender_for(self.config, msg)}
         if msg.from_name:
             sender["name"] = msg.from_name
         payload: dict[str, Any] = {
@@ -48,6 +49,10 @@ class SendGridAdapter(Adapter):
             "content": [{"type": "text/plain", "value": msg.body}],
             "custom_args": {"sb_message_id": str(msg.message_id), "sb_workspace_id": str(msg.workspace_id)},
         }
+        headers = reply_headers(self.config, msg)
+        if "Reply-To" in headers:
+            payload["reply_to"] = {"email": headers["Reply-To"]}
+            payload["headers"] = {"Message-ID": headers["Message-ID"]}
         response = await http.post(
             self.http,
             f"{self.config['base_url']}/v3/mail/send",

@@ -25,6 +25,8 @@ from server.providers.adapters.base import (
     SendError,
     SendResult,
     TransientError,
+    reply_headers,
+    sender_for,
 )
 from server.providers.adapters.fields import Fields
 
@@ -50,16 +52,22 @@ class SmtpAdapter(Adapter):
         fields.string("password")
         fields.boolean("starttls", default=True)
         fields.email("from_email", required=True)
+        fields.string(
+            "inbound_domain", pattern=HOST, hint="must be a domain name"
+        )  # Reply-To (conversations)
 
     async def send(self, msg: OutgoingMessage) -> SendResult:
         cfg = self.config
         message_id = message_id_for(msg.idempotency_key, cfg["from_email"])
+        sender = sender_for(cfg, msg)
         email = EmailMessage()
-        email["From"] = formataddr((msg.from_name, cfg["from_email"])) if msg.from_name else cfg["from_email"]
+        email["From"] = formataddr((msg.from_name, sender)) if msg.from_name else sender
         email["To"] = msg.to
         email["Subject"] = msg.subject
         email["Date"] = formatdate(usegmt=True)
         email["Message-ID"] = message_id
+        if reply_to := reply_headers(cfg, msg).get("Reply-To"):
+            email["Reply-To"] = reply_to
         email.set_content(msg.body)
         host = cfg["host"].strip("[]")
         try:

@@ -8,6 +8,7 @@ callback URL is set per message so delivery reports reach our webhook.
 
 from __future__ import annotations
 
+import re
 from typing import Any, ClassVar
 
 from server.providers.adapters import http
@@ -45,6 +46,8 @@ class TwilioAdapter(Adapter):
     async def send(self, msg: OutgoingMessage) -> SendResult:
         sid = self.config["account_sid"]
         sender = self.config["from_number"]
+        if re.fullmatch(E164, msg.from_address):  # a reply: from the number the customer wrote to
+            sender = msg.from_address
         form = {"To": msg.to, "Body": msg.body}
         if self.webhook_url:
             # Our id in the (signed) callback URL lets a status callback that races ahead of the
