@@ -20,6 +20,8 @@ from server.templates.models import Template
 DEMO_WORKSPACE = "Demo"
 DEMO_EMAIL = "admin@demo.switchboard.test"
 DEMO_PASSWORD = "switchboard-demo"
+DEMO_NUMBER = "+15005550006"  # the demo's own number (Twilio's test number): customers write to it
+CUSTOMER_REPLY_RATE = 0.35  # about one SMS/WhatsApp send in three gets an answer
 
 _PEOPLE = [
     (
@@ -126,10 +128,17 @@ async def seed_demo(settings: Settings) -> Login:
                 channel="sms",
                 body="Hi {{ name }}, a reminder of your appointment {{ when | default('tomorrow') }}.",
             )
+            order = Template(
+                workspace_id=ws.id,
+                name="Order update",
+                channel="whatsapp",
+                body="Hi {{ name }}, your order is on its way. Reply here if you have any question.",
+            )
             s.add_all(
                 [
                     welcome,
                     reminder,
+                    order,
                     Template(
                         workspace_id=ws.id,
                         name="Team alert",
@@ -138,7 +147,35 @@ async def seed_demo(settings: Settings) -> Login:
                     ),
                 ]
             )
+            # The demo's customers answer through a Twilio connection, as real ones would: the
+            # sandbox signs their replies with its auth token and posts them to its webhook URL.
+            # Disabled, so nothing is ever sent through it (sends go to the sandbox).
+            customers = Provider(
+                workspace_id=ws.id,
+                name="Demo customers (Twilio inbound)",
+                kind="twilio",
+                channel="sms",
+                priority=100,
+                enabled=False,
+                config={
+                    "account_sid": "AC" + secrets.token_hex(16),
+                    "auth_token": secrets.token_hex(16),
+                    "from_number": DEMO_NUMBER,
+                },
+                webhook_key=secrets.token_hex(32),
+            )
+            s.add(customers)
+            await s.flush()
             for channel in ("email", "sms", "chat", "whatsapp"):
+                config: dict[str, object] = {"delivery_delay_ms": 1500, "bounce_rate": 0.1}
+                if channel in ("sms", "whatsapp"):
+                    config |= {
+                        "customer_reply_rate": CUSTOMER_REPLY_RATE,
+                        "customer_reply_delay_ms": 6000,
+                        "customer_provider_id": customers.id,
+                        "customer_auth_token": customers.config["auth_token"],
+                        "customer_number": DEMO_NUMBER,
+                    }
                 s.add(
                     Provider(
                         workspace_id=ws.id,
@@ -146,25 +183,27 @@ async def seed_demo(settings: Settings) -> Login:
                         kind="sandbox",
                         channel=channel,
                         priority=10,
-                        config={"delivery_delay_ms": 1500, "bounce_rate": 0.1},
+                        config=config,
                         webhook_key=secrets.token_hex(32),
                     )
                 )
             await s.flush()
             # A few messages, so the board comes alive: the sandbox answers with signed delivery
-            # webhooks a moment after the dispatcher sends them.
+            # webhooks a moment after the dispatcher sends them, and some customers write back.
             soon = utcnow() + dt.timedelta(minutes=2)
-            for i, contact_id in enumerate(people[:8]):
+            by_channel = {"email": welcome.id, "sms": reminder.id, "whatsapp": order.id}
+            for i, contact_id in enumerate(people[:9]):
+                channel = ("email", "sms", "whatsapp")[i % 3]
                 await create_message(
                     s,
                     workspace_id=ws.id,
                     user_id=None,
                     data={
                         "contact_id": contact_id,
-                        "channel": "email" if i % 2 == 0 else "sms",
-                        "template_id": welcome.id if i % 2 == 0 else reminder.id,
+                        "channel": channel,
+                        "template_id": by_channel[channel],
                         "variables": {},
-                        "send_at": soon if i == 7 else None,
+                        "send_at": soon if i == 8 else None,
                     },
                 )
         return Login(DEMO_EMAIL, DEMO_PASSWORD)

@@ -217,6 +217,8 @@
         for (const i of inputs()) i.readOnly = true;
       } else if (ev.type.startsWith("message.")) {
         htmx.trigger(document.body, "messages-changed");
+      } else if (ev.type.startsWith("conversation.")) {
+        htmx.trigger(document.body, "conversations-changed");
       }
     },
     onLive() {

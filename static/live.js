@@ -308,13 +308,25 @@
       }
     }
 
+    // The same for an agent replying in a conversation (DESIGN §8): "replying" or "left".
+    conversationPresence(conversationId, state) {
+      this.presenceState = { op: "presence", conversation_id: conversationId, state };
+      if (this.ws && this.subscribed) {
+        this.ws.send(JSON.stringify(this.presenceState));
+      } else if (this.mode === "poll") {
+        this.postPresence();
+      }
+    }
+
     postPresence(beacon) {
       const p = this.presenceState;
       if (!p) return;
       const body = new FormData();
       body.set("state", p.state);
       body.set("csrf_token", csrf());
-      const url = "/contacts/" + Number(p.contact_id) + "/presence";
+      const url = p.conversation_id
+        ? "/inbox/" + Number(p.conversation_id) + "/presence"
+        : "/contacts/" + Number(p.contact_id) + "/presence";
       if (beacon && navigator.sendBeacon) return navigator.sendBeacon(url, body);
       fetch(url, { method: "POST", body, credentials: "same-origin", keepalive: true }).catch(() => {});
     }

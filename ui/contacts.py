@@ -20,6 +20,7 @@ from server.messages import service as messages_service
 from server.messages.models import Message
 from server.pagination import decode_cursor, encode_cursor
 from server.templates import service as templates_service
+from ui.inbox import contact_conversations
 from ui.pages import page
 from ui.web import Viewer, render, services, user_names
 
@@ -149,6 +150,7 @@ async def contact_page(request: Request, v: Viewer) -> Response:
         names = await user_names(s, v.workspace_id)
         messages = await _messages(s, v, contact.id)
         templates = await templates_service.list_by_name(s, workspace_id=v.workspace_id, limit=200)
+        conversations = await contact_conversations(s, v, contact.id)
     attributes = [(k, *attribute_value(val)) for k, val in sorted(contact.attributes.items())]
     return render(
         request,
@@ -161,6 +163,7 @@ async def contact_page(request: Request, v: Viewer) -> Response:
             "history": await _history(request, v, contact.id),
             "present": await _presence_now(request, v, contact.id, names),
             "messages": messages,
+            "conversations": conversations,
             "templates": templates,
             "channels": CHANNELS,
         },
@@ -179,6 +182,14 @@ async def messages_fragment(request: Request, v: Viewer) -> Response:
     async with services(request).db.transaction() as s:
         messages = await _messages(s, v, contact.id)
     return render(request, "_contact_messages.html", {"messages": messages})
+
+
+@page()
+async def conversations_fragment(request: Request, v: Viewer) -> Response:
+    contact = await _contact(request, v)
+    async with services(request).db.transaction() as s:
+        conversations = await contact_conversations(s, v, contact.id)
+    return render(request, "inbox/_contact_conversations.html", {"conversations": conversations})
 
 
 PRESENCE_STATES = ("viewing", "editing", "left")
@@ -205,5 +216,6 @@ routes = [
     Route("/contacts/{contact_id:int}", contact_page, methods=["GET"]),
     Route("/contacts/{contact_id:int}/history", history_fragment, methods=["GET"]),
     Route("/contacts/{contact_id:int}/messages", messages_fragment, methods=["GET"]),
+    Route("/contacts/{contact_id:int}/conversations", conversations_fragment, methods=["GET"]),
     Route("/contacts/{contact_id:int}/presence", presence_post, methods=["POST"]),
 ]

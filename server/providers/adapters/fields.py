@@ -48,6 +48,10 @@ class Fields:
     def error(self, key: str, message: str) -> None:
         self._errors.append({"field": f"config.{key}", "message": message})
 
+    def given(self, key: str) -> bool:
+        """Whether the config sets `key` (optional groups of keys are validated only when set)."""
+        return self._raw.get(key) not in (None, "")
+
     def _take(self, key: str) -> Any:
         value = self._raw.pop(key, None)
         return None if value == "" else value

@@ -7,6 +7,13 @@ Config: `delivery_delay_ms` (default 1500; negative turns webhooks off, as bench
 Webhook body: `{"events": [{"id", "message_id", "status", "timestamp", "recipient", "reason"}]}`
 with a "sent" event, then "delivered" or "bounced", signed `X-Sandbox-Signature` with
 `server.signing.sign(webhook_key, raw_body)`.
+
+It also plays the customers (the demo's first five minutes, issue 16): with `customer_reply_rate`
+> 0, that share of SMS and WhatsApp sends is answered, after about `customer_reply_delay_ms`, by
+an incoming message from the recipient's number, posted exactly as Twilio posts one (form-encoded,
+`X-Twilio-Signature` with `customer_auth_token`) to the Twilio connection `customer_provider_id`
+of the same deployment. So the reply takes the real inbound path, verification included; an agent's
+answer is a send like any other and may be answered again.
 """
 
 from __future__ import annotations
@@ -17,8 +24,9 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 import httpx
 import orjson
@@ -27,11 +35,25 @@ from server import signing
 from server.providers.adapters import http
 from server.providers.adapters.base import Adapter, OutgoingMessage, SendResult
 from server.providers.adapters.fields import Fields
+from server.webhooks.verify import twilio_signature
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_ATTEMPTS = 3
 WEBHOOK_BACKOFF_S = 0.5  # doubled after each failed attempt: the app may be restarting
+DEFAULT_NUMBER = "+15005550006"  # Twilio's test number: what the demo's customers write to
+CUSTOMER_CHANNELS = frozenset({"sms", "whatsapp"})  # what a Twilio number receives
+# What the demo's customers say back: short, harmless (no STOP or other keyword a consent rule acts on).
+CUSTOMER_REPLIES = (
+    "Thanks, got it!",
+    "Could we make it Thursday instead?",
+    "Great, see you then 👍",
+    "What time exactly?",
+    "Who is this? I don't think I signed up for this.",
+    "Yes please, that works for me.",
+    "Can you call me back this afternoon?",
+    "Perfect, thank you so much.",
+)
 BOUNCE_REASONS = {
     "email": "550 5.1.1 The email account that you tried to reach does not exist",
     "sms": "30005 Unknown destination handset",
@@ -44,7 +66,7 @@ class SandboxAdapter(Adapter):
     kind: ClassVar[str] = "sandbox"
     channels: ClassVar[frozenset[str]] = frozenset({"email", "sms", "whatsapp", "chat"})
     required_keys: ClassVar[frozenset[str]] = frozenset()
-    secret_keys: ClassVar[frozenset[str]] = frozenset()
+    secret_keys: ClassVar[frozenset[str]] = frozenset({"customer_auth_token"})
     endpoint_keys: ClassVar[frozenset[str]] = frozenset({"sink_url"})
     location_keys: ClassVar[frozenset[str]] = frozenset({"sink_url"})
 
@@ -75,6 +97,12 @@ class SandboxAdapter(Adapter):
         fields.integer("delivery_delay_ms", default=1500, maximum=3_600_000)
         fields.number("bounce_rate", default=0.0, minimum=0.0, maximum=1.0)
         fields.url("sink_url")
+        if fields.given("customer_provider_id"):  # the customers' replies: all or nothing
+            fields.integer("customer_provider_id", default=0, minimum=1, maximum=2**62)
+            fields.string("customer_auth_token", required=True)
+            fields.number("customer_reply_rate", default=0.25, minimum=0.0, maximum=1.0)
+            fields.integer("customer_reply_delay_ms", default=5000, minimum=0, maximum=3_600_000)
+            fields.string("customer_number", default=DEFAULT_NUMBER, pattern=r"\+[1-9][0-9]{6,14}")
 
     async def send(self, msg: OutgoingMessage) -> SendResult:
         if sink_url := self.config.get("sink_url"):
@@ -94,12 +122,59 @@ class SandboxAdapter(Adapter):
             )
         provider_message_id = f"sbx-{uuid.uuid4()}"
         if self.config["delivery_delay_ms"] >= 0 and self.webhook_url:
-            task = asyncio.create_task(
-                self._post_webhook(provider_message_id, msg), name=f"sandbox-webhook-{provider_message_id}"
+            self._spawn(
+                self._post_webhook(provider_message_id, msg), f"sandbox-webhook-{provider_message_id}"
             )
-            self._webhooks.add(task)
-            task.add_done_callback(self._webhook_done)
+        if self._customer_answers(msg):
+            self._spawn(self._customer_reply(msg), f"sandbox-customer-{provider_message_id}")
         return SendResult(provider_message_id)
+
+    def _spawn(self, work: Any, name: str) -> None:
+        task = asyncio.create_task(work, name=name)
+        self._webhooks.add(task)
+        task.add_done_callback(self._webhook_done)
+
+    def _customer_answers(self, msg: OutgoingMessage) -> bool:
+        return (
+            msg.channel in CUSTOMER_CHANNELS
+            and bool(msg.to)
+            and bool(self.webhook_url)
+            and int(self.config.get("customer_provider_id") or 0) > 0
+            and bool(self.config.get("customer_auth_token"))
+            and self._random.random() < float(self.config.get("customer_reply_rate") or 0.0)
+        )
+
+    def customer_url(self) -> str:
+        """The Twilio connection's webhook URL: ours with its id (same deployment, same base)."""
+        base = self.webhook_url.split("?", 1)[0].rsplit("/", 1)[0]
+        return f"{base}/{int(self.config['customer_provider_id'])}"
+
+    def customer_message(self, msg: OutgoingMessage) -> dict[str, str]:
+        """What Twilio posts for an incoming message from `msg`'s recipient to our number."""
+        prefix = "whatsapp:" if msg.channel == "whatsapp" else ""
+        ours = msg.from_address or str(self.config.get("customer_number") or DEFAULT_NUMBER)
+        sid = "SM" + uuid.uuid4().hex
+        return {
+            "AccountSid": "AC" + "0" * 32,
+            "ApiVersion": "2010-04-01",
+            "Body": self._random.choice(CUSTOMER_REPLIES),
+            "From": prefix + msg.to,
+            "MessageSid": sid,
+            "NumMedia": "0",
+            "SmsMessageSid": sid,
+            "SmsSid": sid,
+            "SmsStatus": "received",
+            "To": prefix + ours.removeprefix("whatsapp:"),
+        }
+
+    async def _customer_reply(self, msg: OutgoingMessage) -> None:
+        delay_s = self.config.get("customer_reply_delay_ms", 5000) / 1000
+        await asyncio.sleep(delay_s * (0.5 + self._random.random()))
+        form = self.customer_message(msg)
+        url = self.customer_url()
+        signature = twilio_signature(str(self.config["customer_auth_token"]), url, form.items())
+        headers = {"Content-Type": "application/x-www-form-urlencoded", "X-Twilio-Signature": signature}
+        await self._post(url, urlencode(form).encode(), headers, what=f"customer reply {form['MessageSid']}")
 
     @property
     def pending_webhooks(self) -> int:
@@ -131,26 +206,41 @@ class SandboxAdapter(Adapter):
             ),
         ]
         body = orjson.dumps({"events": events})
+        await self._post(
+            self.webhook_url,
+            body,
+            lambda: {
+                "Content-Type": "application/json",
+                "X-Sandbox-Signature": signing.sign(self.webhook_key, body),  # timestamped: per attempt
+            },
+            what=f"webhook for {provider_message_id}",
+        )
+
+    async def _post(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str] | Callable[[], Mapping[str, str]],
+        *,
+        what: str,
+    ) -> None:
+        """POST to the app, retried: it may be restarting."""
         problem = ""
         for attempt in range(WEBHOOK_ATTEMPTS):
             if attempt:
                 await asyncio.sleep(WEBHOOK_BACKOFF_S * 2 ** (attempt - 1))
-            headers = {
-                "Content-Type": "application/json",
-                "X-Sandbox-Signature": signing.sign(self.webhook_key, body),
-            }
             try:
-                response = await self.http.post(self.webhook_url, content=body, headers=headers)
+                response = await self.http.post(
+                    url, content=body, headers=headers() if callable(headers) else dict(headers)
+                )
             except httpx.TransportError as exc:
                 problem = f"{type(exc).__name__}: {exc}"
             else:
                 if response.is_success:
                     return
                 problem = f"HTTP {response.status_code}"
-            log.warning("sandbox webhook %s attempt %d: %s", provider_message_id, attempt + 1, problem)
-        raise RuntimeError(
-            f"webhook for {provider_message_id} not accepted after {WEBHOOK_ATTEMPTS} attempts: {problem}"
-        )
+            log.warning("sandbox %s attempt %d: %s", what, attempt + 1, problem)
+        raise RuntimeError(f"{what} not accepted after {WEBHOOK_ATTEMPTS} attempts: {problem}")
 
 
 def event(

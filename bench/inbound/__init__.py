@@ -1,0 +1,1 @@
+"""Inbound messages benchmark (issue 16): `python -m bench.inbound`."""
