@@ -116,7 +116,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Middleware(RequestId),
             Middleware(HttpMetrics),
             Middleware(RateLimit),
-            Middleware(BodyLimit, max_bytes=settings.max_body_bytes),
+            Middleware(
+                BodyLimit,
+                max_bytes=settings.max_body_bytes,
+                routes={("POST", "/api/v1/contacts/import"): settings.import_max_bytes},
+            ),
         ],
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

@@ -13,21 +13,28 @@ request_id_var: contextvars.ContextVar[str | None] = contextvars.ContextVar("req
 
 
 class BodyLimit:
-    """Answer 413 when the body is larger than `max_bytes`, by Content-Length or as it streams."""
+    """Answer 413 when the body is larger than `max_bytes`, by Content-Length or as it streams.
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    `routes` gives single routes, by exact (method, path), a limit of their own (the contact
+    import takes uploads far over the JSON limit); every other request keeps `max_bytes`."""
+
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, routes: dict[tuple[str, str], int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.routes = dict(routes or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        too_large = Problem(413, f"The body is larger than {self.max_bytes} bytes.")
+        max_bytes = self.routes.get((scope["method"], scope["path"]), self.max_bytes)
+        too_large = Problem(413, f"The body is larger than {max_bytes} bytes.")
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
-                    if int(value) > self.max_bytes:
+                    if int(value) > max_bytes:
                         await problem_response(too_large)(scope, receive, send)
                         return
                 except ValueError:
@@ -39,7 +46,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
+                if seen > max_bytes:
                     raise too_large
             return message
 

@@ -3,7 +3,7 @@
 from server.apikeys.models import ApiKey
 from server.audit.models import AuditEntry
 from server.auth.models import RefreshToken, Role, User
-from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob
+from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob, ImportRejectedRow
 from server.conversations.models import Conversation, ConversationRead, InboundMessage, InboundToken
 from server.db import Base
 from server.endpoints.models import Delivery, Endpoint
@@ -38,6 +38,7 @@ __all__ = [
     "Event",
     "IdempotencyRecord",
     "ImportJob",
+    "ImportRejectedRow",
     "InboundMessage",
     "InboundToken",
     "Message",

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 from realtime.lifecycle import Component
 from server.auth.tokens import TokenCodec
 from server.cache import Caches
-from server.contacts.importer import Importer
+from server.contacts.importer import ImportConfig, Importer
 from server.db import Database
 from server.metrics import ComponentCollector, Metrics
 from server.ratelimit import RateLimits, make_rate_limits
@@ -163,11 +163,7 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
         metrics=metrics,
         ratelimits=make_rate_limits(settings, redis),
         caches=caches,
-        importer=Importer(
-            db,
-            max_running_per_workspace=settings.import_jobs_per_workspace,
-            finished_ttl_s=settings.import_job_ttl_s,
-        ),
+        importer=Importer(db, ImportConfig.from_settings(settings)),
     )
     metrics.registry.register(ComponentCollector(services, queue=False))
     limits = services.ratelimits

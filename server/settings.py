@@ -86,10 +86,17 @@ class Settings(BaseSettings):
 
     # The admin audit log keeps entries this long (pruned by the report job, server/reports/job.py).
     audit_retention_days: float = 365.0
-    # Contact imports: at most this many at once per workspace; a finished job's status is kept
-    # this long (jobs live in the process's memory).
-    import_jobs_per_workspace: int = 2
-    import_job_ttl_s: float = 3600.0
+    # Contact imports (server/contacts/importer.py). One upload may be this large (the request
+    # body limit above does not apply to the import route); a gzip upload may expand to
+    # IMPORT_MAX_EXPANSION times it. The upload is kept in `import_dir` while its job runs.
+    import_max_bytes: int = 200 * 1024 * 1024
+    import_dir: Path = ROOT / "var" / "imports"
+    import_batch_rows: int = 5000  # rows per transaction (and per `import.progress` event)
+    import_jobs_per_workspace: int = 2  # imports running at once per workspace; more → 429
+    import_job_ttl_s: float = 3600.0  # a finished job's status and rejected rows are kept this long
+    # A running job's instance renews its lease this often (÷3); a job whose lease ran out is
+    # resumed by an instance that has its upload, or failed.
+    import_lease_s: float = 30.0
 
     cache_ttl_s: float = 30.0
     cache_size: int = 10_000

@@ -1,269 +1,524 @@
 """CSV import of contacts: good rows are kept, bad rows are reported with their line number.
 
-Rows are created in batches, one transaction each; every batch also emits an `import.progress`
-event (topic `contacts`) in the same transaction, so the progress a browser sees is committed."""
+An upload is spooled to disk (server/contacts/import_file.py) and becomes an `import_job` row;
+the importer reads it in batches (`import_batch_rows`), each written set-wise in ONE transaction
+(server/contacts/import_write.py) together with its rejected rows, the job's new counters and
+byte offset, and one `import.progress` event (topic `contacts`). So the progress a browser sees is
+committed, and a job stopped at any point resumes after its last committed batch: every row is
+imported exactly once.
+
+Which instance runs a job is a lease on its row (`owner`, `lease_until`), renewed while it runs;
+every batch's write is fenced by it. An instance that finds a job whose lease ran out resumes it
+if it has its upload on disk, or ends it `failed` when the upload is gone.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import csv
-import io
+import datetime as dt
 import logging
-import time
+import os
+import socket
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import and_, delete, func, insert, or_, select, update
 
+from realtime.lifecycle import Supervisor
+from server.contacts.changes import lock_workspace
+from server.contacts.import_file import CsvRows, ImportRefused, Row, remove
+from server.contacts.import_file import parse_csv as parse_csv
+from server.contacts.import_write import Mode, Rec, write_batch
+from server.contacts.models import ImportJob, ImportRejectedRow
 from server.contacts.schemas import ContactIn
-from server.contacts.service import DuplicateEmail, create_contact
-from server.db import Database
-from server.errors import is_unavailable, validation_errors
+from server.db import Database, utcnow
+from server.errors import validation_errors
 from server.events.service import emit
 
 log = logging.getLogger("switchboard.contacts.import")
 
-BATCH_SIZE = 200
-MAX_ROWS = 100_000
-MAX_REJECTED_KEPT = 500  # per job, for the status endpoint; each event carries its batch's
-# Jobs live in this process's memory until job state moves to the database: bounded by how many
-# run at once per workspace (the rest are told to retry), how long a finished job is remembered
-# (`import_job_ttl_s`), and how many finished jobs each workspace keeps.
-MAX_RUNNING_PER_WORKSPACE = 2
-FINISHED_TTL_S = 3600.0
-MAX_FINISHED_PER_WORKSPACE = 20
 KNOWN = ("name", "email", "phone", "tags")
+MAX_REJECTED_KEPT = 10_000  # rejected rows kept per job (the count goes on)
+EVENT_REJECTED_MAX = 100  # rejected rows carried by one progress event (the rest: status endpoint)
+# A job whose lease ran out and whose upload is on no instance that looked is failed after this:
+# its instance (the only one holding the upload) did not come back.
+ORPHAN_FAIL_AFTER = dt.timedelta(hours=1)
 
-
-class ImportRefused(ValueError):
-    """The file itself cannot be imported (not CSV, no header, too many rows)."""
+__all__ = ["ImportConfig", "ImportRefused", "Importer", "TooManyImports", "parse_csv", "to_contact"]
 
 
 class TooManyImports(Exception):
     """The workspace already runs as many imports as allowed: try again when one finishes."""
 
 
-@dataclass
-class Row:
-    line: int
-    values: dict[str, str]
+class LeaseLost(Exception):
+    """Another instance took this job over (this one stalled past its lease): stop, write nothing."""
 
 
-@dataclass
-class ImportJob:
-    id: str
-    workspace_id: int
-    user_id: int | None
-    total: int
-    processed: int = 0
-    created: int = 0
-    rejected_count: int = 0
-    rejected: list[dict[str, Any]] = field(default_factory=list)
-    done: bool = False
-    error: str | None = None
-    finished_at: float | None = None  # monotonic; set when the job stops for good
-
-    def stopped(self) -> None:
-        """Finished, failed or cancelled (even before it started): it no longer runs."""
-        self.finished_at = time.monotonic()
-
-    def progress(self, new_rejected: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "job_id": self.id,
-            "total": self.total,
-            "processed": self.processed,
-            "created": self.created,
-            "rejected_count": self.rejected_count,
-            "rejected": new_rejected,
-            "done": self.done,
-            "error": self.error,
-        }
-
-    def status(self) -> dict[str, Any]:
-        out = self.progress(self.rejected)
-        out["status"] = "failed" if self.error else ("done" if self.done else "running")
-        return out
-
-
-def parse_csv(raw: bytes) -> list[Row]:
-    """Rows keyed by lower-cased header; `line` is the row's line number in the file (header = 1)."""
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        raise ImportRefused("The file is not UTF-8 text.") from None
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = next(reader)
-    except StopIteration:
-        raise ImportRefused("The file is empty: a header row is expected.") from None
-    except csv.Error as exc:
-        raise ImportRefused(f"The file is not valid CSV: {exc}") from None
-    names = [h.strip().lower() for h in header]
-    if not any(n in KNOWN for n in names):
-        raise ImportRefused("The header must name at least one of: name, email, phone, tags.")
-    rows: list[Row] = []
-    try:
-        for values in reader:
-            if not any(v.strip() for v in values):
-                continue
-            if len(rows) >= MAX_ROWS:
-                raise ImportRefused(f"At most {MAX_ROWS} rows per import.")
-            rows.append(Row(reader.line_num, {n: v for n, v in zip(names, values, strict=False) if n}))
-    except csv.Error as exc:
-        raise ImportRefused(f"Line {reader.line_num} is not valid CSV: {exc}") from None
-    return rows
-
-
-def to_contact(row: Row) -> dict[str, Any]:
+def to_contact(row: Row) -> Rec:
     """The contact fields of a row; raises ValidationError as the API would."""
     v = row.values
     tags = [t.strip() for t in v.get("tags", "").replace("|", ";").split(";") if t.strip()]
     attributes = {k: val for k, val in v.items() if k not in KNOWN and val.strip() != ""}
-    data = ContactIn.model_validate(
-        {
-            "name": v.get("name", "").strip(),
-            "email": v.get("email", "").strip() or None,
-            "phone": v.get("phone", "").strip() or None,
-            "tags": tags,
-            "attributes": attributes,
-        }
-    )
-    return data.model_dump()
+    raw = {
+        "name": v.get("name", "").strip(),
+        "email": v.get("email", "").strip() or None,
+        "phone": v.get("phone", "").strip() or None,
+        "tags": tags,
+        "attributes": attributes,
+    }
+    data = ContactIn.model_validate(raw).model_dump()
+    given = frozenset(k for k in ("name", "phone", "tags") if raw[k])
+    return Rec(row.line, data, given)
 
 
-async def run_batch(db: Database, job: ImportJob, batch: list[Row]) -> None:
-    new_rejected: list[dict[str, Any]] = []
-    async with db.transaction() as s:
-        for row in batch:
-            try:
-                data = to_contact(row)
-            except ValidationError as exc:
-                new_rejected.append({"row": row.line, "errors": validation_errors(exc)})
-                continue
-            try:
-                async with s.begin_nested():
-                    await create_contact(s, workspace_id=job.workspace_id, user_id=job.user_id, data=data)
-            except DuplicateEmail:
-                new_rejected.append(
-                    {
-                        "row": row.line,
-                        "errors": [{"field": "email", "message": "already used by another contact"}],
-                    }
+@dataclass(slots=True)
+class Batch:
+    recs: list[Rec]
+    rejected: list[dict[str, Any]]  # rows refused before the database (validation, NUL, UTF-8)
+    rows: int  # rows it covers (recs + rejected)
+    offset: int  # byte offset after its last row
+    line: int
+    last: bool  # nothing follows
+
+
+class BatchReader:
+    """Cuts a job's rows into batches; a batch ends early before a row whose key (email, or phone
+    for rows without one) it already holds, so one set-wise write never sees a key twice."""
+
+    def __init__(self, rows: CsvRows, size: int) -> None:
+        self.rows = rows
+        self.size = size
+        self._held: tuple[Row, int, int] | None = None  # a row read past the end of the last batch
+
+    def _next(self) -> tuple[Row, int, int] | None:
+        if self._held is not None:
+            held, self._held = self._held, None
+            return held
+        row = next(self.rows, None)
+        return None if row is None else (row, self.rows.offset, self.rows.line)
+
+    def next_batch(self) -> Batch | None:
+        recs: list[Rec] = []
+        rejected: list[dict[str, Any]] = []
+        keys: set[tuple[str, str]] = set()
+        offset = line = count = 0
+        while count < self.size:
+            item = self._next()
+            if item is None:
+                break
+            row, end, end_line = item
+            rec: Rec | None = None
+            if row.problem is not None:
+                rejected.append(
+                    {"row": row.line, "errors": [{"field": row.problem[0], "message": row.problem[1]}]}
                 )
-                continue
-            except DBAPIError as exc:
-                # The database refused this row alone (rolled back to its savepoint): report it and
-                # keep the batch. An unreachable database stops the import instead.
-                if is_unavailable(exc):
-                    raise
-                log.warning("import %s: row %d refused by the database: %s", job.id, row.line, exc.orig)
-                new_rejected.append(
-                    {
-                        "row": row.line,
-                        "errors": [{"field": "row", "message": "the database refused this row"}],
-                    }
-                )
-                continue
-            job.created += 1
-        job.processed += len(batch)
-        job.rejected_count += len(new_rejected)
-        job.done = job.processed >= job.total
-        room = MAX_REJECTED_KEPT - len(job.rejected)
-        job.rejected.extend(new_rejected[: max(room, 0)])
-        await emit(s, job.workspace_id, "import.progress", job.progress(new_rejected))
+            else:
+                try:
+                    rec = to_contact(row)
+                except ValidationError as exc:
+                    rejected.append({"row": row.line, "errors": validation_errors(exc)})
+            if rec is not None:
+                key = rec.key()
+                if key is not None and key in keys:
+                    self._held = item
+                    break
+                if key is not None:
+                    keys.add(key)
+                recs.append(rec)
+            offset, line, count = end, end_line, count + 1
+        if count == 0:
+            return None
+        if self._held is None:
+            self._held = self._next()  # look ahead: is this batch the last?
+        return Batch(recs, rejected, count, offset, line, last=self._held is None)
+
+
+@dataclass(frozen=True)
+class ImportConfig:
+    directory: Path
+    batch_rows: int = 5000
+    jobs_per_workspace: int = 2
+    job_ttl_s: float = 3600.0
+    lease_s: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> ImportConfig:
+        return cls(
+            directory=Path(settings.import_dir),
+            batch_rows=settings.import_batch_rows,
+            jobs_per_workspace=settings.import_jobs_per_workspace,
+            job_ttl_s=settings.import_job_ttl_s,
+            lease_s=settings.import_lease_s,
+        )
+
+
+@dataclass
+class _Job:
+    """What the running task knows of its job row (it alone writes it, fenced by the lease)."""
+
+    id: int
+    workspace_id: int
+    user_id: int | None
+    mode: Mode
+    total: int
+    path: str
+    offset: int
+    line: int
+    counts: dict[str, int] = field(default_factory=dict)  # processed, created, updated, rejected_count
+
+
+def _progress(
+    job: _Job, new_rejected: list[dict[str, Any]], *, done: bool, error: str | None = None
+) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "mode": job.mode,
+        "total": job.total,
+        **job.counts,
+        "rejected": new_rejected[:EVENT_REJECTED_MAX],
+        "done": done,
+        "error": error,
+        "refresh": "contacts",  # the contacts list changed: reload it (no contact.* event per row)
+    }
 
 
 class Importer:
-    """Runs imports in the background of one app and remembers them for the status endpoint.
-    A component: stopping it cancels the imports still running (their committed batches stay)."""
+    """Runs this instance's imports and resumes or fails the ones whose instance went away.
+    A component: stopping it stops its imports after their last committed batch and hands them
+    back (another start, here or elsewhere, resumes them)."""
 
     def __init__(
-        self,
-        db: Database,
-        *,
-        on_commit: Any = None,
-        batch_size: int = BATCH_SIZE,
-        max_running_per_workspace: int = MAX_RUNNING_PER_WORKSPACE,
-        finished_ttl_s: float = FINISHED_TTL_S,
+        self, db: Database, config: ImportConfig, *, on_commit: Callable[[int], None] | None = None
     ) -> None:
         self.db = db
+        self.config = config
+        self.batch_size = config.batch_rows
+        self.finished_ttl_s = config.job_ttl_s
         self.on_commit = on_commit  # called with the workspace id after each batch commits
-        self.batch_size = batch_size
-        self.max_running_per_workspace = max_running_per_workspace
-        self.finished_ttl_s = finished_ttl_s
-        self.jobs: dict[str, ImportJob] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self.owner = uuid.uuid4().hex
+        self.host = socket.gethostname()
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self.supervisor = Supervisor("importer")
 
-    def submit(self, *, workspace_id: int, user_id: int | None, rows: list[Row]) -> ImportJob:
-        """Start an import; `TooManyImports` when the workspace already runs its share."""
-        self.expire()
-        running = sum(
-            1 for j in self.jobs.values() if j.workspace_id == workspace_id and j.finished_at is None
-        )
-        if running >= self.max_running_per_workspace:
-            raise TooManyImports(workspace_id)
-        job = ImportJob(id=uuid.uuid4().hex, workspace_id=workspace_id, user_id=user_id, total=len(rows))
-        self.jobs[job.id] = job
-        task = asyncio.create_task(self._run(job, rows), name=f"contact-import-{job.id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda _task: job.stopped())
-        return job
-
-    def get(self, workspace_id: int, job_id: str) -> ImportJob | None:
-        self.expire()
-        job = self.jobs.get(job_id)
-        return job if job is not None and job.workspace_id == workspace_id else None
-
-    def expire(self) -> None:
-        """Forget finished jobs older than `finished_ttl_s`, and all but the newest
-        MAX_FINISHED_PER_WORKSPACE finished jobs of each workspace."""
-        now = time.monotonic()
-        kept: dict[int, int] = {}
-        newest_first = sorted(self.jobs.values(), key=lambda j: -(j.finished_at or now))
-        for job in newest_first:
-            if job.finished_at is None:
-                continue
-            kept[job.workspace_id] = kept.get(job.workspace_id, 0) + 1
-            if (
-                now - job.finished_at >= self.finished_ttl_s
-                or kept[job.workspace_id] > MAX_FINISHED_PER_WORKSPACE
-            ):
-                del self.jobs[job.id]
-
-    async def _run(self, job: ImportJob, rows: list[Row]) -> None:
-        try:
-            if not rows:
-                job.done = True
-                async with self.db.transaction() as s:
-                    await emit(s, job.workspace_id, "import.progress", job.progress([]))
-            for start in range(0, len(rows), self.batch_size):
-                await run_batch(self.db, job, rows[start : start + self.batch_size])
-                if self.on_commit is not None:
-                    self.on_commit(job.workspace_id)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("contact import %s failed", job.id)
-            job.error = f"{exc.__class__.__name__}: the import stopped after {job.processed} rows"
-            job.done = True
-            try:
-                async with self.db.transaction() as s:
-                    await emit(s, job.workspace_id, "import.progress", job.progress([]))
-            except Exception:
-                log.exception("reporting the failed import %s failed", job.id)
-
-    async def wait(self) -> None:
-        """Until every running import has finished (tests)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+    # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        return None
+        await asyncio.to_thread(self.config.directory.mkdir, parents=True, exist_ok=True)
+        self.supervisor.spawn("import-sweep", self._sweep_forever)
 
     async def stop(self) -> None:
-        for t in list(self._tasks):
+        await self.supervisor.stop()
+        tasks = list(self._tasks.values())
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
+            async with self.db.transaction() as s:
+                await s.execute(
+                    update(ImportJob)
+                    .where(ImportJob.owner == self.owner, ImportJob.status == "running")
+                    .values(owner=None, lease_until=None)
+                )
+        except Exception:
+            log.exception("handing back the running imports failed (their leases will run out)")
+
+    async def wait(self) -> None:
+        """Until every import this instance runs has finished (tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+
+    # --- jobs -----------------------------------------------------------------------------------
+
+    def upload_path(self) -> Path:
+        """Where a new upload is spooled."""
+        return self.config.directory / f"upload-{uuid.uuid4().hex}.csv"
+
+    async def submit(
+        self, *, workspace_id: int, user_id: int | None, mode: Mode, path: Path, total: int
+    ) -> int:
+        """Record the job and start it here; `TooManyImports` when the workspace runs its share."""
+        now = utcnow()
+        async with self.db.transaction() as s:
+            await lock_workspace(s, workspace_id)  # the count and the insert, one at a time
+            running = (
+                await s.execute(
+                    select(func.count()).where(
+                        ImportJob.workspace_id == workspace_id,
+                        ImportJob.status == "running",
+                        ImportJob.lease_until > now,
+                    )
+                )
+            ).scalar_one()
+            if running >= self.config.jobs_per_workspace:
+                raise TooManyImports(workspace_id)
+            job = ImportJob(
+                workspace_id=workspace_id,
+                user_id=user_id,
+                mode=mode,
+                status="running",
+                total=total,
+                path=str(path),
+                host=self.host,
+                owner=self.owner,
+                lease_until=now + dt.timedelta(seconds=self.config.lease_s),
+                created_at=now,
+                updated_at=now,
+            )
+            s.add(job)
+            await s.flush()
+            state = self._state(job)
+        self._launch(state)
+        return state.id
+
+    def _state(self, job: ImportJob) -> _Job:
+        return _Job(
+            id=job.id,
+            workspace_id=job.workspace_id,
+            user_id=job.user_id,
+            mode="upsert" if job.mode == "upsert" else "create",
+            total=job.total,
+            path=job.path or "",
+            offset=job.byte_offset or 0,
+            line=job.line or 0,
+            counts={
+                "processed": job.processed or 0,
+                "created": job.created or 0,
+                "updated": job.updated or 0,
+                "rejected_count": job.rejected_count or 0,
+            },
+        )
+
+    def _launch(self, job: _Job) -> None:
+        task = asyncio.create_task(self._run(job), name=f"contact-import-{job.id}")
+        self._tasks[job.id] = task
+        task.add_done_callback(lambda _t: self._tasks.pop(job.id, None))
+
+    async def status(self, workspace_id: int, job_id: int) -> dict[str, Any] | None:
+        """A job's state as the status endpoint shows it (from the database: any instance)."""
+        async with self.db.transaction() as s:
+            job = (
+                await s.execute(
+                    select(ImportJob).where(ImportJob.id == job_id, ImportJob.workspace_id == workspace_id)
+                )
+            ).scalar_one_or_none()
+            if job is None:
+                return None
+            rejected = (
+                await s.execute(
+                    select(ImportRejectedRow.line, ImportRejectedRow.errors)
+                    .where(ImportRejectedRow.job_id == job_id)
+                    .order_by(ImportRejectedRow.line, ImportRejectedRow.id)
+                    .limit(MAX_REJECTED_KEPT)
+                )
+            ).all()
+        return {
+            "job_id": job.id,
+            "status": job.status,
+            "mode": job.mode,
+            "total": job.total,
+            "processed": job.processed,
+            "created": job.created,
+            "updated": job.updated,
+            "rejected_count": job.rejected_count,
+            "rejected": [{"row": line, "errors": errors} for line, errors in rejected],
+            "done": job.status != "running",
+            "error": job.error,
+            "created_at": job.created_at,
+            "finished_at": job.finished_at,
+        }
+
+    # --- running one job ------------------------------------------------------------------------
+
+    async def _run(self, job: _Job) -> None:
+        try:
+            await self._import(job)
+        except LeaseLost:
+            log.warning("contact import %s: another instance took it over; stopping here", job.id)
+        except Exception as exc:
+            log.exception("contact import %s failed", job.id)
+            if isinstance(exc, ImportRefused):
+                error = str(exc)
+            else:
+                error = f"{exc.__class__.__name__}: the import stopped after {job.counts['processed']} rows"
+            await self._finish(job, error=error)
+
+    async def _import(self, job: _Job) -> None:
+        f = await asyncio.to_thread(open, job.path, "rb")
+        try:
+            rows = await asyncio.to_thread(CsvRows, f)
+            rows.seek(job.offset, job.line)
+            reader = BatchReader(rows, self.batch_size)
+            # Parse the next batch in a thread while the database writes this one.
+            pending = asyncio.ensure_future(asyncio.to_thread(reader.next_batch))
+            try:
+                batch = await pending
+                if batch is None:
+                    await self._finish(job)
+                    return
+                while batch is not None:
+                    pending = asyncio.ensure_future(
+                        asyncio.to_thread(reader.next_batch) if not batch.last else _none()
+                    )
+                    await self._commit(job, batch)
+                    if self.on_commit is not None:
+                        self.on_commit(job.workspace_id)
+                    batch = await pending
+            finally:
+                if not pending.done():
+                    await asyncio.gather(pending, return_exceptions=True)  # the thread reads the file
+        finally:
+            await asyncio.to_thread(f.close)
+        remove(job.path)
+
+    async def _commit(self, job: _Job, batch: Batch) -> None:
+        now = utcnow()
+        async with self.db.transaction() as s:
+            outcome = await write_batch(
+                s,
+                workspace_id=job.workspace_id,
+                user_id=job.user_id,
+                job_id=job.id,
+                mode=job.mode,
+                recs=batch.recs,
+            )
+            rejected = sorted(batch.rejected + outcome.rejected, key=lambda r: r["row"])
+            room = max(MAX_REJECTED_KEPT - job.counts["rejected_count"], 0)
+            if rejected[:room]:
+                await s.execute(
+                    insert(ImportRejectedRow),
+                    [{"job_id": job.id, "line": r["row"], "errors": r["errors"]} for r in rejected[:room]],
+                )
+            counts = {
+                "processed": job.counts["processed"] + batch.rows,
+                "created": job.counts["created"] + outcome.created,
+                "updated": job.counts["updated"] + outcome.updated,
+                "rejected_count": job.counts["rejected_count"] + len(rejected),
+            }
+            done = batch.last
+            values: dict[str, Any] = {
+                **counts,
+                "byte_offset": batch.offset,
+                "line": batch.line,
+                "updated_at": now,
+                "lease_until": now + dt.timedelta(seconds=self.config.lease_s),
+            }
+            if done:
+                values.update(status="done", finished_at=now, path=None, owner=None, lease_until=None)
+            fenced = await s.execute(
+                update(ImportJob)
+                .where(ImportJob.id == job.id, ImportJob.owner == self.owner)
+                .values(**values)
+            )
+            if fenced.rowcount != 1:  # type: ignore[attr-defined]
+                raise LeaseLost(job.id)
+            job.counts = counts
+            job.offset, job.line = batch.offset, batch.line
+            await emit(s, job.workspace_id, "import.progress", _progress(job, rejected, done=done))
+
+    async def _finish(self, job: _Job, *, error: str | None = None) -> None:
+        """End a job that has no batch left to commit (empty file) or that failed."""
+        now = utcnow()
+        try:
+            async with self.db.transaction() as s:
+                await s.execute(
+                    update(ImportJob)
+                    .where(ImportJob.id == job.id, ImportJob.status == "running")
+                    .values(
+                        status="failed" if error else "done",
+                        error=error[:500] if error else None,
+                        finished_at=now,
+                        updated_at=now,
+                        path=None,
+                        owner=None,
+                        lease_until=None,
+                    )
+                )
+                await emit(s, job.workspace_id, "import.progress", _progress(job, [], done=True, error=error))
+        except Exception:
+            log.exception("recording the end of import %s failed", job.id)
+        remove(job.path)
+
+    # --- the sweep: leases, orphans, expiry -----------------------------------------------------
+
+    def health(self) -> dict[str, str]:
+        return self.supervisor.health()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await self.sweep()
+            await asyncio.sleep(max(self.config.lease_s / 3, 0.05))
+
+    async def sweep(self) -> None:
+        """Renew this instance's leases, take over or fail jobs whose lease ran out, and forget
+        finished jobs older than the TTL (with their rejected rows and any upload left)."""
+        now = utcnow()
+        lease = now + dt.timedelta(seconds=self.config.lease_s)
+        async with self.db.transaction() as s:
+            await s.execute(
+                update(ImportJob)
+                .where(ImportJob.owner == self.owner, ImportJob.status == "running")
+                .values(lease_until=lease)
+            )
+            orphans = list(
+                (
+                    await s.execute(
+                        select(ImportJob).where(
+                            ImportJob.status == "running",
+                            or_(ImportJob.lease_until.is_(None), ImportJob.lease_until < now),
+                        )
+                    )
+                ).scalars()
+            )
+        for job in orphans:
+            here: bool = await asyncio.to_thread(_exists, job.path)
+            if here:
+                if await self._claim(job.id, now, lease):
+                    log.info("resuming contact import %s at line %s", job.id, job.line)
+                    job.owner = self.owner
+                    self._launch(self._state(job))
+            elif job.host == self.host or (job.lease_until or now) < now - ORPHAN_FAIL_AFTER:
+                if await self._claim(job.id, now, lease):
+                    await self._finish(
+                        self._state(job), error="The upload of this import is gone: it cannot resume."
+                    )
+        await self.expire()
+
+    async def _claim(self, job_id: int, now: dt.datetime, lease: dt.datetime) -> bool:
+        async with self.db.transaction() as s:
+            result = await s.execute(
+                update(ImportJob)
+                .where(
+                    ImportJob.id == job_id,
+                    ImportJob.status == "running",
+                    or_(ImportJob.lease_until.is_(None), ImportJob.lease_until < now),
+                )
+                .values(owner=self.owner, lease_until=lease)
+            )
+            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
+
+    async def expire(self) -> None:
+        """Forget finished jobs older than `finished_ttl_s`."""
+        cutoff = utcnow() - dt.timedelta(seconds=self.finished_ttl_s)
+        async with self.db.transaction() as s:
+            old = and_(ImportJob.status != "running", ImportJob.finished_at <= cutoff)
+            paths = [
+                p for (p,) in await s.execute(select(ImportJob.path).where(old, ImportJob.path.is_not(None)))
+            ]
+            ids = select(ImportJob.id).where(old).scalar_subquery()
+            await s.execute(delete(ImportRejectedRow).where(ImportRejectedRow.job_id.in_(ids)))
+            await s.execute(delete(ImportJob).where(old))
+        for p in paths:
+            remove(p)
+
+
+def _exists(path: str | None) -> bool:
+    return bool(path) and os.path.exists(path or "")
+
+
+async def _none() -> None:
+    return None

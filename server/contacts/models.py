@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import DDL, ForeignKey, Index, Integer, String, UniqueConstraint, event, func
+from sqlalchemy import DDL, BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint, event, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base, BigId, JSONType, UTCDateTime, utcnow
@@ -101,15 +101,43 @@ class Audit(Base):
 
 
 class ImportJob(Base):
+    """One CSV import (server/contacts/importer.py): its progress, where its upload waits on disk
+    and how far it got, so that another start of the app resumes it after a crash."""
+
     __tablename__ = "import_job"
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"), index=True)
     user_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    mode: Mapped[str] = mapped_column(String(8), default="create")  # create|upsert
     status: Mapped[str] = mapped_column(String(16), default="running")  # running|done|failed
     total: Mapped[int] = mapped_column(Integer, default=0)
     processed: Mapped[int] = mapped_column(Integer, default=0)
-    accepted: Mapped[int] = mapped_column(Integer, default=0)
-    rejected: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+    created: Mapped[int] = mapped_column(Integer, default=0)
+    updated: Mapped[int] = mapped_column(Integer, default=0)
+    rejected_count: Mapped[int] = mapped_column(Integer, default=0)
+    error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # The upload (decompressed CSV) and the position after the last committed batch.
+    path: Mapped[str | None] = mapped_column(String(1000), nullable=True)
+    host: Mapped[str] = mapped_column(String(255), default="")
+    byte_offset: Mapped[int] = mapped_column(BigInteger, default=0)
+    line: Mapped[int] = mapped_column(Integer, default=0)
+    # The instance running it and until when it holds it (renewed while it runs).
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ImportRejectedRow(Base):
+    """A row of an import that was not taken, with its line in the file (header = 1)."""
+
+    __tablename__ = "import_rejected_row"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("import_job.id", ondelete="CASCADE"))
+    line: Mapped[int] = mapped_column(Integer)
+    errors: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
+
+    __table_args__ = (Index("ix_import_rejected_row_job_id_line", "job_id", "line"),)

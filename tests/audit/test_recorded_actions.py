@@ -178,7 +178,7 @@ async def test_imports_and_campaigns_are_recorded(client: httpx.AsyncClient, db:
     assert r.status_code == 202, r.text
     imports = await entries(db, "import.")
     assert [(e.action, e.target, e.details) for e in imports] == [
-        ("import.started", f"import:{job_id}", {"rows": 1})
+        ("import.started", f"import:{job_id}", {"rows": 1, "mode": "create"})
     ]
     campaigns = await entries(db, "campaign.")
     assert [(e.action, e.details) for e in campaigns] == [("campaign.started", {"name": "Spring"})]

@@ -275,7 +275,7 @@ async def test_finished_import_jobs_expire_and_keep_few_rejected_rows(
     assert status["rejected_count"] == MAX_REJECTED_KEPT + 50
     assert len(status["rejected"]) == MAX_REJECTED_KEPT
     importer.finished_ttl_s = 0.0
-    importer.expire()
+    await importer.expire()  # jobs live in the database now: forgetting them is a query
     _problem(await client.get(f"/api/v1/contacts/import/{r.json()['job_id']}"), 404)
     async with app.state.services.db.transaction() as s:
         assert (await s.execute(select(Contact))).first() is None

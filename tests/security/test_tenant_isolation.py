@@ -148,6 +148,39 @@ async def _session(c: httpx.AsyncClient, ids: Ids) -> int:
     return session_id
 
 
+async def _conversation(c: httpx.AsyncClient, ids: Ids) -> int:
+    """A customer's SMS to a Twilio connection, signed as Twilio signs, opens a conversation."""
+    from twilio.request_validator import RequestValidator
+
+    token = "0123456789abcdef0123456789abcdef"
+    r = await c.post(
+        "/api/v1/providers",
+        json={
+            "name": "Twilio",
+            "kind": "twilio",
+            "channel": "sms",
+            "priority": 5,
+            "config": {"account_sid": "AC" + "0" * 32, "auth_token": token, "from_number": "+15005550006"},
+        },
+    )
+    assert r.status_code == 201, r.text
+    url = f"http://testserver/webhooks/{r.json()['id']}"
+    form = {
+        "MessageSid": "SM" + "1" * 32,
+        "SmsStatus": "received",
+        "From": "+14155550100",
+        "To": "+15005550006",
+        "Body": "Hello?",
+        "NumMedia": "0",
+    }
+    signature = RequestValidator(token).compute_signature(url, form)
+    r = await c.post(url, data=form, headers={"X-Twilio-Signature": signature})
+    assert r.status_code == 200, r.text
+    r = await c.get("/api/v1/conversations")
+    assert r.status_code == 200, r.text
+    return int(r.json()["items"][0]["id"])
+
+
 # In dependency order; each factory may use the ids made before it.
 FACTORIES: dict[str, Callable[[httpx.AsyncClient, Ids], Awaitable[int]]] = {
     "contact_id": _contact,
@@ -163,6 +196,7 @@ FACTORIES: dict[str, Callable[[httpx.AsyncClient, Ids], Awaitable[int]]] = {
     "key_id": _api_key,
     "user_id": _user,
     "session_id": _session,
+    "conversation_id": _conversation,
 }
 
 # A valid body for routes that need one, so the answer comes from the lookup and not from validation.
@@ -175,6 +209,8 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/contacts/{contact_id}/identities"): {"kind": "email", "value": "intruder@evil.test"},
     ("PATCH", "/api/v1/endpoints/{endpoint_id}"): {"description": "pwned"},
     ("PATCH", "/api/v1/users/{user_id}"): {"name": "pwned"},
+    ("PATCH", "/api/v1/conversations/{conversation_id}"): {"status": "resolved"},
+    ("POST", "/api/v1/conversations/{conversation_id}/messages"): {"text": "pwned"},
 }
 
 # Routes authenticated by something else than a user's token (provider signatures, the socket itself).
