@@ -12,6 +12,11 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
+# The OpenID provider the SSO tests sign in against (npm's oidc-provider, pinned by its lock file).
+tests/sso/provider/node_modules/.installed: tests/sso/provider/package-lock.json
+	npm ci --prefix tests/sso/provider --no-audit --no-fund --silent
+	touch $@
+
 install: $(VENV)/.installed
 
 run: install
@@ -20,7 +25,7 @@ run: install
 	$(VENV)/bin/switchboard serve --host $(HOST) --port $(PORT)
 
 # pytest exits 5 when it collects no test: that is a failure here, never a silent pass.
-test: install
+test: install tests/sso/provider/node_modules/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -34,6 +34,8 @@ from server.reports.api import router as reports_router
 from server.services import Services, build_services
 from server.sessions.api import router as sessions_router
 from server.settings import Settings, get_settings
+from server.sso.api import router as sso_router
+from server.sso.flow import routes as sso_routes
 from server.templates.api import router as templates_router
 from server.webhooks.api import routes as webhook_routes
 from ui.routes import routes as ui_routes
@@ -53,6 +55,7 @@ ROUTERS: list[Router] = [
     apikeys_router,
     sessions_router,
     conversations_router,
+    sso_router,
 ]
 
 
@@ -100,6 +103,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     routes.extend(webhook_routes)
     routes.extend(inbound_routes)  # /webhooks/{provider_id}/inbound: email (conversations)
     routes.extend(realtime.routes)
+    routes.extend(sso_routes)  # the browser's single sign-on
     routes.extend(ui_routes())  # the dashboard and /static
 
     @asynccontextmanager

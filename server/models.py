@@ -18,6 +18,7 @@ from server.messages.models import (
 )
 from server.providers.models import Provider
 from server.reports.models import DailyReport
+from server.sso.models import SsoConfig, SsoIdentity
 from server.templates.models import Template
 from server.webhooks.models import WebhookToken
 from server.workspaces.models import Workspace
@@ -47,6 +48,8 @@ __all__ = [
     "Provider",
     "RefreshToken",
     "Role",
+    "SsoConfig",
+    "SsoIdentity",
     "Suppression",
     "Template",
     "User",

@@ -12,6 +12,7 @@ Kept on `app.state.services`, never in module globals, so tests can run many app
     caches       contact/template row caches (follow the hub) yes   yes     yes
     realtime     relay, hub, presence, /ws and long-poll      yes   no      yes
     importer     contact CSV imports                          yes   yes     yes
+    sso          OpenID Connect clients, one per workspace    yes   yes     yes
     campaigns    campaign expansions in the background        yes   yes     yes
     dispatcher   claims and sends messages                    no    yes     yes
     deliverer    outgoing webhooks                            no    yes     yes
@@ -35,6 +36,7 @@ from server.db import Database
 from server.metrics import ComponentCollector, Metrics
 from server.ratelimit import RateLimits, make_rate_limits
 from server.settings import Settings
+from server.sso.clients import SsoClients
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -58,6 +60,7 @@ class Services:
     ratelimits: RateLimits
     caches: Caches
     importer: Importer
+    sso: SsoClients
     campaigns: CampaignRunner = field(init=False)
     realtime: Realtime | None = None
     dispatcher: Dispatcher | None = None
@@ -164,6 +167,7 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
         ratelimits=make_rate_limits(settings, redis),
         caches=caches,
         importer=Importer(db, ImportConfig.from_settings(settings)),
+        sso=SsoClients(allow_private=settings.allow_private_endpoints),
     )
     metrics.registry.register(ComponentCollector(services, queue=False))
     limits = services.ratelimits

@@ -10,20 +10,25 @@ from starlette.routing import Route
 from server.auth import service as auth_service
 from server.auth import signin_limits
 from server.auth.api import BAD_CREDENTIALS, clear_session_cookies, set_session_cookies
+from server.auth.models import User
 from server.auth.principal import REFRESH_COOKIE, check_csrf
 from server.auth.tokens import AccessClaims
 from server.errors import Problem
 from server.sessions import service as sessions
+from server.sso import service as sso_service
+from server.sso.flow import login_option
 from server.validators import contains_nul
 from ui.web import CSP, ensure_csrf_cookie, env, principal_or_none, renew, safe_next, services
 
 
-def _login_page(request: Request, *, error: str = "", email: str = "", status: int = 200) -> Response:
+def _login_page(
+    request: Request, *, error: str = "", email: str = "", status: int = 200, sso: object = None
+) -> Response:
     next_url = safe_next(request.query_params.get("next"))
     response = Response(status_code=status, media_type="text/html")
     csrf = ensure_csrf_cookie(request, response)
     html = env.get_template("login.html").render(
-        request=request, v=None, csrf=csrf, error=error, email=email, next_url=next_url
+        request=request, v=None, csrf=csrf, error=error, email=email, next_url=next_url, sso=sso
     )
     response.body = response.render(html)
     response.headers["content-length"] = str(len(response.body))
@@ -35,7 +40,7 @@ def _login_page(request: Request, *, error: str = "", email: str = "", status: i
 async def login_form(request: Request) -> Response:
     if principal_or_none(request) is not None:
         return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
-    return _login_page(request)
+    return _login_page(request, sso=await login_option(request))
 
 
 async def login(request: Request) -> Response:
@@ -62,23 +67,34 @@ async def login(request: Request) -> Response:
         except auth_service.AuthError:
             await signin_limits.record_failure(svc, **who)
             user = None
-        family = auth_service.new_family_id()
-        refresh = None
-        if user is not None:
-            refresh = await auth_service.issue_refresh(
-                s,
-                user_id=user.id,
-                ttl_s=svc.settings.refresh_token_ttl_s,
-                family_id=family,
-                user_agent=device.user_agent,
-                ip=device.ip,
-            )
-            sessions.record_sign_in(s, user=user, device=device)
-    if user is None or refresh is None:
+        sso_only = await sso_service.password_login_refusal(s, user=user) if user is not None else None
+    if user is None:
         await sessions.record_failed_sign_in(svc.db, email=email, device=device)
         return _login_page(request, error=BAD_CREDENTIALS, email=email, status=401)
+    if sso_only is not None:
+        return _login_page(request, error=sso_only, email=email, status=403)
+    return await signed_in(request, user, str(form.get("next", "/")))
+
+
+async def signed_in(request: Request, user: User, next_url: str, *, method: str = "password") -> Response:
+    """Sign `user` in on this browser: a new sign-in (refresh-token family, with the device), an
+    access token naming it, the session cookies, the `auth.login` audit entry, and a redirect to
+    `next_url`. Password and single sign-on (`method="oidc"`) end here."""
+    svc = services(request)
+    family = auth_service.new_family_id()
+    device = sessions.Device.of(request)
+    async with svc.db.transaction() as s:
+        refresh = await auth_service.issue_refresh(
+            s,
+            user_id=user.id,
+            ttl_s=svc.settings.refresh_token_ttl_s,
+            family_id=family,
+            user_agent=device.user_agent,
+            ip=device.ip,
+        )
+        sessions.record_sign_in(s, user=user, device=device, method=method)
     access = svc.tokens.issue(AccessClaims(user.id, user.workspace_id, user.role, session_id=family))
-    response = RedirectResponse(safe_next(str(form.get("next", "/"))), status_code=303)
+    response = RedirectResponse(safe_next(next_url), status_code=303)
     set_session_cookies(response, svc.settings, access=access, refresh=refresh)
     return response
 

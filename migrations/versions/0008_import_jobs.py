@@ -22,7 +22,7 @@ from sqlalchemy.dialects import postgresql
 import server.db
 
 revision: str = "0008"
-down_revision: str | None = "0007"  # re-chained onto the newest revision at merge
+down_revision: str | None = "0007"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -18,6 +18,7 @@ from server.errors import Problem
 from server.pagination import PageQuery, decode_cursor, page_of
 from server.ratelimit_middleware import too_many
 from server.sessions import service as sessions
+from server.sso import service as sso_service
 from server.validators import normalize_email
 
 router = Router(tag="auth")
@@ -112,6 +113,9 @@ async def login(ctx: Ctx[LoginIn]) -> Response:
         except service.AuthError:
             user = None
         if user is not None:
+            sso_only = await sso_service.password_login_refusal(s, user=user)
+            if sso_only is not None:
+                raise Problem(403, sso_only)
             family = service.new_family_id()
             refresh = await service.issue_refresh(
                 s,
