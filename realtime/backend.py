@@ -30,6 +30,10 @@ class Reset:
 
 RESET = Reset()
 Message = tuple[int, bytes]  # (workspace id, batch)
+# With Sentinel, how often the subscription checks that it still listens to the primary (a
+# demoted primary accepts SUBSCRIBE and never answers READONLY to it; Sentinel normally kills
+# its pub/sub clients, this catches the case where it could not).
+CHECK_PRIMARY_S = 5.0
 
 
 class Note:
@@ -59,16 +63,16 @@ class Backend(Protocol):
 
 
 def create_backend(url: str | None, *, prefix: str = "sb:", client: Any = None) -> Backend:
-    """`memory://` when no URL is given; `redis://…` / `rediss://…` otherwise. With Redis,
-    `client` is the process's one `redis.asyncio.Redis` (made from `url` only when not given)."""
+    """`memory://` when no URL is given; `redis://…`, `rediss://…` or `redis+sentinel://…`
+    otherwise. With Redis, `client` is the process's one `redis.asyncio.Redis` (made from `url`
+    only when not given)."""
     if not url or url.startswith("memory://"):
         return MemoryBackend()
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(("redis://", "rediss://", "unix://", "redis+sentinel://", "rediss+sentinel://")):
         if client is None:
-            import redis.asyncio as aioredis
+            from realtime.redisconn import connect_redis
 
-            client = aioredis.from_url(url, socket_connect_timeout=2, socket_keepalive=True)
-            return RedisBackend(client, prefix=prefix, owns_client=True)
+            return RedisBackend(connect_redis(url), prefix=prefix, owns_client=True)
         return RedisBackend(client, prefix=prefix)
     raise ValueError(f"Unsupported broadcast URL scheme: {url.split(':', 1)[0]!r}")
 
@@ -133,10 +137,17 @@ class RedisBackend:
     (`{prefix}note`), on the process's Redis client (closed here only if `owns_client`)."""
 
     def __init__(
-        self, client: Any, *, prefix: str = "sb:", retry_s: float = 0.5, owns_client: bool = False
+        self,
+        client: Any,
+        *,
+        prefix: str = "sb:",
+        retry_s: float = 0.5,
+        check_s: float = CHECK_PRIMARY_S,
+        owns_client: bool = False,
     ) -> None:
         self.prefix = prefix
         self.retry_s = retry_s
+        self.check_s = check_s
         self._client: Any = client
         self._owns_client = owns_client
         self._cursors_key = f"{prefix}relay:cursors"
@@ -178,8 +189,11 @@ class RedisBackend:
         return bool(held)
 
     async def listen(self) -> AsyncIterator[Message | Reset | Note]:
-        from redis.exceptions import RedisError
+        from redis.exceptions import ReadOnlyError, RedisError
 
+        from realtime.redisconn import stale_subscription
+
+        loop = asyncio.get_running_loop()
         pattern = f"{self.prefix}ws:*"
         start = len(self.prefix) + 3
         while True:
@@ -194,8 +208,14 @@ class RedisBackend:
                     if msg is not None and msg["type"] in ("psubscribe", "subscribe"):
                         confirmed += 1
                 yield RESET
+                checked = loop.time()
                 while True:
-                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=30.0)
+                    msg = await pubsub.get_message(ignore_subscribe_messages=True, timeout=self.check_s)
+                    if loop.time() - checked >= self.check_s:
+                        checked = loop.time()
+                        if await stale_subscription(self._client, pubsub.connection):
+                            # Subscribed to a demoted primary: it would stay silent for ever.
+                            raise ReadOnlyError("subscribed to a server that is no longer the primary")
                     if msg is None:
                         continue
                     if msg["type"] == "pmessage":
@@ -203,7 +223,7 @@ class RedisBackend:
                     elif msg["type"] == "message":
                         kind, _, data = msg["data"].partition(b"\t")
                         yield Note(kind.decode(), data)
-            except (RedisError, OSError) as exc:
+            except (RedisError, OSError) as exc:  # ReadOnlyError included: a demoted primary
                 log.warning("broadcast subscription lost (%s); reconnecting", exc.__class__.__name__)
                 await asyncio.sleep(self.retry_s)
             finally:

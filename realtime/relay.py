@@ -69,6 +69,12 @@ class Relay:
         self.supervisor = Supervisor("relay")
         self._lease_until = 0.0
 
+    @property
+    def leading(self) -> bool:
+        """Whether this relay holds the lease (one per deployment): jobs that must run once, not
+        once per web process, run where this is true (e.g. the board feed)."""
+        return self.cursors is not None
+
     def poke(self, workspace_id: int | None = None) -> None:
         """Something committed (in `workspace_id`, or anywhere): publish soon."""
         if workspace_id is None:

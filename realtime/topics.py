@@ -1,8 +1,8 @@
 """Topics: which events a subscription receives.
 
 `board` gets every `message.*` event, `report.updated`, `campaign.progress`,
-`suppression.created` and `conversation.message` (the board shows inbound messages too);
-`contacts` every `contact.*` event and `import.progress`; `inbox` every `conversation.*` event
+`suppression.created`, `board.counters` and `conversation.message` (the board shows inbound messages
+too); `contacts` every `contact.*` event and `import.progress`; `inbox` every `conversation.*` event
 and the presence of agents in conversations (a `presence` event without a contact);
 `contact:{id}` every event whose `contact_id` is id (presence included)."""
 
@@ -19,7 +19,7 @@ from sqlalchemy import ColumnElement, and_, false, or_
 Topic = str
 
 BOARD = "board"
-_BOARD_TYPES = ("report.updated", "campaign.progress", "suppression.created")
+_BOARD_TYPES = ("report.updated", "campaign.progress", "suppression.created", "board.counters")
 CONTACTS = "contacts"
 INBOX = "inbox"
 GROUPS = (BOARD, CONTACTS, INBOX)

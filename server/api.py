@@ -92,6 +92,11 @@ class Ctx(Generic[T]):
         return self.services.db
 
     @property
+    def reads(self) -> Database:
+        """The read replica when one is configured (reports, exports), else `db`."""
+        return self.services.reads
+
+    @property
     def workspace_id(self) -> int:
         return self.principal.workspace_id
 

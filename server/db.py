@@ -5,13 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, event
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    from server.settings import Settings
 
 # JSON on SQLite, JSONB on PostgreSQL (indexable, comparable).
 JSONType = JSON().with_variant(JSONB(), "postgresql")
@@ -55,8 +58,11 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
+def make_engine(url: str, *, statement_timeout_ms: int = 0, **kwargs: Any) -> AsyncEngine:
+    """`statement_timeout_ms` (PostgreSQL): cancel any statement running longer (0: never)."""
     if url.startswith("sqlite"):
+        for pg_only in ("pool_size", "max_overflow", "pool_timeout"):
+            kwargs.pop(pg_only, None)
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 
         @event.listens_for(engine.sync_engine, "connect")
@@ -76,7 +82,13 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
         return engine
     # Fail fast while the database is down (503 at once), recover by itself when it is back.
-    kwargs.setdefault("connect_args", {"timeout": 3})
+    connect_args = kwargs.pop("connect_args", {})
+    connect_args.setdefault("timeout", 3)
+    if statement_timeout_ms:
+        # asyncpg sends it with the start-up packet: no extra round trip per connection.
+        settings = connect_args.setdefault("server_settings", {})
+        settings.setdefault("statement_timeout", str(statement_timeout_ms))
+    kwargs["connect_args"] = connect_args
     kwargs.setdefault("pool_timeout", 5)
     kwargs.setdefault("pool_size", 20)
     kwargs.setdefault("max_overflow", 20)
@@ -86,6 +98,16 @@ def make_engine(url: str, **kwargs: Any) -> AsyncEngine:
     return create_async_engine(url, **kwargs)
 
 
+def engine_options(settings: Settings) -> dict[str, Any]:
+    """The app's engines' limits from the settings (`SWITCHBOARD_DB_*`)."""
+    return {
+        "statement_timeout_ms": settings.db_statement_timeout_ms,
+        "pool_size": settings.db_pool_size,
+        "max_overflow": settings.db_max_overflow,
+        "pool_timeout": settings.db_pool_timeout_s,
+    }
+
+
 class Database:
     """The engine and session factory owned by one app (or CLI command)."""
 
@@ -93,6 +115,11 @@ class Database:
         self.url = url
         self.engine = make_engine(url, **engine_kwargs)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, url: str | None = None) -> Database:
+        """The app's database (or, with `url`, its read replica) with the configured limits."""
+        return cls(url or settings.database_url, **engine_options(settings))
 
     @property
     def dialect(self) -> str:

@@ -6,11 +6,13 @@ Kept on `app.state.services`, never in module globals, so tests can run many app
 
     field        what                                         web   worker  embedded `serve`
     db, tokens   database engine, JWT codec                   yes   yes     yes
+    replica      read replica for reports/exports             when SWITCHBOARD_DATABASE_REPLICA_URL is set
     redis        THE redis.asyncio client of the process      when SWITCHBOARD_REDIS_URL is set
     metrics      the Prometheus registry                      yes   yes     yes
     ratelimits   API/login token buckets                      yes   yes     yes
     caches       contact/template row caches (follow the hub) yes   yes     yes
     realtime     relay, hub, presence, /ws and long-poll      yes   no      yes
+    board_feed   board.counters events (where the relay leads) yes   no      yes
     importer     contact CSV imports                          yes   yes     yes
     sso          OpenID Connect clients, one per workspace    yes   yes     yes
     campaigns    campaign expansions in the background        yes   yes     yes
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
     from realtime.service import Realtime
     from server.endpoints.deliverer import Deliverer
+    from server.messages.board_feed import BoardFeed
     from server.messages.campaigns import CampaignRunner
     from server.messages.dispatcher import Dispatcher
     from server.reports.job import ReportJob
@@ -63,10 +66,13 @@ class Services:
     sso: SsoClients
     campaigns: CampaignRunner = field(init=False)
     realtime: Realtime | None = None
+    board_feed: BoardFeed | None = None
     dispatcher: Dispatcher | None = None
     deliverer: Deliverer | None = None
     reports: ReportJob | None = None
     components: list[Component] = field(default_factory=list)
+    # Reports and exports read here when SWITCHBOARD_DATABASE_REPLICA_URL is set (see `reads`).
+    replica: Database | None = None
     # Set after a commit that queued send-now messages; an in-process dispatcher waits on it.
     dispatch_wakeup: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -74,6 +80,11 @@ class Services:
     def create(cls, settings: Settings) -> Services:
         """The core alone (no realtime layer, no background jobs): for CLI commands and tests."""
         return build_services(settings, web=False, jobs=False)
+
+    @property
+    def reads(self) -> Database:
+        """Where long reads that may lag a little go (reports, exports): the replica, else `db`."""
+        return self.replica or self.db
 
     def poke(self, workspace_id: int | None = None) -> None:
         """After committing events in this process: publish them now (the relay's fast path)."""
@@ -93,6 +104,8 @@ class Services:
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.dispose()
+        if self.replica is not None:
+            await self.replica.dispose()
 
     def health(self) -> dict[str, str]:
         """Every supervised loop that is down, by name."""
@@ -130,16 +143,9 @@ class Services:
 def _redis_client(settings: Settings) -> Redis | None:
     if not settings.redis_url:
         return None
-    import redis.asyncio as aioredis
+    from realtime.redisconn import connect_redis
 
-    client: Redis = aioredis.from_url(
-        settings.redis_url,
-        socket_connect_timeout=2,
-        socket_keepalive=True,
-        health_check_interval=10,
-        client_name=f"switchboard:{settings.redis_prefix}",  # CLIENT LIST shows whose connection it is
-    )
-    return client
+    return connect_redis(settings.redis_url, client_name=f"switchboard:{settings.redis_prefix}")
 
 
 def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
@@ -150,11 +156,12 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
     from server import realtime_policy
     from server.endpoints.deliverer import Deliverer, DelivererConfig
     from server.events.log import SqlEventLog
+    from server.messages.board_feed import BoardFeed
     from server.messages.campaigns import CampaignRunner
     from server.messages.dispatcher import Dispatcher
     from server.reports.job import ReportJob
 
-    db = Database(settings.database_url)
+    db = Database.from_settings(settings)
     redis = _redis_client(settings)
     metrics = Metrics()
     caches = Caches(settings, metrics)
@@ -169,6 +176,8 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
         importer=Importer(db, ImportConfig.from_settings(settings)),
         sso=SsoClients(allow_private=settings.allow_private_endpoints),
     )
+    if settings.database_replica_url:
+        services.replica = Database.from_settings(settings, settings.database_replica_url)
     metrics.registry.register(ComponentCollector(services, queue=False))
     limits = services.ratelimits
     services.campaigns = CampaignRunner(services)
@@ -187,6 +196,10 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
         caches.follow(rt.hub, rt.backend)
         services.realtime = rt
         services.components.append(rt)
+        relay = rt.relay
+        if relay is not None:
+            services.board_feed = BoardFeed(db, leading=lambda: relay.leading, on_change=services.poke)
+            services.components.append(services.board_feed)
     if jobs:
         services.dispatcher = Dispatcher(services)
         services.reports = ReportJob(

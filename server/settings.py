@@ -21,6 +21,14 @@ class Settings(BaseSettings):
 
     env: Literal["development", "production", "test"] = "development"
     database_url: str = DEFAULT_SQLITE
+    # Reports and exports read here when set (a PostgreSQL streaming replica); else the primary.
+    database_replica_url: str | None = None
+    # PostgreSQL: a statement running longer is cancelled (the request answers 503), so one slow
+    # query cannot hold a pooled connection for ever. Not applied to LISTEN or to migrations.
+    db_statement_timeout_ms: int = Field(default=30_000, ge=0)  # 0: no limit
+    db_pool_size: int = Field(default=20, ge=1)  # connections kept open per engine
+    db_max_overflow: int = Field(default=20, ge=0)  # opened beyond the pool under load, then closed
+    db_pool_timeout_s: float = Field(default=5.0, gt=0)  # waiting for a connection longer answers 503
     redis_url: str | None = None
     redis_prefix: str = "sb:"  # every Redis key and channel of this deployment starts with it
     secret_key: str = ""

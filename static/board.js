@@ -1,5 +1,6 @@
 // The delivery board: status chips change in place, new messages appear at the top, counters
-// follow (re-rendered by the server, at most once a second).
+// follow the `board.counters` events (one producer per deployment, at most one a second): the
+// page never polls /board/counters, so fifty watching agents cost the database what one does.
 "use strict";
 
 (function () {
@@ -95,23 +96,29 @@
     while (list.children.length > MAX_ROWS) list.lastElementChild.remove();
   }
 
-  let countersDue = null;
-  function refreshCounters() {
-    if (countersDue) return;
-    countersDue = setTimeout(() => {
-      countersDue = null;
-      htmx.ajax("GET", "/board/counters", { target: "#counters .counters-inner", swap: "outerHTML" });
-    }, 1000);
+  function setCount(selector, n) {
+    const dd = root.querySelector(selector);
+    if (dd) dd.textContent = String(Number(n) || 0);
+  }
+
+  function applyCounters(d) {
+    const byStatus = d.by_status || {};
+    const byChannel = d.by_channel || {};
+    for (const [status, n] of Object.entries(byStatus)) setCount('[data-count-status="' + CSS.escape(status) + '"]', n);
+    let total = 0;
+    for (const [channel, n] of Object.entries(byChannel)) {
+      setCount('[data-count-channel="' + CSS.escape(channel) + '"]', n);
+      total += Number(n) || 0;
+    }
+    setCount("[data-count-total]", total);
   }
 
   const live = new SB.Live({
     topics: ["board"],
     after: Number(root.dataset.head),
     onEvent(ev) {
-      if (ev.type === "message.created" || ev.type === "message.status") {
-        apply(ev);
-        refreshCounters();
-      }
+      if (ev.type === "message.created" || ev.type === "message.status") apply(ev);
+      else if (ev.type === "board.counters") applyCounters(ev.data || {});
     },
   });
   window.SB.board = live;

@@ -1,7 +1,7 @@
 """API keys, the admin audit log, where a sign-in was made, which key changed a contact
 
 Revision ID: 0006
-Revises: 0005
+Revises: 0009
 Create Date: 2026-12-03 09:00:00
 """
 
@@ -17,7 +17,7 @@ from sqlalchemy.dialects import postgresql
 import server.db
 
 revision: str = "0006"
-down_revision: str | None = "0005"  # the lead re-chains at merge
+down_revision: str | None = "0009"  # the lead re-chains at merge
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -57,7 +57,7 @@ async def export_contacts(ctx: Ctx[None]) -> Response:
     """Every contact matching `q` and `tag`, newest first, streamed as CSV or NDJSON."""
     query: ContactExportQuery = ctx.query
     await _record(ctx, "contacts", {"format": query.format.value, "q": query.q, "tag": query.tag})
-    fetch = contacts_export.batches(ctx.db, workspace_id=ctx.workspace_id, q=query.q, tag=query.tag)
+    fetch = contacts_export.batches(ctx.reads, workspace_id=ctx.workspace_id, q=query.q, tag=query.tag)
     return export.response(fetch, contacts_export.COLUMNS, query.format, filename="contacts")
 
 
@@ -71,6 +71,6 @@ async def export_messages(ctx: Ctx[None]) -> Response:
     }
     await _record(ctx, "messages", {"format": query.format.value, **span})
     fetch = messages_export.batches(
-        ctx.db, workspace_id=ctx.workspace_id, since=query.since, until=query.until
+        ctx.reads, workspace_id=ctx.workspace_id, since=query.since, until=query.until
     )
     return export.response(fetch, messages_export.COLUMNS, query.format, filename="messages")

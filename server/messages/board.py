@@ -12,11 +12,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.contacts.models import Contact
 from server.db import utcnow
-from server.messages.models import Message, MessageEvent, MessageStatus
+from server.messages import counters as message_counters
+from server.messages.counters import CHANNELS as CHANNELS
+from server.messages.counters import STATUSES as STATUSES
+from server.messages.models import Message, MessageEvent
 from server.messages.service import MessageNotFound
 
-CHANNELS = ("email", "sms", "whatsapp", "chat")
-STATUSES = tuple(s.value for s in MessageStatus)
 SENT = ("sent", "delivered")
 FAILED = ("failed", "bounced")
 
@@ -29,21 +30,10 @@ class MessageView:
 
 
 async def counters(session: AsyncSession, *, workspace_id: int, window: dt.timedelta) -> dict[str, Any]:
-    """Messages created in the last `window` by (current) status and by channel."""
-    since = utcnow() - window
-    rows = await session.execute(
-        select(Message.status, Message.channel, func.count())
-        .where(Message.workspace_id == workspace_id, Message.created_at >= since)
-        .group_by(Message.status, Message.channel)
-    )
-    by_status = dict.fromkeys(STATUSES, 0)
-    by_channel = dict.fromkeys(CHANNELS, 0)
-    total = 0
-    for status, channel, n in rows:
-        by_status[status] = by_status.get(status, 0) + n
-        by_channel[channel] = by_channel.get(channel, 0) + n
-        total += n
-    return {"by_status": by_status, "by_channel": by_channel, "total": total}
+    """Messages created in the last `window` by (current) status and by channel, read from the
+    maintained counters (`server.messages.counters`): whole hours, the current one included."""
+    hours = max(0, int(window / dt.timedelta(hours=1)))
+    return await message_counters.window(session, workspace_id=workspace_id, hours=hours)
 
 
 async def recent(

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
 from server.db import UTCDateTime, dialect_of, utcnow
+from server.messages import counters
 from server.messages.models import MessageStatus
 from server.messages.status import AppliedChange, allowed_sql, record_applied
 from server.providers.adapters.base import clean
@@ -87,7 +88,7 @@ _CLAIMED_COLUMNS = (
     "id, workspace_id, contact_id, channel, to_address, subject, body, send_at, attempts, request_id,"
     " from_address"
 )
-_CHANGED_COLUMNS = "id, workspace_id, contact_id, channel, status, provider_kind, reason"
+_CHANGED_COLUMNS = "id, workspace_id, contact_id, channel, status, provider_kind, reason, created_at"
 
 PG_CLAIM = text(f"""
 UPDATE message AS m
@@ -96,27 +97,30 @@ SET status = 'sending',
     attempts = m.attempts + 1,
     updated_at = now()
 FROM (
-    SELECT id FROM message
+    SELECT id, status FROM message
     WHERE status IN ('queued', 'scheduled') AND next_attempt_at <= now()
     ORDER BY next_attempt_at
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
 ) AS due
 WHERE m.id = due.id
-RETURNING {", ".join("m." + c.strip() for c in _CLAIMED_COLUMNS.split(","))}
+RETURNING {", ".join("m." + c.strip() for c in _CLAIMED_COLUMNS.split(","))}, due.status AS old_status, m.created_at
+""")
+
+# SQLite has one writer (`BEGIN IMMEDIATE`): read the due rows and their status, then take them.
+SQLITE_DUE = text("""
+SELECT id, status FROM message
+WHERE status IN ('queued', 'scheduled') AND next_attempt_at <= :now
+ORDER BY next_attempt_at
+LIMIT :limit
 """)
 
 SQLITE_CLAIM = text(f"""
 UPDATE message
 SET status = 'sending', lease_until = :lease_until, attempts = attempts + 1, updated_at = :now
-WHERE id IN (
-    SELECT id FROM message
-    WHERE status IN ('queued', 'scheduled') AND next_attempt_at <= :now
-    ORDER BY next_attempt_at
-    LIMIT :limit
-)
-RETURNING {_CLAIMED_COLUMNS}
-""")
+WHERE id IN :ids
+RETURNING {_CLAIMED_COLUMNS}, created_at
+""").bindparams(bindparam("ids", expanding=True))
 
 # A `sending` row whose lease has passed belongs to a worker that died (or stalled): put it back in
 # the queue, or fail it once it has used up its attempts (a message that kills its worker every time).
@@ -215,11 +219,15 @@ def _is_pg(session: AsyncSession) -> bool:
     return dialect_of(session) == "postgresql"
 
 
-def _changes(rows: Result[Any]) -> list[AppliedChange]:
-    return [
-        AppliedChange(r.id, r.workspace_id, r.contact_id, r.channel, r.status, r.provider_kind, r.reason)
-        for r in rows
-    ]
+def _changes(rows: Result[Any]) -> tuple[list[AppliedChange], list[counters.Move]]:
+    """The changes a statement made out of `sending`, and their moves for the counters."""
+    changes, moves = [], []
+    for r in rows:
+        changes.append(
+            AppliedChange(r.id, r.workspace_id, r.contact_id, r.channel, r.status, r.provider_kind, r.reason)
+        )
+        moves.append((r.workspace_id, r.created_at, r.channel, MessageStatus.sending.value, r.status))
+    return changes, moves
 
 
 async def claim_due(
@@ -230,14 +238,30 @@ async def claim_due(
     With `record=False` the caller writes the history itself, later in the same transaction (the
     dispatcher does, so that a suppressed message goes straight from `queued` to `suppressed`)."""
     if _is_pg(session):
-        result = await session.execute(_typed(PG_CLAIM, "send_at"), {"limit": limit, "lease_s": lease_s})
+        result = await session.execute(
+            _typed(PG_CLAIM, "send_at", "created_at"), {"limit": limit, "lease_s": lease_s}
+        )
+        rows = [(row[:-2], row.old_status, row.created_at) for row in result]
     else:
         now = utcnow()
+        due = {
+            r.id: r.status for r in await session.execute(_typed(SQLITE_DUE), {"limit": limit, "now": now})
+        }
+        if not due:
+            return []
         result = await session.execute(
-            _typed(SQLITE_CLAIM, "send_at"),
-            {"limit": limit, "now": now, "lease_until": now + dt.timedelta(seconds=lease_s)},
+            _typed(SQLITE_CLAIM, "send_at", "created_at"),
+            {"ids": list(due), "now": now, "lease_until": now + dt.timedelta(seconds=lease_s)},
         )
-    claimed = [Claimed(*row) for row in result]
+        rows = [(row[:-1], due[row.id], row.created_at) for row in result]
+    claimed = [Claimed(*columns) for columns, _, _ in rows]
+    await counters.record_moves(
+        session,
+        (
+            (c.workspace_id, created_at, c.channel, old, MessageStatus.sending.value)
+            for c, (_, old, created_at) in zip(claimed, rows, strict=True)
+        ),
+    )
     if record:
         await record_applied(session, [c.change(MessageStatus.sending) for c in claimed])
     return claimed
@@ -256,8 +280,9 @@ async def reclaim_expired(
     if _is_pg(session):
         result = await session.execute(PG_RECLAIM, params)
     else:
-        result = await session.execute(_typed(SQLITE_RECLAIM), {**params, "now": utcnow()})
-    changes = _changes(result)
+        result = await session.execute(_typed(SQLITE_RECLAIM, "created_at"), {**params, "now": utcnow()})
+    changes, moves = _changes(result)
+    await counters.record_moves(session, moves)
     await record_applied(session, changes)
     return changes
 
@@ -287,11 +312,11 @@ async def finish(session: AsyncSession, outcomes: list[Outcome]) -> list[Applied
                 "refunds": [int(o.refund) for o in outcomes],
             },
         )
-        changes = _changes(result)
+        changes, moves = _changes(result)
     else:
-        statement = _typed(SQLITE_FINISH)
+        statement = _typed(SQLITE_FINISH, "created_at")
         now = utcnow()
-        changes = []
+        changes, moves = [], []
         for o in outcomes:
             result = await session.execute(
                 statement,
@@ -308,7 +333,10 @@ async def finish(session: AsyncSession, outcomes: list[Outcome]) -> list[Applied
                     "now": now,
                 },
             )
-            changes.extend(_changes(result))
+            one_change, one_move = _changes(result)
+            changes += one_change
+            moves += one_move
+    await counters.record_moves(session, moves)
     await record_applied(session, changes)
     return changes
 

@@ -173,3 +173,32 @@ class Campaign(Base):
     last_contact_id: Mapped[int] = mapped_column(BigId, default=0)  # expansion cursor
     created_by: Mapped[int | None] = mapped_column(BigId, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class MessageCount(Base):
+    """How many messages created in the hour starting at `bucket` are now in `status`, by channel
+    (`server.messages.counters`): the board's counters, maintained rather than recomputed."""
+
+    __tablename__ = "message_count"
+
+    workspace_id: Mapped[int] = mapped_column(
+        ForeignKey("workspace.id", ondelete="CASCADE"), primary_key=True, autoincrement=False
+    )
+    bucket: Mapped[dt.datetime] = mapped_column(UTCDateTime, primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    n: Mapped[int] = mapped_column(BigId, default=0)
+
+
+class MessageCountDelta(Base):
+    """A change to `message_count` written in the transaction that changed the statuses; folded
+    into `message_count` (and deleted) by the board feed. Readers add both."""
+
+    __tablename__ = "message_count_delta"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
+    bucket: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    channel: Mapped[str] = mapped_column(String(16))
+    n: Mapped[int] = mapped_column(BigId)

@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert, select
+import orjson
+from sqlalchemy import Table, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.cache import EntityCache
 from server.contacts import service as contacts
-from server.contacts.models import Contact
-from server.db import utcnow
+from server.db import UTCDateTime, dialect_of, utcnow
 from server.errors import NotFound
 from server.events.service import NewEvent, emit_many
+from server.messages import counters
 from server.messages.models import Message, MessageEvent, MessageStatus
 from server.messages.status import MessageState, Transitions, event_data
 from server.messages.wake import notify_dispatch
@@ -72,7 +73,7 @@ def as_dict(m: Message) -> dict[str, Any]:
     }
 
 
-def address_for(channel: str, contact: Contact) -> tuple[str, str | None]:
+def address_for(channel: str, contact: Any) -> tuple[str, str | None]:  # a Contact, or a row of its columns
     """(to, None), or ("", why not): email goes to the email, sms/whatsapp to the phone, chat (Slack) to
     the connection's channel."""
     if channel == "email":
@@ -85,7 +86,7 @@ def address_for(channel: str, contact: Contact) -> tuple[str, str | None]:
 def build_message(
     *,
     workspace_id: int,
-    contact: Contact,
+    contact: Any,
     channel: str,
     compiled: render.CompiledMessage,
     variables: Mapping[str, Any],
@@ -97,6 +98,30 @@ def build_message(
     idempotency_key: str | None = None,
 ) -> Message:
     """A new message for one contact, rendered; `failed` with the reason when it cannot go out."""
+    return Message(
+        **message_values(
+            workspace_id=workspace_id,
+            contact=contact,
+            channel=channel,
+            rendered=rendered_for(channel, contact, compiled, variables),
+            variables=variables,
+            send_at=send_at,
+            now=now,
+            template_id=template_id,
+            campaign_id=campaign_id,
+            created_by=created_by,
+            idempotency_key=idempotency_key,
+        )
+    )
+
+
+Rendered = tuple[str, str, str, str | None]  # (to, subject, body, why it cannot go out)
+
+
+def rendered_for(
+    channel: str, contact: Any, compiled: render.CompiledMessage, variables: Mapping[str, Any]
+) -> Rendered:
+    """The address and the rendered text of one contact's message, or the reason it fails."""
     to, reason = address_for(channel, contact)
     subject = body = ""
     if reason is None:
@@ -104,55 +129,158 @@ def build_message(
             subject, body = compiled.render(render.context_for(contact, variables))
         except render.RenderError as exc:
             reason = exc.reason
+    return to, subject, body, reason
+
+
+def message_values(
+    *,
+    workspace_id: int,
+    contact: Any,
+    channel: str,
+    rendered: Rendered,
+    variables: Mapping[str, Any],
+    send_at: dt.datetime,
+    now: dt.datetime,
+    template_id: int | None = None,
+    campaign_id: int | None = None,
+    created_by: int | None = None,
+    idempotency_key: str | None = None,
+) -> dict[str, Any]:
+    """The columns of a new message (`build_message`, and campaigns' set-based inserts)."""
+    to, subject, body, reason = rendered
     if reason is not None:
         status = MessageStatus.failed
     elif send_at > now:
         status = MessageStatus.scheduled
     else:
         status = MessageStatus.queued
-    return Message(
-        workspace_id=workspace_id,
-        contact_id=contact.id,
-        channel=channel,
-        to_address=to,
-        template_id=template_id,
-        campaign_id=campaign_id,
-        subject=subject,
-        body=body,
-        variables=dict(variables),
-        send_at=send_at,
-        next_attempt_at=send_at,
-        status=status.value,
-        reason=reason,
-        attempts=0,
-        idempotency_key=idempotency_key,
-        request_id=request_id_var.get(),  # the dispatcher logs its sends under the creating request's id
-        created_by=created_by,
-        created_at=now,
-        updated_at=now,
-    )
+    return {
+        "workspace_id": workspace_id,
+        "contact_id": contact.id,
+        "channel": channel,
+        "to_address": to,
+        "template_id": template_id,
+        "campaign_id": campaign_id,
+        "subject": subject,
+        "body": body,
+        "variables": dict(variables),
+        "send_at": send_at,
+        "next_attempt_at": send_at,
+        "status": status.value,
+        "reason": reason,
+        "attempts": 0,
+        "idempotency_key": idempotency_key,
+        "request_id": request_id_var.get(),  # the dispatcher logs its sends under the creating request's id
+        "created_by": created_by,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 async def record_created(session: AsyncSession, workspace_id: int, messages: Sequence[Message]) -> None:
-    """Insert new messages with their first history row and `message.created` events, and wake the
-    dispatcher (at commit) if any is due now."""
+    """Insert new messages with their first history row, counters and `message.created` events, and
+    wake the dispatcher (at commit) if any is due now."""
     if not messages:
         return
     session.add_all(messages)
     await session.flush()
-    await session.execute(
-        insert(MessageEvent),
-        [
-            {
-                "workspace_id": workspace_id,
-                "message_id": m.id,
-                "status": m.status,
-                "reason": m.reason,
-                "at": m.created_at,
-            }
-            for m in messages
-        ],
+    await _created(session, workspace_id, messages)
+
+
+_MESSAGE = cast(Table, Message.__table__)
+_CREATED_COLUMNS = [
+    _MESSAGE.c[n] for n in ("id", "contact_id", "channel", "status", "provider_kind", "reason", "created_at")
+]
+
+
+# PostgreSQL: the messages and their history rows in one statement, the values as arrays (compiled
+# and prepared once, whatever the batch size; a 10,000-row VALUES list is not).
+_INSERT_CREATED_PG = text(
+    """
+    WITH ins AS (
+        INSERT INTO message (workspace_id, contact_id, channel, to_address, template_id, campaign_id,
+            subject, body, variables, send_at, next_attempt_at, status, reason, attempts,
+            idempotency_key, request_id, created_by, created_at, updated_at)
+        SELECT :ws, v.contact_id, v.channel, v.to_address, :template_id, :campaign_id, v.subject, v.body,
+            CAST(v.variables AS jsonb), :send_at, :send_at, v.status, v.reason, 0, NULL, :request_id,
+            :created_by, :now, :now
+        FROM unnest(CAST(:contact_ids AS bigint[]), CAST(:channels AS varchar[]),
+            CAST(:to_addresses AS varchar[]), CAST(:subjects AS text[]), CAST(:bodies AS text[]),
+            CAST(:variables AS text[]), CAST(:statuses AS varchar[]), CAST(:reasons AS text[]))
+            AS v(contact_id, channel, to_address, subject, body, variables, status, reason)
+        RETURNING id, contact_id, channel, status, provider_kind, reason, created_at
+    ), history AS (
+        INSERT INTO message_event (workspace_id, message_id, status, reason, at)
+        SELECT :ws, id, status, reason, created_at FROM ins
     )
+    SELECT * FROM ins
+    """
+)
+_SHARED = ("template_id", "campaign_id", "send_at", "request_id", "created_by", "created_at")
+
+
+async def insert_created(session: AsyncSession, workspace_id: int, values: Sequence[dict[str, Any]]) -> int:
+    """`record_created` for many messages given as column values (`message_values`, all with the
+    same template, campaign, send time and creation time): set-based inserts, no ORM objects.
+    Returns how many were created."""
+    if not values:
+        return 0
+    first = values[0]
+    if dialect_of(session) != "postgresql" or any(v[k] != first[k] for v in values for k in _SHARED):
+        rows = (
+            await session.execute(
+                insert(_MESSAGE).returning(*_CREATED_COLUMNS, sort_by_parameter_order=True), values
+            )
+        ).all()
+        await _created(session, workspace_id, rows)
+        return len(rows)
+    rows = (
+        await session.execute(
+            _INSERT_CREATED_PG.columns(created_at=UTCDateTime()),
+            {
+                "ws": workspace_id,
+                "template_id": first["template_id"],
+                "campaign_id": first["campaign_id"],
+                "send_at": first["send_at"],
+                "request_id": first["request_id"],
+                "created_by": first["created_by"],
+                "now": first["created_at"],
+                "contact_ids": [v["contact_id"] for v in values],
+                "channels": [v["channel"] for v in values],
+                "to_addresses": [v["to_address"] for v in values],
+                "subjects": [v["subject"] for v in values],
+                "bodies": [v["body"] for v in values],
+                "variables": [orjson.dumps(v["variables"]).decode() for v in values],
+                "statuses": [v["status"] for v in values],
+                "reasons": [v["reason"] for v in values],
+            },
+        )
+    ).all()
+    await _created(session, workspace_id, rows, history=False)
+    return len(rows)
+
+
+async def _created(
+    session: AsyncSession, workspace_id: int, messages: Sequence[Any], *, history: bool = True
+) -> None:
+    if history:
+        await session.execute(
+            insert(MessageEvent),
+            [
+                {
+                    "workspace_id": workspace_id,
+                    "message_id": m.id,
+                    "status": m.status,
+                    "reason": m.reason,
+                    "at": m.created_at,
+                }
+                for m in messages
+            ],
+        )
+    deltas = counters.Deltas()
+    for m in messages:
+        deltas.created(workspace_id, m.created_at, m.channel, m.status)
+    await counters.record(session, deltas)
     await emit_many(
         session,
         workspace_id,

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db import dialect_of, utcnow
 from server.events.service import NewEvent, emit_many
+from server.messages import counters
 from server.messages.models import Message, MessageEvent, MessageStatus
 
 TRANSITIONS: frozenset[tuple[MessageStatus, MessageStatus]] = frozenset(
@@ -103,6 +104,7 @@ class MessageState:
     provider_message_id: str | None
     sent_at: dt.datetime | None
     reason: str | None
+    created_at: dt.datetime  # the counters' bucket (`server.messages.counters`)
 
     @classmethod
     def of(cls, m: Message) -> MessageState:
@@ -124,6 +126,7 @@ class Transitions:
     moved: dict[int, MessageState] = field(default_factory=dict)
     history: list[dict[str, Any]] = field(default_factory=list)
     events: list[NewEvent] = field(default_factory=list)
+    original: dict[int, str] = field(default_factory=dict)  # status before the first move
 
     def move(
         self,
@@ -145,6 +148,7 @@ class Transitions:
             return False
         new = MessageStatus(new)
         at = at or utcnow()
+        self.original.setdefault(m.id, m.status)
         m.status = new.value
         if new in _GOOD:
             m.reason = None
@@ -170,10 +174,17 @@ class Transitions:
         return True
 
     async def write(self, session: AsyncSession) -> list[NewEvent]:
-        """Write the moved messages and their history rows; returns the events, for the caller to
-        emit (with `emit_many`, last in its transaction)."""
+        """Write the moved messages, their history rows and the counters' deltas; returns the events,
+        for the caller to emit (with `emit_many`, last in its transaction)."""
         if self.moved:
             await _update_messages(session, list(self.moved.values()))
+            await counters.record_moves(
+                session,
+                (
+                    (self.workspace_id, m.created_at, m.channel, self.original[m.id], m.status)
+                    for m in self.moved.values()
+                ),
+            )
         if self.history:
             await session.execute(insert(MessageEvent), self.history)
         return self.events

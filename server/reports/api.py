@@ -70,8 +70,9 @@ class DailyOut(Out):
     items: list[DayRow]
 
 
-async def _answer(ctx: Ctx[None], first: dt.date, last: dt.date) -> Response:
-    async with ctx.db.transaction() as s:
+async def _answer(ctx: Ctx[None], first: dt.date, last: dt.date, *, fresh: bool = False) -> Response:
+    """`fresh`: read the primary (right after writing); else the read replica when there is one."""
+    async with (ctx.db if fresh else ctx.reads).transaction() as s:
         rows = await service.read(s, workspace_id=ctx.workspace_id, first=first, last=last)
     out = DailyOut(from_=first, to=last, items=[DayRow.model_validate(r) for r in rows])
     return json_response(out.model_dump(mode="json", by_alias=True))
@@ -89,4 +90,4 @@ async def recompute(ctx: Ctx[None]) -> Response:
     """Recompute this workspace's daily figures now (default: yesterday and today) and return them."""
     first, last = ctx.body.bounds()
     await job.run_once(ctx.db, first=first, last=last, workspace_id=ctx.workspace_id)
-    return await _answer(ctx, first, last)
+    return await _answer(ctx, first, last, fresh=True)

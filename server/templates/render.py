@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from jinja2 import ChainableUndefined, StrictUndefined, Template, TemplateSyntaxError
+from jinja2 import ChainableUndefined, StrictUndefined, Template, TemplateSyntaxError, meta
 from jinja2.exceptions import SecurityError, TemplateError
 
 from server.templates.pool import DEADLINE, DEADLINE_PER_CHAR, DeadlineExceeded, RenderPool
@@ -159,6 +159,14 @@ def compile_message(subject: str, body: str) -> CompiledMessage:
     if errors:
         raise TemplateInvalid(errors)
     return CompiledMessage(compiled["subject"], compiled["body"])
+
+
+def names_used(subject: str, body: str) -> frozenset[str]:
+    """The top-level names a message template reads (so a campaign renders once per distinct
+    value of them, not once per contact)."""
+    return frozenset(
+        name for source in (subject, body) for name in meta.find_undeclared_variables(_strict.parse(source))
+    )
 
 
 def context_for(contact: Any | None, variables: Mapping[str, Any]) -> dict[str, Any]:

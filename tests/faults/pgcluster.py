@@ -27,13 +27,20 @@ def free_port() -> int:
 
 
 class PgCluster:
-    def __init__(self) -> None:
+    def __init__(self, *, replica_of: PgCluster | None = None) -> None:
+        """A new cluster, or with `replica_of` a hot standby of that (running) one, streaming from it."""
         self.dir = Path(tempfile.mkdtemp(prefix="sb-pg-"))
         self.data = self.dir / "data"
         self.port = free_port()
         self._as_postgres = os.geteuid() == 0
         if self._as_postgres:
             shutil.chown(self.dir, "postgres", "postgres")
+        if replica_of is not None:
+            primary = ("-h", "127.0.0.1", "-p", str(replica_of.port), "-U", "postgres")
+            self._run(
+                _bin("pg_basebackup"), *primary, "-D", str(self.data), "-R", "-X", "stream", "--no-sync"
+            )
+            return
         self._run(
             _bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8"
         )

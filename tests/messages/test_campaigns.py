@@ -54,7 +54,10 @@ async def _campaign_messages(db: Database, campaign_id: int) -> list[Message]:
         return list(rows.scalars())
 
 
-async def test_campaign_of_1200_contacts_expands_in_batches(client: httpx.AsyncClient, db: Database) -> None:
+async def test_campaign_of_1200_contacts_expands_in_batches(
+    client: httpx.AsyncClient, app: Any, db: Database
+) -> None:
+    app.state.services.campaigns.batch_size = 500
     ws = await _workspace_id(client)
     await _contacts(db, ws, 1200, "vip")
     await _contacts(db, ws, 30, "other", start=5000)
@@ -200,3 +203,47 @@ async def test_shutdown_cancels_expansion_and_the_worker_resumes_it(
     assert await campaigns.expand_pending_campaigns(services) == 1200 - partial
     messages = await _campaign_messages(db, cid)
     assert len(messages) == len({m.contact_id for m in messages}) == 1200
+
+
+async def test_an_expansion_killed_mid_batch_resumes_with_one_message_per_contact(
+    client: httpx.AsyncClient, app: Any, db: Database, monkeypatch: Any
+) -> None:
+    from server.messages import counters, service
+
+    ws = await _workspace_id(client)
+    await _contacts(db, ws, 230, "vip")
+    tpl = await template(client, channel="email", subject="Static", body="Hi {{ name }}")
+    async with db.transaction() as s:
+        c = await campaigns.create_campaign(
+            s,
+            workspace_id=ws,
+            user_id=None,
+            data={"name": "Crash", "template_id": tpl["id"], "audience": {"tag": "vip"}},
+        )
+    real = service.insert_created
+    calls = 0
+
+    async def dies_on_the_second_batch(*args: Any, **kwargs: Any) -> int:
+        nonlocal calls
+        calls += 1
+        n = await real(*args, **kwargs)  # rows written, then the process dies before commit
+        if calls == 2:
+            raise RuntimeError("killed")
+        return n
+
+    monkeypatch.setattr(service, "insert_created", dies_on_the_second_batch)
+    try:
+        await campaigns.expand_campaign(app.state.services, c.id, batch_size=100)
+    except RuntimeError:
+        pass
+    monkeypatch.setattr(service, "insert_created", real)
+    assert len(await _campaign_messages(db, c.id)) == 100  # the first batch only
+    assert await campaigns.expand_pending_campaigns(app.state.services, batch_size=100) == 130
+    messages = await _campaign_messages(db, c.id)
+    assert sorted(m.contact_id for m in messages) == sorted({m.contact_id for m in messages})
+    assert len(messages) == 230
+    async with db.transaction() as s:
+        names = {r.id: r.name for r in await s.execute(select(Contact.id, Contact.name))}
+        window = await counters.window(s, workspace_id=ws)
+    assert all(m.body == f"Hi {names[m.contact_id]}" and m.subject == "Static" for m in messages)
+    assert window["by_status"]["queued"] == 230

@@ -3,6 +3,8 @@ from __future__ import annotations
 from typing import Any
 
 from server.contacts.service import create_contact
+from server.db import utcnow
+from server.messages import counters
 from server.messages.models import Message, MessageEvent
 from server.providers.models import Provider
 from server.templates.models import Template
@@ -109,6 +111,7 @@ async def test_board_filters_and_counters(app: Any, browser_client: BrowserFacto
     c = await browser_client("agent")
     ws = await _workspace_id(c)
     async with app.state.services.db.transaction() as s:
+        deltas = counters.Deltas()  # written beside the rows, as every message-creating path does
         for channel, status in [("email", "delivered"), ("sms", "failed"), ("email", "queued")]:
             s.add(
                 Message(
@@ -119,6 +122,8 @@ async def test_board_filters_and_counters(app: Any, browser_client: BrowserFacto
                     provider_kind="sandbox",
                 )
             )
+            deltas.created(ws, utcnow(), channel, status)
+        await counters.record(s, deltas)
     board = await c.get("/")
     assert 'data-count-status="delivered">1<' in board.text
     assert 'data-count-channel="email">2<' in board.text
