@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from server.apikeys.scopes import require_scope, scope_for
 from server.auth.principal import Principal, authenticate, require_role
 from server.errors import Problem, validation_errors
 from server.jsonlimits import TooDeep, loads_bounded
@@ -126,6 +127,7 @@ class Operation:
     role: str | None = "viewer"  # None: public
     tag: str = ""
     extra_responses: dict[int, str] = field(default_factory=dict)
+    scope: str | None = None  # the API-key scope; None: by the rule in server/apikeys/scopes.py
     media_types: tuple[str, ...] = ("application/json",)  # what a success answer may be sent as
 
 
@@ -176,6 +178,7 @@ class Router:
         role: str | None = "viewer",
         summary: str = "",
         responses: dict[int, str] | None = None,
+        scope: str | None = None,
         media_types: tuple[str, ...] = ("application/json",),
     ) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
@@ -192,6 +195,7 @@ class Router:
                     role=role,
                     tag=self.tag,
                     extra_responses=responses or {},
+                    scope=scope,
                     media_types=media_types,
                 )
             )
@@ -211,6 +215,8 @@ def _endpoint(ops: dict[str, Operation]) -> Callable[[Request], Awaitable[Respon
         o = ops[request.method if request.method in ops else "GET"]
         principal = await authenticate(request) if o.role is not None else Principal.anonymous()
         if o.role is not None:
+            if principal.api_key_id is not None:
+                require_scope(principal.scopes, o.scope or scope_for(o.method, o.path, o.role))
             require_role(principal, o.role)
         ctx: Ctx[Any] = Ctx(request=request, principal=principal)
         if o.query is not None:

@@ -14,6 +14,8 @@ from starlette.routing import BaseRoute, Route
 
 from server import openapi
 from server.api import Router, all_operations, json_response
+from server.apikeys.api import router as apikeys_router
+from server.audit.api import router as audit_router
 from server.auth.api import router as auth_router
 from server.consent.api import router as consent_router
 from server.contacts.api import router as contacts_router
@@ -31,6 +33,7 @@ from server.providers.api import router as providers_router
 from server.ratelimit_middleware import RateLimit
 from server.reports.api import router as reports_router
 from server.services import Services, build_services
+from server.sessions.api import router as sessions_router
 from server.settings import Settings, get_settings
 from server.sso.api import router as sso_router
 from server.sso.flow import routes as sso_routes
@@ -52,6 +55,9 @@ ROUTERS: list[Router] = [
     merge_router,
     endpoints_router,
     reports_router,
+    audit_router,
+    apikeys_router,
+    sessions_router,
     conversations_router,
     sso_router,
     suppressions_router,

@@ -76,15 +76,40 @@ async def _run(argv: list[str], env: dict[str, str]) -> None:
 
 
 async def backup(settings: Settings, path: str | os.PathLike[str]) -> None:
+    """Write the whole database (the audit log included) to `path`; each workspace's audit log
+    then records the backup (after it succeeded, so the file holds every entry but its own)."""
     target = os.fspath(path)
     if settings.is_sqlite:
         source = _sqlite_path(settings)
         if not os.path.exists(source):  # noqa: ASYNC240 (one stat)
             raise BackupError(f"no database at {source}")
         await asyncio.to_thread(_copy_sqlite, source, target)
-        return
-    env, args = _pg_env_and_args(settings)
-    await _run([_tool("pg_dump"), "--format=custom", "--no-owner", "--file", target, *args], env)
+    else:
+        env, args = _pg_env_and_args(settings)
+        await _run([_tool("pg_dump"), "--format=custom", "--no-owner", "--file", target, *args], env)
+    await _record_backup(settings, target)
+
+
+async def _record_backup(settings: Settings, target: str) -> None:
+    from sqlalchemy import select
+
+    from server.audit import service as audit
+    from server.db import Database
+    from server.workspaces.models import Workspace
+
+    db = Database(settings.database_url)
+    try:
+        async with db.transaction() as s:
+            for ws_id in (await s.execute(select(Workspace.id))).scalars():
+                audit.record(
+                    s,
+                    workspace_id=ws_id,
+                    actor=audit.SYSTEM,
+                    action="backup.created",
+                    details={"file": os.path.basename(target)},
+                )
+    finally:
+        await db.dispose()
 
 
 async def restore(settings: Settings, path: str | os.PathLike[str]) -> None:

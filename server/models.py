@@ -1,5 +1,7 @@
 """Every table, imported in one place so `Base.metadata` is complete (Alembic, tests)."""
 
+from server.apikeys.models import ApiKey
+from server.audit.models import AuditEntry
 from server.auth.models import RefreshToken, Role, User
 from server.consent.models import Consent, ConsentCurrent
 from server.contacts.models import Audit, Contact, ContactIdentity, ImportJob, ImportRejectedRow
@@ -25,7 +27,9 @@ from server.webhooks.models import WebhookToken
 from server.workspaces.models import Workspace
 
 __all__ = [
+    "ApiKey",
     "Audit",
+    "AuditEntry",
     "Base",
     "Campaign",
     "Consent",

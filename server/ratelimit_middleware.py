@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.apikeys.service import is_key, key_id_of
 from server.auth.principal import ACCESS_COOKIE
 from server.auth.tokens import TokenError
 from server.errors import Problem, problem_response
@@ -19,8 +20,8 @@ if TYPE_CHECKING:
     from server.services import Services
 
 
-def _user_id(scope: Scope, services: Services) -> int | None:
-    """The user of a valid access token (bearer header or session cookie), else None."""
+def _token(scope: Scope) -> str | None:
+    """The bearer token of the request (header, else the session cookie)."""
     token = None
     cookie = None
     for name, value in scope["headers"]:
@@ -36,10 +37,20 @@ def _user_id(scope: Scope, services: Services) -> int | None:
             part = part.strip()
             if part.startswith(prefix):
                 token = part[len(prefix) :].strip('"')
+    return token or None
+
+
+async def _caller_bucket(scope: Scope, services: Services) -> str | None:
+    """`user:{id}` for a valid access token, `key:{id}` for a known API key (its own bucket,
+    standing or not: revocation is the handler's answer), else None."""
+    token = _token(scope)
     if not token:
         return None
+    if is_key(token):
+        key_id = await key_id_of(services.db, token)
+        return f"key:{key_id}" if key_id is not None else None
     try:
-        return services.tokens.verify(token).user_id
+        return f"user:{services.tokens.verify(token).user_id}"
     except TokenError:
         return None  # the handler answers 401; the IP bucket still counts the attempt
 
@@ -68,9 +79,9 @@ class RateLimit:
         client = scope.get("client")
         ip = client[0] if client else "unknown"
         checks: list[Check] = [(f"ip:{ip}", rl.buckets.ip)]
-        user_id = _user_id(scope, services)
-        if user_id is not None:
-            checks.append((f"user:{user_id}", rl.buckets.user))
+        caller = await _caller_bucket(scope, services)
+        if caller is not None:
+            checks.append((caller, rl.buckets.user))
         decision = await rl.limiter.hit(checks)
         if decision is None:
             await self.app(scope, receive, send)

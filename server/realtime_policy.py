@@ -1,16 +1,36 @@
-"""What the server tells the real-time layer about a live connection (realtime/guard.py): whether
-its caller's access still stands, and the caller's op budget across sockets and instances.
+"""What the server tells the real-time layer about a live connection (realtime/guard.py): who the
+caller is (an API key needs the `events:read` scope), whether its access still stands (a key:
+not revoked, not expired), and the caller's op budget across sockets and instances.
 The real-time layer takes both as callables, so it never imports the server."""
 
 from __future__ import annotations
 
 import time
 
+from starlette.requests import HTTPConnection
+
 from realtime.types import AccessCheck, Caller, OpBudget
+from server.apikeys import service as keys
+from server.apikeys.scopes import require_scope
 from server.auth import service as auth_service
+from server.auth.principal import Principal
+from server.auth.principal import authenticate as authenticate_request
 from server.db import Database
 from server.ratelimit import Bucket, Limiter
 from server.settings import Settings
+
+
+async def authenticate(conn: HTTPConnection) -> Principal:
+    """The caller of /ws, long-poll or SSE: a user, or an API key with the `events:read` scope."""
+    principal = await authenticate_request(conn)
+    if principal.api_key_id is not None:
+        require_scope(principal.scopes, "events:read")
+    return principal
+
+
+def _key_of(caller: Caller) -> int | None:
+    key_id = getattr(caller, "api_key_id", None)
+    return int(key_id) if key_id is not None else None
 
 
 def access_check(db: Database) -> AccessCheck:
@@ -18,8 +38,11 @@ def access_check(db: Database) -> AccessCheck:
         session_id = getattr(caller, "session_id", None)
         expires_at = getattr(caller, "expires_at", None)
         if session_id is None and expires_at is not None and expires_at <= time.time():
-            return False  # a token without a sign-in behind it lasts as long as the token
+            return False  # a token without a sign-in behind it lasts as long as the token (a key: its expiry)
+        key_id = _key_of(caller)
         async with db.transaction() as session:
+            if key_id is not None:
+                return await keys.key_stands(session, key_id=key_id, workspace_id=caller.workspace_id)
             return await auth_service.access_stands(
                 session, user_id=caller.user_id, workspace_id=caller.workspace_id, family_id=session_id
             )
@@ -31,7 +54,9 @@ def op_budget(limiter: Limiter, settings: Settings) -> OpBudget:
     bucket = Bucket("ws_ops", settings.ws_user_ops_burst, settings.ws_user_ops_per_s)
 
     async def spend(caller: Caller) -> bool:
-        decision = await limiter.hit([(f"wsops:user:{caller.user_id}", bucket)])
+        key_id = _key_of(caller)
+        who = f"key:{key_id}" if key_id is not None else f"user:{caller.user_id}"
+        decision = await limiter.hit([(f"wsops:{who}", bucket)])
         return decision is None or decision.allowed  # None: the limiter is down, fail open
 
     return spend

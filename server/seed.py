@@ -6,6 +6,7 @@ import datetime as dt
 import secrets
 from dataclasses import dataclass
 
+from server.audit import service as audit
 from server.auth import service as auth_service
 from server.auth.models import Role
 from server.auth.passwords import hash_password
@@ -65,6 +66,14 @@ async def create_user_cli(
             ws = await auth_service.get_or_create_workspace(s, name=workspace)
             user = await auth_service.create_user(
                 s, workspace_id=ws.id, email=email, password=password, role=role
+            )
+            audit.record(
+                s,
+                workspace_id=ws.id,
+                actor=audit.SYSTEM,
+                action="user.created",
+                target=f"user:{user.id}",
+                details={"email": user.email, "role": user.role, "via": "createuser"},
             )
             return user.id
     finally:

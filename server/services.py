@@ -154,7 +154,6 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
     with its embedded worker)."""
     from realtime.service import Realtime
     from server import realtime_policy
-    from server.auth.principal import authenticate
     from server.endpoints.deliverer import Deliverer, DelivererConfig
     from server.events.log import SqlEventLog
     from server.messages.board_feed import BoardFeed
@@ -187,7 +186,7 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
         rt = Realtime(
             settings,
             db,
-            authenticate=authenticate,
+            authenticate=realtime_policy.authenticate,  # users, and API keys with events:read
             log=SqlEventLog(),
             redis=redis,
             prefix=settings.redis_prefix,
@@ -203,7 +202,9 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
             services.components.append(services.board_feed)
     if jobs:
         services.dispatcher = Dispatcher(services)
-        services.reports = ReportJob(db, on_change=services.poke)
+        services.reports = ReportJob(
+            db, on_change=services.poke, audit_retention_days=settings.audit_retention_days
+        )
         services.deliverer = Deliverer(db, DelivererConfig(allow_private=settings.allow_private_endpoints))
         services.components += [services.dispatcher, services.reports, services.deliverer]
     # Stopped first: background work that writes through the components above.

@@ -100,6 +100,8 @@ class Settings(BaseSettings):
     # Switchboard stays silent — or `switchboard`, with the workspace's texts (server/consent/keywords.py).
     keyword_replies: Literal["provider", "switchboard"] = "provider"
 
+    # The admin audit log keeps entries this long (pruned by the report job, server/reports/job.py).
+    audit_retention_days: float = 365.0
     # Contact imports (server/contacts/importer.py). One upload may be this large (the request
     # body limit above does not apply to the import route); a gzip upload may expand to
     # IMPORT_MAX_EXPANSION times it. The upload is kept in `import_dir` while its job runs.

@@ -14,6 +14,7 @@ from server.auth.models import User
 from server.auth.principal import REFRESH_COOKIE, check_csrf
 from server.auth.tokens import AccessClaims
 from server.errors import Problem
+from server.sessions import service as sessions
 from server.sso import service as sso_service
 from server.sso.flow import login_option
 from server.validators import contains_nul
@@ -59,6 +60,7 @@ async def login(request: Request) -> Response:
     refused = await signin_limits.refusal(svc, **who)
     if refused is not None:
         return _login_page(request, error=signin_limits.wait_message(refused), email=email, status=429)
+    device = sessions.Device.of(request)
     async with svc.db.transaction() as s:
         try:
             user = await auth_service.check_credentials(s, email=email, password=password)
@@ -67,21 +69,30 @@ async def login(request: Request) -> Response:
             user = None
         sso_only = await sso_service.password_login_refusal(s, user=user) if user is not None else None
     if user is None:
+        await sessions.record_failed_sign_in(svc.db, email=email, device=device)
         return _login_page(request, error=BAD_CREDENTIALS, email=email, status=401)
     if sso_only is not None:
         return _login_page(request, error=sso_only, email=email, status=403)
     return await signed_in(request, user, str(form.get("next", "/")))
 
 
-async def signed_in(request: Request, user: User, next_url: str) -> Response:
-    """Sign `user` in on this browser: a new sign-in (refresh-token family), an access token naming
-    it, the session cookies, and a redirect to `next_url`. Password and single sign-on end here."""
+async def signed_in(request: Request, user: User, next_url: str, *, method: str = "password") -> Response:
+    """Sign `user` in on this browser: a new sign-in (refresh-token family, with the device), an
+    access token naming it, the session cookies, the `auth.login` audit entry, and a redirect to
+    `next_url`. Password and single sign-on (`method="oidc"`) end here."""
     svc = services(request)
     family = auth_service.new_family_id()
+    device = sessions.Device.of(request)
     async with svc.db.transaction() as s:
         refresh = await auth_service.issue_refresh(
-            s, user_id=user.id, ttl_s=svc.settings.refresh_token_ttl_s, family_id=family
+            s,
+            user_id=user.id,
+            ttl_s=svc.settings.refresh_token_ttl_s,
+            family_id=family,
+            user_agent=device.user_agent,
+            ip=device.ip,
         )
+        sessions.record_sign_in(s, user=user, device=device, method=method)
     access = svc.tokens.issue(AccessClaims(user.id, user.workspace_id, user.role, session_id=family))
     response = RedirectResponse(safe_next(next_url), status_code=303)
     set_session_cookies(response, svc.settings, access=access, refresh=refresh)

@@ -118,7 +118,13 @@ async def renew(request: Request) -> tuple[Principal, Renewed] | None:
     svc = services(request)
     async with svc.db.transaction() as s:
         try:
-            issued = await auth_service.rotate_refresh(s, token=token, ttl_s=svc.settings.refresh_token_ttl_s)
+            issued = await auth_service.rotate_refresh(
+                s,
+                token=token,
+                ttl_s=svc.settings.refresh_token_ttl_s,
+                user_agent=request.headers.get("user-agent"),
+                ip=request.client.host if request.client else None,
+            )
         except auth_service.AuthError:
             issued = None
     if issued is None:

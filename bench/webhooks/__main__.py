@@ -69,7 +69,7 @@ async def seed(db_url: str, messages: int) -> World:
     conn = await asyncpg.connect(db_url.replace("postgresql+asyncpg", "postgresql"))
     try:
         ws = await conn.fetchval(
-            "INSERT INTO workspace (name, event_seq, created_at) VALUES ('bench', 0, now()) RETURNING id"
+            "INSERT INTO workspace (name, slug, event_seq, created_at) VALUES ('bench', 'bench', 0, now()) RETURNING id"
         )
         key = ec.generate_private_key(ec.SECP256R1())
         public = key.public_key().public_bytes(

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.api import Ctx, Out, Page, Router, Schema, json_response, parse_model, read_json
+from server.audit import service as audit
 from server.auth import service, signin_limits
 from server.auth.models import Role, User
 from server.auth.principal import ACCESS_COOKIE, CSRF_COOKIE, REFRESH_COOKIE
@@ -16,6 +17,7 @@ from server.auth.tokens import AccessClaims
 from server.errors import Problem
 from server.pagination import PageQuery, decode_cursor, page_of
 from server.ratelimit_middleware import too_many
+from server.sessions import service as sessions
 from server.sso import service as sso_service
 from server.validators import normalize_email
 
@@ -104,19 +106,30 @@ async def login(ctx: Ctx[LoginIn]) -> Response:
     refused = await signin_limits.refusal(ctx.services, **who)
     if refused is not None:
         raise too_many(refused, "failed sign-ins from this address")
+    device = sessions.Device.of(ctx.request)
     async with ctx.db.transaction() as s:
         try:
             user = await service.check_credentials(s, email=ctx.body.email, password=ctx.body.password)
         except service.AuthError:
-            await signin_limits.record_failure(ctx.services, **who)
-            raise Problem(401, BAD_CREDENTIALS) from None
-        sso_only = await sso_service.password_login_refusal(s, user=user)
-        if sso_only is not None:
-            raise Problem(403, sso_only)
-        family = service.new_family_id()
-        refresh = await service.issue_refresh(
-            s, user_id=user.id, ttl_s=settings.refresh_token_ttl_s, family_id=family
-        )
+            user = None
+        if user is not None:
+            sso_only = await sso_service.password_login_refusal(s, user=user)
+            if sso_only is not None:
+                raise Problem(403, sso_only)
+            family = service.new_family_id()
+            refresh = await service.issue_refresh(
+                s,
+                user_id=user.id,
+                ttl_s=settings.refresh_token_ttl_s,
+                family_id=family,
+                user_agent=device.user_agent,
+                ip=device.ip,
+            )
+            sessions.record_sign_in(s, user=user, device=device)
+    if user is None:
+        await signin_limits.record_failure(ctx.services, **who)
+        await sessions.record_failed_sign_in(ctx.db, email=ctx.body.email, device=device)
+        raise Problem(401, BAD_CREDENTIALS)
     return _pair_response(ctx.request, user, refresh, family)
 
 
@@ -126,8 +139,13 @@ async def refresh(ctx: Ctx[RefreshIn]) -> Response:
     settings = ctx.services.settings
     async with ctx.db.transaction() as s:
         try:
+            device = sessions.Device.of(ctx.request)
             issued = await service.rotate_refresh(
-                s, token=ctx.body.refresh_token, ttl_s=settings.refresh_token_ttl_s
+                s,
+                token=ctx.body.refresh_token,
+                ttl_s=settings.refresh_token_ttl_s,
+                user_agent=device.user_agent,
+                ip=device.ip,
             )
         except service.AuthError:
             issued = None  # caught inside, so a reuse's revocation of the family is committed
@@ -155,6 +173,8 @@ async def logout(ctx: Ctx[LogoutIn]) -> Response:
 @router.op("GET", "/me", response=UserOut)
 async def me(ctx: Ctx[None]) -> UserOut:
     """The signed-in user."""
+    if ctx.principal.api_key_id is not None:
+        raise Problem(403, "An API key acts for the workspace, not as a user; there is no /me for it.")
     async with ctx.db.transaction() as s:
         user = await s.get(User, ctx.principal.user_id)
     if user is None or user.workspace_id != ctx.workspace_id:
@@ -197,6 +217,15 @@ async def create_user(ctx: Ctx[UserIn]) -> UserOut:
                 role=b.role,
                 name=b.name,
             )
+            audit.record(
+                s,
+                workspace_id=ctx.workspace_id,
+                actor=audit.actor_of(ctx.principal),
+                action="user.created",
+                target=f"user:{user.id}",
+                ip=audit.client_ip(ctx.request),
+                details={"email": user.email, "role": user.role},
+            )
     except service.DuplicateEmail:
         async with ctx.db.transaction() as s:
             ours = await service.find_user_by_email(s, email=str(b.email))
@@ -214,3 +243,56 @@ async def create_user(ctx: Ctx[UserIn]) -> UserOut:
             errors=[{"field": "email", "message": "cannot be used"}],
         ) from None
     return UserOut.model_validate(user)
+
+
+class UserPatch(Schema):
+    role: Role | None = None
+    is_active: bool | None = None
+    name: str | None = Field(default=None, max_length=200)
+
+
+class UserFullOut(UserOut):
+    is_active: bool
+
+
+@router.op(
+    "PATCH",
+    "/users/{user_id}",
+    body=UserPatch,
+    response=UserFullOut,
+    role="admin",
+    responses={404: "not found", 422: "not on yourself"},
+)
+async def patch_user(ctx: Ctx[UserPatch]) -> UserFullOut:
+    """Change a user's role, name, or deactivate them (admin). Deactivation ends their sessions."""
+    b: UserPatch = ctx.body
+    user_id = ctx.path_int("user_id")
+    if user_id == ctx.principal.by_user and (b.role not in (None, Role.admin) or b.is_active is False):
+        raise Problem(422, "Admins cannot demote or deactivate themselves; ask another admin.")
+    actor, ip = audit.actor_of(ctx.principal), audit.client_ip(ctx.request)
+    async with ctx.db.transaction() as s:
+        user = await s.get(User, user_id)
+        if user is None or user.workspace_id != ctx.workspace_id:
+            raise Problem(404, "No such user.")
+        target = f"user:{user.id}"
+        if b.name is not None:
+            user.name = b.name
+        if b.role is not None and b.role.value != user.role:
+            details = {"from": user.role, "to": b.role.value}
+            user.role = b.role.value
+            audit.record(
+                s,
+                workspace_id=ctx.workspace_id,
+                actor=actor,
+                action="user.role_changed",
+                target=target,
+                ip=ip,
+                details=details,
+            )
+        if b.is_active is not None and b.is_active != user.is_active:
+            user.is_active = b.is_active
+            if not b.is_active:
+                await sessions.revoke_sessions(s, user_id=user.id)
+            action = "user.reactivated" if b.is_active else "user.deactivated"
+            audit.record(s, workspace_id=ctx.workspace_id, actor=actor, action=action, target=target, ip=ip)
+    return UserFullOut.model_validate(user)

@@ -1,4 +1,5 @@
-"""Who is calling: from `Authorization: Bearer`, or the browser's cookie (then with a CSRF check)."""
+"""Who is calling: from `Authorization: Bearer` (an access token or an API key), or the browser's
+cookie (then with a CSRF check)."""
 
 from __future__ import annotations
 
@@ -26,11 +27,23 @@ class Principal:
     role: Role
     via_cookie: bool = False
     session_id: str | None = None  # the refresh-token family the access token was issued for
-    expires_at: float | None = None  # the access token's `exp` (Unix time)
+    expires_at: float | None = None  # the access token's `exp` (Unix time), or the API key's expiry
+    # An API key acts for its workspace, not a person: `user_id` is then 0 and `by_user` None.
+    api_key_id: int | None = None
+    scopes: frozenset[str] = frozenset()
 
     @classmethod
     def anonymous(cls) -> Principal:
         return cls(user_id=0, workspace_id=0, role=Role.viewer)
+
+    @property
+    def actor_kind(self) -> str:
+        return "api_key" if self.api_key_id is not None else "user"
+
+    @property
+    def by_user(self) -> int | None:
+        """The user to attribute a change to (None when an API key made it)."""
+        return None if self.api_key_id is not None else self.user_id
 
 
 def bearer_token(conn: HTTPConnection) -> tuple[str | None, bool]:
@@ -77,10 +90,35 @@ def check_csrf(conn: HTTPConnection, submitted: str | None) -> None:
         raise Problem(403, "Missing or wrong CSRF token; reload the page and try again.")
 
 
+async def principal_from_key(conn: HTTPConnection, secret: str) -> Principal:
+    """The principal of an API key: its workspace, its scopes; the role its scopes allow (`admin`
+    scope: admin, else agent) — each operation's scope is checked on top (server/api.py)."""
+    from server.apikeys import service as keys
+
+    client = conn.client.host if conn.client else None
+    access = await keys.check_key(conn.app.state.services.db, secret, ip=client)
+    if access is None:
+        raise Problem(
+            401,
+            "The API key is invalid, revoked or expired.",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    return Principal(
+        user_id=0,
+        workspace_id=access.workspace_id,
+        role=Role.admin if "admin" in access.scopes else Role.agent,
+        expires_at=access.expires_at.timestamp() if access.expires_at else None,
+        api_key_id=access.id,
+        scopes=access.scopes,
+    )
+
+
 async def authenticate(conn: HTTPConnection, *, csrf_token: str | None = None) -> Principal:
     """The caller, or 401. Cookie-authenticated unsafe requests must carry the CSRF token
     (header `X-CSRF-Token`, or `csrf_token` passed in from a form)."""
     token, via_cookie = bearer_token(conn)
+    if token and not via_cookie and token.startswith("sb_live_"):
+        return await principal_from_key(conn, token)
     principal = principal_from_token(conn, token, via_cookie)
     method = conn.scope.get("method", "GET")
     if via_cookie and method not in _SAFE:

@@ -96,8 +96,15 @@ async def check_credentials(session: AsyncSession, *, email: str, password: str)
 
 
 async def issue_refresh(
-    session: AsyncSession, *, user_id: int, ttl_s: int, family_id: str | None = None
+    session: AsyncSession,
+    *,
+    user_id: int,
+    ttl_s: int,
+    family_id: str | None = None,
+    user_agent: str | None = None,
+    ip: str | None = None,
 ) -> str:
+    """A new refresh token; `user_agent` and `ip` say where (the "your sessions" list)."""
     token = secrets.token_urlsafe(32)
     session.add(
         RefreshToken(
@@ -105,13 +112,17 @@ async def issue_refresh(
             family_id=family_id or new_family_id(),
             user_id=user_id,
             expires_at=utcnow() + dt.timedelta(seconds=ttl_s),
+            user_agent=user_agent[:300] if user_agent else None,
+            ip=ip,
         )
     )
     await session.flush()
     return token
 
 
-async def rotate_refresh(session: AsyncSession, *, token: str, ttl_s: int) -> IssuedRefresh:
+async def rotate_refresh(
+    session: AsyncSession, *, token: str, ttl_s: int, user_agent: str | None = None, ip: str | None = None
+) -> IssuedRefresh:
     """Spend a refresh token and issue its successor in the same family.
 
     A token spent before (a replay, maybe by a thief) revokes its whole family."""
@@ -131,7 +142,9 @@ async def rotate_refresh(session: AsyncSession, *, token: str, ttl_s: int) -> Is
     user = await session.get(User, row.user_id)
     if user is None or not user.is_active:
         raise AuthError("invalid refresh token")
-    new = await issue_refresh(session, user_id=user.id, ttl_s=ttl_s, family_id=row.family_id)
+    new = await issue_refresh(
+        session, user_id=user.id, ttl_s=ttl_s, family_id=row.family_id, user_agent=user_agent, ip=ip
+    )
     return IssuedRefresh(token=new, user=user, family_id=row.family_id)
 
 

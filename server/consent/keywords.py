@@ -33,7 +33,6 @@ from server.consent.models import ALL_SCOPE, ConsentSource, ConsentState
 from server.contacts.changes import ContactNotFound
 from server.conversations import service as conversations
 from server.conversations.inbound import Inbound
-from server.conversations.models import Conversation, InboundMessage
 from server.messages.claims import Outcome
 from server.messages.status import AppliedChange
 from server.workspaces import settings as workspace_settings
@@ -84,7 +83,12 @@ class Keywords:
         self.replies = replies
 
     async def __call__(
-        self, session: AsyncSession, conv: Conversation, row: InboundMessage, msg: Inbound
+        self,
+        session: AsyncSession,
+        workspace_id: int,
+        conv: conversations.ConversationView,
+        inbound_id: int,
+        msg: Inbound,
     ) -> Keyword | None:
         """Act on a stored inbound message if it is a keyword, in the caller's transaction."""
         if conv.channel not in CHANNELS:
@@ -93,13 +97,16 @@ class Keywords:
         kind = classify(msg.text, opt_out_type)
         if kind is None:
             return None
-        number_scope = (row.to_address or ALL_SCOPE)[:MAX_SCOPE]
-        evidence = {"inbound_message_id": row.id, **({"opt_out_type": opt_out_type} if opt_out_type else {})}
+        number_scope = (msg.recipient[:320] or ALL_SCOPE)[:MAX_SCOPE]
+        evidence = {
+            "inbound_message_id": inbound_id,
+            **({"opt_out_type": opt_out_type} if opt_out_type else {}),
+        }
 
         async def record(state: ConsentState, scope: str) -> bool:
             recorded = await consent.record(
                 session,
-                workspace_id=conv.workspace_id,
+                workspace_id=workspace_id,
                 contact_id=conv.contact_id,
                 channel=conv.channel,
                 state=state,
@@ -116,9 +123,7 @@ class Keywords:
         elif kind in (Keyword.opt_in, Keyword.opt_in_if_out):
             out = {
                 c.scope
-                for c in await consent.current(
-                    session, workspace_id=conv.workspace_id, contact_id=conv.contact_id
-                )
+                for c in await consent.current(session, workspace_id=workspace_id, contact_id=conv.contact_id)
                 if c.channel == conv.channel and c.state == ConsentState.opted_out
             }
             scopes = [s for s in (number_scope, ALL_SCOPE) if s in out]
@@ -128,14 +133,17 @@ class Keywords:
                 changed = await record(ConsentState.opted_in, scope) or changed
             if kind is Keyword.opt_in_if_out and not scopes:
                 return None  # an ordinary "yes"
-        await self._answer(session, conv, row, kind, changed, answered_by_provider=bool(opt_out_type))
+        await self._answer(
+            session, workspace_id, conv, inbound_id, kind, changed, answered_by_provider=bool(opt_out_type)
+        )
         return kind
 
     async def _answer(
         self,
         session: AsyncSession,
-        conv: Conversation,
-        row: InboundMessage,
+        workspace_id: int,
+        conv: conversations.ConversationView,
+        inbound_id: int,
         kind: Keyword,
         changed: bool,
         *,
@@ -143,7 +151,7 @@ class Keywords:
     ) -> None:
         if answered_by_provider or (self.replies == "provider" and conv.channel == "sms"):
             return
-        ws = await workspace_settings.get(session, conv.workspace_id)
+        ws = await workspace_settings.get(session, workspace_id)
         if kind is Keyword.help:
             text = ws.help_text
         elif not changed:
@@ -156,13 +164,13 @@ class Keywords:
             return
         await conversations.reply(
             session,
-            workspace_id=conv.workspace_id,
+            workspace_id=workspace_id,
             conversation_id=conv.id,
             user_id=None,
             text=text,
             template_id=None,
             variables={},
-            idempotency_key=f"keyword-reply-{row.id}",  # one answer per inbound message
+            idempotency_key=f"keyword-reply-{inbound_id}",  # one answer per inbound message
         )
 
 

@@ -47,7 +47,11 @@ async def create(ctx: Ctx[ContactIn]) -> Response:
     try:
         async with ctx.db.transaction() as s:
             contact = await service.create_contact(
-                s, workspace_id=ctx.workspace_id, user_id=ctx.principal.user_id, data=ctx.body.model_dump()
+                s,
+                workspace_id=ctx.workspace_id,
+                user_id=ctx.principal.by_user,
+                data=ctx.body.model_dump(),
+                api_key_id=ctx.principal.api_key_id,
             )
     except service.DuplicateEmail:
         raise _duplicate() from None
@@ -108,9 +112,10 @@ async def patch(ctx: Ctx[ContactPatch]) -> Response:
                 s,
                 workspace_id=ctx.workspace_id,
                 contact_id=contact_id,
-                user_id=ctx.principal.user_id,
+                user_id=ctx.principal.by_user,
                 changes=ctx.body.changes(),
                 if_match=if_match,
+                api_key_id=ctx.principal.api_key_id,
             )
     except service.DuplicateEmail:
         raise _duplicate() from None
@@ -137,7 +142,8 @@ async def delete(ctx: Ctx[None]) -> Response:
             s,
             workspace_id=ctx.workspace_id,
             contact_id=ctx.path_int("contact_id"),
-            user_id=ctx.principal.user_id,
+            user_id=ctx.principal.by_user,
+            api_key_id=ctx.principal.api_key_id,
         )
     return Response(status_code=204)
 

@@ -87,6 +87,7 @@ class Change:
     changed: dict[str, Any]  # the event's `changed`
     at: dt.datetime = field(default_factory=utcnow)
     extra: dict[str, Any] = field(default_factory=dict)  # more event data (`merged_from`, `merged_into`)
+    by_key: int | None = None  # the API key that made the change (then `by` is None)
 
     def audit_rows(self) -> list[Audit]:
         return [
@@ -94,6 +95,7 @@ class Change:
                 workspace_id=self.workspace_id,
                 contact_id=self.contact_id,
                 user_id=self.by,
+                api_key_id=self.by_key,
                 field=name,
                 old=old,
                 new=new,
@@ -114,7 +116,7 @@ class Change:
         return NewEvent(self.type, data, contact_id=self.contact_id)
 
 
-def created(contact: Contact, *, by: int | None) -> Change:
+def created(contact: Contact, *, by: int | None, by_key: int | None = None) -> Change:
     """A new contact: `changed` holds every field, the audit only the ones with a value."""
     values = snapshot(contact)
     return Change(
@@ -125,11 +127,17 @@ def created(contact: Contact, *, by: int | None) -> Change:
         by,
         [(k, None, v) for k, v in values.items() if v not in (None, "", [], {})],
         values,
+        by_key=by_key,
     )
 
 
 def deleted(
-    contact: Contact, *, by: int | None, audit: bool = True, extra: dict[str, Any] | None = None
+    contact: Contact,
+    *,
+    by: int | None,
+    audit: bool = True,
+    extra: dict[str, Any] | None = None,
+    by_key: int | None = None,
 ) -> Change:
     """The contact is going: its last version is one past the current. A merged contact has no
     `deleted` audit row (`audit=False`): its history moves to the survivor, which notes the merge."""
@@ -142,6 +150,7 @@ def deleted(
         [("deleted", False, True)] if audit else [],
         {},
         extra=extra or {},
+        by_key=by_key,
     )
 
 
@@ -153,6 +162,7 @@ def updated(
     version: int | None = None,
     notes: Sequence[tuple[str, Any, Any]] = (),
     extra: dict[str, Any] | None = None,
+    by_key: int | None = None,
 ) -> Change:
     """Bump the contact to `version` (default: one up) for the fields in `diff` (already applied to
     it); `notes` are more audit rows that are not field changes (a merge's `merged_from`)."""
@@ -168,6 +178,7 @@ def updated(
         {name: new for name, (_old, new) in diff.items()},
         at=contact.updated_at,
         extra=extra or {},
+        by_key=by_key,
     )
 
 
@@ -176,16 +187,22 @@ async def record(session: AsyncSession, workspace_id: int, changes: Sequence[Cha
 
     The contacts' rows are flushed first, so a duplicate email surfaces as `DuplicateEmail`
     before anything else is written."""
+    await emit_many(session, workspace_id, await record_deferred(session, changes))
+
+
+async def record_deferred(session: AsyncSession, changes: Sequence[Change]) -> list[NewEvent]:
+    """`record` for a caller that emits once for a whole batch: the audit rows are written, the
+    events returned, to be emitted (in order) before this transaction commits."""
     await flush_contact(session)
     session.add_all([row for c in changes for row in c.audit_rows()])
-    await emit_many(session, workspace_id, [c.event() for c in changes])
+    return [c.event() for c in changes]
 
 
 async def record_change(
-    session: AsyncSession, contact: Contact, diff: Diff, *, user_id: int | None
+    session: AsyncSession, contact: Contact, diff: Diff, *, user_id: int | None, api_key_id: int | None = None
 ) -> dict[str, Any]:
     """Bump version, write audit rows and emit `contact.updated` for `diff` (field -> (old, new),
     already applied to `contact`); returns the event's `changed`."""
-    change = updated(contact, diff, by=user_id)
+    change = updated(contact, diff, by=user_id, by_key=api_key_id)
     await record(session, contact.workspace_id, [change])
     return change.changed

@@ -9,10 +9,18 @@ from starlette.responses import Response
 
 from server import export
 from server.api import Ctx, Query, Router
+from server.audit import service as audit
 from server.contacts import export as contacts_export
 from server.messages import export as messages_export
 
 EXPORT_TYPES = ("text/csv", "application/x-ndjson")
+
+
+async def _record(ctx: Ctx[None], what: str, details: dict[str, object]) -> None:
+    """An export is a read, so its audit entry is written on its own, before the first row."""
+    async with ctx.db.transaction() as s:
+        audit.record_for(s, ctx, action="export.started", target=what, details=details)
+
 
 router = Router(tag="export")
 
@@ -48,6 +56,7 @@ class MessageExportQuery(Query):
 async def export_contacts(ctx: Ctx[None]) -> Response:
     """Every contact matching `q` and `tag`, newest first, streamed as CSV or NDJSON."""
     query: ContactExportQuery = ctx.query
+    await _record(ctx, "contacts", {"format": query.format.value, "q": query.q, "tag": query.tag})
     fetch = contacts_export.batches(ctx.reads, workspace_id=ctx.workspace_id, q=query.q, tag=query.tag)
     return export.response(fetch, contacts_export.COLUMNS, query.format, filename="contacts")
 
@@ -56,6 +65,11 @@ async def export_contacts(ctx: Ctx[None]) -> Response:
 async def export_messages(ctx: Ctx[None]) -> Response:
     """Messages created from `from` until `to`, oldest first, streamed as CSV or NDJSON."""
     query: MessageExportQuery = ctx.query
+    span = {
+        "from": query.since.isoformat() if query.since else None,
+        "to": query.until.isoformat() if query.until else None,
+    }
+    await _record(ctx, "messages", {"format": query.format.value, **span})
     fetch = messages_export.batches(
         ctx.reads, workspace_id=ctx.workspace_id, since=query.since, until=query.until
     )

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.api import Ctx, Router, json_response
+from server.audit import service as audit
 from server.contacts.import_file import ImportRefused, UploadTooLarge, count_rows, remove, spool
 from server.contacts.importer import TooManyImports
 from server.errors import Problem
@@ -75,7 +76,7 @@ async def start_import(ctx: Ctx[None]) -> Response:
         total = await asyncio.to_thread(count_rows, path)
         job_id = await imp.submit(
             workspace_id=ctx.workspace_id,
-            user_id=ctx.principal.user_id,
+            user_id=ctx.principal.by_user,
             mode="upsert" if mode == "upsert" else "create",
             path=path,
             total=total,
@@ -96,6 +97,14 @@ async def start_import(ctx: Ctx[None]) -> Response:
     except BaseException:
         remove(path)
         raise
+    async with ctx.db.transaction() as s:
+        audit.record_for(
+            s,
+            ctx,
+            action="import.started",
+            target=f"import:{job_id}",
+            details={"rows": total, "mode": mode},
+        )
     return json_response({"job_id": job_id, "status": "running", "mode": mode, "total": total}, 202)
 
 

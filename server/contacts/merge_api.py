@@ -45,7 +45,7 @@ async def merge_into(ctx: Ctx[MergeIn]) -> Response:
             survivor = await merge.merge_contacts(
                 s,
                 workspace_id=ctx.workspace_id,
-                user_id=ctx.principal.user_id,
+                user_id=ctx.principal.by_user,
                 survivor_id=ctx.path_int("contact_id"),
                 from_ids=ctx.body.from_,
                 fields=ctx.body.fields,
@@ -85,7 +85,7 @@ async def add_identity(ctx: Ctx[IdentityIn]) -> Response:
                 s,
                 workspace_id=ctx.workspace_id,
                 contact_id=ctx.path_int("contact_id"),
-                user_id=ctx.principal.user_id,
+                user_id=ctx.principal.by_user,
                 kind=ctx.body.kind,
                 value=ctx.body.value,
             )
@@ -110,7 +110,7 @@ async def remove_identity(ctx: Ctx[None]) -> Response:
                 workspace_id=ctx.workspace_id,
                 contact_id=ctx.path_int("contact_id"),
                 identity_id=ctx.path_int("identity_id"),
-                user_id=ctx.principal.user_id,
+                user_id=ctx.principal.by_user,
             )
     except ContactNotFound as exc:
         raise _not_found(exc) from None

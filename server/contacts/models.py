@@ -90,6 +90,7 @@ class Audit(Base):
     workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"))
     contact_id: Mapped[int] = mapped_column(BigId)  # kept after the contact is deleted
     user_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    api_key_id: Mapped[int | None] = mapped_column(BigId, nullable=True)  # set when a key made the change
     field: Mapped[str] = mapped_column(String(100))
     old: Mapped[Any] = mapped_column(JSONType, nullable=True)
     new: Mapped[Any] = mapped_column(JSONType, nullable=True)

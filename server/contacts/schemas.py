@@ -149,6 +149,7 @@ class HistoryItem(Out):
     old: Any
     new: Any
     user_id: int | None
+    api_key_id: int | None = None  # the API key that made the change (then user_id is null)
     version: int
     at: dt.datetime
 

@@ -66,7 +66,12 @@ def _apply(c: Contact, name: str, value: Any) -> None:
 
 
 async def create_contact(
-    session: AsyncSession, *, workspace_id: int, user_id: int | None, data: dict[str, Any]
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    user_id: int | None,
+    data: dict[str, Any],
+    api_key_id: int | None = None,
 ) -> Contact:
     # identities (issue 9): the email/phone may not be any contact's extra identity → 409
     await check_free(session, workspace_id=workspace_id, email=data.get("email"), phone=data.get("phone"))
@@ -74,7 +79,7 @@ async def create_contact(
     contact = Contact(workspace_id=workspace_id, version=1, created_at=now, updated_at=now, **data)
     session.add(contact)
     await recorder.flush_contact(session)  # the id, for the audit rows and the event
-    await recorder.record(session, workspace_id, [recorder.created(contact, by=user_id)])
+    await recorder.record(session, workspace_id, [recorder.created(contact, by=user_id, by_key=api_key_id)])
     return contact
 
 
@@ -111,6 +116,7 @@ async def patch_contact(
     user_id: int | None,
     changes: dict[str, Any],
     if_match: int | None,
+    api_key_id: int | None = None,
 ) -> PatchResult:
     """Apply a patch made against version `if_match` (None: last writer wins).
 
@@ -151,15 +157,20 @@ async def patch_contact(
             _apply(contact, name, value)
     if not diff:
         return PatchResult(contact)
-    changed = await recorder.record_change(session, contact, diff, user_id=user_id)
+    changed = await recorder.record_change(session, contact, diff, user_id=user_id, api_key_id=api_key_id)
     return PatchResult(contact, changed)
 
 
 async def delete_contact(
-    session: AsyncSession, *, workspace_id: int, contact_id: int, user_id: int | None
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    contact_id: int,
+    user_id: int | None,
+    api_key_id: int | None = None,
 ) -> None:
     contact = await get_contact(session, workspace_id=workspace_id, contact_id=contact_id, for_update=True)
-    change = recorder.deleted(contact, by=user_id)
+    change = recorder.deleted(contact, by=user_id, by_key=api_key_id)
     await session.delete(contact)
     await recorder.record(session, workspace_id, [change])
 

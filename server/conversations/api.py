@@ -127,6 +127,8 @@ async def patch(ctx: Ctx[ConversationPatch]) -> Response:
 )
 async def read(ctx: Ctx[None]) -> Response:
     """Mark everything received so far as read by the caller (unread counts are per agent)."""
+    if ctx.principal.api_key_id is not None:
+        raise Problem(403, "Unread counts are per agent; an API key has none to mark.")
     async with ctx.db.transaction() as s:
         await service.mark_read(
             s,
@@ -193,7 +195,7 @@ async def reply(ctx: Ctx[ReplyIn]) -> Response:
                 s,
                 workspace_id=ctx.workspace_id,
                 conversation_id=conversation_id,
-                user_id=ctx.principal.user_id,
+                user_id=ctx.principal.by_user,
                 text=ctx.body.text,
                 template_id=ctx.body.template_id,
                 variables=ctx.body.variables,

@@ -1,19 +1,20 @@
 """Conversations: storing inbound messages, the inbox's reads and writes, agent replies.
 
 Every change writes its rows and its events (`conversation.*`, DESIGN §8) in one transaction.
-Inbound messages take the workspace row lock first (the lock event ids take anyway): finding or
-creating the sender's contact and conversation is then serial per workspace, so two webhooks from
-one new customer make one contact and one conversation."""
+Inbound messages are stored a batch at a time (`receive`, inside the webhook group commit of
+`server/webhooks/ingest.py`) with set-based statements; making a contact for an unknown sender
+takes the workspace row lock first (the lock event ids take anyway), so two webhooks from one new
+customer make one contact, and one conversation (unique per contact and channel)."""
 
 from __future__ import annotations
 
 import base64
 import datetime as dt
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, cast
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import BigInteger, String, Table, and_, case, func, literal, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth.models import User
@@ -22,13 +23,14 @@ from server.contacts.models import Contact
 from server.conversations import threading
 from server.conversations.inbound import Inbound
 from server.conversations.models import Conversation, ConversationRead, ConversationStatus, InboundMessage
-from server.db import utcnow
+from server.db import UTCDateTime, utcnow
 from server.errors import NotFound
 from server.events.service import NewEvent, emit_many
 from server.messages import service as messages
 from server.messages.models import Message, MessageStatus
 from server.templates import render
 from server.templates import service as templates
+from server.webhooks.service import insert_for, one_of
 
 # WhatsApp's customer-service window: free-form messages only this long after the customer's last one.
 WHATSAPP_WINDOW = dt.timedelta(hours=24)
@@ -104,7 +106,22 @@ def outbound_dict(m: Message, conversation_id: int) -> dict[str, Any]:
     }
 
 
-def _event_data(c: Conversation) -> dict[str, Any]:
+class ConversationView(Protocol):
+    """What a conversation's events carry: a `Conversation` row, or inbound threading's `Thread`."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def contact_id(self) -> int: ...
+    @property
+    def channel(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def assignee_id(self) -> int | None: ...
+
+
+def _event_data(c: ConversationView) -> dict[str, Any]:
     return {
         "conversation_id": c.id,
         "contact_id": c.contact_id,
@@ -114,11 +131,11 @@ def _event_data(c: Conversation) -> dict[str, Any]:
     }
 
 
-def updated_event(c: Conversation, **extra: Any) -> NewEvent:
+def updated_event(c: ConversationView, **extra: Any) -> NewEvent:
     return NewEvent("conversation.updated", {**_event_data(c), **extra}, contact_id=c.contact_id)
 
 
-def message_event(c: Conversation, message_id: int, direction: str, text: str) -> NewEvent:
+def message_event(c: ConversationView, message_id: int, direction: str, text: str) -> NewEvent:
     data = {
         "conversation_id": c.id,
         "contact_id": c.contact_id,
@@ -133,83 +150,207 @@ def message_event(c: Conversation, message_id: int, direction: str, text: str) -
 # --- inbound ---------------------------------------------------------------------------------
 
 
-# Called for each newly stored inbound message, in the same transaction (SMS/WhatsApp keywords,
-# server/consent/keywords.py).
-OnStored = Callable[[AsyncSession, Conversation, InboundMessage, Inbound], Awaitable[object]]
+_INBOUND = cast(Table, InboundMessage.__table__)
+_CONVERSATION = cast(Table, Conversation.__table__)
+_ASLEEP = (ConversationStatus.resolved.value, ConversationStatus.snoozed.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One delivery's inbound messages, as a provider connection handed them over (verified)."""
+
+    workspace_id: int
+    provider_id: int
+    items: Sequence[Inbound]
+
+
+# Called for each newly stored inbound message, in the same transaction, with its workspace, its
+# conversation and its id (SMS/WhatsApp keywords: server/consent/keywords.py).
+OnStored = Callable[[AsyncSession, int, "ConversationView", int, Inbound], Awaitable[object]]
 
 
 async def receive(
     session: AsyncSession,
     *,
-    workspace_id: int,
-    provider_id: int,
     secret: str,
-    items: Sequence[Inbound],
+    arrivals: Sequence[Arrival],
+    lock_order: Collection[int] = (),
     on_stored: OnStored | None = None,
-) -> Received:
+) -> tuple[list[Received], dict[int, list[NewEvent]]]:
     """Store inbound messages once each (a provider's repeat changes nothing), threaded into their
-    conversations, with their events; then `on_stored` sees each new one."""
-    if not items:
-        return Received(0, 0)
-    await lock_workspace(session, workspace_id)
-    stored = duplicates = 0
-    for msg in items:
-        seen = (
-            await session.execute(
-                select(InboundMessage.id).where(
-                    InboundMessage.provider_id == provider_id,
-                    InboundMessage.provider_message_id == msg.provider_message_id,
+    conversations; returns each arrival's counts and the events to emit, by workspace (the caller
+    emits them before commit: `server/webhooks/ingest.py` does, once per workspace and batch).
+
+    A fixed number of statements per workspace whatever the number of messages. An unknown sender
+    becomes a contact under the workspace row lock (the lock event ids take anyway), taken only
+    then, so one new customer writing twice at once makes one contact; `lock_order` is every
+    workspace this transaction emits events to, all locked then, in id order (no deadlock with a
+    transaction that emits in id order)."""
+    by_workspace: dict[int, list[tuple[int, int, Inbound]]] = {}
+    for n, arrival in enumerate(arrivals):
+        for msg in arrival.items:
+            by_workspace.setdefault(arrival.workspace_id, []).append((n, arrival.provider_id, msg))
+    stored = [0] * len(arrivals)
+    events: dict[int, list[NewEvent]] = {}
+    fresh: dict[int, list[tuple[int, int, Inbound]]] = {}
+    for workspace_id in sorted(by_workspace):
+        fresh[workspace_id] = await _not_seen(session, by_workspace[workspace_id])
+    found = {
+        ws: await threading.find_contacts(
+            session, workspace_id=ws, secret=secret, items=[msg for _, _, msg in entries]
+        )
+        for ws, entries in fresh.items()
+    }
+    if any(len(found[ws]) < len(entries) for ws, entries in fresh.items()):
+        for workspace_id in sorted({*lock_order, *fresh}):
+            await lock_workspace(session, workspace_id)
+    for workspace_id, entries in fresh.items():
+        events[workspace_id] = await _store(
+            session, workspace_id, entries, found[workspace_id], stored=stored, on_stored=on_stored
+        )
+    received = [Received(stored[n], len(a.items) - stored[n]) for n, a in enumerate(arrivals)]
+    return received, {ws: e for ws, e in events.items() if e}
+
+
+async def _not_seen(
+    session: AsyncSession, entries: list[tuple[int, int, Inbound]]
+) -> list[tuple[int, int, Inbound]]:
+    """The entries whose (provider, provider message id) is neither stored already nor earlier in
+    the batch: a repeat touches no contact or conversation. (A repeat racing its first delivery in
+    another transaction is still caught by the insert's conflict.)"""
+    if not entries:
+        return []
+    conn = await session.connection()
+    rows = await conn.execute(
+        select(_INBOUND.c.provider_id, _INBOUND.c.provider_message_id).where(
+            one_of(conn, _INBOUND.c.provider_id, sorted({p for _, p, _ in entries}), BigInteger()),
+            one_of(
+                conn,
+                _INBOUND.c.provider_message_id,
+                sorted({m.provider_message_id for _, _, m in entries}),
+                String(),
+            ),
+        )
+    )
+    seen = {(p, m) for p, m in rows.all()}
+    out = []
+    for entry in entries:
+        key = (entry[1], entry[2].provider_message_id)
+        if key not in seen:
+            seen.add(key)
+            out.append(entry)
+    return out
+
+
+async def _store(
+    session: AsyncSession,
+    workspace_id: int,
+    entries: list[tuple[int, int, Inbound]],
+    found: dict[int, int],
+    *,
+    stored: list[int],
+    on_stored: OnStored | None = None,
+) -> list[NewEvent]:
+    """One workspace's new inbound messages: contacts made for unknown senders, conversations
+    made or woken, the messages inserted (counted in `stored`, by arrival); returns the events,
+    in arrival order."""
+    if not entries:
+        return []
+    events: list[NewEvent] = []
+    items = [msg for _, _, msg in entries]
+    unknown = [i for i in range(len(entries)) if i not in found]
+    if unknown:
+        # Under the workspace lock now: a sender made a contact meanwhile is found, not made twice.
+        again = await threading.contacts_by_address(
+            session, workspace_id, {threading.address_of(items[i]) for i in unknown}
+        )
+        senders = [(items[i], entries[i][1]) for i in unknown if threading.address_of(items[i]) not in again]
+        made, contact_events = await threading.new_contacts(
+            session, workspace_id=workspace_id, senders=senders
+        )
+        events += contact_events
+        by_address = {**again, **made}
+        found = {**found, **{i: by_address[threading.address_of(items[i])] for i in unknown}}
+    threads, created = await threading.conversations_for(
+        session, workspace_id=workspace_id, pairs={(found[i], m.channel) for i, m in enumerate(items)}
+    )
+    now = utcnow()
+    conn = await session.connection()
+    rows = [
+        {
+            "workspace_id": workspace_id,
+            "conversation_id": threads[(found[i], msg.channel)].id,
+            "provider_id": provider_id,
+            "provider_message_id": msg.provider_message_id,
+            "from_address": msg.sender[:320],
+            "to_address": msg.recipient[:320],
+            "subject": msg.subject,
+            "text": msg.text,
+            "full_text": msg.full_text or msg.text,
+            "html": msg.html,
+            "attachments": [a.as_dict() for a in msg.attachments],
+            "meta": {**msg.meta, **({"sender_name": msg.sender_name} if msg.sender_name else {})},
+            "received_at": msg.received_at or now,
+        }
+        for i, (_, provider_id, msg) in enumerate(entries)
+    ]
+    inserted = await conn.execute(
+        insert_for(conn, _INBOUND)
+        .on_conflict_do_nothing(index_elements=["provider_id", "provider_message_id"])
+        .returning(_INBOUND.c.id, _INBOUND.c.provider_id, _INBOUND.c.provider_message_id),
+        rows,
+    )
+    ids = {(p, m): row_id for row_id, p, m in inserted.all()}
+    landed = [
+        (i, ids[key])
+        for i, (_, provider_id, msg) in enumerate(entries)
+        if (key := (provider_id, msg.provider_message_id)) in ids
+    ]
+    touched = {
+        threads[(found[i], items[i].channel)].id: threads[(found[i], items[i].channel)] for i, _ in landed
+    }
+    woken = sorted(t.id for t in touched.values() if t.status in _ASLEEP)
+    if touched:
+        later = literal(now, UTCDateTime())
+        await conn.execute(
+            update(_CONVERSATION)
+            .where(one_of(conn, _CONVERSATION.c.id, sorted(touched), BigInteger()))
+            .values(
+                last_message_at=case(
+                    (_CONVERSATION.c.last_message_at > later, _CONVERSATION.c.last_message_at), else_=later
+                ),
+                last_inbound_at=case(
+                    (_CONVERSATION.c.last_inbound_at > later, _CONVERSATION.c.last_inbound_at), else_=later
+                ),
+                updated_at=now,
+            )
+        )
+    if woken:
+        await conn.execute(
+            update(_CONVERSATION)
+            .where(one_of(conn, _CONVERSATION.c.id, woken, BigInteger()))
+            .values(status=ConversationStatus.open.value, snooze_until=None)
+        )
+    announced: set[int] = set()
+    for i, message_id in landed:
+        thread = threads[(found[i], items[i].channel)]
+        if thread.id not in announced:
+            announced.add(thread.id)
+            if thread.id in created:
+                events.append(
+                    NewEvent("conversation.created", _event_data(thread), contact_id=thread.contact_id)
                 )
+            elif thread.status in _ASLEEP:
+                thread.status = ConversationStatus.open.value
+                events.append(updated_event(thread))
+        events.append(message_event(thread, message_id, "inbound", items[i].preview()))
+        stored[entries[i][0]] += 1
+    if on_stored is not None:
+        for i, message_id in landed:
+            await on_stored(
+                session, workspace_id, threads[(found[i], items[i].channel)], message_id, items[i]
             )
-        ).scalar_one_or_none()
-        if seen is not None:
-            duplicates += 1
-            continue
-        events: list[NewEvent] = []
-        contact_id = await threading.find_contact(session, workspace_id=workspace_id, secret=secret, msg=msg)
-        if contact_id is None:
-            contact = await threading.new_contact(
-                session, workspace_id=workspace_id, msg=msg, provider_id=provider_id
-            )
-            contact_id = contact.id
-        conv, created = await threading.conversation_for(
-            session, workspace_id=workspace_id, contact_id=contact_id, channel=msg.channel
-        )
-        now = utcnow()
-        row = InboundMessage(
-            workspace_id=workspace_id,
-            conversation_id=conv.id,
-            provider_id=provider_id,
-            provider_message_id=msg.provider_message_id,
-            from_address=msg.sender[:320],
-            to_address=msg.recipient[:320],
-            subject=msg.subject,
-            text=msg.text,
-            full_text=msg.full_text or msg.text,
-            html=msg.html,
-            attachments=[a.as_dict() for a in msg.attachments],
-            meta={**msg.meta, **({"sender_name": msg.sender_name} if msg.sender_name else {})},
-            received_at=msg.received_at or now,
-        )
-        session.add(row)
-        await session.flush()
-        woke = conv.status in (ConversationStatus.resolved, ConversationStatus.snoozed)
-        if woke:
-            conv.status = ConversationStatus.open.value
-            conv.snooze_until = None
-        conv.last_message_at = max(conv.last_message_at, now)
-        conv.last_inbound_at = max(conv.last_inbound_at or now, now)
-        conv.updated_at = now
-        if created:
-            events.append(NewEvent("conversation.created", _event_data(conv), contact_id=contact_id))
-        elif woke:
-            events.append(updated_event(conv))
-        events.append(message_event(conv, row.id, "inbound", msg.preview()))
-        await emit_many(session, workspace_id, events)
-        if on_stored is not None:
-            await on_stored(session, conv, row, msg)
-        stored += 1
-    return Received(stored, duplicates)
+    return events
 
 
 # --- reading ---------------------------------------------------------------------------------

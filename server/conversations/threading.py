@@ -17,8 +17,11 @@ import dataclasses
 import hashlib
 import hmac
 import re
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import cast
 
-from sqlalchemy import func, select
+from sqlalchemy import BigInteger, String, Table, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.contacts import changes as recorder
@@ -26,7 +29,9 @@ from server.contacts.models import Contact, ContactIdentity
 from server.conversations.inbound import Inbound
 from server.conversations.models import Conversation, ConversationStatus, InboundMessage
 from server.db import utcnow
+from server.events.service import NewEvent
 from server.messages.models import Message
+from server.webhooks.service import insert_for, one_of
 
 # Our outbound Message-IDs: `<sb-<workspace>-<message>@domain>` (see the adapters' `message_id_for`).
 OUR_MESSAGE_ID = re.compile(r"^sb-(\d{1,18})-(\d{1,18})@")
@@ -110,93 +115,184 @@ async def _by_references(session: AsyncSession, workspace_id: int, refs: tuple[s
     return int(conv) if conv is not None else None
 
 
-async def contact_by_address(session: AsyncSession, workspace_id: int, kind: str, value: str) -> int | None:
-    """The contact whose primary or extra `kind` (email|phone) is `value` (lower-cased email, E.164)."""
-    column = func.lower(Contact.email) if kind == "email" else Contact.phone
-    primary = (
-        await session.execute(
-            select(Contact.id)
-            .where(Contact.workspace_id == workspace_id, column == value)
-            .order_by(Contact.id)
-            .limit(1)
-        )
-    ).scalar_one_or_none()
-    if primary is not None:
-        return int(primary)
-    extra = (
-        await session.execute(
-            select(ContactIdentity.contact_id).where(
+Address = tuple[str, str]  # (email | phone, lower-cased email or E.164 phone)
+
+
+def address_of(msg: Inbound) -> Address:
+    return ("email", msg.sender) if msg.channel == "email" else ("phone", msg.sender)
+
+
+async def contacts_by_address(
+    session: AsyncSession, workspace_id: int, addresses: Collection[Address]
+) -> dict[Address, int]:
+    """The contacts whose primary or extra email/phone is one of `addresses`: two queries at most
+    whatever their number (the oldest contact when several share a primary phone)."""
+    if not addresses:
+        return {}
+    conn = await session.connection()
+    emails = sorted({v for k, v in addresses if k == "email"})
+    phones = sorted({v for k, v in addresses if k == "phone"})
+    lower_email = func.lower(Contact.email)
+    conditions = []
+    if emails:
+        conditions.append(one_of(conn, lower_email, emails, String()))
+    if phones:
+        conditions.append(one_of(conn, Contact.phone, phones, String()))
+    rows = await session.execute(
+        select(Contact.id, lower_email, Contact.phone)
+        .where(Contact.workspace_id == workspace_id, or_(*conditions))
+        .order_by(Contact.id)
+    )
+    found: dict[Address, int] = {}
+    for contact_id, email, phone in rows.all():
+        for key in (("email", email), ("phone", phone)):
+            if key in addresses:
+                found.setdefault(key, int(contact_id))
+    rest = [a for a in addresses if a not in found]
+    if rest:
+        extra = await session.execute(
+            select(ContactIdentity.contact_id, ContactIdentity.kind, ContactIdentity.value).where(
                 ContactIdentity.workspace_id == workspace_id,
-                ContactIdentity.kind == kind,
-                ContactIdentity.value == value,
+                one_of(conn, ContactIdentity.value, sorted({v for _, v in rest}), String()),
             )
         )
-    ).scalar_one_or_none()
-    return int(extra) if extra is not None else None
+        for contact_id, kind, value in extra.all():
+            if (kind, value) in addresses:
+                found.setdefault((kind, value), int(contact_id))
+    return found
 
 
-async def find_contact(session: AsyncSession, *, workspace_id: int, secret: str, msg: Inbound) -> int | None:
-    if msg.channel == "email":
-        by_token = [
-            mid for t in msg.reply_tokens if (mid := message_of_token(secret, workspace_id, t)) is not None
-        ]
-        found = await _contact_of_message(session, workspace_id, by_token)
-        if found is None:
-            found = await _by_references(session, workspace_id, msg.references)
-        if found is None:
-            found = await contact_by_address(session, workspace_id, "email", msg.sender)
-        return found
-    return await contact_by_address(session, workspace_id, "phone", msg.sender)
+async def _by_reply_headers(
+    session: AsyncSession, workspace_id: int, secret: str, msg: Inbound
+) -> int | None:
+    """An email's contact by its signed reply address, then its In-Reply-To/References."""
+    by_token = [
+        mid for t in msg.reply_tokens if (mid := message_of_token(secret, workspace_id, t)) is not None
+    ]
+    found = await _contact_of_message(session, workspace_id, by_token)
+    if found is None:
+        found = await _by_references(session, workspace_id, msg.references)
+    return found
 
 
-async def new_contact(session: AsyncSession, *, workspace_id: int, msg: Inbound, provider_id: int) -> Contact:
-    """A contact for an unknown sender, recorded as any new contact is (version, audit, event),
-    with one more audit row, `source`, saying it came from an inbound message."""
+async def find_contacts(
+    session: AsyncSession, *, workspace_id: int, secret: str, items: Sequence[Inbound]
+) -> dict[int, int]:
+    """Index in `items` → contact id, for the items whose sender is known. Email with reply
+    headers is looked up one by one (rare, and first); every sender's address in one go."""
+    found: dict[int, int] = {}
+    for i, msg in enumerate(items):
+        if msg.channel == "email" and (msg.reply_tokens or msg.references):
+            if (contact_id := await _by_reply_headers(session, workspace_id, secret, msg)) is not None:
+                found[i] = contact_id
+    wanted = {i: address_of(msg) for i, msg in enumerate(items) if i not in found}
+    by_address = await contacts_by_address(session, workspace_id, set(wanted.values()))
+    found.update({i: by_address[a] for i, a in wanted.items() if a in by_address})
+    return found
+
+
+async def new_contacts(
+    session: AsyncSession, *, workspace_id: int, senders: Sequence[tuple[Inbound, int]]
+) -> tuple[dict[Address, int], list[NewEvent]]:
+    """A contact for each unknown sender (message, provider id; one per address), recorded as any
+    new contact is (version, audit, event), with one more audit row, `source`, saying it came from
+    an inbound message. Returns them by address, and their events for the caller to emit."""
     now = utcnow()
-    contact = Contact(
-        workspace_id=workspace_id,
-        name=msg.sender_name[:300],
-        email=msg.sender if msg.channel == "email" else None,
-        phone=msg.sender if msg.channel != "email" else None,
-        attributes={},
-        tags=[],
-        version=1,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(contact)
+    made: dict[Address, tuple[Contact, Inbound, int]] = {}
+    for msg, provider_id in senders:
+        address = address_of(msg)
+        if address in made:
+            continue
+        contact = Contact(
+            workspace_id=workspace_id,
+            name=msg.sender_name[:300],
+            email=msg.sender if address[0] == "email" else None,
+            phone=msg.sender if address[0] == "phone" else None,
+            attributes={},
+            tags=[],
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        made[address] = (contact, msg, provider_id)
+    session.add_all([contact for contact, _, _ in made.values()])
     await recorder.flush_contact(session)
-    change = recorder.created(contact, by=None)
-    source = {"inbound": msg.channel, "provider_id": provider_id, "from": msg.sender}
-    change = dataclasses.replace(change, audit=[*change.audit, ("source", None, source)])
-    await recorder.record(session, workspace_id, [change])
-    return contact
+    changes = []
+    for contact, msg, provider_id in made.values():
+        change = recorder.created(contact, by=None)
+        source = {"inbound": msg.channel, "provider_id": provider_id, "from": msg.sender}
+        changes.append(dataclasses.replace(change, audit=[*change.audit, ("source", None, source)]))
+    events = await recorder.record_deferred(session, changes)
+    return {address: contact.id for address, (contact, _, _) in made.items()}, events
 
 
-async def conversation_for(
-    session: AsyncSession, *, workspace_id: int, contact_id: int, channel: str, lock: bool = True
-) -> tuple[Conversation, bool]:
-    """The contact's conversation on `channel`, made if there is none; (conversation, created)."""
-    stmt = select(Conversation).where(
-        Conversation.workspace_id == workspace_id,
-        Conversation.contact_id == contact_id,
-        Conversation.channel == channel,
-    )
-    if lock:
-        stmt = stmt.with_for_update()
-    conv = (await session.execute(stmt)).scalar_one_or_none()
-    if conv is not None:
-        return conv, False
-    now = utcnow()
-    conv = Conversation(
-        workspace_id=workspace_id,
-        contact_id=contact_id,
-        channel=channel,
-        status=ConversationStatus.open.value,
-        last_message_at=now,
-        created_at=now,
-        updated_at=now,
-    )
-    session.add(conv)
-    await session.flush()
-    return conv, True
+@dataclass(slots=True)
+class Thread:
+    """A conversation as inbound threading reads it (the columns its events carry)."""
+
+    id: int
+    contact_id: int
+    channel: str
+    status: str
+    assignee_id: int | None
+
+
+_CONVERSATION = cast(Table, Conversation.__table__)
+_THREAD_COLUMNS = (
+    _CONVERSATION.c.id,
+    _CONVERSATION.c.contact_id,
+    _CONVERSATION.c.channel,
+    _CONVERSATION.c.status,
+    _CONVERSATION.c.assignee_id,
+)
+
+
+async def conversations_for(
+    session: AsyncSession, *, workspace_id: int, pairs: Collection[tuple[int, str]]
+) -> tuple[dict[tuple[int, str], Thread], set[int]]:
+    """The conversation of each (contact id, channel), locked until commit, made where there is
+    none (one INSERT for all; one made meanwhile by another transaction is read instead);
+    returns them and the ids of those made."""
+    conn = await session.connection()
+
+    async def read(contact_ids: list[int]) -> dict[tuple[int, str], Thread]:
+        rows = await conn.execute(
+            select(*_THREAD_COLUMNS)
+            .where(
+                _CONVERSATION.c.workspace_id == workspace_id,
+                one_of(conn, _CONVERSATION.c.contact_id, contact_ids, BigInteger()),
+            )
+            .order_by(_CONVERSATION.c.id)
+            .with_for_update()
+        )
+        return {(r.contact_id, r.channel): Thread(*r) for r in rows if (r.contact_id, r.channel) in pairs}
+
+    threads = await read(sorted({c for c, _ in pairs}))
+    missing = sorted(p for p in pairs if p not in threads)
+    created: set[int] = set()
+    if missing:
+        now = utcnow()
+        inserted = await conn.execute(
+            insert_for(conn, _CONVERSATION)
+            .on_conflict_do_nothing(index_elements=["workspace_id", "contact_id", "channel"])
+            .returning(*_THREAD_COLUMNS),
+            [
+                {
+                    "workspace_id": workspace_id,
+                    "contact_id": contact_id,
+                    "channel": channel,
+                    "status": ConversationStatus.open.value,
+                    "last_message_at": now,
+                    "last_inbound_at": None,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for contact_id, channel in missing
+            ],
+        )
+        for r in inserted.all():
+            threads[(r.contact_id, r.channel)] = Thread(*r)
+            created.add(r.id)
+        if raced := sorted({c for c, ch in missing if (c, ch) not in threads}):
+            threads.update(await read(raced))
+    return threads, created

@@ -2,7 +2,8 @@
 
 * Twilio and WhatsApp post inbound messages to the connection's own `/webhooks/{provider_id}`,
   verified there (`server/webhooks/api.py` hands verified bodies over: `twilio_incoming`,
-  `whatsapp_messages`).
+  `whatsapp_items`). Every inbound message is stored through the webhooks' group commit
+  (`server/webhooks/ingest.py`): concurrent deliveries share a transaction and one `emit_many`.
 * Email arrives on `/webhooks/{provider_id}/inbound`: Mailgun Routes `forward()` (signed with
   `timestamp`/`token`/`signature` like Mailgun's webhooks, checked by the same function) and
   SendGrid Inbound Parse (unsigned by SendGrid: the URL carries the connection's `?token=`, an
@@ -24,8 +25,6 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from server.api import json_response
-from server.consent.inbound import InboundConsent
-from server.conversations import service
 from server.conversations.inbound import Inbound, MalformedInbound, mail, twilio, whatsapp
 from server.conversations.models import InboundToken
 from server.db import utcnow
@@ -33,6 +32,7 @@ from server.errors import Problem
 from server.providers.models import Provider
 from server.services import Services
 from server.webhooks import replay
+from server.webhooks.ingest import REVERIFY_AGE_S, Ingest, ProviderInfo, for_app
 from server.webhooks.verify import InvalidSignature, SignedOnce, verify_mailgun
 
 log = logging.getLogger("switchboard.conversations")
@@ -46,58 +46,31 @@ def poke(services: Services, workspace_id: int) -> None:
     services.poke(workspace_id)
 
 
-async def store(
-    services: Services,
-    *,
-    workspace_id: int,
-    provider_id: int,
-    items: list[Inbound],
-    signed: SignedOnce | None = None,
-) -> service.Received:
-    """`signed`: a signature that does not cover the content (Mailgun), claimed with it in the same
-    transaction (server/webhooks/replay.py): other content under a seen token is refused."""
-    if not items:
-        return service.Received(0, 0)
-    async with services.db.transaction() as s:
-        if signed is not None and not (await replay.claim(s, [(provider_id, signed)]))[0]:
-            raise _refused("signature token replayed with other content")
-        result = await service.receive(
-            s,
-            workspace_id=workspace_id,
-            provider_id=provider_id,
-            secret=services.settings.secret_key,
-            items=items,
-            on_stored=InboundConsent(services.settings),
-        )
-    if result.stored:
-        poke(services, workspace_id)
-    return result
-
-
 # --- handed over by /webhooks/{provider_id} once verified ------------------------------------
 
 
 async def twilio_incoming(
-    services: Services, *, workspace_id: int, provider_id: int, body: bytes
+    services: Services, ingest: Ingest, provider: ProviderInfo, form: dict[str, str]
 ) -> Response:
-    """An incoming SMS/MMS or WhatsApp message from Twilio: stored once, answered with empty TwiML."""
+    """An incoming SMS/MMS or WhatsApp message from Twilio (its form, verified): stored once in the
+    webhooks' group commit, answered with empty TwiML."""
     try:
-        item = twilio.parse(body, utcnow())
+        item = twilio.parse(form, utcnow())
     except MalformedInbound as exc:
         raise Problem(400, str(exc)) from None
-    await store(services, workspace_id=workspace_id, provider_id=provider_id, items=[item])
+    delivered = await ingest.deliver(provider, inbound=[item])
+    if delivered.inbound.stored:
+        poke(services, provider.workspace_id)
     return Response(TWIML_EMPTY, 200, media_type="text/xml")
 
 
-async def whatsapp_messages(
-    services: Services, *, workspace_id: int, provider_id: int, body: bytes
-) -> service.Received:
-    """The `messages` of a Cloud API webhook (its `statuses` go the delivery-event way)."""
+def whatsapp_items(body: bytes) -> list[Inbound]:
+    """The `messages` of a Cloud API webhook (its `statuses` go the delivery-event way, in the
+    same delivery)."""
     try:
-        items = whatsapp.parse(body, utcnow())
+        return whatsapp.parse(body, utcnow())
     except MalformedInbound as exc:
         raise Problem(400, str(exc)) from None
-    return await store(services, workspace_id=workspace_id, provider_id=provider_id, items=items)
 
 
 # --- /webhooks/{provider_id}/inbound: email ----------------------------------------------------
@@ -142,14 +115,23 @@ def _refused(reason: str) -> Problem:
     return Problem(401, "The inbound request is not signed or its token is wrong.")
 
 
+def _verify_mailgun(provider: ProviderInfo, parts: list[mail.FormPart]) -> SignedOnce:
+    # The same check as Mailgun's event webhooks (server/webhooks/verify.py), which read the
+    # three values from a JSON body.
+    return verify_mailgun(
+        str(provider.config.get("webhook_signing_key") or ""),
+        json.dumps({"signature": mail.mailgun_signature(parts)}).encode(),
+        now=time.time(),
+    )
+
+
 async def receive_email(request: Request) -> Response:
     raw = request.path_params["provider_id"]
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise Problem(404, "No such provider connection.")
     services = request.app.state.services
-    async with services.db.transaction() as s:
-        provider = await s.get(Provider, int(raw))
-        token_row = await s.get(InboundToken, int(raw)) if provider is not None else None
+    providers, ingest = for_app(request.app)
+    provider = await providers.get(int(raw))
     if provider is None or provider.kind not in EMAIL_KINDS:
         raise Problem(404, "No such provider connection.")
     body = await request.body()
@@ -157,6 +139,9 @@ async def receive_email(request: Request) -> Response:
     now = utcnow()
     signed: SignedOnce | None = None
     if provider.kind == "sendgrid":
+        # Read on every request, not cached: a token shown anew replaces the old one at once.
+        async with services.db.transaction() as s:
+            token_row = await s.get(InboundToken, provider.id)
         given = request.query_params.get("token", "")
         if token_row is None or not hmac.compare_digest(_token_hash(given), token_row.token_sha256):
             raise _refused("bad or missing token")
@@ -169,15 +154,16 @@ async def receive_email(request: Request) -> Response:
             parts = mail.read_form(ctype, body)
         except MalformedInbound as exc:
             raise _refused(str(exc)) from None
-        signature = mail.mailgun_signature(parts)
         try:
-            # The same check as Mailgun's event webhooks (server/webhooks/verify.py), which read
-            # the three values from a JSON body.
-            signed = verify_mailgun(
-                str(provider.config.get("webhook_signing_key") or ""),
-                json.dumps({"signature": signature}).encode(),
-                now=time.time(),
-            )
+            try:
+                signed = _verify_mailgun(provider, parts)
+            except InvalidSignature:
+                # Perhaps the key was rotated since the row was cached: check against the row as it is now.
+                fresh = await providers.get(provider.id, max_age_s=REVERIFY_AGE_S)
+                if fresh is None or fresh.kind != provider.kind:
+                    raise Problem(404, "No such provider connection.") from None
+                provider = fresh
+                signed = _verify_mailgun(provider, parts)
         except InvalidSignature as exc:
             raise _refused(str(exc)) from None
         try:
@@ -186,9 +172,13 @@ async def receive_email(request: Request) -> Response:
             raise Problem(400, str(exc)) from None
         # The signature covers timestamp + token only: bind the token to this content.
         signed = dataclasses.replace(signed, digest=mail.form_digest(parts, skip=mail.SIGNATURE_FIELDS))
-    result = await store(
-        services, workspace_id=provider.workspace_id, provider_id=provider.id, items=[item], signed=signed
-    )
+    try:
+        delivered = await ingest.deliver(provider, inbound=[item], signed=signed)
+    except replay.ReplayedSignature:
+        raise _refused("signature token replayed with other content") from None
+    result = delivered.inbound
+    if result.stored:
+        poke(services, provider.workspace_id)
     return json_response({"stored": result.stored, "duplicates": result.duplicates})
 
 

@@ -7,6 +7,7 @@ from typing import Any
 from starlette.responses import Response
 
 from server.api import Ctx, Page, Router, json_response
+from server.audit import service as audit
 from server.endpoints import service
 from server.endpoints.guard import refused_host
 from server.endpoints.models import Endpoint
@@ -50,6 +51,13 @@ async def create(ctx: Ctx[EndpointIn]) -> Response:
     _check_address(ctx, ctx.body.url)
     async with ctx.db.transaction() as s:
         endpoint = await service.create_endpoint(s, workspace_id=ctx.workspace_id, **ctx.body.model_dump())
+        audit.record_for(
+            s,
+            ctx,
+            action="endpoint.created",
+            target=f"endpoint:{endpoint.id}",
+            details={"url": endpoint.url, "events": list(endpoint.events or [])},
+        )
     return json_response(_with_secret(endpoint), 201)
 
 
@@ -91,7 +99,14 @@ async def patch(ctx: Ctx[EndpointPatch]) -> EndpointOut:
             s,
             workspace_id=ctx.workspace_id,
             endpoint_id=ctx.path_int("endpoint_id"),
-            changes=ctx.body.model_dump(exclude_unset=True),
+            changes=(changes := ctx.body.model_dump(exclude_unset=True)),
+        )
+        audit.record_for(
+            s,
+            ctx,
+            action="endpoint.updated",
+            target=f"endpoint:{endpoint.id}",
+            details={"fields": audit.changed_fields(changes)},
         )
     _wake(ctx)
     return EndpointOut.model_validate(endpoint)
@@ -101,9 +116,9 @@ async def patch(ctx: Ctx[EndpointPatch]) -> EndpointOut:
 async def delete(ctx: Ctx[None]) -> Response:
     """Delete an endpoint and its delivery log."""
     async with ctx.db.transaction() as s:
-        await service.delete_endpoint(
-            s, workspace_id=ctx.workspace_id, endpoint_id=ctx.path_int("endpoint_id")
-        )
+        endpoint_id = ctx.path_int("endpoint_id")
+        await service.delete_endpoint(s, workspace_id=ctx.workspace_id, endpoint_id=endpoint_id)
+        audit.record_for(s, ctx, action="endpoint.deleted", target=f"endpoint:{endpoint_id}")
     return Response(status_code=204)
 
 

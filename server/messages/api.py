@@ -7,6 +7,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.responses import Response
 
 from server.api import Ctx, Page, Router, json_response
+from server.audit import service as audit
 from server.consent.tokens import Links
 from server.errors import Problem
 from server.messages import campaigns, idempotency, service
@@ -102,7 +103,7 @@ async def create(ctx: Ctx[MessageIn]) -> Response:
             m = await service.create_message(
                 s,
                 workspace_id=ctx.workspace_id,
-                user_id=ctx.principal.user_id,
+                user_id=ctx.principal.by_user,
                 data=ctx.body.model_dump(),
                 idempotency_key=key,
                 templates_cache=ctx.services.caches.templates,
@@ -177,7 +178,7 @@ async def cancel(ctx: Ctx[None]) -> MessageOut:
                 s,
                 workspace_id=ctx.workspace_id,
                 message_id=ctx.path_int("message_id"),
-                user_id=ctx.principal.user_id,
+                user_id=ctx.principal.by_user,
             )
     except service.NotCancelable as exc:
         raise Problem(
@@ -194,7 +195,10 @@ async def create_campaign(ctx: Ctx[CampaignIn]) -> Response:
     try:
         async with ctx.db.transaction() as s:
             c = await campaigns.create_campaign(
-                s, workspace_id=ctx.workspace_id, user_id=ctx.principal.user_id, data=ctx.body.model_dump()
+                s, workspace_id=ctx.workspace_id, user_id=ctx.principal.by_user, data=ctx.body.model_dump()
+            )
+            audit.record_for(
+                s, ctx, action="campaign.started", target=f"campaign:{c.id}", details={"name": c.name}
             )
     except service.InvalidReference as exc:
         raise Problem(422, "The request is not valid.", errors=exc.errors) from None

@@ -5,9 +5,10 @@ messages for the next contacts after the cursor `last_contact_id`, moves the cur
 `campaign.progress` event. A batch is set-based: one keyset read of the audience's columns (the
 search predicate of `server.contacts.search`), a tight render loop under the template budget that
 renders once per distinct value of the fields the template reads (a template that reads none
-renders once per batch), and multi-row inserts of the messages, their history, counters and events. An expansion interrupted by a crash or a restart resumes from the
-cursor (`expand_pending_campaigns`, called by the worker), and two expanders of the same campaign
-take turns on the row lock instead of creating a contact's message twice."""
+renders once per batch), and multi-row inserts of the messages, their history, counters and
+events. An expansion interrupted by a crash or a restart resumes from the cursor
+(`CampaignRunner.sweep`, in every process), and two expanders of the same campaign take turns on
+the row lock instead of creating a contact's message twice."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ import orjson
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from realtime.lifecycle import Supervisor
 from server.consent import localtime
 from server.consent.tokens import Links
 from server.contacts import service as contacts
@@ -44,6 +46,9 @@ log = logging.getLogger("switchboard.campaigns")
 
 BATCH_SIZE = 10_000  # messages per transaction: ~0.5 s of work, a progress event the board can show
 YIELD_AFTER = 0.02  # seconds of rendering before a batch lets other tasks run
+# A live expander commits a batch in well under a second; a campaign whose `created` has not
+# moved for this long has lost its process, and this one takes it up.
+SWEEP_S = 30.0
 
 
 # The names a template reads from the contact (`render.context_for`): the render cache's key.
@@ -283,12 +288,17 @@ async def expand_pending_campaigns(services: Services, *, batch_size: int = BATC
 class CampaignRunner:
     """Campaign expansions running in the background of this process (`services.campaigns`, a
     component: shutdown cancels them before the database goes away; the cursor keeps their
-    progress, and `expand_pending_campaigns` finishes them later)."""
+    progress). Its sweep resumes expansions whose process went away (killed, or stopped): at
+    start-up every campaign still expanding, later each one whose `created` did not move between
+    two looks. An expander still alive elsewhere is not harmed: the two take turns on the row lock."""
 
-    def __init__(self, services: Services, *, batch_size: int = BATCH_SIZE) -> None:
+    def __init__(self, services: Services, *, batch_size: int = BATCH_SIZE, sweep_s: float = SWEEP_S) -> None:
         self.services = services
         self.batch_size = batch_size
-        self.tasks: set[asyncio.Task[int]] = set()
+        self.sweep_s = sweep_s
+        self.tasks: dict[int, asyncio.Task[int]] = {}  # campaign id → its expansion here
+        self.supervisor = Supervisor("campaigns")
+        self._looked: dict[int, int] | None = None  # campaign id → `created` at the last look
 
     def start_expansion(self, campaign_id: int) -> asyncio.Task[int]:
         """Expand a campaign in the background; a failure is logged, never lost silently."""
@@ -296,20 +306,48 @@ class CampaignRunner:
             expand_campaign(self.services, campaign_id, batch_size=self.batch_size),
             name=f"campaign-{campaign_id}",
         )
-        self.tasks.add(task)
+        self.tasks[campaign_id] = task
 
         def _done(t: asyncio.Task[int]) -> None:
-            self.tasks.discard(t)
+            if self.tasks.get(campaign_id) is t:
+                del self.tasks[campaign_id]
             if not t.cancelled() and t.exception() is not None:
                 log.error("expanding campaign %s failed", campaign_id, exc_info=t.exception())
 
         task.add_done_callback(_done)
         return task
 
+    async def sweep(self) -> list[int]:
+        """Resume the expansions that lost their process; returns the campaigns taken up."""
+        async with self.services.db.transaction() as s:
+            rows = (
+                await s.execute(select(Campaign.id, Campaign.created).where(Campaign.status == "expanding"))
+            ).all()
+        looked, self._looked = self._looked, {cid: created for cid, created in rows}
+        resumed = [
+            cid
+            for cid, created in rows
+            if cid not in self.tasks and (looked is None or looked.get(cid) == created)
+        ]
+        for cid in resumed:
+            log.info("resuming the expansion of campaign %s", cid)
+            self.start_expansion(cid)
+        return resumed
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_s)
+            await self.sweep()
+
     async def start(self) -> None:
-        return None
+        try:
+            await self.sweep()  # before any request can start an expansion of its own
+        except Exception:
+            log.exception("looking for unfinished campaign expansions failed (the sweep retries)")
+        self.supervisor.spawn("campaign-sweep", self._sweep_forever)
 
     async def stop(self) -> None:
-        for t in list(self.tasks):
+        await self.supervisor.stop()
+        for t in list(self.tasks.values()):
             t.cancel()
-        await asyncio.gather(*self.tasks, return_exceptions=True)
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
 from server.api import Ctx, Page, Router, json_response
+from server.audit import service as audit
 from server.conversations.webhooks import inbound_url, issue_inbound_token
 from server.errors import Problem
 from server.pagination import PAGE_LIMIT, PageLimit, decode_cursor, page_of
@@ -48,6 +49,13 @@ async def create(ctx: Ctx[ProviderIn]) -> Response:
                 workspace_id=ctx.workspace_id,
                 data=ctx.body.model_dump(),
                 allow_private=ctx.services.settings.allow_private_endpoints,
+            )
+            audit.record_for(
+                s,
+                ctx,
+                action="provider.created",
+                target=f"provider:{p.id}",
+                details={"name": p.name, "kind": p.kind, "channel": p.channel},
             )
             token = await issue_inbound_token(s, provider=p)  # conversations: shown this once
     except ConfigError as exc:
@@ -103,8 +111,15 @@ async def patch(ctx: Ctx[ProviderPatch]) -> ProviderOut:
                 s,
                 workspace_id=ctx.workspace_id,
                 provider_id=ctx.path_int("provider_id"),
-                changes=ctx.body.model_dump(exclude_unset=True),
+                changes=(changes := ctx.body.model_dump(exclude_unset=True)),
                 allow_private=ctx.services.settings.allow_private_endpoints,
+            )
+            audit.record_for(
+                s,
+                ctx,
+                action="provider.updated",
+                target=f"provider:{p.id}",
+                details={"fields": audit.changed_fields(changes)},
             )
     except ConfigError as exc:
         raise _invalid(exc) from None
@@ -115,7 +130,7 @@ async def patch(ctx: Ctx[ProviderPatch]) -> ProviderOut:
 async def delete(ctx: Ctx[None]) -> Response:
     """Remove a provider connection."""
     async with ctx.db.transaction() as s:
-        await service.delete_provider(
-            s, workspace_id=ctx.workspace_id, provider_id=ctx.path_int("provider_id")
-        )
+        provider_id = ctx.path_int("provider_id")
+        await service.delete_provider(s, workspace_id=ctx.workspace_id, provider_id=provider_id)
+        audit.record_for(s, ctx, action="provider.deleted", target=f"provider:{provider_id}")
     return Response(status_code=204)

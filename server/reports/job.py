@@ -3,24 +3,30 @@
 Every `interval_s` it recomputes yesterday and today, so today's row moves live (each change is
 a `report.updated` event) and yesterday's settles after midnight; `run_once` is the on-demand
 entry point (also behind `POST /api/v1/reports/recompute`). Several workers may run it at
-once: the recompute is an idempotent upsert."""
+once: the recompute is an idempotent upsert.
+
+It is also the periodic job that applies the admin audit log's retention (`audit_retention_days`),
+once per `AUDIT_PRUNE_EVERY_S`: a DELETE by `at` that any number of workers may run."""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
 import logging
+import time
 from typing import Any
 
 from sqlalchemy import text
 
 from realtime.lifecycle import Supervisor
+from server.audit import service as audit_service
 from server.db import Database, dialect_of, utcnow
 from server.reports import service
 
 log = logging.getLogger("switchboard.reports")
 
 INTERVAL_S = 30.0
+AUDIT_PRUNE_EVERY_S = 3600.0  # retention is counted in days: hourly keeps the log within an hour of it
 LOCK_KEY = 0x5B_0D_A1_1E  # advisory lock id of the report recompute  # how stale today's figures may get; each tick is two small GROUP BY queries
 
 
@@ -49,10 +55,19 @@ async def run_once(
 
 
 class ReportJob:
-    def __init__(self, db: Database, *, interval_s: float = INTERVAL_S, on_change: Any = None) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        interval_s: float = INTERVAL_S,
+        on_change: Any = None,
+        audit_retention_days: float | None = None,
+    ) -> None:
         self.db = db
         self.interval_s = interval_s
         self.on_change = on_change  # called with the workspace ids after a commit (e.g. realtime's poke)
+        self.audit_retention_days = audit_retention_days  # None: the audit log is not pruned here
+        self._audit_pruned_at = float("-inf")
         self.supervisor = Supervisor("reports")
 
     async def start(self) -> None:
@@ -71,6 +86,15 @@ class ReportJob:
                 self.on_change(ws)
         return changed
 
+    async def prune_audit(self) -> int:
+        """Remove audit entries past retention; returns how many."""
+        if self.audit_retention_days is None:
+            return 0
+        async with self.db.transaction() as session:
+            gone = await audit_service.prune(session, older_than_days=self.audit_retention_days)
+        self._audit_pruned_at = time.monotonic()
+        return gone
+
     async def _loop(self) -> None:
         while True:
             try:
@@ -78,4 +102,10 @@ class ReportJob:
             except Exception:
                 # A database blip must not end the worker; the next tick catches up.
                 log.exception("recomputing the daily reports failed")
+            if time.monotonic() - self._audit_pruned_at >= AUDIT_PRUNE_EVERY_S:
+                try:
+                    if gone := await self.prune_audit():
+                        log.info("pruned %d audit entries past %g days", gone, self.audit_retention_days)
+                except Exception:
+                    log.exception("pruning the audit log failed")
             await asyncio.sleep(self.interval_s)

@@ -9,6 +9,7 @@ from pydantic import Field, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.api import Ctx, Out, Router, Schema
+from server.audit import service as audit
 from server.auth.models import Role
 from server.errors import Problem
 from server.sso import service
@@ -132,4 +133,8 @@ async def put_sso(ctx: Ctx[SsoIn]) -> SsoOut:
             )
         cfg = await service.save_config(s, workspace_id=ctx.workspace_id, values=values)
         ws = await _workspace(s, ctx.workspace_id)
+        sent = sorted(k for k, v in values.items() if v is not None)  # names only: never the secret
+        audit.record_for(
+            s, ctx, action="sso.updated", target="sso", details={"fields": sent, "issuer": b.issuer}
+        )
     return _out(ctx, cfg, ws)

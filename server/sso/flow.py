@@ -199,7 +199,7 @@ async def callback(request: Request) -> Response:
             user = await service.sign_in(s, cfg=cfg, claims=dict(claims))
     except service.SsoRefused as exc:
         return _page(request, exc.status, exc.detail)
-    response = await signed_in(request, user, str(state.get("next") or "/"))
+    response = await signed_in(request, user, str(state.get("next") or "/"), method="oidc")
     response.delete_cookie(STATE_COOKIE, path="/sso")
     return response
 

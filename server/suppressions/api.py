@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from server.api import Ctx, Page, Router, json_response
+from server.audit import service as audit
 from server.errors import Problem
 from server.messages.models import Suppression
 from server.pagination import decode_cursor, page_of
@@ -76,22 +77,11 @@ async def lift(ctx: Ctx[None]) -> Response:
 
 
 def audit_lift(session: AsyncSession, ctx: Ctx[None], row: Suppression) -> None:
-    """Into the admin audit log (server/audit, wave2-i1) in the lift's transaction."""
-    try:
-        from server.audit import service as audit  # type: ignore[import-not-found, unused-ignore]
-    except ImportError:  # the audit log is not merged yet: the log line below is the record
-        audit = None
+    """Into the admin audit log, in the lift's transaction."""
     details = {"address": row.address, "reason": row.reason, "note": row.note}
-    if audit is not None:
-        audit.record(
-            session,
-            workspace_id=ctx.workspace_id,
-            actor=audit.actor_of(ctx.principal),
-            action="suppression.lifted",
-            target=f"suppression:{row.id}",
-            ip=audit.client_ip(ctx.request),
-            details=details,
-        )
+    audit.record_for(
+        session, ctx, action="suppression.lifted", target=f"suppression:{row.id}", details=details
+    )
     log.info(
         "suppression %d lifted by user %s: %s",
         row.id,

@@ -21,7 +21,7 @@ from server.conversations.inbound import twilio as twilio_inbound
 from server.db import utcnow
 from server.errors import Problem
 from server.jsonlimits import TooDeep
-from server.webhooks.ingest import REVERIFY_AGE_S, Ingest, ProviderCache, ProviderInfo
+from server.webhooks.ingest import REVERIFY_AGE_S, Ingest, ProviderCache, ProviderInfo, for_app
 from server.webhooks.parse import PARSERS, MalformedPayload, ProviderEvent, parse
 from server.webhooks.replay import ReplayedSignature
 from server.webhooks.verify import InvalidSignature, SignedOnce, verify_request
@@ -60,12 +60,7 @@ def _not_found() -> Problem:
 
 
 def _state(request: Request) -> tuple[ProviderCache, Ingest]:
-    """The app's provider cache and group-commit queue, made on first use (owned by the app)."""
-    state = request.app.state
-    if getattr(state, "webhook_ingest", None) is None:
-        db = state.services.db
-        state.webhook_providers, state.webhook_ingest = ProviderCache(db), Ingest(db)
-    return state.webhook_providers, state.webhook_ingest
+    return for_app(request.app)
 
 
 def _verify(provider: ProviderInfo, request: Request, body: bytes) -> SignedOnce | None:
@@ -109,12 +104,10 @@ async def receive(request: Request) -> Response:
         kind = provider.kind if provider is not None else "unknown"
         metrics.webhook_rejections.labels(provider=kind, reason="malformed").inc()
         raise Problem(400, f"body {exc}") from None
-    # --- inbound messages (conversations, DESIGN §8): verified above, stored by server/conversations
+    # --- inbound messages (conversations, DESIGN §8): verified above, stored in the same group commit
     services = request.app.state.services
-    if provider.kind == "twilio" and twilio_inbound.is_incoming(body):
-        return await conversations.twilio_incoming(
-            services, workspace_id=provider.workspace_id, provider_id=provider.id, body=body
-        )
+    if provider.kind == "twilio" and (form := twilio_inbound.incoming_form(body)) is not None:
+        return await conversations.twilio_incoming(services, ingest, provider, form)
     # ---
     try:
         events = parse(provider.kind, body, now=utcnow())
@@ -124,24 +117,23 @@ async def receive(request: Request) -> Response:
     if provider.kind == "twilio":
         events = with_our_id_from_url(request, events)
     # --- inbound messages: WhatsApp `messages` beside `statuses` (conversations, DESIGN §8)
-    inbound = None
-    if provider.kind == "whatsapp":
-        inbound = await conversations.whatsapp_messages(
-            services, workspace_id=provider.workspace_id, provider_id=provider.id, body=body
-        )
+    items = conversations.whatsapp_items(body) if provider.kind == "whatsapp" else []
     # ---
     try:
-        result = await ingest.submit(provider, events, signed=signed)
+        delivered = await ingest.deliver(provider, events, inbound=items, signed=signed)
     except ReplayedSignature:
         log.warning("webhook for provider %s refused: signature token replayed with other data", provider_id)
         metrics.webhook_rejections.labels(provider=provider.kind, reason="replay").inc()
         raise Problem(401, "The webhook signature was already used for other data.") from None
+    result, inbound = delivered.events, delivered.inbound
+    if inbound.stored:
+        conversations.poke(services, provider.workspace_id)
     counted = metrics.webhook_events
     counted.labels(provider=provider.kind, outcome="applied").inc(result.recorded - result.unmatched)
     counted.labels(provider=provider.kind, outcome="duplicate").inc(result.duplicates)
     counted.labels(provider=provider.kind, outcome="unmatched").inc(result.unmatched)
     answer = asdict(result)
-    if inbound is not None and (inbound.stored or inbound.duplicates):
+    if inbound.stored or inbound.duplicates:
         answer["inbound"] = {"stored": inbound.stored, "duplicates": inbound.duplicates}
     return json_response(answer)
 

@@ -1,7 +1,10 @@
 """Group commit for webhook deliveries, and a short-lived cache of provider connections.
 
-Each delivery is answered only after its events are committed, but concurrent deliveries share
-one transaction: whoever holds the lock applies everything waiting, and those that queued behind
+A delivery is a provider's status events (`server/webhooks/service.py`), its customers' inbound
+messages (`server/conversations/service.py`), or both (WhatsApp sends them in one webhook); every
+batch emits all its events with one `emit_many` per workspace, so one lock of the workspace's event
+counter per batch. Each delivery is answered only after its events are committed, but concurrent
+deliveries share one transaction: whoever holds the lock applies everything waiting, and those that queued behind
 it find their result ready. One writer at a time per process also keeps transactions from
 queueing on each other's row locks (the workspace's event counter, the messages) while the event
 loop is busy: one transaction per delivery under load turned into a lock convoy at ~200/s."""
@@ -16,12 +19,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from starlette.applications import Starlette
 
+from server.consent.inbound import InboundConsent
+from server.conversations import service as conversations
+from server.conversations.inbound import Inbound
 from server.db import Database
 from server.providers.models import Provider
 from server.webhooks import replay
 from server.webhooks.parse import ProviderEvent
-from server.webhooks.service import ApplyResult, apply_batch
+from server.webhooks.service import ApplyResult, Connection, apply_batch
 from server.webhooks.verify import SignedOnce
 
 log = logging.getLogger("switchboard.webhooks")
@@ -91,15 +98,28 @@ class ProviderCache:
         return info
 
 
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """What one delivery did: to its status events, and to its inbound messages."""
+
+    events: ApplyResult
+    inbound: conversations.Received
+
+
 @dataclass(slots=True)
 class _Delivery:
-    provider: ProviderInfo
+    provider: Connection
     events: Sequence[ProviderEvent]
+    inbound: Sequence[Inbound] = ()
     signed: SignedOnce | None = None  # a token to remember (Mailgun)
     taken: bool = False  # in a batch being applied
-    done: asyncio.Future[ApplyResult] = field(
+    done: asyncio.Future[Delivered] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+    @property
+    def size(self) -> int:
+        return len(self.events) + len(self.inbound)
 
 
 class Ingest:
@@ -111,9 +131,17 @@ class Ingest:
     is empty, or after any error."""
 
     def __init__(
-        self, db: Database, *, writers: int | None = None, max_batch_events: int = MAX_BATCH_EVENTS
+        self,
+        db: Database,
+        *,
+        secret: str = "",
+        writers: int | None = None,
+        max_batch_events: int = MAX_BATCH_EVENTS,
+        on_stored: conversations.OnStored | None = None,
     ) -> None:
         self.db = db
+        self.secret = secret  # checks the signed reply addresses of inbound email
+        self.on_stored = on_stored  # sees each new inbound message in its transaction (consent)
         self.max_batch_events = max_batch_events
         self._waiting: list[_Delivery] = []
         self._writers_count = writers or WRITERS
@@ -122,11 +150,23 @@ class Ingest:
         self._next_prune = 0.0
 
     async def submit(
-        self, provider: ProviderInfo, events: Sequence[ProviderEvent], *, signed: SignedOnce | None = None
+        self, provider: Connection, events: Sequence[ProviderEvent], *, signed: SignedOnce | None = None
     ) -> ApplyResult:
-        """Apply a verified delivery; raises `replay.ReplayedSignature` when `signed` was seen
-        before with other data (nothing of this delivery is recorded)."""
-        delivery = _Delivery(provider, events, signed)
+        """Apply a verified delivery of status events (see `deliver`)."""
+        return (await self.deliver(provider, events, signed=signed)).events
+
+    async def deliver(
+        self,
+        provider: Connection,
+        events: Sequence[ProviderEvent] = (),
+        *,
+        inbound: Sequence[Inbound] = (),
+        signed: SignedOnce | None = None,
+    ) -> Delivered:
+        """Apply a verified delivery: status events and inbound messages. Raises
+        `replay.ReplayedSignature` when `signed` was seen before with other data (nothing of
+        this delivery is recorded)."""
+        delivery = _Delivery(provider, events, inbound, signed)
         self._waiting.append(delivery)
         try:
             while not delivery.taken:
@@ -146,11 +186,11 @@ class Ingest:
     def _take(self) -> list[_Delivery]:
         batch: list[_Delivery] = []
         size = 0
-        while self._waiting and (not batch or size + len(self._waiting[0].events) <= self.max_batch_events):
+        while self._waiting and (not batch or size + self._waiting[0].size <= self.max_batch_events):
             delivery = self._waiting.pop(0)
             delivery.taken = True
             batch.append(delivery)
-            size += len(delivery.events)
+            size += delivery.size
         return batch
 
     async def _run(self, batch: list[_Delivery]) -> None:
@@ -178,7 +218,20 @@ class Ingest:
             async with AsyncSession(bind=conn, expire_on_commit=False) as session, session.begin():
                 allowed = await replay.claim(session, [(d.provider.id, d.signed) for d in batch])
                 applied = [d for d, ok in zip(batch, allowed, strict=True) if ok]
-                results = await apply_batch(session, [(d.provider, d.events) for d in applied])
+                received, inbound_events = await conversations.receive(
+                    session,
+                    secret=self.secret,
+                    arrivals=[
+                        conversations.Arrival(d.provider.workspace_id, d.provider.id, d.inbound)
+                        for d in applied
+                        if d.inbound
+                    ],
+                    lock_order={d.provider.workspace_id for d in applied},
+                    on_stored=self.on_stored,
+                )
+                results = await apply_batch(
+                    session, [(d.provider, d.events) for d in applied], emit_also=inbound_events
+                )
                 if any(d.signed is not None for d in batch) and time.monotonic() >= self._next_prune:
                     self._next_prune = time.monotonic() + PRUNE_EVERY_S
                     await replay.prune(session)
@@ -207,7 +260,23 @@ class Ingest:
         for delivery in refused:
             if not delivery.done.done():
                 delivery.done.set_exception(replay.ReplayedSignature())
+        counts = iter(received)
         for delivery, result in zip(applied, results, strict=True):
+            inbound = next(counts) if delivery.inbound else conversations.Received(0, 0)
             if not delivery.done.done():
-                delivery.done.set_result(result)
+                delivery.done.set_result(Delivered(result, inbound))
         return True
+
+
+def for_app(app: Starlette) -> tuple[ProviderCache, Ingest]:
+    """The app's provider cache and group-commit queue, made on first use (owned by the app)."""
+    state = app.state
+    if getattr(state, "webhook_ingest", None) is None:
+        services = state.services
+        state.webhook_providers = ProviderCache(services.db)
+        state.webhook_ingest = Ingest(
+            services.db,
+            secret=services.settings.secret_key,
+            on_stored=InboundConsent(services.settings),
+        )
+    return state.webhook_providers, state.webhook_ingest

@@ -13,7 +13,7 @@ Invariants:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -82,13 +82,13 @@ class Outcome:
         return result
 
 
-def _insert(conn: AsyncConnection, table: Table) -> Any:
+def insert_for(conn: AsyncConnection, table: Table) -> Any:
     """An INSERT that can take ON CONFLICT DO NOTHING on both supported databases."""
     dialect = conn.dialect.name
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
-def _one_of(conn: AsyncConnection, column: Any, values: Sequence[Any], type_: Any) -> Any:
+def one_of(conn: AsyncConnection, column: Any, values: Sequence[Any], type_: Any) -> Any:
     """`column IN (values)`; on PostgreSQL `= ANY(array)`: one statement whatever the number of values,
     so it is prepared once rather than once per length."""
     if conn.dialect.name == "postgresql":
@@ -124,9 +124,9 @@ async def _messages(
         ours, theirs = our_ids[i : i + _IN_CHUNK], provider_ids[i : i + _IN_CHUNK]
         conditions = []
         if ours:
-            conditions.append(_one_of(conn, _MESSAGE.c.id, ours, BigInteger()))
+            conditions.append(one_of(conn, _MESSAGE.c.id, ours, BigInteger()))
         if theirs:
-            conditions.append(_one_of(conn, _MESSAGE.c.provider_message_id, theirs, String()))
+            conditions.append(one_of(conn, _MESSAGE.c.provider_message_id, theirs, String()))
         rows = await conn.execute(
             select(*STATE_COLUMNS)
             .where(_MESSAGE.c.workspace_id == provider.workspace_id, or_(*conditions))
@@ -171,15 +171,19 @@ async def apply_events(
 
 
 async def apply_batch(
-    session: AsyncSession, deliveries: Sequence[tuple[Connection, Sequence[ProviderEvent]]]
+    session: AsyncSession,
+    deliveries: Sequence[tuple[Connection, Sequence[ProviderEvent]]],
+    *,
+    emit_also: Mapping[int, Sequence[NewEvent]] | None = None,
 ) -> list[ApplyResult]:
     """Several deliveries in one transaction: one `record` per connection, one `emit_many` per
-    workspace (in workspace order, taken last: that row lock is held until commit)."""
+    workspace (in workspace order, taken last: that row lock is held until commit). `emit_also`:
+    more events by workspace, emitted first in the same `emit_many` (the batch's inbound messages)."""
     by_provider: dict[int, tuple[Connection, list[ProviderEvent]]] = {}
     for provider, events in deliveries:
         by_provider.setdefault(provider.id, (provider, []))[1].extend(events)
     outcomes: dict[int, Outcome] = {}
-    to_emit: dict[int, list[NewEvent]] = {}
+    to_emit: dict[int, list[NewEvent]] = {ws: list(e) for ws, e in (emit_also or {}).items() if e}
     for provider_id, (provider, events) in by_provider.items():
         outcomes[provider_id] = await record(session, provider=provider, events=events)
         to_emit.setdefault(provider.workspace_id, []).extend(outcomes[provider_id].emit)
@@ -221,7 +225,7 @@ async def record(session: AsyncSession, *, provider: Connection, events: Sequenc
     # Events seen before (a provider retry, or a concurrent delivery of the same event) conflict
     # and are skipped: only the rows this statement inserts count, and only their events act below.
     inserted = await conn.execute(
-        _insert(conn, _EVENTS)
+        insert_for(conn, _EVENTS)
         .on_conflict_do_nothing(index_elements=["provider_id", "provider_event_id"])
         .returning(_EVENTS.c.id, _EVENTS.c.provider_event_id),
         rows,
@@ -286,7 +290,7 @@ async def _suppress(
     if not wanted:
         return []
     inserted = await conn.execute(
-        _insert(conn, _SUPPRESSIONS)
+        insert_for(conn, _SUPPRESSIONS)
         .on_conflict_do_nothing(index_elements=["workspace_id", "address"])
         .returning(_SUPPRESSIONS.c.id, _SUPPRESSIONS.c.address),
         [row for row, _, _ in wanted.values()],

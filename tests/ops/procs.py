@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = ROOT / ".venv" / "bin"
+NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 
 
 def free_port() -> int:
@@ -84,3 +88,47 @@ def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(5)
+
+
+@dataclass(frozen=True)
+class Nginx:
+    base: str  # https://127.0.0.1:<port>
+    http_port: int  # the plain port that redirects
+    tls: ssl.SSLContext  # trusts the self-signed certificate
+    proc: subprocess.Popen[bytes]
+
+
+@contextmanager
+def running_nginx(run_dir: Path, web_ports: list[int], static_dir: Path) -> Iterator[Nginx]:
+    """deploy/nginx.conf, rendered by deploy/render-nginx.sh with a self-signed certificate, in
+    front of the two instances listening on `web_ports`; its files live in `run_dir`, which the
+    caller makes readable by nginx's workers (mode 0755, not under pytest's 0700 tmp)."""
+    assert NGINX is not None, "nginx is not installed"
+    subprocess.run([str(ROOT / "deploy/selfsigned-cert.sh"), str(run_dir / "tls")], check=True, timeout=30)
+    https_port, http_port = free_port(), free_port()
+    conf = subprocess.run(
+        [str(ROOT / "deploy/render-nginx.sh")],
+        env={
+            **os.environ,
+            "RUN_DIR": str(run_dir),
+            "HTTPS_PORT": str(https_port),
+            "HTTP_PORT": str(http_port),
+            "WEB_1": f"127.0.0.1:{web_ports[0]}",
+            "WEB_2": f"127.0.0.1:{web_ports[1]}",
+            "CERT": str(run_dir / "tls/cert.pem"),
+            "KEY": str(run_dir / "tls/key.pem"),
+            "STATIC_DIR": str(static_dir),
+        },
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    (run_dir / "nginx.conf").write_text(conf)
+    argv = [NGINX, "-p", str(run_dir), "-c", str(run_dir / "nginx.conf"), "-e", str(run_dir / "error.log")]
+    checked = subprocess.run([*argv, "-t"], capture_output=True, text=True, timeout=30, check=False)
+    assert checked.returncode == 0, checked.stderr
+    with running([*argv, "-g", "daemon off;"], env=dict(os.environ), log=run_dir / "nginx.out") as proc:
+        tls = ssl.create_default_context(cafile=str(run_dir / "tls/cert.pem"))
+        base = f"https://127.0.0.1:{https_port}"
+        wait_http(f"{base}/healthz", proc=proc, verify=tls)
+        yield Nginx(base, http_port, tls, proc)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import ssl
 import subprocess
@@ -16,9 +15,18 @@ import httpx
 import pytest
 
 from tests.conftest import PASSWORD, REQUIRE_SERVICES
-from tests.ops.procs import ROOT, env_for, free_port, running, stop, switchboard, wait_http
+from tests.ops.procs import (
+    NGINX,
+    ROOT,
+    env_for,
+    free_port,
+    running,
+    running_nginx,
+    stop,
+    switchboard,
+    wait_http,
+)
 
-NGINX = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
 EMAIL = "ops@nginx.test"
 
 
@@ -70,46 +78,8 @@ def stack() -> Iterator[Stack]:
         (static_dir / "hello.txt").write_text("served by nginx\n")
         static_dir.chmod(0o755)
         (static_dir / "hello.txt").chmod(0o644)
-        subprocess.run(
-            [str(ROOT / "deploy/selfsigned-cert.sh"), str(run_dir / "tls")], check=True, timeout=30
-        )
-        https_port, http_port = free_port(), free_port()
-        conf = subprocess.run(
-            [str(ROOT / "deploy/render-nginx.sh")],
-            env={
-                **os.environ,
-                "RUN_DIR": str(run_dir),
-                "HTTPS_PORT": str(https_port),
-                "HTTP_PORT": str(http_port),
-                "WEB_1": f"127.0.0.1:{web_ports[0]}",
-                "WEB_2": f"127.0.0.1:{web_ports[1]}",
-                "CERT": str(run_dir / "tls/cert.pem"),
-                "KEY": str(run_dir / "tls/key.pem"),
-                "STATIC_DIR": str(static_dir),
-            },
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        (run_dir / "nginx.conf").write_text(conf)
-        argv = [
-            NGINX,
-            "-p",
-            str(run_dir),
-            "-c",
-            str(run_dir / "nginx.conf"),
-            "-e",
-            str(run_dir / "error.log"),
-        ]
-        checked = subprocess.run([*argv, "-t"], capture_output=True, text=True, timeout=30, check=False)
-        assert checked.returncode == 0, checked.stderr
-        nginx = stack.enter_context(
-            running([*argv, "-g", "daemon off;"], env=dict(os.environ), log=run_dir / "nginx.out")
-        )
-        tls = ssl.create_default_context(cafile=str(run_dir / "tls/cert.pem"))
-        base = f"https://127.0.0.1:{https_port}"
-        wait_http(f"{base}/healthz", proc=nginx, verify=tls)
-        yield Stack(base, http_port, run_dir, tls, webs, web_ports, static_dir)
+        proxy = stack.enter_context(running_nginx(run_dir, web_ports, static_dir))
+        yield Stack(proxy.base, proxy.http_port, run_dir, proxy.tls, webs, web_ports, static_dir)
 
 
 def test_api_call_passes_through_tls_to_both_instances(stack: Stack) -> None:

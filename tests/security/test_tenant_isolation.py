@@ -127,6 +127,27 @@ async def _import_job(c: httpx.AsyncClient, ids: Ids) -> int:
     return job_id
 
 
+async def _api_key(c: httpx.AsyncClient, ids: Ids) -> int:
+    r = await c.post("/api/v1/api-keys", json={"name": "K", "scopes": ["contacts:read"]})
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+async def _user(c: httpx.AsyncClient, ids: Ids) -> int:
+    r = await c.post(
+        "/api/v1/users", json={"email": "victim-user@acme.test", "password": "long enough password"}
+    )
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+async def _session(c: httpx.AsyncClient, ids: Ids) -> int:
+    r = await c.get("/api/v1/sessions")
+    assert r.status_code == 200 and r.json()["items"], r.text
+    session_id: Any = r.json()["items"][0]["id"]  # a string: it is only formatted into the path
+    return session_id
+
+
 async def _conversation(c: httpx.AsyncClient, ids: Ids) -> int:
     """A customer's SMS to a Twilio connection, signed as Twilio signs, opens a conversation."""
     from twilio.request_validator import RequestValidator
@@ -178,6 +199,9 @@ FACTORIES: dict[str, Callable[[httpx.AsyncClient, Ids], Awaitable[int]]] = {
     "endpoint_id": _endpoint,
     "delivery_id": _delivery,
     "job_id": _import_job,
+    "key_id": _api_key,
+    "user_id": _user,
+    "session_id": _session,
     "conversation_id": _conversation,
     "suppression_id": _suppression,
 }
@@ -191,6 +215,7 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/api/v1/contacts/{contact_id}/merge"): {"from": ["{second_contact_id}"]},
     ("POST", "/api/v1/contacts/{contact_id}/identities"): {"kind": "email", "value": "intruder@evil.test"},
     ("PATCH", "/api/v1/endpoints/{endpoint_id}"): {"description": "pwned"},
+    ("PATCH", "/api/v1/users/{user_id}"): {"name": "pwned"},
     ("PATCH", "/api/v1/conversations/{conversation_id}"): {"status": "resolved"},
     ("POST", "/api/v1/conversations/{conversation_id}/messages"): {"text": "pwned"},
     ("POST", "/api/v1/contacts/{contact_id}/consent"): {"channel": "email", "state": "opted_out"},
@@ -293,6 +318,10 @@ async def test_lists_never_show_other_workspaces(app: Any, make_client: ClientFa
         items = r.json()["items"]
         if path == "/api/v1/users":
             assert [u["id"] for u in items] == [me["id"]]
+        elif path == "/api/v1/sessions":  # the caller's own sign-in only
+            assert [i["current"] for i in items] == [True], items
+        elif path == "/api/v1/audit":  # the caller's own doings only (its sign-in, its exports)
+            assert items and all(i["actor"] == {"type": "user", "id": me["id"]} for i in items), items
         else:
             assert items == [], f"{path} shows another workspace's rows: {items}"
         checked += 1

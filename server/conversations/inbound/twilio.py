@@ -22,13 +22,18 @@ def form_of(body: bytes) -> dict[str, str]:
     return {k: no_nul(v) for k, v in pairs}
 
 
-def is_incoming(body: bytes) -> bool:
+def is_incoming(form: dict[str, str]) -> bool:
     """Whether a verified Twilio POST is an incoming message rather than a status callback."""
+    return "MessageStatus" not in form and form.get("SmsStatus", "received") == "received" and "From" in form
+
+
+def incoming_form(body: bytes) -> dict[str, str] | None:
+    """The form of a verified Twilio POST when it is an incoming message (parsed once, for `parse`)."""
     try:
         form = form_of(body)
     except MalformedInbound:
-        return False
-    return "MessageStatus" not in form and form.get("SmsStatus", "received") == "received" and "From" in form
+        return None
+    return form if is_incoming(form) else None
 
 
 def _address(raw: str) -> tuple[str, str]:
@@ -39,8 +44,9 @@ def _address(raw: str) -> tuple[str, str]:
     return "sms", raw
 
 
-def parse(body: bytes, now: dt.datetime) -> Inbound:
-    form = form_of(body)
+def parse(body: bytes | dict[str, str], now: dt.datetime) -> Inbound:
+    """An incoming message from its body, or from its form already read (`incoming_form`)."""
+    form = form_of(body) if isinstance(body, bytes) else body
     sid = form.get("MessageSid") or form.get("SmsMessageSid") or form.get("SmsSid")
     if not sid or not form.get("From"):
         raise MalformedInbound("a Twilio incoming message has MessageSid and From")
