@@ -142,12 +142,16 @@ class RenderPool:
         ready = loop.create_future()
         fd = worker.conn.fileno()
         try:
+            # An event loop may leave a watched descriptor non-blocking (uvloop does): a job or
+            # answer larger than the socket's buffer would then fail half-sent with BlockingIOError.
+            os.set_blocking(fd, True)
             worker.conn.send((job, args))
             loop.add_reader(fd, _settle, ready)
             try:
                 await asyncio.wait_for(ready, deadline)
             finally:
                 loop.remove_reader(fd)
+            os.set_blocking(fd, True)
             status, value = worker.conn.recv()
         except TimeoutError:
             log.warning(

@@ -157,3 +157,24 @@ async def test_validate_and_render_isolated_answer_like_their_in_process_twins()
     )
     with pytest.raises(render.RenderError, match="too much work"):
         await render.render_isolated("", "{{ '-' * n }}", {"n": 10**9})
+
+
+async def test_the_pool_carries_jobs_larger_than_a_socket_buffer() -> None:
+    """A long template crosses the pipe whole, even after an event loop has made the descriptor
+    non-blocking (uvloop does for a watched descriptor)."""
+    import os
+
+    from server.templates.pool import RenderPool
+    from server.templates.render import _isolated_part
+
+    pool = RenderPool(workers=1)
+    try:
+        source = "{{ name }} {# " + "x" * 600_000 + " #}"
+        status, text, _ = await pool.run(_isolated_part, "body", source, {"name": "Ann"}, deadline=60)
+        assert status == "ok" and text.startswith("Ann ")
+        worker = pool._idle[0]
+        os.set_blocking(worker.conn.fileno(), False)
+        status, text, _ = await pool.run(_isolated_part, "body", source, {"name": "Bob"}, deadline=60)
+        assert status == "ok" and text.startswith("Bob ")
+    finally:
+        pool.close()
