@@ -15,6 +15,7 @@ Kept on `app.state.services`, never in module globals, so tests can run many app
     board_feed   board.counters events (where the relay leads) yes   no      yes
     importer     contact CSV imports                          yes   yes     yes
     sso          OpenID Connect clients, one per workspace    yes   yes     yes
+    webhooks     provider webhooks: connection cache, group commit  yes   no      yes
     campaigns    campaign expansions in the background        yes   yes     yes
     dispatcher   claims and sends messages                    no    yes     yes
     deliverer    outgoing webhooks                            no    yes     yes
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from server.messages.campaigns import CampaignRunner
     from server.messages.dispatcher import Dispatcher
     from server.reports.job import ReportJob
+    from server.webhooks.ingest import Webhooks
 
 log = logging.getLogger("switchboard")
 
@@ -65,6 +67,7 @@ class Services:
     importer: Importer
     sso: SsoClients
     campaigns: CampaignRunner = field(init=False)
+    webhooks: Webhooks | None = None
     realtime: Realtime | None = None
     board_feed: BoardFeed | None = None
     dispatcher: Dispatcher | None = None
@@ -160,6 +163,7 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
     from server.messages.campaigns import CampaignRunner
     from server.messages.dispatcher import Dispatcher
     from server.reports.job import ReportJob
+    from server.webhooks.ingest import Webhooks
 
     db = Database.from_settings(settings)
     redis = _redis_client(settings)
@@ -194,6 +198,7 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
             op_budget=realtime_policy.op_budget(limits.limiter, settings) if limits.enabled else None,
         )
         caches.follow(rt.hub, rt.backend)
+        services.webhooks = Webhooks.create(settings, db)
         services.realtime = rt
         services.components.append(rt)
         relay = rt.relay

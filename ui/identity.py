@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
@@ -18,7 +17,7 @@ from server.apikeys import api as keys_api
 from server.apikeys import service as keys
 from server.apikeys.scopes import SCOPES
 from server.audit import api as audit_api
-from server.auth.models import User, display_name
+from server.auth import service as auth_service
 from server.errors import Problem
 from server.sessions import service as sessions
 from ui.pages import page
@@ -31,12 +30,9 @@ def _ctx(request: Request, v: Viewer) -> Ctx[Any]:
     return Ctx(request=request, principal=v.principal)
 
 
-async def _names(request: Request, ids: set[int]) -> dict[int, str]:
-    if not ids:
-        return {}
+async def _names(request: Request, v: Viewer) -> dict[int, str]:
     async with services(request).db.transaction() as s:
-        rows = await s.execute(select(User.id, User.name, User.email).where(User.id.in_(ids)))
-        return {r.id: display_name(r.name, r.email) for r in rows}
+        return await auth_service.user_names(s, v.workspace_id)
 
 
 async def _keys_page(
@@ -44,7 +40,7 @@ async def _keys_page(
 ) -> Response:
     async with services(request).db.transaction() as s:
         rows = await keys.list_keys(s, workspace_id=v.workspace_id, after_id=None, limit=500)
-    names = await _names(request, {k.created_by for k in rows if k.created_by})
+    names = await _names(request, v)
     return render(
         request,
         "api_keys.html",
@@ -87,7 +83,7 @@ async def audit_page(request: Request, v: Viewer) -> Response:
     except ValidationError as exc:
         raise Problem(422, "; ".join(str(e["msg"]) for e in exc.errors())) from None
     found = await audit_api.query_log(_ctx(request, v), q)
-    names = await _names(request, {i.actor.id for i in found.items if i.actor.type == "user" and i.actor.id})
+    names = await _names(request, v)
     filters = {k: raw.get(k, "") for k in ("actor", "action", "from", "to")}
     return render(
         request,

@@ -26,6 +26,7 @@ from server.conversations import service as conversations
 from server.conversations.inbound import Inbound
 from server.db import Database
 from server.providers.models import Provider
+from server.settings import Settings
 from server.webhooks import replay
 from server.webhooks.parse import ProviderEvent
 from server.webhooks.service import ApplyResult, Connection, apply_batch
@@ -268,15 +269,24 @@ class Ingest:
         return True
 
 
-def for_app(app: Starlette) -> tuple[ProviderCache, Ingest]:
-    """The app's provider cache and group-commit queue, made on first use (owned by the app)."""
-    state = app.state
-    if getattr(state, "webhook_ingest", None) is None:
-        services = state.services
-        state.webhook_providers = ProviderCache(services.db)
-        state.webhook_ingest = Ingest(
-            services.db,
-            secret=services.settings.secret_key,
-            on_stored=InboundConsent(services.settings),
+@dataclass(eq=False)
+class Webhooks:
+    """What the provider webhook routes share in one web process (`Services.webhooks`)."""
+
+    providers: ProviderCache
+    ingest: Ingest
+
+    @classmethod
+    def create(cls, settings: Settings, db: Database) -> Webhooks:
+        return cls(
+            ProviderCache(db),
+            Ingest(db, secret=settings.secret_key, on_stored=InboundConsent(settings)),
         )
-    return state.webhook_providers, state.webhook_ingest
+
+
+def for_app(app: Starlette) -> tuple[ProviderCache, Ingest]:
+    """The web process's provider cache and group-commit queue (built by `build_services`)."""
+    webhooks = app.state.services.webhooks
+    if webhooks is None:  # a process built without the web side serves no webhooks
+        raise RuntimeError("this process does not serve provider webhooks")
+    return webhooks.providers, webhooks.ingest
