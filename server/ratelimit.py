@@ -266,6 +266,7 @@ class Buckets:
     ip: Bucket
     login_ip: Bucket  # failed sign-ins from one client address, whatever the account
     login_account: Bucket  # failed sign-ins for one account from one client address
+    webhook_ip: Bucket  # provider webhooks from one client address
 
     @classmethod
     def from_settings(cls, s: Settings) -> Buckets:
@@ -274,6 +275,7 @@ class Buckets:
             ip=Bucket("ip", s.rate_limit_ip_burst, s.rate_limit_ip_per_s),
             login_ip=Bucket("login_ip", s.rate_limit_login_ip_burst, s.rate_limit_login_ip_per_s),
             login_account=Bucket("login_account", s.rate_limit_login_burst, s.rate_limit_login_per_s),
+            webhook_ip=Bucket("webhook_ip", s.rate_limit_webhook_ip_burst, s.rate_limit_webhook_ip_per_s),
         )
 
 

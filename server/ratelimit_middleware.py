@@ -63,12 +63,31 @@ def too_many(decision: Decision, what: str) -> Problem:
     )
 
 
+_UNSAFE = frozenset(("POST", "PUT", "PATCH", "DELETE"))
+
+
+def _kind(scope: Scope) -> str | None:
+    """Which limits apply: the API (every request), provider webhooks, and the dashboard's (and
+    the unsubscribe page's) form posts; reading pages, health checks and /metrics are never limited."""
+    if scope["type"] != "http":
+        return None
+    path: str = scope["path"]
+    if path.startswith("/api/"):
+        return "api"
+    if path.startswith("/webhooks/"):
+        return "webhook"
+    if scope["method"] in _UNSAFE:
+        return "form"
+    return None
+
+
 class RateLimit:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/api/"):
+        kind = _kind(scope)
+        if kind is None:
             await self.app(scope, receive, send)
             return
         services: Services = scope["app"].state.services
@@ -78,10 +97,16 @@ class RateLimit:
             return
         client = scope.get("client")
         ip = client[0] if client else "unknown"
-        checks: list[Check] = [(f"ip:{ip}", rl.buckets.ip)]
-        caller = await _caller_bucket(scope, services)
-        if caller is not None:
-            checks.append((caller, rl.buckets.user))
+        checks: list[Check]
+        if kind == "webhook":
+            # Providers post from their own addresses, in floods when a campaign lands: a bucket of
+            # its own, generous, so one caller cannot make every connection's lookups and writes.
+            checks = [(f"webhook-ip:{ip}", rl.buckets.webhook_ip)]
+        else:
+            checks = [(f"ip:{ip}", rl.buckets.ip)]
+            caller = await _caller_bucket(scope, services)
+            if caller is not None:
+                checks.append((caller, rl.buckets.user))
         decision = await rl.limiter.hit(checks)
         if decision is None:
             await self.app(scope, receive, send)

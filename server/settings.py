@@ -87,6 +87,8 @@ class Settings(BaseSettings):
     rate_limit_user_per_s: float = 100.0
     rate_limit_ip_burst: int = 1200
     rate_limit_ip_per_s: float = 200.0
+    rate_limit_webhook_ip_burst: int = 5000  # provider webhooks per client address
+    rate_limit_webhook_ip_per_s: float = 2000.0
     # Failed sign-ins per (account, client address), and per client address whatever the account.
     rate_limit_login_burst: int = 10
     rate_limit_login_per_s: float = 0.2

@@ -214,3 +214,30 @@ async def test_requests_pass_while_redis_is_unreachable(make_app: AppFactory, ca
     codes = [(await client.get("/api/v1/openapi.json")).status_code for _ in range(5)]
     assert codes == [200] * 5
     assert sum("rate limiter unavailable" in r.getMessage() for r in caplog.records) == 1
+
+
+async def test_provider_webhooks_have_a_bucket_per_address(
+    make_app: AppFactory, backend: dict[str, Any]
+) -> None:
+    app = await make_app(
+        rate_limit_enabled=True, rate_limit_webhook_ip_burst=2, rate_limit_webhook_ip_per_s=0.5, **backend
+    )
+    one = http_client(app, ip="10.0.0.1")
+    two = http_client(app, ip="10.0.0.2")
+    codes = [(await one.post("/webhooks/424242", content=b"[]")).status_code for _ in range(3)]
+    assert codes == [404, 404, 429]  # an unknown connection, then refused before any lookup
+    assert (await two.post("/webhooks/424242", content=b"[]")).status_code == 404
+    # The API's buckets are not spent by webhooks.
+    assert (await one.get("/api/v1/openapi.json")).status_code == 200
+
+
+async def test_dashboard_form_posts_spend_the_address_bucket_but_pages_do_not(
+    make_app: AppFactory, backend: dict[str, Any]
+) -> None:
+    app = await make_app(rate_limit_enabled=True, rate_limit_ip_burst=2, rate_limit_ip_per_s=0.5, **backend)
+    one = http_client(app, ip="10.0.0.1")
+    codes = [
+        (await one.post("/login", data={"email": "a@b.test", "password": "x"})).status_code for _ in range(3)
+    ]
+    assert codes[:2] != [429, 429] and codes[2] == 429
+    assert (await one.get("/login")).status_code == 200  # reading a page is never limited
