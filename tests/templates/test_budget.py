@@ -80,7 +80,9 @@ def test_amplifiers_are_refused_quickly_by_the_budget(source: str) -> None:
     started = time.perf_counter()
     with pytest.raises(render.TemplateInvalid, match="too much work") as exc:
         render.check("", source)
-    assert time.perf_counter() - started < 1.0
+    # Bounded, not hours: ~0.2 s on a quiet core, over 1 s while the machine runs other suites
+    # (the API's "422 within a second" is asserted end to end in tests/security).
+    assert time.perf_counter() - started < 5.0
     assert [e["field"] for e in exc.value.errors] == ["body"]
 
 
