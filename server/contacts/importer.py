@@ -203,20 +203,27 @@ class Importer:
         self.owner = uuid.uuid4().hex
         self.host = socket.gethostname()
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._stopping = False  # the running imports end after the batch they are committing
         self.supervisor = Supervisor("importer")
 
     # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
+        self._stopping = False
         await asyncio.to_thread(self.config.directory.mkdir, parents=True, exist_ok=True)
         self.supervisor.spawn("import-sweep", self._sweep_forever)
 
-    async def stop(self) -> None:
+    async def stop(self, grace_s: float = 10.0) -> None:
         await self.supervisor.stop()
+        # Let each import finish the batch it is writing: cancelling a task inside its transaction
+        # could leave the connection (and, on SQLite, the write lock) held until it is collected.
+        self._stopping = True
         tasks = list(self._tasks.values())
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            _done, late = await asyncio.wait(tasks, timeout=grace_s)
+            for t in late:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
         try:
             async with self.db.transaction() as s:
                 await s.execute(
@@ -361,6 +368,8 @@ class Importer:
                     await self._finish(job)
                     return
                 while batch is not None:
+                    if self._stopping:
+                        return  # handed back by stop(): the upload stays for whoever resumes it
                     pending = asyncio.ensure_future(
                         asyncio.to_thread(reader.next_batch) if not batch.last else _none()
                     )

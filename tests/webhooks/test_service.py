@@ -82,8 +82,14 @@ async def status_of(db: Database, message_id: int) -> str:
 
 
 async def log(db: Database, workspace_id: int) -> list[Event]:
+    """The workspace's events, without the board feed's periodic `board.counters` (the app's feed
+    folds counter moves on its own clock, so one can land between any two reads)."""
     async with db.transaction() as s:
-        rows = await s.execute(select(Event).where(Event.workspace_id == workspace_id).order_by(Event.id))
+        rows = await s.execute(
+            select(Event)
+            .where(Event.workspace_id == workspace_id, Event.type != "board.counters")
+            .order_by(Event.id)
+        )
         return list(rows.scalars())
 
 
@@ -381,7 +387,9 @@ async def test_a_thousand_events_cost_the_same_statements_as_ten(db: Database) -
     assert len(big) <= 12
     async with db.transaction() as s:
         total = (await s.execute(select(func.count()).select_from(MessageEvent))).scalar_one()
-        logged = (await s.execute(select(func.count()).select_from(Event))).scalar_one()
+        logged = (
+            await s.execute(select(func.count()).where(Event.type != "board.counters"))
+        ).scalar_one()
     assert total == 1000
     # every status change and new suppression of both deliveries, each logged once
     assert logged == r10.status_changes + r10.suppressions + 660 + 330 == 1000
