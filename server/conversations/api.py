@@ -5,9 +5,8 @@ from __future__ import annotations
 import binascii
 from typing import Any
 
-import orjson
 from pydantic import BaseModel
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from server.api import Ctx, Page, Router, json_response
@@ -25,7 +24,7 @@ from server.conversations.webhooks import poke
 from server.errors import Problem
 from server.messages import idempotency
 from server.messages import service as messages
-from server.messages.models import MessageStatus
+from server.messages.models import Message, MessageStatus
 from server.messages.schemas import MessageOut
 from server.messages.wake import wake_local
 from server.templates import render
@@ -140,23 +139,6 @@ async def read(ctx: Ctx[None]) -> Response:
     return Response(status_code=204)
 
 
-def _created(body: dict[str, Any], status: int = 202, headers: dict[str, str] | None = None) -> Response:
-    return Response(
-        orjson.dumps(body, option=orjson.OPT_SORT_KEYS),
-        status,
-        headers=headers,
-        media_type="application/json",
-    )
-
-
-def _key_reused() -> Problem:
-    return Problem(
-        422,
-        "This Idempotency-Key was already used with a different request body.",
-        errors=[{"field": idempotency.HEADER, "message": "already used with a different body"}],
-    )
-
-
 @router.op(
     "POST",
     "/conversations/{conversation_id}/messages",
@@ -170,49 +152,33 @@ async def reply(ctx: Ctx[ReplyIn]) -> Response:
     """Reply to the customer through the dispatcher, from the number or address they wrote to.
     With `Idempotency-Key`, a retry replays the first answer."""
     conversation_id = ctx.path_int("conversation_id")
-    raw_key = ctx.request.headers.get(idempotency.HEADER)
-    try:
-        key = idempotency.check_key(raw_key) if raw_key is not None else None
-    except ValueError as exc:
-        raise Problem(
-            422, f"Idempotency-Key {exc}.", errors=[{"field": idempotency.HEADER, "message": str(exc)}]
-        ) from None
-    scoped_key = f"c{conversation_id}:{key}" if key is not None else None
+    key = idempotency.key_from(ctx.request.headers)
     digest = idempotency.request_hash(ctx.body.model_dump(mode="json")) if key else ""
-    body: dict[str, Any]
+
+    async def send_reply(s: AsyncSession) -> tuple[Message, dict[str, Any]]:
+        m = await service.reply(
+            s,
+            workspace_id=ctx.workspace_id,
+            conversation_id=conversation_id,
+            user_id=ctx.principal.by_user,
+            text=ctx.body.text,
+            template_id=ctx.body.template_id,
+            variables=ctx.body.variables,
+            idempotency_key=None,
+        )
+        body = MessageOut.model_validate(messages.as_dict(m)).model_dump(mode="json")
+        body["conversation_id"] = conversation_id
+        return m, body
+
     try:
-        async with ctx.db.transaction() as s:
-            if scoped_key is not None:
-                try:
-                    replay = await idempotency.lookup(
-                        s, workspace_id=ctx.workspace_id, scope=SCOPE, key=scoped_key, digest=digest
-                    )
-                except idempotency.KeyReused:
-                    raise _key_reused() from None
-                if replay is not None:
-                    return _created(replay.body, replay.status_code, {"Idempotent-Replayed": "true"})
-            m = await service.reply(
-                s,
-                workspace_id=ctx.workspace_id,
-                conversation_id=conversation_id,
-                user_id=ctx.principal.by_user,
-                text=ctx.body.text,
-                template_id=ctx.body.template_id,
-                variables=ctx.body.variables,
-                idempotency_key=None,
-            )
-            body = MessageOut.model_validate(messages.as_dict(m)).model_dump(mode="json")
-            body["conversation_id"] = conversation_id
-            if scoped_key is not None:
-                await idempotency.remember(
-                    s,
-                    workspace_id=ctx.workspace_id,
-                    scope=SCOPE,
-                    key=scoped_key,
-                    digest=digest,
-                    status_code=202,
-                    response=body,
-                )
+        outcome = await idempotency.once(
+            ctx.db,
+            workspace_id=ctx.workspace_id,
+            scope=SCOPE,
+            key=f"c{conversation_id}:{key}" if key is not None else None,  # a key per conversation
+            digest=digest,
+            create=send_reply,
+        )
     except service.WindowClosed as exc:
         since = exc.last_inbound_at.isoformat() if exc.last_inbound_at else "never"
         raise Problem(
@@ -225,16 +191,8 @@ async def reply(ctx: Ctx[ReplyIn]) -> Response:
         raise Problem(422, "The request is not valid.", errors=exc.errors) from None
     except render.TemplateInvalid as exc:
         raise Problem(422, "The template is not valid.", errors=exc.errors) from None
-    except IntegrityError:
-        if scoped_key is not None:
-            async with ctx.db.transaction() as s:
-                replay = await idempotency.lookup(
-                    s, workspace_id=ctx.workspace_id, scope=SCOPE, key=scoped_key, digest=digest
-                )
-            if replay is not None:
-                return _created(replay.body, replay.status_code, {"Idempotent-Replayed": "true"})
-        raise
-    if m.status == MessageStatus.queued:
-        wake_local(ctx.services)
-    poke(ctx.services, ctx.workspace_id)
-    return _created(body)
+    if outcome.value is not None:
+        if outcome.value.status == MessageStatus.queued:
+            wake_local(ctx.services)
+        poke(ctx.services, ctx.workspace_id)
+    return outcome.response()

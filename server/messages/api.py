@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.responses import Response
 
 from server.api import Ctx, Page, Router, json_response
@@ -11,7 +11,7 @@ from server.audit import service as audit
 from server.consent.tokens import Links
 from server.errors import Problem
 from server.messages import campaigns, idempotency, service
-from server.messages.models import MessageStatus
+from server.messages.models import Message, MessageStatus
 from server.messages.schemas import (
     CampaignIn,
     CampaignOut,
@@ -30,52 +30,6 @@ router = Router(tag="messages")
 SCOPE = "messages"
 
 
-def _key_reused() -> Problem:
-    return Problem(
-        422,
-        "This Idempotency-Key was already used with a different request body.",
-        errors=[{"field": idempotency.HEADER, "message": "already used with a different body"}],
-    )
-
-
-def _created(body: dict[str, Any], status: int = 202, headers: dict[str, str] | None = None) -> Response:
-    # Keys sorted: a replay comes back from a JSON column that may reorder them (PostgreSQL's
-    # jsonb does), and should be the same bytes as the first answer.
-    return Response(
-        orjson.dumps(body, option=orjson.OPT_SORT_KEYS),
-        status,
-        headers=headers,
-        media_type="application/json",
-    )
-
-
-def _replay(r: idempotency.Replay) -> Response:
-    return _created(r.body, r.status_code, headers={"Idempotent-Replayed": "true"})
-
-
-def _idempotency_key(ctx: Ctx[Any]) -> str | None:
-    key = ctx.request.headers.get(idempotency.HEADER)
-    if key is None:
-        return None
-    try:
-        return idempotency.check_key(key)
-    except ValueError as exc:
-        raise Problem(
-            422, f"Idempotency-Key {exc}.", errors=[{"field": idempotency.HEADER, "message": str(exc)}]
-        ) from None
-
-
-async def _lookup(ctx: Ctx[Any], key: str, digest: str) -> Response | None:
-    async with ctx.db.transaction() as s:
-        try:
-            replay = await idempotency.lookup(
-                s, workspace_id=ctx.workspace_id, scope=SCOPE, key=key, digest=digest
-            )
-        except idempotency.KeyReused:
-            raise _key_reused() from None
-    return _replay(replay) if replay is not None else None
-
-
 @router.op(
     "POST",
     "/messages",
@@ -87,51 +41,32 @@ async def _lookup(ctx: Ctx[Any], key: str, digest: str) -> Response | None:
 )
 async def create(ctx: Ctx[MessageIn]) -> Response:
     """Send a message now or at `send_at`; with `Idempotency-Key`, a retry replays the first answer."""
-    key = _idempotency_key(ctx)
+    key = idempotency.key_from(ctx.request.headers)
     digest = idempotency.request_hash(orjson.loads(await ctx.request.body())) if key else ""
+
+    async def create_one(s: AsyncSession) -> tuple[Message, dict[str, Any]]:
+        m = await service.create_message(
+            s,
+            workspace_id=ctx.workspace_id,
+            user_id=ctx.principal.by_user,
+            data=ctx.body.model_dump(),
+            idempotency_key=key,
+            templates_cache=ctx.services.caches.templates,
+            links=Links(ctx.services.settings),
+        )
+        return m, MessageOut.model_validate(service.as_dict(m)).model_dump(mode="json")
+
     try:
-        async with ctx.db.transaction() as s:
-            if key is not None:
-                try:
-                    replay = await idempotency.lookup(
-                        s, workspace_id=ctx.workspace_id, scope=SCOPE, key=key, digest=digest
-                    )
-                except idempotency.KeyReused:
-                    raise _key_reused() from None
-                if replay is not None:
-                    return _replay(replay)
-            m = await service.create_message(
-                s,
-                workspace_id=ctx.workspace_id,
-                user_id=ctx.principal.by_user,
-                data=ctx.body.model_dump(),
-                idempotency_key=key,
-                templates_cache=ctx.services.caches.templates,
-                links=Links(ctx.services.settings),
-            )
-            body = MessageOut.model_validate(service.as_dict(m)).model_dump(mode="json")
-            if key is not None:
-                await idempotency.remember(
-                    s,
-                    workspace_id=ctx.workspace_id,
-                    scope=SCOPE,
-                    key=key,
-                    digest=digest,
-                    status_code=202,
-                    response=body,
-                )
+        outcome = await idempotency.once(
+            ctx.db, workspace_id=ctx.workspace_id, scope=SCOPE, key=key, digest=digest, create=create_one
+        )
     except service.InvalidReference as exc:
         raise Problem(422, "The request is not valid.", errors=exc.errors) from None
     except render.TemplateInvalid as exc:
         raise Problem(422, "The subject or body is not a valid template.", errors=exc.errors) from None
-    except IntegrityError:
-        # A concurrent request with the same key committed first: answer as it did.
-        if key is not None and (winner := await _lookup(ctx, key, digest)) is not None:
-            return winner
-        raise
-    if m.status == MessageStatus.queued:
+    if outcome.value is not None and outcome.value.status == MessageStatus.queued:
         wake_local(ctx.services)
-    return _created(body)
+    return outcome.response()
 
 
 @router.op("GET", "/messages", query=MessageQuery, response=Page[MessageOut])
