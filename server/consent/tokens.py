@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
+import functools
 import hmac
 import re
 import time
@@ -43,12 +43,13 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@functools.lru_cache(maxsize=8)  # the current and previous secret keys; a campaign signs a link per contact
 def _key(secret: str) -> bytes:
-    return hmac.new(secret.encode(), _PURPOSE, hashlib.sha256).digest()
+    return hmac.digest(secret.encode(), _PURPOSE, "sha256")
 
 
 def _mac(secret: str, payload: bytes) -> bytes:
-    return hmac.new(_key(secret), payload, hashlib.sha256).digest()
+    return hmac.digest(_key(secret), payload, "sha256")
 
 
 def sign(
