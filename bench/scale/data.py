@@ -2,7 +2,8 @@
 
 Names, emails and phones are derived from the row number, so a run is reproducible and the
 benchmark's queries can name contacts that exist (`person(g)`) without reading them back.
-Tags: `vip` on 1 in 10, `newsletter` on 1 in 3, `cohort-<g % 500>` on 1 in 10 (a rare tag);
+Tags: `vip` on 1 in 10, `newsletter` on 1 in 3, `cohort-<g % 500>` on 1 in 10 (a rare tag),
+`spring` on 1 in 5 (the campaign's audience: 200,000 of 1,000,000);
 1 in 50 contacts has an extra email in `contact_identity` (as merges leave them).
 """
 
@@ -46,7 +47,8 @@ SELECT $1,
        jsonb_build_object('plan', (ARRAY['free', 'pro', 'team'])[g % 3 + 1], 'n', g),
        (CASE WHEN g % 10 = 0 THEN '["vip"]'::jsonb ELSE '[]'::jsonb END)
          || (CASE WHEN g % 3 = 0 THEN '["newsletter"]'::jsonb ELSE '[]'::jsonb END)
-         || (CASE WHEN g % 10 = 7 THEN jsonb_build_array('cohort-' || (g % 500)) ELSE '[]'::jsonb END),
+         || (CASE WHEN g % 10 = 7 THEN jsonb_build_array('cohort-' || (g % 500)) ELSE '[]'::jsonb END)
+         || (CASE WHEN g % 5 = 1 THEN '["spring"]'::jsonb ELSE '[]'::jsonb END),
        1, now() - make_interval(secs => $4 + 1 - g), now() - make_interval(secs => $4 + 1 - g)
 FROM generate_series($2::int, $3::int) AS g, (SELECT $5::text[] AS f, $6::text[] AS l, $7::text[] AS d) AS w
 ORDER BY g
