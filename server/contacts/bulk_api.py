@@ -3,7 +3,7 @@ progress as `bulk.progress` events) and `GET /api/v1/contacts/bulk/{job_id}` (an
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -38,6 +38,39 @@ def _invalid(field: str, message: str) -> Problem:
     return Problem(422, "The request is not valid.", errors=[{"field": field, "message": message}])
 
 
+async def start(ctx: Ctx[Any], body: BulkIn) -> BulkJob:
+    """Check, record (audited) and start a bulk action: the API's and the dashboard's one path."""
+    tag = body.tag.strip() if body.tag is not None else None
+    if body.action == "delete":
+        require_role(ctx.principal, "admin")
+        if body.tag is not None:
+            raise _invalid("tag", "only for tag and untag")
+    elif not tag:
+        raise _invalid("tag", f"required to {body.action}")
+
+    def record(s: AsyncSession, job: BulkJob) -> None:
+        details = {"filter": job.filter, "action": job.action, "tag": job.tag, "count": job.total}
+        audit.record_for(s, ctx, action="contacts.bulk", target=f"bulk:{job.id}", details=details)
+
+    try:
+        return await ctx.services.bulk.submit(
+            workspace_id=ctx.workspace_id,
+            user_id=ctx.principal.by_user,
+            api_key_id=ctx.principal.api_key_id,
+            action=body.action,
+            tag=tag,
+            q=body.filter.q or None,
+            ftag=body.filter.tag or None,
+            audit=record,
+        )
+    except BulkBusy:
+        raise Problem(
+            429,
+            "This workspace already runs a bulk action; try again when it finishes.",
+            headers={"Retry-After": str(BULK_RETRY_AFTER_S)},
+        ) from None
+
+
 @router.op(
     "POST",
     "/contacts/bulk",
@@ -50,48 +83,7 @@ async def start_bulk(ctx: Ctx[BulkIn]) -> Response:
     """Tag, untag or delete every contact matching `filter` (as the contact list filters; `{}`:
     all). Tagging needs the agent role, deleting admin. Answers 202 with `job_id` and `total`;
     progress arrives as `bulk.progress` events on `contacts`. One bulk action per workspace at a time."""
-    body = ctx.body
-    tag = body.tag.strip() if body.tag is not None else None
-    if body.action == "delete":
-        require_role(ctx.principal, "admin")
-        if body.tag is not None:
-            raise _invalid("tag", "only for tag and untag")
-    elif not tag:
-        raise _invalid("tag", f"required to {body.action}")
-    q = body.filter.q or None
-    ftag = body.filter.tag or None
-
-    def record(s: AsyncSession, job: BulkJob) -> None:
-        audit.record_for(
-            s,
-            ctx,
-            action="contacts.bulk",
-            target=f"bulk:{job.id}",
-            details={
-                "filter": job.filter,
-                "action": job.action,
-                "tag": job.tag,
-                "count": job.total,
-            },
-        )
-
-    try:
-        job = await ctx.services.bulk.submit(
-            workspace_id=ctx.workspace_id,
-            user_id=ctx.principal.by_user,
-            api_key_id=ctx.principal.api_key_id,
-            action=body.action,
-            tag=tag,
-            q=q,
-            ftag=ftag,
-            audit=record,
-        )
-    except BulkBusy:
-        raise Problem(
-            429,
-            "This workspace already runs a bulk action; try again when it finishes.",
-            headers={"Retry-After": str(BULK_RETRY_AFTER_S)},
-        ) from None
+    job = await start(ctx, ctx.body)
     return json_response(
         {"job_id": job.id, "status": "running", "action": job.action, "tag": job.tag, "total": job.total},
         202,
