@@ -2,7 +2,7 @@
 
 `board` gets every `message.*` event, `report.updated`, `campaign.progress`,
 `suppression.created`, `board.counters` and `conversation.message` (the board shows inbound messages
-too); `contacts` every `contact.*` event, `import.progress` and `consent.changed`; `inbox` every `conversation.*` event
+too); `contacts` every `contact.*` event, `import.progress`, `bulk.progress` and `consent.changed`; `inbox` every `conversation.*` event
 and the presence of agents in conversations (a `presence` event without a contact);
 `contact:{id}` every event whose `contact_id` is id (presence included)."""
 
@@ -21,7 +21,7 @@ Topic = str
 BOARD = "board"
 _BOARD_TYPES = ("report.updated", "campaign.progress", "suppression.created", "board.counters")
 CONTACTS = "contacts"
-_CONTACTS_TYPES = ("import.progress", "consent.changed")
+_CONTACTS_TYPES = ("import.progress", "bulk.progress", "consent.changed")
 INBOX = "inbox"
 GROUPS = (BOARD, CONTACTS, INBOX)
 MAX_TOPICS = 100

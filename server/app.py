@@ -19,6 +19,7 @@ from server.audit.api import router as audit_router
 from server.auth.api import router as auth_router
 from server.consent.api import router as consent_router
 from server.contacts.api import router as contacts_router
+from server.contacts.bulk_api import router as contacts_bulk_router
 from server.contacts.export_api import router as export_router
 from server.contacts.import_api import router as contacts_import_router
 from server.contacts.merge_api import router as merge_router
@@ -46,6 +47,7 @@ from ui.routes import routes as ui_routes
 ROUTERS: list[Router] = [
     auth_router,
     export_router,  # before contacts and messages: /contacts/export is not /contacts/{contact_id}
+    contacts_bulk_router,  # likewise /contacts/bulk
     contacts_router,
     consent_router,
     contacts_import_router,

@@ -14,6 +14,7 @@ Kept on `app.state.services`, never in module globals, so tests can run many app
     realtime     relay, hub, presence, /ws and long-poll      yes   no      yes
     board_feed   board.counters events (where the relay leads) yes   no      yes
     importer     contact CSV imports                          yes   yes     yes
+    bulk         bulk actions on a search's contacts          yes   yes     yes
     sso          OpenID Connect clients, one per workspace    yes   yes     yes
     webhooks     provider webhooks: connection cache, group commit  yes   no      yes
     campaigns    campaign expansions in the background        yes   yes     yes
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING
 from realtime.lifecycle import Component
 from server.auth.tokens import TokenCodec
 from server.cache import Caches
+from server.contacts.bulk import BulkActions, BulkConfig
 from server.contacts.importer import ImportConfig, Importer
 from server.db import Database
 from server.metrics import ComponentCollector, Metrics
@@ -65,6 +67,7 @@ class Services:
     ratelimits: RateLimits
     caches: Caches
     importer: Importer
+    bulk: BulkActions
     sso: SsoClients
     campaigns: CampaignRunner = field(init=False)
     webhooks: Webhooks | None = None
@@ -178,6 +181,7 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
         ratelimits=make_rate_limits(settings, redis),
         caches=caches,
         importer=Importer(db, ImportConfig.from_settings(settings)),
+        bulk=BulkActions(db, BulkConfig.from_settings(settings)),
         sso=SsoClients(allow_private=settings.allow_private_endpoints),
     )
     if settings.database_replica_url:
@@ -186,6 +190,7 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
     limits = services.ratelimits
     services.campaigns = CampaignRunner(services)
     services.importer.on_commit = services.poke
+    services.bulk.on_commit = services.poke
     if web:
         rt = Realtime(
             settings,
@@ -213,5 +218,5 @@ def build_services(settings: Settings, *, web: bool, jobs: bool) -> Services:
         services.deliverer = Deliverer(db, DelivererConfig(allow_private=settings.allow_private_endpoints))
         services.components += [services.dispatcher, services.reports, services.deliverer]
     # Stopped first: background work that writes through the components above.
-    services.components += [services.importer, services.campaigns]
+    services.components += [services.importer, services.bulk, services.campaigns]
     return services

@@ -115,6 +115,11 @@ class Settings(BaseSettings):
     # A running job's instance renews its lease this often (÷3); a job whose lease ran out is
     # resumed by an instance that has its upload, or failed.
     import_lease_s: float = 30.0
+    # Bulk actions on a search's contacts (server/contacts/bulk.py): contacts per transaction (and
+    # per `bulk.progress` event); leases and expiry as for imports.
+    bulk_chunk_rows: int = Field(default=1000, ge=1, le=10_000)
+    bulk_lease_s: float = 30.0
+    bulk_job_ttl_s: float = 3600.0
 
     cache_ttl_s: float = 30.0
     cache_size: int = 10_000

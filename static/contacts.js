@@ -1,4 +1,5 @@
-// The contacts list: create a contact, and import a CSV with live progress and rejected rows.
+// The contacts list: create a contact, import a CSV with live progress and rejected rows, and
+// reload the list when a bulk action finishes.
 "use strict";
 
 (function () {
@@ -44,6 +45,11 @@
     topics: ["contacts"],
     after: Number(root.dataset.head),
     onEvent(ev) {
+      // A bulk action's last chunk: show the list as it is now.
+      if (ev.type === "bulk.progress" && ev.data && ev.data.done) {
+        htmx.ajax("GET", "/contacts/list" + location.search, { target: "#contact-results" });
+        return;
+      }
       if (ev.type !== "import.progress") return;
       if (jobId) progress(ev.data || {});
       else early.push(ev.data || {});

@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
+from urllib.parse import urlencode
 
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from server.api import Ctx, parse_model
 from server.consent import service as consent_service
-from server.contacts import service
+from server.contacts import bulk_api, service
+from server.contacts.bulk import count_matching
 from server.contacts.models import Contact
 from server.contacts.schemas import ContactQuery
 from server.errors import Problem
@@ -54,9 +57,15 @@ async def _list(request: Request, v: Viewer) -> dict[str, Any]:
         rows = await service.list_contacts(
             s, workspace_id=v.workspace_id, q=query.q, tag=query.tag, before_id=before, limit=PAGE_SIZE + 1
         )
+        # "Apply to all N matching" (bulk actions) when a search is active and the viewer may write.
+        matching = None
+        if v.can_write and (query.q or query.tag):
+            matching = await count_matching(s, workspace_id=v.workspace_id, q=query.q, tag=query.tag)
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     return {
+        "v": v,
+        "matching": matching,
         "query": query,
         "contacts": rows,
         "next_cursor": encode_cursor(rows[-1].id) if more else None,
@@ -74,7 +83,34 @@ async def _tags(request: Request, v: Viewer) -> list[str]:
 async def contacts_page(request: Request, v: Viewer) -> Response:
     data = await _list(request, v)
     head = v.workspace.event_seq
-    return render(request, "contacts.html", {"v": v, "head": head, "tags": await _tags(request, v), **data})
+    started = None
+    if (raw := request.query_params.get("bulk", "")).isdigit() and len(raw) < 18:
+        started = await services(request).bulk.status(v.workspace_id, int(raw))
+    return render(
+        request,
+        "contacts.html",
+        {"head": head, "tags": await _tags(request, v), "bulk_started": started, **data},
+    )
+
+
+@page(role="agent")
+async def bulk_post(request: Request, v: Viewer) -> Response:
+    """ "Apply to all N matching": starts the same bulk action as `POST /api/v1/contacts/bulk`
+    (roles, validation, audit); a delete needs its confirmation box ticked."""
+    form = await request.form()
+    q, tag = str(form.get("q", "")).strip(), str(form.get("tag", "")).strip()
+    action = str(form.get("action", ""))
+    if action == "delete" and form.get("confirm") != "yes":
+        raise Problem(422, "Tick the box to confirm deleting every matching contact.")
+    data: dict[str, Any] = {"filter": {"q": q or None, "tag": tag or None}, "action": action}
+    if action != "delete":
+        data["tag"] = str(form.get("bulk_tag", ""))
+    if not (q or tag):
+        raise Problem(422, "Search or pick a tag first: the dashboard applies bulk actions to a search.")
+    job = await bulk_api.start(
+        Ctx(request=request, principal=v.principal), parse_model(bulk_api.BulkIn, data)
+    )
+    return RedirectResponse(f"/contacts?{urlencode({'q': q, 'tag': tag, 'bulk': job.id})}", status_code=303)
 
 
 @page()
@@ -243,6 +279,7 @@ async def presence_post(request: Request, v: Viewer) -> Response:
 routes = [
     Route("/contacts", contacts_page, methods=["GET"]),
     Route("/contacts/list", contacts_fragment, methods=["GET"]),
+    Route("/contacts/bulk", bulk_post, methods=["POST"]),
     Route("/contacts/{contact_id:int}", contact_page, methods=["GET"]),
     Route("/contacts/{contact_id:int}/history", history_fragment, methods=["GET"]),
     Route("/contacts/{contact_id:int}/messages", messages_fragment, methods=["GET"]),

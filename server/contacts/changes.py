@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -196,6 +196,41 @@ async def record_deferred(session: AsyncSession, changes: Sequence[Change]) -> l
     await flush_contact(session)
     session.add_all([row for c in changes for row in c.audit_rows()])
     return [c.event() for c in changes]
+
+
+def bulk_audit(
+    workspace_id: int,
+    contact_id: int,
+    name: str,
+    old: Any,
+    new: Any,
+    *,
+    version: int,
+    at: dt.datetime,
+    by: int | None,
+    by_key: int | None,
+) -> dict[str, Any]:
+    """One audit row of a bulk change (`record_bulk`): the row `Change.audit_rows` would write."""
+    return {
+        "workspace_id": workspace_id,
+        "contact_id": contact_id,
+        "user_id": by,
+        "api_key_id": by_key,
+        "field": name,
+        "old": old,
+        "new": new,
+        "version": version,
+        "at": at,
+    }
+
+
+async def record_bulk(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
+    """The recorder's bulk form, for a change applied set-wise to many contacts (a bulk action):
+    the audit rows (`bulk_audit`, carrying each contact's new version) in one statement, and no
+    `contact.*` event per contact: the caller emits one progress event per chunk, as an import
+    does (docs/decisions.md). The contacts' rows are the caller's to write in the same transaction."""
+    if rows:
+        await session.execute(insert(Audit), list(rows))
 
 
 async def record_change(

@@ -8,8 +8,9 @@ committed, and a job stopped at any point resumes after its last committed batch
 imported exactly once.
 
 Which instance runs a job is a lease on its row (`owner`, `lease_until`), renewed while it runs;
-every batch's write is fenced by it. An instance that finds a job whose lease ran out resumes it
-if it has its upload on disk, or ends it `failed` when the upload is gone.
+every batch's write is fenced by it (server/jobs.py, shared with bulk actions). An instance that
+finds a job whose lease ran out resumes it if it has its upload on disk, or ends it `failed` when
+the upload is gone.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import asyncio
 import datetime as dt
 import logging
 import os
-import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,9 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, delete, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from realtime.lifecycle import Supervisor
 from server.contacts.changes import lock_workspace
 from server.contacts.import_file import CsvRows, ImportRefused, Row, remove
 from server.contacts.import_file import parse_csv as parse_csv
@@ -38,6 +38,7 @@ from server.contacts.schemas import ContactIn
 from server.db import Database, utcnow
 from server.errors import validation_errors
 from server.events.service import emit
+from server.jobs import LeasedJobs, LeaseLost
 
 log = logging.getLogger("switchboard.contacts.import")
 
@@ -48,15 +49,19 @@ EVENT_REJECTED_MAX = 100  # rejected rows carried by one progress event (the res
 # its instance (the only one holding the upload) did not come back.
 ORPHAN_FAIL_AFTER = dt.timedelta(hours=1)
 
-__all__ = ["ImportConfig", "ImportRefused", "Importer", "TooManyImports", "parse_csv", "to_contact"]
+__all__ = [
+    "ImportConfig",
+    "ImportRefused",
+    "Importer",
+    "LeaseLost",
+    "TooManyImports",
+    "parse_csv",
+    "to_contact",
+]
 
 
 class TooManyImports(Exception):
     """The workspace already runs as many imports as allowed: try again when one finishes."""
-
-
-class LeaseLost(Exception):
-    """Another instance took this job over (this one stalled past its lease): stop, write nothing."""
 
 
 def to_contact(row: Row) -> Rec:
@@ -187,7 +192,7 @@ def _progress(
     }
 
 
-class Importer:
+class Importer(LeasedJobs):
     """Runs this instance's imports and resumes or fails the ones whose instance went away.
     A component: stopping it stops its imports after their last committed batch and hands them
     back (another start, here or elsewhere, resumes them)."""
@@ -195,49 +200,21 @@ class Importer:
     def __init__(
         self, db: Database, config: ImportConfig, *, on_commit: Callable[[int], None] | None = None
     ) -> None:
-        self.db = db
+        super().__init__(
+            db,
+            ImportJob,
+            name="importer",
+            sweep_name="import-sweep",
+            lease_s=config.lease_s,
+            ttl_s=config.job_ttl_s,
+        )
         self.config = config
         self.batch_size = config.batch_rows
-        self.finished_ttl_s = config.job_ttl_s
         self.on_commit = on_commit  # called with the workspace id after each batch commits
-        self.owner = uuid.uuid4().hex
-        self.host = socket.gethostname()
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._stopping = False  # the running imports end after the batch they are committing
-        self.supervisor = Supervisor("importer")
-
-    # --- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        self._stopping = False
         await asyncio.to_thread(self.config.directory.mkdir, parents=True, exist_ok=True)
-        self.supervisor.spawn("import-sweep", self._sweep_forever)
-
-    async def stop(self, grace_s: float = 10.0) -> None:
-        await self.supervisor.stop()
-        # Let each import finish the batch it is writing: cancelling a task inside its transaction
-        # could leave the connection (and, on SQLite, the write lock) held until it is collected.
-        self._stopping = True
-        tasks = list(self._tasks.values())
-        if tasks:
-            _done, late = await asyncio.wait(tasks, timeout=grace_s)
-            for t in late:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        try:
-            async with self.db.transaction() as s:
-                await s.execute(
-                    update(ImportJob)
-                    .where(ImportJob.owner == self.owner, ImportJob.status == "running")
-                    .values(owner=None, lease_until=None)
-                )
-        except Exception:
-            log.exception("handing back the running imports failed (their leases will run out)")
-
-    async def wait(self) -> None:
-        """Until every import this instance runs has finished (tests)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks.values()), return_exceptions=True)
+        await super().start()
 
     # --- jobs -----------------------------------------------------------------------------------
 
@@ -252,16 +229,7 @@ class Importer:
         now = utcnow()
         async with self.db.transaction() as s:
             await lock_workspace(s, workspace_id)  # the count and the insert, one at a time
-            running = (
-                await s.execute(
-                    select(func.count()).where(
-                        ImportJob.workspace_id == workspace_id,
-                        ImportJob.status == "running",
-                        ImportJob.lease_until > now,
-                    )
-                )
-            ).scalar_one()
-            if running >= self.config.jobs_per_workspace:
+            if await self.running(s, workspace_id, now) >= self.config.jobs_per_workspace:
                 raise TooManyImports(workspace_id)
             job = ImportJob(
                 workspace_id=workspace_id,
@@ -272,7 +240,7 @@ class Importer:
                 path=str(path),
                 host=self.host,
                 owner=self.owner,
-                lease_until=now + dt.timedelta(seconds=self.config.lease_s),
+                lease_until=self.lease(now),
                 created_at=now,
                 updated_at=now,
             )
@@ -301,9 +269,7 @@ class Importer:
         )
 
     def _launch(self, job: _Job) -> None:
-        task = asyncio.create_task(self._run(job), name=f"contact-import-{job.id}")
-        self._tasks[job.id] = task
-        task.add_done_callback(lambda _t: self._tasks.pop(job.id, None))
+        self.launch(job.id, self._run(job), f"contact-import-{job.id}")
 
     async def status(self, workspace_id: int, job_id: int) -> dict[str, Any] | None:
         """A job's state as the status endpoint shows it (from the database: any instance)."""
@@ -368,7 +334,7 @@ class Importer:
                     await self._finish(job)
                     return
                 while batch is not None:
-                    if self._stopping:
+                    if self.stopping:
                         return  # handed back by stop(): the upload stays for whoever resumes it
                     pending = asyncio.ensure_future(
                         asyncio.to_thread(reader.next_batch) if not batch.last else _none()
@@ -414,17 +380,11 @@ class Importer:
                 "byte_offset": batch.offset,
                 "line": batch.line,
                 "updated_at": now,
-                "lease_until": now + dt.timedelta(seconds=self.config.lease_s),
+                "lease_until": self.lease(now),
             }
             if done:
                 values.update(status="done", finished_at=now, path=None, owner=None, lease_until=None)
-            fenced = await s.execute(
-                update(ImportJob)
-                .where(ImportJob.id == job.id, ImportJob.owner == self.owner)
-                .values(**values)
-            )
-            if fenced.rowcount != 1:  # type: ignore[attr-defined]
-                raise LeaseLost(job.id)
+            await self.fence(s, job.id, values)
             job.counts = counts
             job.offset, job.line = batch.offset, batch.line
             await emit(s, job.workspace_id, "import.progress", _progress(job, rejected, done=done))
@@ -452,75 +412,30 @@ class Importer:
             log.exception("recording the end of import %s failed", job.id)
         remove(job.path)
 
-    # --- the sweep: leases, orphans, expiry -----------------------------------------------------
+    # --- the sweep (server/jobs.py): orphans and expiry -----------------------------------------
 
-    def health(self) -> dict[str, str]:
-        return self.supervisor.health()
-
-    async def _sweep_forever(self) -> None:
-        while True:
-            await self.sweep()
-            await asyncio.sleep(max(self.config.lease_s / 3, 0.05))
-
-    async def sweep(self) -> None:
-        """Renew this instance's leases, take over or fail jobs whose lease ran out, and forget
-        finished jobs older than the TTL (with their rejected rows and any upload left)."""
-        now = utcnow()
-        lease = now + dt.timedelta(seconds=self.config.lease_s)
-        async with self.db.transaction() as s:
-            await s.execute(
-                update(ImportJob)
-                .where(ImportJob.owner == self.owner, ImportJob.status == "running")
-                .values(lease_until=lease)
-            )
-            orphans = list(
-                (
-                    await s.execute(
-                        select(ImportJob).where(
-                            ImportJob.status == "running",
-                            or_(ImportJob.lease_until.is_(None), ImportJob.lease_until < now),
-                        )
-                    )
-                ).scalars()
-            )
-        for job in orphans:
-            here: bool = await asyncio.to_thread(_exists, job.path)
-            if here:
-                if await self._claim(job.id, now, lease):
-                    log.info("resuming contact import %s at line %s", job.id, job.line)
-                    job.owner = self.owner
-                    self._launch(self._state(job))
-            elif job.host == self.host or (job.lease_until or now) < now - ORPHAN_FAIL_AFTER:
-                if await self._claim(job.id, now, lease):
-                    await self._finish(
-                        self._state(job), error="The upload of this import is gone: it cannot resume."
-                    )
-        await self.expire()
-
-    async def _claim(self, job_id: int, now: dt.datetime, lease: dt.datetime) -> bool:
-        async with self.db.transaction() as s:
-            result = await s.execute(
-                update(ImportJob)
-                .where(
-                    ImportJob.id == job_id,
-                    ImportJob.status == "running",
-                    or_(ImportJob.lease_until.is_(None), ImportJob.lease_until < now),
+    async def adopt(self, job: Any, now: dt.datetime, lease: dt.datetime) -> None:
+        """Resume an orphaned import if its upload is here, else fail it (on its own host, or
+        anywhere once it has been orphaned for `ORPHAN_FAIL_AFTER`)."""
+        here: bool = await asyncio.to_thread(_exists, job.path)
+        if here:
+            if await self.claim(job.id, now, lease):
+                log.info("resuming contact import %s at line %s", job.id, job.line)
+                job.owner = self.owner
+                self._launch(self._state(job))
+        elif job.host == self.host or (job.lease_until or now) < now - ORPHAN_FAIL_AFTER:
+            if await self.claim(job.id, now, lease):
+                await self._finish(
+                    self._state(job), error="The upload of this import is gone: it cannot resume."
                 )
-                .values(owner=self.owner, lease_until=lease)
-            )
-            return bool(result.rowcount == 1)  # type: ignore[attr-defined]
 
-    async def expire(self) -> None:
-        """Forget finished jobs older than `finished_ttl_s`."""
-        cutoff = utcnow() - dt.timedelta(seconds=self.finished_ttl_s)
-        async with self.db.transaction() as s:
-            old = and_(ImportJob.status != "running", ImportJob.finished_at <= cutoff)
-            paths = [
-                p for (p,) in await s.execute(select(ImportJob.path).where(old, ImportJob.path.is_not(None)))
-            ]
-            ids = select(ImportJob.id).where(old).scalar_subquery()
-            await s.execute(delete(ImportRejectedRow).where(ImportRejectedRow.job_id.in_(ids)))
-            await s.execute(delete(ImportJob).where(old))
+    async def forget(self, s: AsyncSession, old: ColumnElement[bool]) -> None:
+        """Expired jobs take their rejected rows and any upload left with them."""
+        paths = [
+            p for (p,) in await s.execute(select(ImportJob.path).where(old, ImportJob.path.is_not(None)))
+        ]
+        ids = select(ImportJob.id).where(old).scalar_subquery()
+        await s.execute(delete(ImportRejectedRow).where(ImportRejectedRow.job_id.in_(ids)))
         for p in paths:
             remove(p)
 

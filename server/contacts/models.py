@@ -141,3 +141,32 @@ class ImportRejectedRow(Base):
     errors: Mapped[list[dict[str, Any]]] = mapped_column(JSONType, default=list)
 
     __table_args__ = (Index("ix_import_rejected_row_job_id_line", "job_id", "line"),)
+
+
+class BulkJob(Base):
+    """One bulk action on the contacts matching a search (server/contacts/bulk.py): what it does,
+    which contacts (the filter, up to the newest id when it started) and how far it got, leased
+    like an import so another instance resumes it after a crash."""
+
+    __tablename__ = "bulk_job"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    workspace_id: Mapped[int] = mapped_column(ForeignKey("workspace.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    api_key_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
+    action: Mapped[str] = mapped_column(String(8))  # tag|untag|delete
+    tag: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    filter: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # {"q"?, "tag"?}
+    status: Mapped[str] = mapped_column(String(16), default="running")  # running|done|failed
+    total: Mapped[int] = mapped_column(Integer, default=0)  # matching contacts counted at the start
+    processed: Mapped[int] = mapped_column(Integer, default=0)  # matching contacts walked so far
+    changed: Mapped[int] = mapped_column(Integer, default=0)  # of which changed (tagged, untagged, deleted)
+    error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # The selection's bound (contacts created after the start are not touched) and the keyset cursor.
+    max_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime, nullable=True)

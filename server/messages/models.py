@@ -99,6 +99,9 @@ class Message(Base):
         Index("ix_message_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_message_workspace_created_at", "workspace_id", "created_at"),
         Index("ix_message_workspace_contact", "workspace_id", "contact_id"),
+        # The contact FK's ON DELETE SET NULL looks messages up by contact alone: without this a
+        # contact delete scans every message (a bulk delete, once per contact).
+        Index("ix_message_contact_id", "contact_id"),
         Index("ix_message_provider_message_id", "provider_message_id"),
         UniqueConstraint("workspace_id", "idempotency_key"),
     )
