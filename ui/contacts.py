@@ -16,7 +16,7 @@ from starlette.routing import Route
 from server.api import Ctx, parse_model
 from server.consent import service as consent_service
 from server.contacts import bulk_api, service
-from server.contacts.bulk import count_matching
+from server.contacts.bulk import COUNT_CAP, count_matching
 from server.contacts.models import Contact
 from server.contacts.schemas import ContactQuery
 from server.errors import Problem
@@ -60,7 +60,8 @@ async def _list(request: Request, v: Viewer) -> dict[str, Any]:
         # "Apply to all N matching" (bulk actions) when a search is active and the viewer may write.
         matching = None
         if v.can_write and (query.q or query.tag):
-            matching = await count_matching(s, workspace_id=v.workspace_id, q=query.q, tag=query.tag)
+            count = await count_matching(s, workspace_id=v.workspace_id, q=query.q, tag=query.tag)
+            matching = f"{COUNT_CAP:,}+" if count > COUNT_CAP else f"{count:,}"
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     return {

@@ -280,3 +280,19 @@ async def test_a_job_stopped_after_a_chunk_is_resumed_by_another_instance_exactl
     assert [i for (i,) in tagged] == people  # each contact tagged exactly once
     events = await _progress(app)
     assert [(e["processed"], e["done"]) for e in events] == [(2, False), (4, False), (5, True)]
+
+
+async def test_the_pages_count_of_matching_contacts_stops_past_its_cap(
+    app: Any, make_client: ClientFactory
+) -> None:
+    from server.contacts.bulk import count_matching
+
+    agent = await make_client("agent")
+    for i in range(4):
+        await _create(agent, f"Cap {i}", f"cap{i}@x.test")
+    async with app.state.services.db.transaction() as s:
+        ws = (
+            await s.execute(select(Contact.workspace_id).where(Contact.email == "cap0@x.test"))
+        ).scalar_one()
+        assert await count_matching(s, workspace_id=ws, q="cap", tag=None, cap=10) == 4
+        assert await count_matching(s, workspace_id=ws, q="cap", tag=None, cap=2) == 3  # "more than 2"
