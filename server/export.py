@@ -6,7 +6,8 @@ Rows deleted or added while an export runs may or may not appear; none appears t
 
 CSV cells that a spreadsheet would run as a formula — starting with `=`, `+`, `-`, `@`, a tab or
 a carriage return — get a leading `'` (OWASP "CSV Injection"). A phone number `+1415…` therefore
-reads `'+1415…` in the CSV; NDJSON carries values unchanged. In CSV a list of strings (tags) is
+reads `'+1415…` in the CSV (the importer drops that `'` again: `unneutralise`); NDJSON carries
+values unchanged. In CSV a list of strings (tags) is
 `;`-joined as the importer reads it, other JSON values (attributes) are JSON text.
 """
 
@@ -41,6 +42,11 @@ FetchBatch = Callable[[Row | None, int], Awaitable[Sequence[Row]]]
 def neutralise(cell: str) -> str:
     """A CSV cell a spreadsheet shows as text, never evaluates."""
     return "'" + cell if cell.startswith(FORMULA_START) else cell
+
+
+def unneutralise(cell: str) -> str:
+    """A cell as it was before `neutralise` (the importer reads exported files back)."""
+    return cell[1:] if cell.startswith("'") and cell[1:].startswith(FORMULA_START) else cell
 
 
 def _csv_cell(value: Any) -> Any:

@@ -1,17 +1,18 @@
 """Recording consent and reading it back: one ledger for every channel (DESIGN §9).
 
-`record` is the only writer: under the contact's row lock it appends a `consent` row, moves
-`consent_state` and emits `consent.changed`, all in the caller's transaction. A decision that
-does not change the current state (a second one-click POST, a mail scanner replaying it) writes
-nothing: the ledger shows each change once, with what caused it first."""
+`record` is the writer: under the contact's row lock it appends a `consent` row, moves
+`consent_state` and emits `consent.changed`, all in the caller's transaction; `record_channels`
+is its batch form for imports. A decision that does not change the current state (a second
+one-click POST, a mail scanner replaying it, an import repeated) writes nothing: the ledger shows
+each change once, with what caused it first."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select, tuple_
+from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.consent.models import ALL_SCOPE, Consent, ConsentCurrent, ConsentSource, ConsentState
@@ -129,19 +130,156 @@ async def history(
     return list((await session.execute(stmt.order_by(Consent.id.desc()).limit(limit))).scalars())
 
 
-async def opted_out(session: AsyncSession, keys: Iterable[tuple[int, str]]) -> set[tuple[int, str]]:
-    """Which (contact, channel) pairs are opted out, in one query (the dispatcher asks once per
-    claimed batch). An opt-out at any scope of the channel counts: a message is not routed by
-    sender yet, so the only safe reading of "STOP to one number" is "no marketing on the channel"."""
+async def opted_out_scopes(
+    session: AsyncSession, keys: Iterable[tuple[int, str]]
+) -> dict[tuple[int, str], frozenset[str]]:
+    """The scopes each (contact, channel) pair is opted out at, in one query (the dispatcher asks
+    once per claimed batch); pairs opted out nowhere are absent. `ALL_SCOPE` among them: no
+    marketing on the channel; otherwise none from those senders (`blocks`)."""
     wanted = set(keys)
     if not wanted:
-        return set()
+        return {}
     rows = await session.execute(
-        select(ConsentCurrent.contact_id, ConsentCurrent.channel)
-        .where(
+        select(ConsentCurrent.contact_id, ConsentCurrent.channel, ConsentCurrent.scope).where(
             tuple_(ConsentCurrent.contact_id, ConsentCurrent.channel).in_(list(wanted)),
             ConsentCurrent.state == ConsentState.opted_out.value,
         )
-        .distinct()
     )
-    return {(c, ch) for c, ch in rows.all()}
+    out: dict[tuple[int, str], set[str]] = {}
+    for contact_id, channel, scope in rows.all():
+        out.setdefault((contact_id, channel), set()).add(scope)
+    return {k: frozenset(v) for k, v in out.items()}
+
+
+def blocks(scopes: frozenset[str], sender: str | None) -> bool:
+    """Whether opt-outs at `scopes` forbid marketing sent from `sender` (None: a sender the
+    provider picks, which may be any of the opted-out numbers)."""
+    return bool(scopes) and (ALL_SCOPE in scopes or sender is None or sender in scopes)
+
+
+# -- one word per channel: exports and imports -------------------------------------------------
+
+
+def channel_state(scopes: Mapping[str, str]) -> str | None:
+    """A channel's consent in one word, from its current state per scope: `opted_out` when any
+    scope is (someone who wrote STOP to one of our numbers is not to be messaged by whoever reads
+    an export), else `opted_in` when a decision was recorded, else None."""
+    if not scopes:
+        return None
+    if ConsentState.opted_out.value in scopes.values():
+        return ConsentState.opted_out.value
+    return ConsentState.opted_in.value
+
+
+async def channel_scopes(
+    session: AsyncSession, *, workspace_id: int, contact_ids: Sequence[int]
+) -> dict[tuple[int, str], dict[str, str]]:
+    """The current state per scope of each (contact, channel) of `contact_ids`, in one query."""
+    out: dict[tuple[int, str], dict[str, str]] = {}
+    for contact_id, channel, scope, state, _id in await _current_rows(session, workspace_id, contact_ids):
+        out.setdefault((contact_id, channel), {})[scope] = state
+    return out
+
+
+async def _current_rows(
+    session: AsyncSession, workspace_id: int, contact_ids: Sequence[int]
+) -> list[tuple[int, str, str, str, int]]:
+    if not contact_ids:
+        return []
+    c = ConsentCurrent
+    rows = await session.execute(
+        select(c.contact_id, c.channel, c.scope, c.state, c.id).where(
+            c.workspace_id == workspace_id, c.contact_id.in_(sorted(set(contact_ids)))
+        )
+    )
+    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows.all()]
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelDecision:
+    """`state` for the whole channel (one import row's consent column)."""
+
+    contact_id: int
+    channel: str
+    state: ConsentState
+    evidence: Mapping[str, Any]
+
+
+async def record_channels(
+    session: AsyncSession,
+    *,
+    workspace_id: int,
+    decisions: Sequence[ChannelDecision],
+    source: ConsentSource,
+    actor_id: int | None,
+) -> int:
+    """Bring each contact's channel to the decided `channel_state`, set-wise: one read of the
+    current state, one multi-row INSERT into the ledger, one into `consent_state` and one
+    executemany UPDATE of it, whatever the number of decisions. Returns the ledger rows written.
+
+    A decision the channel already has writes nothing (an import repeated adds no row). Opting out
+    is recorded at `ALL_SCOPE`; opting in lifts every scope opted out (a STOP to one number too),
+    or records `ALL_SCOPE` when the channel has no decision yet. No `consent.changed` event: the
+    caller (the importer) announces its batch once (`import.progress`), not once per contact.
+    The caller holds the contacts' row locks (the importer: new contacts, or read FOR UPDATE), so
+    no `record` for the same contact runs between the read and the writes."""
+    if not decisions:
+        return 0
+    now = utcnow()
+    known: dict[tuple[int, str], dict[str, str]] = {}
+    row_ids: dict[tuple[int, str, str], int] = {}
+    for contact_id, channel, scope, state, row_id in await _current_rows(
+        session, workspace_id, [d.contact_id for d in decisions]
+    ):
+        known.setdefault((contact_id, channel), {})[scope] = state
+        row_ids[(contact_id, channel, scope)] = row_id
+    ledger: list[dict[str, Any]] = []
+    for d in decisions:
+        scopes = known.setdefault((d.contact_id, d.channel), {})
+        if channel_state(scopes) == d.state.value:
+            continue
+        if d.state is ConsentState.opted_out or not scopes:
+            targets = [ALL_SCOPE]
+        else:
+            targets = sorted(s for s, st in scopes.items() if st == ConsentState.opted_out.value)
+        for scope in targets:
+            scopes[scope] = d.state.value  # a later decision for the same channel sees this one
+            ledger.append(
+                {
+                    "workspace_id": workspace_id,
+                    "contact_id": d.contact_id,
+                    "channel": d.channel,
+                    "scope": scope,
+                    "state": d.state.value,
+                    "source": source.value,
+                    "actor_id": actor_id,
+                    "evidence": dict(d.evidence),
+                    "note": None,
+                    "at": now,
+                }
+            )
+    if not ledger:
+        return 0
+    ids = (
+        await session.execute(insert(Consent).returning(Consent.id, sort_by_parameter_order=True), ledger)
+    ).scalars()
+    newest = {  # per contact x channel x scope, the last ledger row written
+        (row["contact_id"], row["channel"], row["scope"]): {
+            k: row[k] for k in ("workspace_id", "contact_id", "channel", "scope", "state", "source", "at")
+        }
+        | {"consent_id": int(i)}
+        for row, i in zip(ledger, ids, strict=True)
+    }
+    moved: list[dict[str, Any]] = []
+    new: list[dict[str, Any]] = []
+    for r in newest.values():
+        current_id = row_ids.get((r["contact_id"], r["channel"], r["scope"]))
+        if current_id is None:
+            new.append(r)
+        else:
+            moved.append({"id": current_id} | {k: r[k] for k in ("state", "source", "consent_id", "at")})
+    if moved:
+        await session.execute(update(ConsentCurrent), moved)
+    if new:
+        await session.execute(insert(ConsentCurrent), new)
+    return len(ledger)

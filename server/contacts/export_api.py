@@ -54,11 +54,13 @@ class MessageExportQuery(Query):
 
 @router.op("GET", "/contacts/export", query=ContactExportQuery, role="agent", media_types=EXPORT_TYPES)
 async def export_contacts(ctx: Ctx[None]) -> Response:
-    """Every contact matching `q` and `tag`, newest first, streamed as CSV or NDJSON."""
+    """Every contact matching `q` and `tag`, newest first, streamed as CSV or NDJSON, with its
+    consent per channel (`opted_in`, `opted_out`, or empty/null when none was recorded)."""
     query: ContactExportQuery = ctx.query
     await _record(ctx, "contacts", {"format": query.format.value, "q": query.q, "tag": query.tag})
     fetch = contacts_export.batches(ctx.reads, workspace_id=ctx.workspace_id, q=query.q, tag=query.tag)
-    return export.response(fetch, contacts_export.COLUMNS, query.format, filename="contacts")
+    columns = contacts_export.columns(query.format)
+    return export.response(fetch, columns, query.format, filename="contacts")
 
 
 @router.op("GET", "/messages/export", query=MessageExportQuery, role="agent", media_types=EXPORT_TYPES)

@@ -6,8 +6,10 @@ extra identity and one finds the contacts its rows match; then every new contact
 once (PostgreSQL: `COPY` with ids taken from the sequence in one statement; SQLite: one multi-row
 INSERT), every update in one executemany, and the audit rows in one more. A created contact gets
 one audit row, `created` = "import #N"; an updated one, as the recorder in `changes.py` would
-write it, a row per changed field with the new version. Events are the caller's: one
-`import.progress` per batch, not one `contact.*` per contact (docs/decisions.md).
+write it, a row per changed field with the new version. Consent columns go to the consent
+ledger in its batch form (`consent.record_channels`: a few statements per batch, nothing for a
+state the contact already has). Events are the caller's: one `import.progress` per batch, not
+one `contact.*` or `consent.changed` per contact (docs/decisions.md).
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from sqlalchemy import String, and_, any_, bindparam, func, insert, or_, select,
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.consent import service as consent
+from server.consent.models import ConsentSource, ConsentState
 from server.contacts.changes import lock_workspace
 from server.contacts.models import Audit, Contact, ContactIdentity
 from server.db import dialect_of, utcnow
@@ -38,6 +42,7 @@ class Rec:
     line: int
     data: dict[str, Any]  # name, email, phone, tags, attributes (normalised as the API does)
     given: frozenset[str]
+    consent: dict[str, ConsentState] = field(default_factory=dict)  # channel -> state, from its columns
 
     def key(self) -> tuple[str, str] | None:
         """What an upsert matches this row by: its email, else its phone."""
@@ -53,6 +58,7 @@ class Outcome:
     created: int = 0
     updated: int = 0
     rejected: list[dict[str, Any]] = field(default_factory=list)  # {"row", "errors"}
+    consent: int = 0  # consent ledger rows written
 
 
 def _reject(out: Outcome, rec: Rec, name: str, message: str) -> None:
@@ -86,6 +92,7 @@ async def write_batch(
     creates: list[Rec] = []
     updates: list[dict[str, Any]] = []
     audit: list[dict[str, Any]] = []
+    kept: list[tuple[Rec, int]] = []  # rows with consent columns, and their contact
     for rec in recs:
         d = rec.data
         email = d["email"].lower() if d["email"] else None
@@ -101,6 +108,8 @@ async def write_batch(
         elif mode == "create":
             _reject(out, rec, "email", TAKEN)
         else:
+            if rec.consent:
+                kept.append((rec, current["id"]))
             change = _changes(current, rec)
             if change:
                 version = current["version"] + 1
@@ -113,6 +122,7 @@ async def write_batch(
         ids = await _writer(session).insert_contacts(session, workspace_id, [r.data for r in creates], now)
         audit += [_audit(workspace_id, i, user_id, "created", None, f"import #{job_id}", 1, now) for i in ids]
         out.created = len(ids)
+        kept += [(r, i) for r, i in zip(creates, ids, strict=True) if r.consent]
     if updates:
         await session.execute(
             update(Contact), [{k: u[k] for k in ("id", *UPDATABLE, "version", "updated_at")} for u in updates]
@@ -120,6 +130,20 @@ async def write_batch(
         out.updated = len(updates)
     if audit:
         await _writer(session).insert_audit(session, audit)
+    if kept:
+        out.consent = await consent.record_channels(
+            session,
+            workspace_id=workspace_id,
+            decisions=[
+                consent.ChannelDecision(
+                    contact_id, channel, state, {"import_job_id": job_id, "line": rec.line}
+                )
+                for rec, contact_id in kept
+                for channel, state in rec.consent.items()
+            ],
+            source=ConsentSource.import_,
+            actor_id=user_id,
+        )
     return out
 
 

@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from sqlalchemy import ColumnElement, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from server.consent.models import ConsentState
 from server.contacts.changes import lock_workspace
 from server.contacts.import_file import CsvRows, ImportRefused, Row, remove
 from server.contacts.import_file import parse_csv as parse_csv
@@ -38,11 +39,19 @@ from server.contacts.schemas import ContactIn
 from server.db import Database, utcnow
 from server.errors import validation_errors
 from server.events.service import emit
+from server.export import unneutralise
 from server.jobs import LeasedJobs, LeaseLost
 
 log = logging.getLogger("switchboard.contacts.import")
 
 KNOWN = ("name", "email", "phone", "tags")
+# Optional consent columns (what the export writes): recorded in the consent ledger, never attributes.
+CONSENT_COLUMNS = {"email_consent": "email", "sms_consent": "sms", "whatsapp_consent": "whatsapp"}
+CONSENT_WORDS = {
+    **dict.fromkeys(("opted_in", "yes", "true", "1", "subscribed"), ConsentState.opted_in),
+    **dict.fromkeys(("opted_out", "no", "false", "0", "unsubscribed"), ConsentState.opted_out),
+}
+CONSENT_HINT = "must be opted_in or opted_out (or yes/no, true/false, 1/0, subscribed/unsubscribed)"
 MAX_REJECTED_KEPT = 10_000  # rejected rows kept per job (the count goes on)
 EVENT_REJECTED_MAX = 100  # rejected rows carried by one progress event (the rest: status endpoint)
 # A job whose lease ran out and whose upload is on no instance that looked is failed after this:
@@ -64,11 +73,23 @@ class TooManyImports(Exception):
     """The workspace already runs as many imports as allowed: try again when one finishes."""
 
 
+class RowRejected(ValueError):
+    """A row that cannot be imported, with its errors (`{"field", "message"}`)."""
+
+    def __init__(self, errors: list[dict[str, str]]) -> None:
+        super().__init__(errors)
+        self.errors = errors
+
+
 def to_contact(row: Row) -> Rec:
-    """The contact fields of a row; raises ValidationError as the API would."""
-    v = row.values
+    """The contact fields and consent of a row; raises RowRejected with every error found. A cell
+    our export neutralised (`'+1415…`) reads as it was, so an export imports back."""
+    v = {k: unneutralise(val) for k, val in row.values.items()}
     tags = [t.strip() for t in v.get("tags", "").replace("|", ";").split(";") if t.strip()]
-    attributes = {k: val for k, val in v.items() if k not in KNOWN and val.strip() != ""}
+    attributes = {
+        k: val for k, val in v.items() if k not in KNOWN and k not in CONSENT_COLUMNS and val.strip() != ""
+    }
+    consent, errors = _consent(v)
     raw = {
         "name": v.get("name", "").strip(),
         "email": v.get("email", "").strip() or None,
@@ -76,9 +97,30 @@ def to_contact(row: Row) -> Rec:
         "tags": tags,
         "attributes": attributes,
     }
-    data = ContactIn.model_validate(raw).model_dump()
+    try:
+        data = ContactIn.model_validate(raw).model_dump()
+    except ValidationError as exc:
+        raise RowRejected(validation_errors(exc) + errors) from None
+    if errors:
+        raise RowRejected(errors)
     given = frozenset(k for k in ("name", "phone", "tags") if raw[k])
-    return Rec(row.line, data, given)
+    return Rec(row.line, data, given, consent)
+
+
+def _consent(values: dict[str, str]) -> tuple[dict[str, ConsentState], list[dict[str, str]]]:
+    """The consent columns of a row: an empty cell changes nothing, an unknown word is an error."""
+    consent: dict[str, ConsentState] = {}
+    errors: list[dict[str, str]] = []
+    for column, channel in CONSENT_COLUMNS.items():
+        word = values.get(column, "").strip()
+        if not word:
+            continue
+        state = CONSENT_WORDS.get(word.lower())
+        if state is None:
+            errors.append({"field": column, "message": f"{CONSENT_HINT}, not {word[:40]!r}"})
+        else:
+            consent[channel] = state
+    return consent, errors
 
 
 @dataclass(slots=True)
@@ -125,8 +167,8 @@ class BatchReader:
             else:
                 try:
                     rec = to_contact(row)
-                except ValidationError as exc:
-                    rejected.append({"row": row.line, "errors": validation_errors(exc)})
+                except RowRejected as exc:
+                    rejected.append({"row": row.line, "errors": exc.errors})
             if rec is not None:
                 key = rec.key()
                 if key is not None and key in keys:

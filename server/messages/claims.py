@@ -44,6 +44,9 @@ class Claimed:
     request_id: str | None = None  # of the API request that created it: the send's log lines carry it
     from_address: str | None = None  # a conversation reply goes out from where the customer wrote to
     category: str = "transactional"  # marketing: consent is checked, email carries List-Unsubscribe
+    # Numbers the recipient opted out of on this channel (marketing only; set by the dispatcher's
+    # consent check): no provider sending from one of them may send it.
+    opted_out_at: frozenset[str] = frozenset()
 
     def change(self, status: MessageStatus, reason: str | None = None) -> AppliedChange:
         return AppliedChange(

@@ -2,8 +2,12 @@
 
 One claim loop takes batches of due messages (see `claims`), checks them against the suppression
 list and, for marketing, the consent ledger and quiet hours (one query per batch each; a message in
-its contact's quiet window goes back to `scheduled` until the window ends, server/consent/quiet.py),
-and starts one send task per message under a semaphore (`dispatcher_concurrency`). A send tries
+its contact's quiet window goes back to `scheduled` until the window ends, server/consent/quiet.py).
+An opt-out of the whole channel ends a marketing message there; one given to a single number (SMS
+STOP) is checked per provider at send time against the number it sends from (`Adapter.sender`):
+a provider sending from that number, or from one it picks itself, is skipped, and a message no
+provider may send ends `suppressed` (`opted_out`) without reaching one. The claim loop then
+starts one send task per message under a semaphore (`dispatcher_concurrency`). A send tries
 the channel's providers by priority, skipping those whose circuit is open or that asked us to wait,
 and keeps each under its send rate. Outcomes are written back in bulk by a flusher, fenced so a
 stale claim cannot overwrite a newer one. Side tasks (claim, flush, reclaim, gauges, listen) run
@@ -33,7 +37,7 @@ from realtime.lifecycle import Supervisor
 from realtime.pglisten import pg_listen
 from server.consent import keywords, quiet
 from server.consent import service as consent
-from server.consent.models import MARKETING
+from server.consent.models import ALL_SCOPE, MARKETING
 from server.consent.tokens import Links, base_url
 from server.conversations.threading import reply_token
 from server.db import utcnow
@@ -67,6 +71,7 @@ MIN_IDLE_S = 0.02
 DB_RETRY_MAX_S = 10.0
 SUPPRESSED_REASON = "address is on the suppression list"
 OPTED_OUT_REASON = "opted_out"  # DESIGN §9: the contact opted out of marketing on the channel
+NO_SCOPES: frozenset[str] = frozenset()
 # Database failures a worker rides out (PostgreSQL restarting, network blip); anything else is a bug.
 TRANSIENT_DB_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
@@ -313,18 +318,23 @@ class Dispatcher:
             if not claimed:
                 return [], {}, wait
             blocked = await self.suppression.suppressed(s, [(m.workspace_id, m.to_address) for m in claimed])
-            opted_out = await consent.opted_out(
+            opted_out = await consent.opted_out_scopes(
                 s, [(m.contact_id, m.channel) for m in claimed if m.category == MARKETING and m.contact_id]
             )
             ready: list[Claimed] = []
             gone: list[Outcome] = []
             for m in claimed:
+                scopes = (
+                    opted_out.get((m.contact_id, m.channel), NO_SCOPES)
+                    if m.category == MARKETING and m.contact_id is not None
+                    else NO_SCOPES
+                )
                 if (m.workspace_id, m.to_address) in blocked:
                     gone.append(Outcome(m, MessageStatus.suppressed, SUPPRESSED_REASON))
-                elif m.category == MARKETING and (m.contact_id, m.channel) in opted_out:
+                elif ALL_SCOPE in scopes:
                     gone.append(Outcome(m, MessageStatus.suppressed, OPTED_OUT_REASON))
                 else:
-                    ready.append(m)
+                    ready.append(dataclasses.replace(m, opted_out_at=scopes) if scopes else m)
             held = await quiet.holds(s, ready, now=utcnow())
             if held:
                 held_ids = {m.id for m, _, _ in held}
@@ -395,9 +405,14 @@ class Dispatcher:
         errors: list[TransientError] = []
         problems: list[str] = []
         wait_hint: float | None = None
+        refused_by_consent = False
+        msg = outgoing(m, self.settings.secret_key, self.links)
         for route in routes:
             if route.adapter is None:
                 problems.append(route.problem or f"provider {route.name!r} is unusable")
+                continue
+            if m.opted_out_at and consent.blocks(m.opted_out_at, route.adapter.sender(msg)):
+                refused_by_consent = True  # the recipient opted out of this route's number
                 continue
             breaker = self.circuits[route.provider_id]
             if not breaker.allow():
@@ -414,10 +429,10 @@ class Dispatcher:
                 if delay > 0:
                     await asyncio.sleep(delay)
             try:
-                result = await route.adapter.send(outgoing(m, self.settings.secret_key, self.links))
+                result = await route.adapter.send(msg)
             except PermanentError as exc:
                 breaker.success()  # it answered: the provider is up, the message is bad
-                sender = m.from_address or str(route.adapter.config.get("from_number") or "")
+                sender = route.adapter.sender(msg) or ""
                 if scope := keywords.provider_opt_out_scope(route.kind, exc.code, sender):
                     # The recipient sent STOP to Twilio: an opt-out, recorded with the outcome.
                     return Outcome(
@@ -471,6 +486,8 @@ class Dispatcher:
             self.stats.deferred += 1
             at = utcnow() + dt.timedelta(seconds=max(wait_hint, 0.05))
             return Outcome(m, MessageStatus.queued, "waiting for a provider", next_attempt_at=at, refund=True)
+        if refused_by_consent:  # no provider was tried: every usable one sends from a number opted out of
+            return Outcome(m, MessageStatus.suppressed, OPTED_OUT_REASON)
         return Outcome(m, MessageStatus.failed, "; ".join(problems))
 
     def _retry_later(self, m: Claimed, reason: str, retry_after: float | None) -> Outcome:
@@ -520,6 +537,8 @@ class Dispatcher:
                 self.stats.failed += 1
             elif c.status == MessageStatus.queued:
                 self.stats.retried += 1
+            elif c.status == MessageStatus.suppressed:  # at send time (claim time counts its own)
+                self.stats.suppressed += 1
         if any(c.status == MessageStatus.queued for c in changes):
             self._wake.set()  # a retry may be due before the next idle timeout
 

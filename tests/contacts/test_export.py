@@ -18,6 +18,10 @@ from server.db import Database, utcnow
 from server.messages.models import Message
 from tests.conftest import ClientFactory
 
+HEADER = (
+    "id,name,email,phone,tags,attributes,created_at,updated_at,email_consent,sms_consent,whatsapp_consent"
+)
+
 
 async def _create(client: httpx.AsyncClient, **fields: Any) -> dict[str, Any]:
     r = await client.post("/api/v1/contacts", json=fields)
@@ -52,7 +56,7 @@ async def test_csv_cells_that_would_run_as_formulas_are_neutralised(make_client:
     assert r.status_code == 200, r.text
     assert r.headers["content-type"].startswith("text/csv")
     assert r.headers["content-disposition"].startswith('attachment; filename="contacts-')
-    assert r.text.splitlines()[0] == "id,name,email,phone,tags,attributes,created_at,updated_at"
+    assert r.text.splitlines()[0] == HEADER
     rows = {row["email"]: row for row in _csv(r)}
     assert rows["eq@example.test"]["name"] == '\'=HYPERLINK("http://evil.test","click")'
     assert rows["eq@example.test"]["phone"] == "'+14155552671"
@@ -89,7 +93,7 @@ async def test_export_follows_q_and_tag_like_the_list(make_client: ClientFactory
             exported = _csv(r) if fmt == "csv" else _ndjson(r)
             assert [int(c["id"]) for c in exported] == [c["id"] for c in listed], (params, fmt)
     r = await agent.get("/api/v1/contacts/export", params={"q": "nobody"})
-    assert r.text == "id,name,email,phone,tags,attributes,created_at,updated_at\r\n"  # a header, no rows
+    assert r.text == HEADER + "\r\n"  # a header, no rows
 
 
 async def test_export_is_for_agents_and_stays_in_the_workspace(make_client: ClientFactory) -> None:

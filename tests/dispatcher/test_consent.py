@@ -45,7 +45,14 @@ async def _opt_out(world: World, contact_id: int, channel: str = "email") -> Non
         )
 
 
-async def _send(world: World, contact_id: int, to: str, category: str, channel: str = "email") -> int:
+async def _send(
+    world: World,
+    contact_id: int,
+    to: str,
+    category: str,
+    channel: str = "email",
+    from_address: str | None = None,
+) -> int:
     now = utcnow()
     async with world.db.transaction() as s:
         mid = (
@@ -57,6 +64,7 @@ async def _send(world: World, contact_id: int, to: str, category: str, channel: 
                     "channel": channel,
                     "category": category,
                     "to_address": to,
+                    "from_address": from_address,
                     "subject": "Hi",
                     "body": "Body",
                     "variables": {},
@@ -211,7 +219,7 @@ async def test_twilio_error_21610_records_an_opt_out_and_the_message_ends_opted_
     assert (m.status, m.reason) == ("suppressed", "opted_out")
     async with world.db.sessions() as s:
         [row] = (await s.execute(select(Consent))).scalars()
-        assert await consent.opted_out(s, [(who, "sms")]) == {(who, "sms")}
+        assert await consent.opted_out_scopes(s, [(who, "sms")]) == {(who, "sms"): {"+15550001111"}}
     assert (row.channel, row.state, row.source) == ("sms", "opted_out", "provider")
     assert row.evidence == {"message_id": mid, "provider": "twilio", "error": "21610"}
     # the next marketing SMS is stopped before it reaches Twilio
@@ -219,3 +227,135 @@ async def test_twilio_error_21610_records_an_opt_out_and_the_message_ends_opted_
     await wait_until(lambda: _settled(world, news))
     assert (await world.get(news)).reason == "opted_out"
     assert _UnsubscribedAtTwilio.sent == ["+14155550123"]
+
+
+NUMBER_A = "+15550000001"
+NUMBER_B = "+15550000002"
+
+
+class _RecordingTwilio(TwilioAdapter):
+    """Twilio accepting every send, keeping (from, to) of each."""
+
+    sent: ClassVar[list[tuple[str, str]]] = []
+
+    async def send(self, msg: OutgoingMessage) -> SendResult:
+        self.sent.append((self.sender(msg) or str(self.config["from_number"]), msg.to))
+        return SendResult(f"SM{len(self.sent)}")
+
+
+async def _twilio(world: World, name: str, from_number: str, priority: int) -> None:
+    async with world.db.transaction() as s:
+        s.add(
+            Provider(
+                workspace_id=world.workspace_id,
+                name=name,
+                kind="twilio",
+                channel="sms",
+                priority=priority,
+                config={"account_sid": "AC" + "0" * 32, "auth_token": "t", "from_number": from_number},
+                webhook_key=name,
+            )
+        )
+
+
+async def _phone_contact(world: World, phone: str) -> int:
+    async with world.db.transaction() as s:
+        c = Contact(workspace_id=world.workspace_id, name=phone, phone=phone, attributes={}, tags=[])
+        s.add(c)
+        await s.flush()
+        return c.id
+
+
+async def _stop(world: World, contact_id: int, scope: str) -> None:
+    async with world.db.transaction() as s:
+        await consent.record(
+            s,
+            workspace_id=world.workspace_id,
+            contact_id=contact_id,
+            channel="sms",
+            state=ConsentState.opted_out,
+            source=ConsentSource.keyword,
+            scope=scope,
+        )
+
+
+async def test_a_stop_to_one_number_blocks_marketing_from_that_number_only_and_stopall_from_every_one(
+    world: World, make_dispatcher: DispatcherFactory
+) -> None:
+    await _twilio(world, "number-a", NUMBER_A, priority=1)
+    await _twilio(world, "number-b", NUMBER_B, priority=2)
+    stopped_at_a = await _phone_contact(world, "+14155550101")
+    stopped_all = await _phone_contact(world, "+14155550102")
+    await _stop(world, stopped_at_a, NUMBER_A)
+    await _stop(world, stopped_all, "all")
+    _RecordingTwilio.sent = []
+    # A is the first choice: the contact who wrote STOP to A gets this one from B instead.
+    news = await _send(world, stopped_at_a, "+14155550101", "marketing", channel="sms")
+    # ...but not one that must go out from A (a reply in the conversation held with A).
+    from_a = await _send(
+        world, stopped_at_a, "+14155550101", "marketing", channel="sms", from_address=NUMBER_A
+    )
+    from_b = await _send(
+        world, stopped_at_a, "+14155550101", "marketing", channel="sms", from_address=NUMBER_B
+    )
+    receipt = await _send(
+        world, stopped_at_a, "+14155550101", "transactional", channel="sms", from_address=NUMBER_A
+    )
+    everywhere = await _send(world, stopped_all, "+14155550102", "marketing", channel="sms")
+    dispatcher = await make_dispatcher(world, adapters={**ADAPTERS, "twilio": _RecordingTwilio})
+    await wait_until(lambda: _settled(world, news, from_a, from_b, receipt, everywhere))
+
+    assert (await world.get(news)).status == "sent"
+    assert (await world.get(from_b)).status == "sent"
+    assert (await world.get(receipt)).status == "sent"
+    for blocked in (from_a, everywhere):
+        m = await world.get(blocked)
+        assert (m.status, m.reason, m.provider_id) == ("suppressed", "opted_out", None)
+    assert await world.history(everywhere) == ["suppressed"]  # STOPALL: stopped at claim time
+    assert sorted(_RecordingTwilio.sent) == sorted(
+        [(NUMBER_B, "+14155550101"), (NUMBER_B, "+14155550101"), (NUMBER_A, "+14155550101")]
+    )
+    assert dispatcher.stats.suppressed == 2
+
+
+async def test_a_stop_to_one_number_blocks_marketing_through_a_messaging_service_that_picks_the_number(
+    world: World, make_dispatcher: DispatcherFactory
+) -> None:
+    await _twilio(world, "service", "MG" + "0" * 32, priority=1)
+    stopped_at_a = await _phone_contact(world, "+14155550103")
+    free = await _phone_contact(world, "+14155550104")
+    await _stop(world, stopped_at_a, NUMBER_A)
+    _RecordingTwilio.sent = []
+    blocked = await _send(world, stopped_at_a, "+14155550103", "marketing", channel="sms")
+    sent = await _send(world, free, "+14155550104", "marketing", channel="sms")
+    await make_dispatcher(world, adapters={**ADAPTERS, "twilio": _RecordingTwilio})
+    await wait_until(lambda: _settled(world, blocked, sent))
+
+    assert ((await world.get(blocked)).status, (await world.get(blocked)).reason) == (
+        "suppressed",
+        "opted_out",
+    )
+    assert (await world.get(sent)).status == "sent"
+    assert [to for _, to in _RecordingTwilio.sent] == ["+14155550104"]
+
+
+async def test_start_at_the_number_lifts_its_stop(world: World, make_dispatcher: DispatcherFactory) -> None:
+    await _twilio(world, "number-a", NUMBER_A, priority=1)
+    who = await _phone_contact(world, "+14155550105")
+    await _stop(world, who, NUMBER_A)
+    async with world.db.transaction() as s:
+        await consent.record(
+            s,
+            workspace_id=world.workspace_id,
+            contact_id=who,
+            channel="sms",
+            state=ConsentState.opted_in,
+            source=ConsentSource.keyword,
+            scope=NUMBER_A,
+        )
+    _RecordingTwilio.sent = []
+    mid = await _send(world, who, "+14155550105", "marketing", channel="sms")
+    await make_dispatcher(world, adapters={**ADAPTERS, "twilio": _RecordingTwilio})
+    await wait_until(lambda: _settled(world, mid))
+    assert (await world.get(mid)).status == "sent"
+    assert _RecordingTwilio.sent == [(NUMBER_A, "+14155550105")]

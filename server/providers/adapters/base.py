@@ -173,6 +173,11 @@ class Adapter(ABC):
     @abstractmethod
     async def send(self, msg: OutgoingMessage) -> SendResult: ...
 
+    def sender(self, msg: OutgoingMessage) -> str | None:
+        """The number `send` sends `msg` from, when known before sending (the dispatcher checks a
+        marketing message against opt-outs given to one number); None when the provider picks it."""
+        return None
+
     async def aclose(self) -> None:
         """Release what the adapter owns (not the shared `http` client)."""
         return None

@@ -104,6 +104,12 @@ class SandboxAdapter(Adapter):
             fields.integer("customer_reply_delay_ms", default=5000, minimum=0, maximum=3_600_000)
             fields.string("customer_number", default=DEFAULT_NUMBER, pattern=r"\+[1-9][0-9]{6,14}")
 
+    def sender(self, msg: OutgoingMessage) -> str | None:
+        """Our number as the simulated customers see it (the one their replies are sent to)."""
+        if msg.channel not in CUSTOMER_CHANNELS:
+            return msg.from_address or None
+        return msg.from_address or str(self.config.get("customer_number") or DEFAULT_NUMBER)
+
     async def send(self, msg: OutgoingMessage) -> SendResult:
         if sink_url := self.config.get("sink_url"):
             await http.post(
@@ -153,7 +159,7 @@ class SandboxAdapter(Adapter):
     def customer_message(self, msg: OutgoingMessage) -> dict[str, str]:
         """What Twilio posts for an incoming message from `msg`'s recipient to our number."""
         prefix = "whatsapp:" if msg.channel == "whatsapp" else ""
-        ours = msg.from_address or str(self.config.get("customer_number") or DEFAULT_NUMBER)
+        ours = self.sender(msg) or DEFAULT_NUMBER
         sid = "SM" + uuid.uuid4().hex
         return {
             "AccountSid": "AC" + "0" * 32,

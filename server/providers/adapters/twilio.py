@@ -43,11 +43,18 @@ class TwilioAdapter(Adapter):
         )
         fields.origin(default=PUBLIC_API)
 
+    def _from(self, msg: OutgoingMessage) -> str:
+        if re.fullmatch(E164, msg.from_address):  # a reply: from the number the customer wrote to
+            return msg.from_address
+        return str(self.config["from_number"])
+
+    def sender(self, msg: OutgoingMessage) -> str | None:
+        sender = self._from(msg)
+        return None if sender.startswith("MG") else sender  # a Messaging Service picks the number
+
     async def send(self, msg: OutgoingMessage) -> SendResult:
         sid = self.config["account_sid"]
-        sender = self.config["from_number"]
-        if re.fullmatch(E164, msg.from_address):  # a reply: from the number the customer wrote to
-            sender = msg.from_address
+        sender = self._from(msg)
         form = {"To": msg.to, "Body": msg.body}
         if self.webhook_url:
             # Our id in the (signed) callback URL lets a status callback that races ahead of the
