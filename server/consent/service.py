@@ -176,23 +176,38 @@ async def channel_scopes(
 ) -> dict[tuple[int, str], dict[str, str]]:
     """The current state per scope of each (contact, channel) of `contact_ids`, in one query."""
     out: dict[tuple[int, str], dict[str, str]] = {}
-    for contact_id, channel, scope, state, _id in await _current_rows(session, workspace_id, contact_ids):
+    for contact_id, channel, scope, state, _id, _source in await _current_rows(
+        session, workspace_id, contact_ids
+    ):
         out.setdefault((contact_id, channel), {})[scope] = state
     return out
 
 
 async def _current_rows(
     session: AsyncSession, workspace_id: int, contact_ids: Sequence[int]
-) -> list[tuple[int, str, str, str, int]]:
+) -> list[tuple[int, str, str, str, int, str]]:
     if not contact_ids:
         return []
     c = ConsentCurrent
     rows = await session.execute(
-        select(c.contact_id, c.channel, c.scope, c.state, c.id).where(
+        select(c.contact_id, c.channel, c.scope, c.state, c.id, c.source).where(
             c.workspace_id == workspace_id, c.contact_id.in_(sorted(set(contact_ids)))
         )
     )
-    return [(r[0], r[1], r[2], r[3], r[4]) for r in rows.all()]
+    return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows.all()]
+
+
+# Opt-outs the contact made themselves: a file saying "opted_in" does not undo them (an old list
+# re-imported must not re-subscribe someone who has since unsubscribed or sent STOP).
+CONTACTS_OWN = frozenset(
+    s.value
+    for s in (
+        ConsentSource.link,
+        ConsentSource.list_unsubscribe_post,
+        ConsentSource.keyword,
+        ConsentSource.provider,
+    )
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,8 +233,9 @@ async def record_channels(
     executemany UPDATE of it, whatever the number of decisions. Returns the ledger rows written.
 
     A decision the channel already has writes nothing (an import repeated adds no row). Opting out
-    is recorded at `ALL_SCOPE`; opting in lifts every scope opted out (a STOP to one number too),
-    or records `ALL_SCOPE` when the channel has no decision yet. No `consent.changed` event: the
+    is recorded at `ALL_SCOPE`; opting in lifts every scope opted out by the business (an agent, the
+    API, an import) but never one the contact made (`CONTACTS_OWN`: an unsubscribe link, one-click,
+    a STOP keyword, the provider's opt-out), or records `ALL_SCOPE` when the channel has no decision yet. No `consent.changed` event: the
     caller (the importer) announces its batch once (`import.progress`), not once per contact.
     The caller holds the contacts' row locks (the importer: new contacts, or read FOR UPDATE), so
     no `record` for the same contact runs between the read and the writes."""
@@ -228,11 +244,14 @@ async def record_channels(
     now = utcnow()
     known: dict[tuple[int, str], dict[str, str]] = {}
     row_ids: dict[tuple[int, str, str], int] = {}
-    for contact_id, channel, scope, state, row_id in await _current_rows(
+    own: set[tuple[int, str, str]] = set()  # opted out by the contact: stays so
+    for contact_id, channel, scope, state, row_id, by in await _current_rows(
         session, workspace_id, [d.contact_id for d in decisions]
     ):
         known.setdefault((contact_id, channel), {})[scope] = state
         row_ids[(contact_id, channel, scope)] = row_id
+        if state == ConsentState.opted_out.value and by in CONTACTS_OWN:
+            own.add((contact_id, channel, scope))
     ledger: list[dict[str, Any]] = []
     for d in decisions:
         scopes = known.setdefault((d.contact_id, d.channel), {})
@@ -241,7 +260,11 @@ async def record_channels(
         if d.state is ConsentState.opted_out or not scopes:
             targets = [ALL_SCOPE]
         else:
-            targets = sorted(s for s, st in scopes.items() if st == ConsentState.opted_out.value)
+            targets = sorted(
+                s
+                for s, st in scopes.items()
+                if st == ConsentState.opted_out.value and (d.contact_id, d.channel, s) not in own
+            )
         for scope in targets:
             scopes[scope] = d.state.value  # a later decision for the same channel sees this one
             ledger.append(

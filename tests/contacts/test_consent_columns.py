@@ -143,7 +143,7 @@ async def test_entries_say_import_job_and_importer_and_a_repeated_import_adds_no
     assert await ledger_rows(db) == 4  # the agent's opt-out, and the import's email opt-in
 
 
-async def test_an_import_sees_a_stop_given_to_one_number_and_opting_in_lifts_it(
+async def test_an_import_sees_a_stop_given_to_one_number_and_never_lifts_it(
     app: Any, client: httpx.AsyncClient
 ) -> None:
     await _import(app, client, b"name,email\nAda,ada@x.test\n")
@@ -151,9 +151,23 @@ async def test_an_import_sees_a_stop_given_to_one_number_and_opting_in_lifts_it(
     await _stop_at(app, ada.id, NUMBER_A)
     await _import(app, client, b"email,sms_consent\nada@x.test,opted_out\n")
     assert await ledger_rows(app.state.services.db) == 1  # opted out already (at one number)
+    # An old list saying "opted_in" does not re-subscribe someone who sent STOP (nor does it again).
+    for _ in range(2):
+        await _import(app, client, b"email,sms_consent\nada@x.test,opted_in\n")
+        assert await _current(app, ada.id) == {("sms", NUMBER_A): "opted_out"}
+        assert await ledger_rows(app.state.services.db) == 1
+
+
+async def test_an_import_lifts_an_opt_out_the_business_recorded_but_not_the_contacts_own(
+    app: Any, client: httpx.AsyncClient
+) -> None:
+    await _import(app, client, b"name,email\nAda,ada@x.test\n")
+    ada = (await _by_email(app))["ada@x.test"]
+    await _stop_at(app, ada.id, NUMBER_A)  # the contact's STOP to one number
+    r = await client.post(f"/api/v1/contacts/{ada.id}/consent", json={"channel": "sms", "state": "opted_out"})
+    assert r.status_code == 201  # an agent's opt-out for every number
     await _import(app, client, b"email,sms_consent\nada@x.test,opted_in\n")
-    assert await _current(app, ada.id) == {("sms", NUMBER_A): "opted_in"}
-    assert await ledger_rows(app.state.services.db) == 2
+    assert await _current(app, ada.id) == {("sms", NUMBER_A): "opted_out", ("sms", "all"): "opted_in"}
 
 
 async def _consent_world(app: Any, client: httpx.AsyncClient) -> dict[str, int]:
