@@ -108,7 +108,9 @@ async def logout(request: Request) -> Response:
     token = request.cookies.get(REFRESH_COOKIE)
     if token:
         async with services(request).db.transaction() as s:
-            await auth_service.revoke_token(s, token=token)
+            family = await auth_service.revoke_token(s, token=token)
+        if family is not None:
+            await services(request).access_ended(session_ids=[family])
     response = RedirectResponse("/login", status_code=303)
     clear_session_cookies(response)
     return response
