@@ -6,8 +6,9 @@ and its ops are budgeted.
   Each is asked again every `ws_access_recheck_s`, and no later than the token's expiry; when
   access is gone a socket is closed with 4401 (the browser renews its session and resumes with
   `after`), a stream ends with an `error` event and a long-poll answers 401. One sweep serves
-  every socket of the process (a timer per socket would cost memory on every idle one); a
-  failing check (the database is down) keeps the connection and asks again next sweep.
+  every socket, stream and waiting long-poll of the process (`Live`; a timer per connection would
+  cost memory on every idle one); a failing check (the database is down) keeps the connection and
+  asks again next sweep.
 - **Revocation.** The sweep is the fallback; a revocation does not wait for it. The server calls
   `Realtime.access_ended(...)` after committing one (a key revoked, a sign-in or all of a user's
   sign-ins ended, a user deactivated); that sends an `access` note on the hub's one subscription
