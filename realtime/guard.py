@@ -6,8 +6,17 @@ and its ops are budgeted.
   Each is asked again every `ws_access_recheck_s`, and no later than the token's expiry; when
   access is gone a socket is closed with 4401 (the browser renews its session and resumes with
   `after`), a stream ends with an `error` event and a long-poll answers 401. One sweep serves
-  every socket of the process (a timer per socket would cost memory on every idle one); a
-  failing check (the database is down) keeps the connection and asks again next sweep.
+  every socket, stream and waiting long-poll of the process (`Live`; a timer per connection would
+  cost memory on every idle one); a failing check (the database is down) keeps the connection and
+  asks again next sweep.
+- **Revocation.** The sweep is the fallback; a revocation does not wait for it. The server calls
+  `Realtime.access_ended(...)` after committing one (a key revoked, a sign-in or all of a user's
+  sign-ins ended, a user deactivated); that sends an `access` note on the hub's one subscription
+  to every process (this one included). Each process marks its connections whose `marks` (the
+  identities behind them, taken from the caller at accept: `key:7`, `user:3`, `session:<family>`)
+  meet the note's as due now and wakes the sweep, which asks the database and closes exactly those
+  whose access is gone, through the same close path. A note is a hint, never the authority: a
+  lost one costs at most one interval, a needless one costs one check.
 - **Ops.** A socket has a small local token bucket for every op and one for replays (a
   `subscribe` whose `after` is behind the head reads the log); `presence` and `subscribe`
   also spend the caller's budget across sockets (`OpBudget`, the server's rate-limit engine).
@@ -17,15 +26,18 @@ and its ops are budgeted.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Protocol
+
+import orjson
 
 from realtime.types import Caller
 
 if TYPE_CHECKING:
     from realtime.service import Realtime
-    from realtime.websocket import Connection
 
 log = logging.getLogger("switchboard.realtime")
 
@@ -35,6 +47,40 @@ POLICY_CODE = 1008
 TOO_BIG_CODE = 1009
 SWEEP_STEP_S = 1.0  # how often the sweep looks for connections due a check
 PATIENCE = 3  # ops refused in a row answered with an error frame; the next one closes the socket
+ACCESS_NOTE = "access"  # the kind of backend note that says "these identities lost access"
+
+
+def marks(
+    *, api_key_id: int | None = None, user_id: int | None = None, session_ids: Iterable[str] = ()
+) -> frozenset[str]:
+    """The identities a revocation names (or a connection stands on), as plain strings."""
+    out = {f"session:{s}" for s in session_ids}
+    if api_key_id is not None:
+        out.add(f"key:{api_key_id}")
+    if user_id is not None:
+        out.add(f"user:{user_id}")
+    return frozenset(out)
+
+
+def marks_of(caller: Caller) -> frozenset[str]:
+    """What a connection stands on: its API key, or its user and sign-in (refresh family)."""
+    key_id = getattr(caller, "api_key_id", None)
+    if key_id is not None:
+        return marks(api_key_id=key_id)
+    session_id = getattr(caller, "session_id", None)
+    return marks(user_id=caller.user_id, session_ids=(session_id,) if session_id else ())
+
+
+class Live(Protocol):
+    """A connection the sweep looks after: a WebSocket, an SSE stream or a waiting long-poll."""
+
+    caller: Caller
+    marks: frozenset[str]
+    due: float  # loop time of its next access check
+
+    @property
+    def over(self) -> bool: ...
+    def end(self, code: int, reason: str) -> None: ...
 
 
 class Allowance:
@@ -79,14 +125,31 @@ async def still_allowed(rt: Realtime, caller: Caller) -> bool:
         return True
 
 
+def live(rt: Realtime) -> list[Live]:
+    return [*rt.connections, *rt.streams]
+
+
+def access_ended(rt: Realtime, data: bytes) -> None:
+    """An `access` note: connections standing on a named identity are due a check now (the
+    sweep, woken here, does the closing)."""
+    named = frozenset(orjson.loads(data))
+    hit = 0
+    for conn in live(rt):
+        if conn.marks & named and not conn.over:
+            conn.due = 0.0
+            hit += 1
+    if hit:
+        rt.recheck_now.set()
+
+
 async def recheck_due(rt: Realtime) -> int:
-    """Ask again for every socket that is due; close those whose access is gone. Returns how
-    many were closed. Sockets of the same caller share one check."""
+    """Ask again for every connection that is due; close those whose access is gone. Returns how
+    many were closed. Connections of the same caller share one check."""
     loop = asyncio.get_running_loop()
     now = loop.time()
-    due: dict[Caller, list[Connection]] = {}
-    for conn in list(rt.connections):
-        if conn.due <= now and not conn.sink.closed:
+    due: dict[Caller, list[Live]] = {}
+    for conn in live(rt):
+        if conn.due <= now and not conn.over:
             due.setdefault(conn.caller, []).append(conn)
     closed = 0
     interval = rt.settings.ws_access_recheck_s
@@ -102,9 +165,13 @@ async def recheck_due(rt: Realtime) -> int:
 
 
 async def recheck_forever(rt: Realtime) -> None:
+    """The sweep: every step, or at once when an `access` note marked connections due."""
     step = min(SWEEP_STEP_S, rt.settings.ws_access_recheck_s)
     while True:
-        await asyncio.sleep(step)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(step):
+                await rt.recheck_now.wait()
+        rt.recheck_now.clear()
         try:
             await recheck_due(rt)
         except Exception:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING
 
 import orjson
@@ -13,7 +13,7 @@ from starlette.responses import Response, StreamingResponse
 
 from realtime import access, guard
 from realtime.subscriber import LongPollSink, QueueSink
-from realtime.types import Event
+from realtime.types import Caller, Event
 
 if TYPE_CHECKING:
     from realtime.service import Realtime
@@ -37,6 +37,42 @@ def signed_out() -> Response:
     )
 
 
+class Stream:
+    """An SSE stream or a waiting long-poll, as the access sweep sees it (`guard.Live`)."""
+
+    __slots__ = ("caller", "due", "ended", "marks", "sink")
+
+    def __init__(self, rt: Realtime, caller: Caller, sink: QueueSink | LongPollSink) -> None:
+        self.caller = caller
+        self.marks = guard.marks_of(caller)
+        self.due = asyncio.get_running_loop().time() + guard.next_check_in(
+            caller, rt.settings.ws_access_recheck_s
+        )
+        self.sink = sink
+        self.ended = False  # access is gone: the stream ends with an error, the long-poll with 401
+
+    @property
+    def over(self) -> bool:
+        return self.ended or bool(self.sink.closed)
+
+    def end(self, code: int, reason: str) -> None:
+        self.ended = True
+        self.sink.cut(reason, code)
+        if isinstance(self.sink, LongPollSink):
+            self.sink.ready.set()
+
+
+@contextlib.contextmanager
+def watched(rt: Realtime, caller: Caller, sink: QueueSink | LongPollSink) -> Iterator[Stream]:
+    """`sink` in the access sweep (and reachable by revocation notes) while the block runs."""
+    stream = Stream(rt, caller, sink)
+    rt.streams.add(stream)
+    try:
+        yield stream
+    finally:
+        rt.streams.discard(stream)
+
+
 def _topics(request: Request) -> list[str]:
     return [p for p in request.query_params.get("topics", "").split(",") if p.strip()]
 
@@ -45,8 +81,6 @@ async def longpoll(rt: Realtime, request: Request) -> Response:
     caller = await rt.authenticate(request)
     if not await guard.still_allowed(rt, caller):
         return signed_out()
-    loop = asyncio.get_running_loop()
-    started = loop.time()
     try:
         after = access.parse_after(request.query_params.get("after"))
         raw_timeout = request.query_params.get("timeout")
@@ -67,17 +101,17 @@ async def longpoll(rt: Realtime, request: Request) -> Response:
             orjson.dumps({"resync": True, "events": [], "last_id": head}), media_type="application/json"
         )
     sink = LongPollSink(caller.workspace_id, topics, max_events=MAX_EVENTS)
-    try:
-        await rt.hub.subscribe(sink, after)
-        if not sink.events and timeout > 0:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await sink.ready.wait()
-    finally:
-        rt.hub.unsubscribe(sink)
-    if loop.time() - started >= guard.next_check_in(caller, rt.settings.ws_access_recheck_s):
-        if not await guard.still_allowed(rt, caller):
-            return signed_out()
+    with watched(rt, caller, sink) as watch:
+        try:
+            await rt.hub.subscribe(sink, after)
+            if not sink.events and timeout > 0 and not watch.ended:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await sink.ready.wait()
+        finally:
+            rt.hub.unsubscribe(sink)
+    if watch.ended:
+        return signed_out()
     events = sink.events
     last_id = events[-1].id if events else sink.floor
     body = b'{"events":[%s],"last_id":%d}' % (b",".join(e.payload for e in events), last_id)
@@ -98,11 +132,8 @@ async def stream(rt: Realtime, request: Request) -> Response:
         topics, after = None, None
     sink = QueueSink(caller.workspace_id, topics or frozenset(), limit=rt.settings.ws_send_buffer)
     ping_s = rt.settings.ws_ping_interval_s
-    recheck_s = rt.settings.ws_access_recheck_s
 
     async def body() -> AsyncIterator[bytes]:
-        loop = asyncio.get_running_loop()
-        due = loop.time() + guard.next_check_in(caller, recheck_s)
         yield b"retry: %d\n\n" % SSE_RETRY_MS
         if topics is None:
             yield b'event: resync\ndata: {"type":"resync"}\n\n'
@@ -110,25 +141,18 @@ async def stream(rt: Realtime, request: Request) -> Response:
         # Replays wait for room in the queue, which this generator drains: run them beside it.
         attach = asyncio.create_task(rt.hub.subscribe(sink, after))
         try:
-            while True:
-                items = await sink.get(max(0.0, min(ping_s, due - loop.time())))
-                if attach.done() and attach.exception() is not None:
-                    return
-                if loop.time() >= due:
-                    if not await guard.still_allowed(rt, caller):
-                        yield (
-                            b'event: error\ndata: {"type":"error","detail":"%s"}\n\n'
-                            % guard.SIGNED_OUT.encode()
-                        )
+            with watched(rt, caller, sink):  # the access sweep cuts the sink when access is gone
+                while True:
+                    items = await sink.get(ping_s)
+                    if attach.done() and attach.exception() is not None:
                         return
-                    due = loop.time() + guard.next_check_in(caller, recheck_s)
-                if sink.closed:
-                    yield b'event: error\ndata: {"type":"error","detail":"%s"}\n\n' % sink.closed.encode()
-                    return
-                if not items:
-                    yield b": ping\n\n"
-                    continue
-                yield b"".join(i.sse if isinstance(i, Event) else i for i in items)
+                    if sink.closed:
+                        yield b'event: error\ndata: {"type":"error","detail":"%s"}\n\n' % sink.closed.encode()
+                        return
+                    if not items:
+                        yield b": ping\n\n"
+                        continue
+                    yield b"".join(i.sse if isinstance(i, Event) else i for i in items)
         finally:
             attach.cancel()
             rt.hub.unsubscribe(sink)

@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+from collections.abc import Iterable
 from typing import Any, Protocol
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
@@ -97,6 +99,9 @@ class Realtime:
         self.hub = Hub(self.reader or db, self.backend, log=log)
         self.presence = Presence(db, MemoryStore(), log=log, ttl_s=settings.presence_ttl_s, on_emit=self.poke)
         self.connections: set[websocket.Connection] = set()
+        self.streams: set[http.Stream] = set()  # SSE streams and waiting long-polls
+        self.recheck_now = asyncio.Event()  # wakes the access sweep (a revocation note arrived)
+        self.hub.on_note(guard.ACCESS_NOTE, lambda data: guard.access_ended(self, data))
         self.supervisor = Supervisor("realtime")
 
     def health(self) -> dict[str, str]:
@@ -107,6 +112,22 @@ class Realtime:
         if self.relay is not None:
             out.update(self.relay.supervisor.health())
         return out
+
+    async def access_ended(
+        self, *, api_key_id: int | None = None, user_id: int | None = None, session_ids: Iterable[str] = ()
+    ) -> None:
+        """Call after committing a revocation (a key, sign-ins, a user): every process, this one
+        included, checks the connections standing on it at once instead of at the next sweep.
+        Never raises: the revocation is committed, and the sweep is the fallback."""
+        named = guard.marks(api_key_id=api_key_id, user_id=user_id, session_ids=session_ids)
+        if not named:
+            return
+        try:
+            await self.backend.note(guard.ACCESS_NOTE, orjson.dumps(sorted(named)))
+        except Exception:
+            log.warning(
+                "announcing a revocation failed; its connections close at their next check", exc_info=True
+            )
 
     def poke(self, workspace_id: int | None = None) -> None:
         """Call after committing events to publish them at once (PostgreSQL also NOTIFYs)."""

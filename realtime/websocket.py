@@ -69,6 +69,7 @@ class Connection:
         "asgi_send",
         "caller",
         "due",
+        "marks",
         "ops",
         "presence",
         "receive",
@@ -86,6 +87,7 @@ class Connection:
         self.asgi_send = send
         self.caller = caller
         self.workspace_id = caller.workspace_id
+        self.marks = guard.marks_of(caller)  # what a revocation names to close it (guard.access_ended)
         s = rt.settings
         # When the caller's access is asked again (loop time; see realtime.guard).
         self.due = asyncio.get_running_loop().time() + guard.next_check_in(caller, s.ws_access_recheck_s)
@@ -111,6 +113,10 @@ class Connection:
             self.sink.send_frame(ws_text_frame(payload))
         else:
             self.sink.send_frame(payload)
+
+    @property
+    def over(self) -> bool:
+        return bool(self.sink.closed)
 
     def end(self, code: int, reason: str) -> None:
         """Close the socket with `code` (from any task): the serving loop then ends."""

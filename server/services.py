@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -91,6 +92,16 @@ class Services:
     def reads(self) -> Database:
         """Where long reads that may lag a little go (reports, exports): the replica, else `db`."""
         return self.replica or self.db
+
+    async def access_ended(
+        self, *, api_key_id: int | None = None, user_id: int | None = None, session_ids: Iterable[str] = ()
+    ) -> None:
+        """After committing a revocation (a key, one or more sign-ins, every sign-in of a user):
+        the sockets, streams and long-polls standing on it end now on every instance, not at
+        their next access check (realtime/guard.py). A process without the realtime layer holds
+        no connections, and the others' checks are the fallback."""
+        if self.realtime is not None:
+            await self.realtime.access_ended(api_key_id=api_key_id, user_id=user_id, session_ids=session_ids)
 
     def poke(self, workspace_id: int | None = None) -> None:
         """After committing events in this process: publish them now (the relay's fast path)."""

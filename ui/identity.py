@@ -105,6 +105,7 @@ async def revoke_session(request: Request, v: Viewer) -> Response:
     async with services(request).db.transaction() as s:
         if not await sessions.revoke_sessions(s, user_id=v.user.id, family_id=family):
             raise Problem(404, "No such session.")
+    await services(request).access_ended(session_ids=[family])
     return RedirectResponse("/login" if family == v.principal.session_id else "/sessions", status_code=303)
 
 
@@ -112,6 +113,7 @@ async def revoke_session(request: Request, v: Viewer) -> Response:
 async def revoke_all_sessions(request: Request, v: Viewer) -> Response:
     async with services(request).db.transaction() as s:
         await sessions.revoke_sessions(s, user_id=v.user.id)
+    await services(request).access_ended(user_id=v.user.id)
     return RedirectResponse("/login", status_code=303)
 
 

@@ -1,7 +1,10 @@
 """Sign in and out from the browser: the same auth service and cookies as `/api/v1/auth/*`,
-with a double-submit CSRF token on both forms."""
+with a double-submit CSRF token on every form. Single sign-on starts from here too: by workspace
+short name (`?workspace=`) or by email domain ("Continue with SSO", `POST /login/sso`)."""
 
 from __future__ import annotations
+
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -16,15 +19,21 @@ from server.auth.tokens import AccessClaims
 from server.errors import Problem
 from server.sessions import service as sessions
 from server.sso import service as sso_service
-from server.sso.flow import login_option
+from server.sso.flow import login_hint, login_option
 from server.validators import contains_nul
 from ui.web import CSP, ensure_csrf_cookie, env, principal_or_none, renew, safe_next, services
 
 
 def _login_page(
-    request: Request, *, error: str = "", email: str = "", status: int = 200, sso: object = None
+    request: Request,
+    *,
+    error: str = "",
+    email: str = "",
+    status: int = 200,
+    sso: object = None,
+    next_url: str | None = None,
 ) -> Response:
-    next_url = safe_next(request.query_params.get("next"))
+    next_url = safe_next(next_url or request.query_params.get("next"))
     response = Response(status_code=status, media_type="text/html")
     csrf = ensure_csrf_cookie(request, response)
     html = env.get_template("login.html").render(
@@ -40,7 +49,8 @@ def _login_page(
 async def login_form(request: Request) -> Response:
     if principal_or_none(request) is not None:
         return RedirectResponse(safe_next(request.query_params.get("next")), status_code=303)
-    return _login_page(request, sso=await login_option(request))
+    hint = login_hint(request.query_params.get("login_hint"))  # from "Continue with SSO"
+    return _login_page(request, sso=await login_option(request), email=hint or "")
 
 
 async def login(request: Request) -> Response:
@@ -76,6 +86,50 @@ async def login(request: Request) -> Response:
     return await signed_in(request, user, str(form.get("next", "/")))
 
 
+async def sso_by_email(request: Request) -> Response:
+    """`POST /login/sso` ("Continue with SSO"): the login page of the one workspace whose allowed
+    domains hold the email's domain ("Sign in with <name>", the email passed on as `login_hint`).
+    Says no more than "no single sign-on for this domain" otherwise, and refuses to choose when
+    several workspaces claim it. Each lookup spends a token of the address's failed-sign-in bucket.
+
+    Not a redirect straight to the provider: the page's CSP (`form-action 'self'`) also governs
+    the redirects that follow a form submission, and the browser would block the provider's origin
+    (docs/decisions.md)."""
+    form = await request.form()
+    email = str(form.get("email", "")).strip()[:254]
+    next_url = str(form.get("next", "/"))
+    try:
+        check_csrf(request, str(form.get("csrf_token", "")))
+    except Problem:
+        return _login_page(
+            request, error="The form expired; please try again.", status=403, next_url=next_url
+        )
+    domain = None if contains_nul(email) else sso_service.email_domain(email)
+    if domain is None:
+        error = "Enter your work email address (such as you@example.com) to continue with single sign-on."
+        return _login_page(request, error=error, status=422, next_url=next_url)
+    svc = services(request)
+    refused = await signin_limits.spend_lookup(svc, address=signin_limits.client_address(request))
+    if refused is not None:
+        return _login_page(request, error=signin_limits.wait_message(refused), status=429, next_url=next_url)
+    async with svc.db.transaction() as s:
+        found = await sso_service.configs_for_domain(s, domain=domain)
+    if not found:
+        error = (
+            f"There is no single sign-on for {domain}. Sign in with your password, or ask your administrator."
+        )
+        return _login_page(request, error=error, email=email, status=404, next_url=next_url)
+    if len(found) > 1:
+        error = (
+            f"More than one workspace has set up single sign-on for {domain}, so Switchboard will not"
+            " choose one for you: enter your workspace's short name below, or ask your administrator."
+        )
+        return _login_page(request, error=error, status=409, next_url=next_url)
+    workspace, _cfg = found[0]
+    query = urlencode({"workspace": workspace.slug, "next": safe_next(next_url), "login_hint": email})
+    return RedirectResponse(f"/login?{query}", status_code=303)
+
+
 async def signed_in(request: Request, user: User, next_url: str, *, method: str = "password") -> Response:
     """Sign `user` in on this browser: a new sign-in (refresh-token family, with the device), an
     access token naming it, the session cookies, the `auth.login` audit entry, and a redirect to
@@ -108,7 +162,9 @@ async def logout(request: Request) -> Response:
     token = request.cookies.get(REFRESH_COOKIE)
     if token:
         async with services(request).db.transaction() as s:
-            await auth_service.revoke_token(s, token=token)
+            family = await auth_service.revoke_token(s, token=token)
+        if family is not None:
+            await services(request).access_ended(session_ids=[family])
     response = RedirectResponse("/login", status_code=303)
     clear_session_cookies(response)
     return response
@@ -134,6 +190,7 @@ async def refresh(request: Request) -> Response:
 routes = [
     Route("/login", login_form, methods=["GET"]),
     Route("/login", login, methods=["POST"]),
+    Route("/login/sso", sso_by_email, methods=["POST"]),
     Route("/logout", logout, methods=["POST"]),
     Route("/session/refresh", refresh, methods=["POST"]),
 ]

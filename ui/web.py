@@ -116,6 +116,7 @@ async def renew(request: Request) -> tuple[Principal, Renewed] | None:
     if not token:
         return None
     svc = services(request)
+    reused: str | None = None
     async with svc.db.transaction() as s:
         try:
             issued = await auth_service.rotate_refresh(
@@ -125,8 +126,12 @@ async def renew(request: Request) -> tuple[Principal, Renewed] | None:
                 user_agent=request.headers.get("user-agent"),
                 ip=request.client.host if request.client else None,
             )
+        except auth_service.RefreshReused as exc:
+            issued, reused = None, exc.family_id  # caught inside, so the family's revocation is committed
         except auth_service.AuthError:
             issued = None
+    if reused is not None:
+        await svc.access_ended(session_ids=[reused])
     if issued is None:
         return None
     user = issued.user

@@ -104,12 +104,13 @@ async def revoke(ctx: Ctx[Any], key_id: int) -> ApiKey:
             target=f"api_key:{key.id}",
             details={"name": key.name, "prefix": key.prefix},
         )
+    await ctx.services.access_ended(api_key_id=key.id)
     return key
 
 
 @router.op("DELETE", "/api-keys/{key_id}", status=204, role="admin", responses={404: "not found"})
 async def delete(ctx: Ctx[None]) -> Response:
-    """Revoke a key: refused at once by every instance; its open sockets and streams are closed
-    at their next access check."""
+    """Revoke a key: refused at once by every instance, and its open sockets, streams and
+    long-polls on every instance are closed at once."""
     await revoke(ctx, ctx.path_int("key_id"))
     return Response(status_code=204)

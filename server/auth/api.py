@@ -137,6 +137,7 @@ async def login(ctx: Ctx[LoginIn]) -> Response:
 async def refresh(ctx: Ctx[RefreshIn]) -> Response:
     """Spend a refresh token for a new pair. Reusing a spent token revokes its whole family."""
     settings = ctx.services.settings
+    reused: str | None = None
     async with ctx.db.transaction() as s:
         try:
             device = sessions.Device.of(ctx.request)
@@ -147,8 +148,12 @@ async def refresh(ctx: Ctx[RefreshIn]) -> Response:
                 user_agent=device.user_agent,
                 ip=device.ip,
             )
+        except service.RefreshReused as exc:
+            issued, reused = None, exc.family_id  # caught inside, so the family's revocation is committed
         except service.AuthError:
-            issued = None  # caught inside, so a reuse's revocation of the family is committed
+            issued = None
+    if reused is not None:
+        await ctx.services.access_ended(session_ids=[reused])
     if issued is None:
         raise Problem(401, "The refresh token is invalid, expired or already used.")
     return _pair_response(ctx.request, issued.user, issued.token, issued.family_id)
@@ -164,7 +169,9 @@ async def logout(ctx: Ctx[LogoutIn]) -> Response:
     token = token or ctx.request.cookies.get(REFRESH_COOKIE)
     if token:
         async with ctx.db.transaction() as s:
-            await service.revoke_token(s, token=token)
+            family = await service.revoke_token(s, token=token)
+        if family is not None:
+            await ctx.services.access_ended(session_ids=[family])
     response = Response(status_code=204)
     clear_session_cookies(response)
     return response
@@ -295,4 +302,6 @@ async def patch_user(ctx: Ctx[UserPatch]) -> UserFullOut:
                 await sessions.revoke_sessions(s, user_id=user.id)
             action = "user.reactivated" if b.is_active else "user.deactivated"
             audit.record(s, workspace_id=ctx.workspace_id, actor=actor, action=action, target=target, ip=ip)
+    if not user.is_active:
+        await ctx.services.access_ended(user_id=user.id)
     return UserFullOut.model_validate(user)

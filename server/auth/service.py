@@ -19,6 +19,14 @@ class AuthError(Exception):
     pass
 
 
+class RefreshReused(AuthError):
+    """A refresh token spent twice: its whole family (`family_id`) has just been revoked."""
+
+    def __init__(self, family_id: str) -> None:
+        super().__init__("refresh token reused")
+        self.family_id = family_id
+
+
 class DuplicateEmail(Exception):
     pass
 
@@ -138,7 +146,7 @@ async def rotate_refresh(
     )
     if spent.first() is None:
         await revoke_family(session, family_id=row.family_id)
-        raise AuthError("refresh token reused")
+        raise RefreshReused(row.family_id)
     user = await session.get(User, row.user_id)
     if user is None or not user.is_active:
         raise AuthError("invalid refresh token")
@@ -174,10 +182,13 @@ async def revoke_family(session: AsyncSession, *, family_id: str) -> None:
     )
 
 
-async def revoke_token(session: AsyncSession, *, token: str) -> None:
+async def revoke_token(session: AsyncSession, *, token: str) -> str | None:
+    """Sign out: revoke the family of a refresh token; returns it (None: no such token)."""
     row = await session.get(RefreshToken, _digest(token))
-    if row is not None:
-        await revoke_family(session, family_id=row.family_id)
+    if row is None:
+        return None
+    await revoke_family(session, family_id=row.family_id)
+    return row.family_id
 
 
 async def user_names(session: AsyncSession, workspace_id: int) -> dict[int, str]:

@@ -45,6 +45,20 @@ async def refusal(services: Services, *, email: str, address: str) -> Decision |
     return decision
 
 
+async def spend_lookup(services: Services, *, address: str) -> Decision | None:
+    """A single sign-on lookup by email domain ("Continue with SSO") spends a token of the
+    address's failed-sign-in bucket: asking which domains have SSO is as limited as guessing
+    passwords. A refusing decision, or None."""
+    rl = services.ratelimits
+    if not rl.enabled:
+        return None
+    decision = await rl.limiter.hit([(f"login-ip:{address}", rl.buckets.login_ip)])
+    if decision is None or decision.allowed:
+        return None
+    services.metrics.rate_limited.labels(bucket=decision.bucket).inc()
+    return decision
+
+
 async def record_failure(services: Services, *, email: str, address: str) -> None:
     rl = services.ratelimits
     if rl.enabled:
@@ -52,4 +66,4 @@ async def record_failure(services: Services, *, email: str, address: str) -> Non
 
 
 def wait_message(decision: Decision) -> str:
-    return f"Too many failed sign-ins from this address; try again in {max(1, decision.retry_after_s)} s."
+    return f"Too many sign-in attempts from this address; try again in {max(1, decision.retry_after_s)} s."

@@ -68,12 +68,13 @@ async def list_sessions(ctx: Ctx[None]) -> Sessions:
 
 @router.op("DELETE", "/sessions/{session_id}", status=204, responses={404: "not found"})
 async def revoke_one(ctx: Ctx[None]) -> Response:
-    """End one of your sessions (it signs out at its next refresh; its sockets close at their next check)."""
+    """End one of your sessions (it signs out at its next refresh; its sockets close at once)."""
     user_id = _own_user(ctx)
     family = str(ctx.request.path_params["session_id"])[:64]
     async with ctx.db.transaction() as s:
         if not await service.revoke_sessions(s, user_id=user_id, family_id=family):
             raise Problem(404, "No such session.")
+    await ctx.services.access_ended(session_ids=[family])
     return Response(status_code=204)
 
 
@@ -84,10 +85,13 @@ async def revoke_all(ctx: Ctx[None]) -> Response:
     user_id = _own_user(ctx)
     q: RevokeAllQuery = ctx.query
     keep = ctx.principal.session_id if q.keep_current else None
+    ended: list[str] = []
     async with ctx.db.transaction() as s:
         for row in await service.list_sessions(s, user_id=user_id):
             if row.id != keep:
                 await service.revoke_sessions(s, user_id=user_id, family_id=row.id)
+                ended.append(row.id)
+    await ctx.services.access_ended(session_ids=ended)
     return Response(status_code=204)
 
 
@@ -111,4 +115,5 @@ async def revoke_users_sessions(ctx: Ctx[None]) -> Response:
             ip=audit.client_ip(ctx.request),
             details={"sessions": ended},
         )
+    await ctx.services.access_ended(user_id=user_id)
     return Response(status_code=204)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -18,8 +17,6 @@ from server.sso.models import SsoConfig
 from server.workspaces.models import Workspace
 
 router = Router(tag="sso")
-
-_DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
 
 
 class SsoIn(Schema):
@@ -44,7 +41,7 @@ class SsoIn(Schema):
         out = []
         for d in v:
             d = d.strip().lower().lstrip("@")
-            if not _DOMAIN.match(d):
+            if not service.DOMAIN.match(d):
                 raise ValueError(f"{d!r} is not a domain name")
             out.append(d)
         return sorted(set(out))

@@ -1,10 +1,12 @@
 """The browser's OpenID Connect sign-in, with authlib's Starlette client.
 
 `GET /sso/{workspace_slug}/login` sends the browser to the workspace's provider (authorization code
-with PKCE S256, `state` and `nonce`); `GET /sso/callback` exchanges the code, and authlib checks the
-ID token: its signature against the provider's JWKS (an unknown `kid` refetches the set once, so a
-key rotation at the provider just works), `iss`, `aud`, `exp`, `iat` and `nonce`. Then the rules of
-`server.sso.service` decide who signs in, and the sign-in ends exactly as a password sign-in does.
+with PKCE S256, `state` and `nonce`; `?login_hint=` is passed on, so the provider can fill in the
+email typed under the login page's "Continue with SSO"); `GET /sso/callback` exchanges the code,
+and authlib checks the ID token: its signature against the provider's JWKS (an unknown `kid`
+refetches the set once, so a key rotation at the provider just works), `iss`, `aud`, `exp`, `iat`
+and `nonce`. Then the rules of `server.sso.service` decide who signs in, and the sign-in ends
+exactly as a password sign-in does.
 
 authlib keeps the flow's `state`, `nonce` and PKCE verifier in `request.session`. We have no session
 middleware: that dict travels in one short-lived cookie (`sb_sso`, path `/sso`, HMAC-signed with
@@ -37,6 +39,7 @@ log = logging.getLogger("switchboard.sso")
 
 STATE_COOKIE = "sb_sso"
 STATE_TTL_S = 600  # from "Sign in with …" to the provider's answer: ten minutes to type a password
+MAX_LOGIN_HINT = 254  # an email address at most (RFC 5321's path limit)
 
 
 def redirect_uri(request: Request) -> str:
@@ -45,9 +48,17 @@ def redirect_uri(request: Request) -> str:
     return base.rstrip("/") + "/sso/callback"
 
 
+def login_hint(raw: str | None) -> str | None:
+    """An email to pass to the provider as `login_hint`, or None when there is none (or it is not
+    one we would pass on)."""
+    hint = (raw or "").strip()
+    return hint if hint and len(hint) <= MAX_LOGIN_HINT and hint.isprintable() else None
+
+
 @dataclass(frozen=True, slots=True)
 class LoginOption:
-    """What the login page offers for `?workspace=<slug>`; `name` is empty when the slug has no SSO."""
+    """What the login page offers for `?workspace=<slug>` (and `&login_hint=` from "Continue with
+    SSO"); `name` is empty when the slug has no SSO."""
 
     slug: str
     name: str = ""
@@ -65,9 +76,13 @@ async def login_option(request: Request) -> LoginOption | None:
         return LoginOption(slug)
     workspace, cfg = found
     url = f"/sso/{workspace.slug}/login"
-    next_url = request.query_params.get("next")
-    if next_url:
-        url += "?" + urlencode({"next": next_url})
+    params = {
+        "next": request.query_params.get("next"),
+        "login_hint": login_hint(request.query_params.get("login_hint")),
+    }
+    query = {k: v for k, v in params.items() if v}
+    if query:
+        url += "?" + urlencode(query)
     return LoginOption(workspace.slug, cfg.display_name, url, cfg.password_login)
 
 
@@ -125,8 +140,10 @@ async def login(request: Request) -> Response:
     app = svc.sso.client(cfg)
     session: dict[str, Any] = {}
     request.scope["session"] = session
+    hint = login_hint(request.query_params.get("login_hint"))
+    extra = {"login_hint": hint} if hint else {}
     try:
-        response = await app.authorize_redirect(request, redirect_uri(request))
+        response = await app.authorize_redirect(request, redirect_uri(request), **extra)
     except (httpx.HTTPError, ValueError, KeyError, RuntimeError) as exc:
         log.warning("sso login: %s unreachable for workspace %s: %s", cfg.issuer, workspace.id, exc)
         return _page(request, 502, f"{cfg.display_name} cannot be reached; try again later.", slug=slug)

@@ -4,13 +4,14 @@ ID token signs in as (just-in-time provisioning, the role mapping, the refusals)
 from __future__ import annotations
 
 import ipaddress
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.auth import service as auth_service
@@ -19,6 +20,9 @@ from server.db import utcnow
 from server.endpoints.guard import refused_host
 from server.sso.models import SsoConfig, SsoIdentity
 from server.workspaces.models import Workspace
+
+# A DNS name as `allowed_domains` holds it: lower-case labels, a dot, a top-level label.
+DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9-]{2,63}$")
 
 
 class SsoRefused(Exception):
@@ -71,6 +75,25 @@ async def config_by_slug(session: AsyncSession, *, slug: str) -> tuple[Workspace
     q = select(Workspace, SsoConfig).join(SsoConfig, SsoConfig.workspace_id == Workspace.id)
     row = (await session.execute(q.where(Workspace.slug == slug.lower()))).first()
     return None if row is None else (row[0], row[1])
+
+
+def email_domain(email: str) -> str | None:
+    """The domain of an email address as `allowed_domains` would hold it, or None if it has none."""
+    local, at, domain = email.strip().rpartition("@")
+    domain = domain.lower()
+    return domain if at and local and DOMAIN.match(domain) else None
+
+
+async def configs_for_domain(session: AsyncSession, *, domain: str) -> list[tuple[Workspace, SsoConfig]]:
+    """Every workspace whose single sign-on allows `domain` (exact, case-insensitive): the login
+    page's "Continue with SSO" goes to the one, and refuses to choose between several."""
+    domain = domain.lower()
+    # Both databases keep the list as JSON text (`["acme.test", …]`): a quoted match there finds
+    # the few candidates without a dialect's JSON functions; the exact rule is applied below.
+    candidates = cast(SsoConfig.allowed_domains, Text).icontains(f'"{domain}"', autoescape=True)
+    q = select(Workspace, SsoConfig).join(SsoConfig, SsoConfig.workspace_id == Workspace.id)
+    rows = (await session.execute(q.where(candidates).order_by(Workspace.id))).all()
+    return [(w, c) for w, c in rows if domain in {d.lower() for d in c.allowed_domains}]
 
 
 async def save_config(session: AsyncSession, *, workspace_id: int, values: dict[str, Any]) -> SsoConfig:

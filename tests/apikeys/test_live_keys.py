@@ -1,5 +1,7 @@
 """An API key on the live streams: /ws?token=<key>, long-poll and SSE need `events:read`, and a
-revoked key's open socket is closed with 4401 at the next access check."""
+key revoked straight in the database (no revocation note: the fallback) has its open socket closed
+with 4401 at the next access check. The API's revocation, at once on every instance, is in
+tests/realtime/test_revocation.py."""
 
 from __future__ import annotations
 

@@ -112,3 +112,27 @@ async def test_sign_in_through_the_provider_in_a_real_browser(browser: Any, site
     assert await site.role_of("alice@acme.test") == "viewer"
     await page.get_by_text("viewer").first.wait_for()
     await page.context.close()
+
+
+async def test_continue_with_sso_by_email_domain_in_a_real_browser(browser: Any, site: Site) -> None:
+    context = await browser.new_context(viewport=DESKTOP, base_url=site.url)
+    await context.route_web_socket("**/ws*", lambda ws: None)  # the board's live socket is not under test
+    page = await context.new_page()
+    await page.goto("/login")
+    # A domain without single sign-on: a readable answer on the login page.
+    await page.get_by_label("Single sign-on: your work email").fill("zoe@example.org")
+    await page.get_by_role("button", name="Continue with SSO").click()
+    await page.get_by_text("There is no single sign-on for example.org.").wait_for()
+    # The workspace's domain: its "Sign in with …", then the provider, then the board.
+    await page.get_by_label("Single sign-on: your work email").fill("bob@acme.test")
+    await page.get_by_role("button", name="Continue with SSO").click()
+    await page.get_by_role("link", name="Sign in with Acme ID").click()
+    await page.wait_for_url(site.idp.issuer + "/interaction/**")
+    await page.locator('input[name="login"]').fill("bob")
+    await page.locator('input[name="password"]').fill("any")
+    await page.get_by_role("button", name="Sign-in").click()
+    await page.get_by_role("button", name="Continue").click()  # the provider's consent page
+    await page.wait_for_url(site.url + "/")
+    await page.get_by_text("Bob").first.wait_for()
+    assert await site.role_of("bob@acme.test") == "agent"
+    await context.close()
