@@ -141,6 +141,34 @@ async def create_campaign(ctx: Ctx[CampaignIn]) -> Response:
     return json_response(CampaignOut.model_validate(campaigns.as_dict(c)), 202)
 
 
+@router.op(
+    "POST",
+    "/campaigns/{campaign_id}/cancel",
+    response=CampaignOut,
+    status=202,
+    role="agent",
+    responses={404: "not found", 409: "the campaign failed: nothing to cancel"},
+)
+async def cancel_campaign(ctx: Ctx[None]) -> Response:
+    """Stop a campaign: its expansion ends after the batch in flight and its messages still
+    scheduled or queued are canceled in the background (`message.status` events; those a worker
+    already took go out). Canceling again changes nothing."""
+    try:
+        async with ctx.db.transaction() as s:
+            c = await campaigns.cancel_campaign(
+                s, workspace_id=ctx.workspace_id, campaign_id=ctx.path_int("campaign_id")
+            )
+            audit.record_for(
+                s, ctx, action="campaign.canceled", target=f"campaign:{c.id}", details={"name": c.name}
+            )
+    except campaigns.CampaignNotCancelable as exc:
+        raise Problem(
+            409, f"The campaign {exc.status}; there is nothing to cancel.", status_now=exc.status
+        ) from None
+    ctx.services.campaigns.start_cancel(c.id)
+    return json_response(CampaignOut.model_validate(campaigns.as_dict(c)), 202)
+
+
 @router.op("GET", "/campaigns", query=PageQuery, response=Page[CampaignOut])
 async def list_campaigns(ctx: Ctx[None]) -> Page[CampaignOut]:
     """Campaigns, newest first."""

@@ -16,7 +16,7 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,9 +31,10 @@ from server.contacts import service as contacts
 from server.contacts.models import Contact
 from server.db import Database, utcnow
 from server.errors import NotFound
-from server.events.service import emit
+from server.events.service import emit, emit_many
 from server.messages import service
-from server.messages.models import Campaign, MessageStatus
+from server.messages.models import Campaign, Message, MessageStatus
+from server.messages.status import STATE_COLUMNS, MessageState, Transitions
 from server.messages.wake import wake_local
 from server.templates import render
 from server.templates import service as templates
@@ -57,6 +58,17 @@ _CONTEXT_NAMES = frozenset((*render.CONTACT_FIELDS, "contact"))
 
 class CampaignNotFound(NotFound):
     what = "campaign"
+
+
+class CampaignNotCancelable(Exception):
+    """Only a campaign expanding or expanded can be canceled (a failed one has nothing to stop)."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__(status)
+        self.status = status
+
+
+CANCEL_BATCH = 5_000  # messages canceled per transaction
 
 
 def as_dict(c: Campaign) -> dict[str, Any]:
@@ -285,6 +297,59 @@ async def expand_pending_campaigns(services: Services, *, batch_size: int = BATC
     return total
 
 
+async def cancel_campaign(session: AsyncSession, *, workspace_id: int, campaign_id: int) -> Campaign:
+    """Mark a campaign canceled (again: no change). Taken under the row lock an expander holds for
+    each batch, so the batch in flight commits first and no batch follows; the messages it made that
+    still wait are canceled by `cancel_waiting`. `CampaignNotCancelable` for a failed campaign."""
+    c = (
+        await session.execute(
+            select(Campaign)
+            .where(Campaign.id == campaign_id, Campaign.workspace_id == workspace_id)
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    if c is None:
+        raise CampaignNotFound(campaign_id)
+    if c.status == "failed":
+        raise CampaignNotCancelable(c.status)
+    if c.status != "canceled":
+        c.status = "canceled"
+        await _progress(session, c)
+    return c
+
+
+async def cancel_batch(db: Database, campaign_id: int, *, batch_size: int = CANCEL_BATCH) -> int:
+    """Cancel the next messages of a canceled campaign that are still scheduled or queued (one
+    transaction, one `message.status` event each); returns how many. A message a worker has
+    claimed meanwhile is past canceling and goes out."""
+    async with db.transaction() as s:
+        c = (await s.execute(select(Campaign).where(Campaign.id == campaign_id))).scalar_one_or_none()
+        if c is None or c.status != "canceled":
+            return 0
+        rows = (
+            await s.execute(
+                select(*STATE_COLUMNS)
+                .where(Message.campaign_id == campaign_id, Message.status.in_(list(service.CANCELABLE)))
+                .order_by(Message.id)
+                .limit(batch_size)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+        moves = Transitions(c.workspace_id)
+        for row in rows:
+            moves.move(MessageState(*row), MessageStatus.canceled, reason="campaign canceled")
+        await emit_many(s, c.workspace_id, await moves.write(s))
+    return len(rows)
+
+
+async def cancel_waiting(db: Database, campaign_id: int, *, batch_size: int = CANCEL_BATCH) -> int:
+    """Cancel every message of a canceled campaign still waiting; returns how many."""
+    total = 0
+    while n := await cancel_batch(db, campaign_id, batch_size=batch_size):
+        total += n
+    return total
+
+
 class CampaignRunner:
     """Campaign expansions running in the background of this process (`services.campaigns`, a
     component: shutdown cancels them before the database goes away; the cursor keeps their
@@ -302,27 +367,59 @@ class CampaignRunner:
 
     def start_expansion(self, campaign_id: int) -> asyncio.Task[int]:
         """Expand a campaign in the background; a failure is logged, never lost silently."""
-        task = asyncio.create_task(
-            expand_campaign(self.services, campaign_id, batch_size=self.batch_size),
-            name=f"campaign-{campaign_id}",
+        return self._start(
+            campaign_id, expand_campaign(self.services, campaign_id, batch_size=self.batch_size)
         )
+
+    def start_cancel(self, campaign_id: int) -> asyncio.Task[int]:
+        """Cancel a canceled campaign's waiting messages in the background (after its expansion
+        here, if one runs: that one stops at its next batch)."""
+        running = self.tasks.get(campaign_id)
+
+        async def cancel() -> int:
+            if running is not None:
+                await asyncio.gather(running, return_exceptions=True)
+            return await cancel_waiting(self.services.db, campaign_id)
+
+        return self._start(campaign_id, cancel())
+
+    def _start(self, campaign_id: int, work: Coroutine[Any, Any, int]) -> asyncio.Task[int]:
+        task = asyncio.create_task(work, name=f"campaign-{campaign_id}")
         self.tasks[campaign_id] = task
 
         def _done(t: asyncio.Task[int]) -> None:
             if self.tasks.get(campaign_id) is t:
                 del self.tasks[campaign_id]
             if not t.cancelled() and t.exception() is not None:
-                log.error("expanding campaign %s failed", campaign_id, exc_info=t.exception())
+                log.error("campaign %s: its background work failed", campaign_id, exc_info=t.exception())
 
         task.add_done_callback(_done)
         return task
 
     async def sweep(self) -> list[int]:
-        """Resume the expansions that lost their process; returns the campaigns taken up."""
+        """Resume the expansions, and the cancellations, that lost their process; returns the
+        campaigns taken up."""
         async with self.services.db.transaction() as s:
             rows = (
                 await s.execute(select(Campaign.id, Campaign.created).where(Campaign.status == "expanding"))
             ).all()
+            waiting = (
+                await s.execute(
+                    select(Campaign.id).where(
+                        Campaign.status == "canceled",
+                        select(Message.id)
+                        .where(
+                            Message.campaign_id == Campaign.id,
+                            Message.status.in_(list(service.CANCELABLE)),
+                        )
+                        .exists(),
+                    )
+                )
+            ).scalars()
+            canceled = [cid for cid in waiting if cid not in self.tasks]
+        for cid in canceled:
+            log.info("finishing the cancellation of campaign %s", cid)
+            self.start_cancel(cid)
         looked, self._looked = self._looked, {cid: created for cid, created in rows}
         resumed = [
             cid
@@ -332,7 +429,7 @@ class CampaignRunner:
         for cid in resumed:
             log.info("resuming the expansion of campaign %s", cid)
             self.start_expansion(cid)
-        return resumed
+        return resumed + canceled
 
     async def _sweep_forever(self) -> None:
         while True:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from typing import Any
 
 import httpx
@@ -247,3 +248,136 @@ async def test_an_expansion_killed_mid_batch_resumes_with_one_message_per_contac
         window = await counters.window(s, workspace_id=ws)
     assert all(m.body == f"Hi {names[m.contact_id]}" and m.subject == "Static" for m in messages)
     assert window["by_status"]["queued"] == 230
+
+
+async def _settle(app: Any) -> None:
+    """Until this process's campaign work (expansions, cancellations) has ended."""
+    runner = app.state.services.campaigns
+    while runner.tasks:
+        await asyncio.gather(*list(runner.tasks.values()), return_exceptions=True)
+
+
+async def _statuses(db: Database, campaign_id: int) -> dict[str, int]:
+    async with db.transaction() as s:
+        rows = await s.execute(
+            select(Message.status, func.count())
+            .where(Message.campaign_id == campaign_id)
+            .group_by(Message.status)
+        )
+        return {status: n for status, n in rows}
+
+
+async def test_canceling_a_campaign_cancels_its_waiting_messages_once_and_is_audited(
+    client: httpx.AsyncClient, app: Any, db: Database
+) -> None:
+    from server.audit.models import AuditEntry
+
+    app.state.services.campaigns.batch_size = 500
+    ws = await _workspace_id(client)
+    await _contacts(db, ws, 1200, "vip")
+    tpl = await template(client)
+    later = "2099-01-01T10:00:00Z"  # scheduled: no worker takes them before the cancel
+    r = await client.post(
+        "/api/v1/campaigns",
+        json={"name": "Oops", "template_id": tpl["id"], "audience": {"tag": "vip"}, "send_at": later},
+    )
+    cid = r.json()["id"]
+    assert (await _wait_done(client, cid))["status"] == "done"
+    assert await _statuses(db, cid) == {"scheduled": 1200}
+
+    r = await client.post(f"/api/v1/campaigns/{cid}/cancel")
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "canceled"
+    await _settle(app)
+    assert await _statuses(db, cid) == {"canceled": 1200}
+    moved = [e for e in await events(db, "message.status") if e["status"] == "canceled"]
+    assert len(moved) == 1200 and {e["reason"] for e in moved} == {"campaign canceled"}
+    assert (await client.get(f"/api/v1/campaigns/{cid}")).json()["status"] == "canceled"
+
+    again = await client.post(f"/api/v1/campaigns/{cid}/cancel")  # changes nothing
+    assert again.status_code == 202 and again.json()["status"] == "canceled"
+    await _settle(app)
+    assert len([e for e in await events(db, "message.status") if e["status"] == "canceled"]) == 1200
+    progress = [p["status"] for p in await events(db, "campaign.progress")]
+    assert progress.count("canceled") == 1
+    async with db.transaction() as s:
+        audited = (
+            (await s.execute(select(AuditEntry.target).where(AuditEntry.action == "campaign.canceled")))
+            .scalars()
+            .all()
+        )
+    assert audited == [f"campaign:{cid}", f"campaign:{cid}"]
+
+
+async def test_a_campaign_canceled_while_expanding_stops_expanding_and_leaves_nothing_waiting(
+    client: httpx.AsyncClient, app: Any, db: Database
+) -> None:
+    ws = await _workspace_id(client)
+    await _contacts(db, ws, 1200, "vip")
+    tpl = await template(client)
+    async with db.transaction() as s:  # expanded by hand below, one batch at a time
+        c = await campaigns.create_campaign(
+            s,
+            workspace_id=ws,
+            user_id=None,
+            data={
+                "name": "Half",
+                "template_id": tpl["id"],
+                "audience": {"tag": "vip"},
+                "send_at": dt.datetime(2099, 1, 1, tzinfo=dt.UTC),  # no worker takes them first
+            },
+        )
+    assert (await campaigns.expand_batch(db, c.id, batch_size=500)).created == 500
+    assert (await client.post(f"/api/v1/campaigns/{c.id}/cancel")).status_code == 202
+    after = await campaigns.expand_batch(db, c.id, batch_size=500)  # an expander's next batch
+    assert (after.created, after.finished) == (0, True)
+    await _settle(app)
+    assert await _statuses(db, c.id) == {"canceled": 500}
+    assert await campaigns.expand_pending_campaigns(app.state.services) == 0  # not resumed either
+    assert await app.state.services.campaigns.sweep() == []
+    assert await _statuses(db, c.id) == {"canceled": 500}
+
+
+async def test_a_cancellation_cut_short_is_finished_by_the_sweep(
+    client: httpx.AsyncClient, app: Any, db: Database
+) -> None:
+    ws = await _workspace_id(client)
+    await _contacts(db, ws, 30, "vip")
+    tpl = await template(client)
+    body = {
+        "name": "Cut",
+        "template_id": tpl["id"],
+        "audience": {"tag": "vip"},
+        "send_at": "2099-01-01T10:00:00Z",
+    }
+    cid = (await client.post("/api/v1/campaigns", json=body)).json()["id"]
+    await _wait_done(client, cid)
+    async with db.transaction() as s:  # what a process that died right after the cancel leaves
+        await campaigns.cancel_campaign(s, workspace_id=ws, campaign_id=cid)
+    assert await campaigns.cancel_batch(db, cid, batch_size=10) == 10
+    assert await app.state.services.campaigns.sweep() == [cid]
+    await _settle(app)
+    assert await _statuses(db, cid) == {"canceled": 30}
+
+
+async def test_cancel_scoping_roles_and_a_failed_campaign(
+    make_client: ClientFactory, app: Any, db: Database
+) -> None:
+    acme = await make_client("agent", workspace="Acme")
+    other = await make_client("admin", workspace="Other")
+    viewer = await make_client("viewer", workspace="Acme")
+    tpl = await template(acme)
+    cid = (
+        await acme.post(
+            "/api/v1/campaigns", json={"name": "C", "template_id": tpl["id"], "audience": {"tag": "x"}}
+        )
+    ).json()["id"]
+    await _wait_done(acme, cid)
+    r = await other.post(f"/api/v1/campaigns/{cid}/cancel")
+    assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    assert (await viewer.post(f"/api/v1/campaigns/{cid}/cancel")).status_code == 403
+    async with db.transaction() as s:
+        c = (await s.execute(select(Campaign).where(Campaign.id == cid))).scalar_one()
+        c.status = "failed"
+    r = await acme.post(f"/api/v1/campaigns/{cid}/cancel")
+    assert r.status_code == 409 and r.json()["status_now"] == "failed"
