@@ -181,11 +181,20 @@ async def reply(ctx: Ctx[ReplyIn]) -> Response:
         )
     except service.WindowClosed as exc:
         since = exc.last_inbound_at.isoformat() if exc.last_inbound_at else "never"
+        if exc.template_id is None:
+            error = {"field": "text", "message": "outside the 24-hour window: a template message is needed"}
+        else:
+            error = {
+                "field": "template_id",
+                "message": "outside the 24-hour window: this template names no WhatsApp-approved template"
+                " (its `whatsapp` metadata)",
+            }
         raise Problem(
             422,
             "WhatsApp only delivers free-form messages within 24 hours of the customer's last message"
-            f" (last: {since}). Send a template message instead (`template_id`).",
-            errors=[{"field": "text", "message": "outside the 24-hour window: a template message is needed"}],
+            f" (last: {since}). Send a template that names a WhatsApp-approved template (`template_id`"
+            " of a template with `whatsapp` metadata).",
+            errors=[error],
         ) from None
     except messages.InvalidReference as exc:
         raise Problem(422, "The request is not valid.", errors=exc.errors) from None

@@ -28,7 +28,7 @@ from server.errors import NotFound
 from server.events.service import NewEvent, emit_many
 from server.messages import service as messages
 from server.messages.models import Message, MessageStatus
-from server.templates import render
+from server.templates import render, whatsapp
 from server.templates import service as templates
 from server.webhooks.service import insert_for, one_of
 
@@ -43,11 +43,13 @@ class ConversationNotFound(NotFound):
 
 
 class WindowClosed(Exception):
-    """A free-form WhatsApp reply outside the 24-hour window: only a template may be sent."""
+    """A WhatsApp reply outside the 24-hour window that is not an approved WhatsApp template:
+    free-form text, or a template without `whatsapp` metadata (`template_id` set)."""
 
-    def __init__(self, last_inbound_at: dt.datetime | None) -> None:
+    def __init__(self, last_inbound_at: dt.datetime | None, template_id: int | None = None) -> None:
         super().__init__("whatsapp window closed")
         self.last_inbound_at = last_inbound_at
+        self.template_id = template_id
 
 
 class AssigneeUnknown(Exception):
@@ -577,19 +579,18 @@ async def reply(
     idempotency_key: str | None,
 ) -> Message:
     """An agent's reply: a message to the address the customer wrote from, sent from the one they
-    wrote to, queued for the dispatcher. `WindowClosed` for free-form WhatsApp outside 24 h."""
+    wrote to, queued for the dispatcher. On WhatsApp a template with `whatsapp` metadata goes out
+    as that approved template; outside the 24-hour window nothing else may (`WindowClosed`)."""
     conv = await get_conversation(
         session, workspace_id=workspace_id, conversation_id=conversation_id, for_update=True
     )
     now = utcnow()
-    if (
-        conv.channel == "whatsapp"
-        and template_id is None
-        and (conv.last_inbound_at is None or now - conv.last_inbound_at > WHATSAPP_WINDOW)
-    ):
+    window_closed = conv.channel == "whatsapp" and (
+        conv.last_inbound_at is None or now - conv.last_inbound_at > WHATSAPP_WINDOW
+    )
+    if window_closed and template_id is None:
         raise WindowClosed(conv.last_inbound_at)
-    contact = await get_contact(session, workspace_id=workspace_id, contact_id=conv.contact_id)
-    last = await last_inbound(session, conv)
+    approved = None
     if template_id is not None:
         try:
             tpl = await templates.get_template(session, workspace_id=workspace_id, template_id=template_id)
@@ -600,8 +601,13 @@ async def reply(
                 "template_id", f"the template is for {tpl.channel}, not {conv.channel}"
             )
         compiled = render.compile_message(tpl.subject, tpl.body)
+        approved = whatsapp.compile_approved(tpl.whatsapp) if conv.channel == "whatsapp" else None
+        if window_closed and approved is None:
+            raise WindowClosed(conv.last_inbound_at, template_id)
     else:
         compiled = render.compile_message("", "")
+    contact = await get_contact(session, workspace_id=workspace_id, contact_id=conv.contact_id)
+    last = await last_inbound(session, conv)
     m = messages.build_message(
         workspace_id=workspace_id,
         contact=contact,
@@ -613,6 +619,7 @@ async def reply(
         template_id=template_id,
         created_by=user_id,
         idempotency_key=idempotency_key,
+        approved=approved,
     )
     if last is not None:
         # Back to where the customer wrote from (perhaps an extra address), from where they wrote to.
@@ -623,8 +630,10 @@ async def reply(
         if m.reason in _NO_ADDRESS:
             m.status, m.reason = MessageStatus.queued.value, None
             if template_id is not None:
+                context = render.context_for(contact, variables)
                 try:
-                    m.subject, m.body = compiled.render(render.context_for(contact, variables))
+                    m.subject, m.body = compiled.render(context)
+                    m.whatsapp_template = approved.render(context) if approved is not None else None
                 except render.RenderError as exc:
                     m.status, m.reason = MessageStatus.failed.value, exc.reason
     if text is not None and m.reason is None:

@@ -36,7 +36,7 @@ from server.messages import service
 from server.messages.models import Campaign, Message, MessageStatus
 from server.messages.status import STATE_COLUMNS, MessageState, Transitions
 from server.messages.wake import wake_local
-from server.templates import render
+from server.templates import render, whatsapp
 from server.templates import service as templates
 from server.workspaces import settings as workspace_settings
 
@@ -199,6 +199,7 @@ async def expand_batch(
         try:
             tpl = await templates.get_template(s, workspace_id=c.workspace_id, template_id=c.template_id)
             compiled = render.compile_message(tpl.subject, tpl.body)
+            approved = whatsapp.compile_approved(tpl.whatsapp) if tpl.channel == "whatsapp" else None
         except (templates.TemplateNotFound, render.TemplateInvalid) as exc:
             log.warning("campaign %s stopped: its template is gone or invalid (%s)", c.id, exc)
             c.status = "failed"
@@ -214,15 +215,17 @@ async def expand_batch(
         now = utcnow()
         send_at = max(c.send_at or now, now)
         local = await _local_send_times(s, c, people, now) if c.local_time else None
-        names = render.names_used(tpl.subject, tpl.body)
+        names = render.names_used(tpl.subject, tpl.body, *whatsapp.sources(tpl.whatsapp))
         used = sorted(names & _CONTEXT_NAMES)
         per_contact_link = links is not None and "unsubscribe_url" in names
-        texts: dict[bytes, tuple[str, str] | str] = {}  # rendered (subject, body), or why not
+        # rendered (subject, body, WhatsApp approved template), or why not
+        texts: dict[bytes, tuple[str, str, dict[str, Any] | None] | str] = {}
         values = []
         turn = time.monotonic()
         for i, p in enumerate(people):
             to, reason = service.address_for(tpl.channel, p)
             subject = body = ""
+            sent_as = None
             if reason is None:
                 context = render.context_for(p, {})
                 link = links.url(c.workspace_id, p.id, tpl.channel) if per_contact_link and links else ""
@@ -232,19 +235,22 @@ async def expand_batch(
                 text_ = texts.get(key)
                 if text_ is None:
                     try:
-                        text_ = texts[key] = compiled.render(context)
+                        text_ = texts[key] = (
+                            *compiled.render(context),
+                            approved.render(context) if approved is not None else None,
+                        )
                     except render.RenderError as exc:
                         text_ = texts[key] = exc.reason
                 if isinstance(text_, str):
                     reason = text_
                 else:
-                    subject, body = text_
+                    subject, body, sent_as = text_
             values.append(
                 service.message_values(
                     workspace_id=c.workspace_id,
                     contact=p,
                     channel=tpl.channel,
-                    rendered=(to, subject, body, reason),
+                    rendered=(to, subject, body, reason, sent_as),
                     variables={},
                     send_at=local[i] if local is not None else send_at,
                     now=now,

@@ -21,7 +21,7 @@ from sqlalchemy import Result, bindparam, text
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import TextClause
 
-from server.db import UTCDateTime, dialect_of, utcnow
+from server.db import JSONType, UTCDateTime, dialect_of, utcnow
 from server.messages import counters
 from server.messages.models import MessageStatus
 from server.messages.status import AppliedChange, allowed_sql, record_applied
@@ -44,6 +44,8 @@ class Claimed:
     request_id: str | None = None  # of the API request that created it: the send's log lines carry it
     from_address: str | None = None  # a conversation reply goes out from where the customer wrote to
     category: str = "transactional"  # marketing: consent is checked, email carries List-Unsubscribe
+    # WhatsApp: the approved template to send, as rendered at creation (None: free-form text).
+    whatsapp_template: dict[str, Any] | None = None
     # Numbers the recipient opted out of on this channel (marketing only; set by the dispatcher's
     # consent check): no provider sending from one of them may send it.
     opted_out_at: frozenset[str] = frozenset()
@@ -93,8 +95,9 @@ def storable(o: Outcome) -> Outcome:
 
 _CLAIMED_COLUMNS = (
     "id, workspace_id, contact_id, channel, to_address, subject, body, send_at, attempts, request_id,"
-    " from_address, category"
+    " from_address, category, whatsapp_template"
 )
+_CLAIMED_JSON = ("whatsapp_template",)
 _CHANGED_COLUMNS = "id, workspace_id, contact_id, channel, status, provider_kind, reason, created_at"
 
 PG_CLAIM = text(f"""
@@ -238,11 +241,13 @@ SQLITE_BACKLOG = text(
 _TIME_PARAMS = ("now", "lease_until", "next_attempt_at")
 
 
-def _typed(statement: TextClause, *columns: str) -> TextClause:
-    """Bind datetimes through `UTCDateTime` (SQLite stores naive UTC text) and read them back aware."""
+def _typed(statement: TextClause, *columns: str, json: tuple[str, ...] = ()) -> TextClause:
+    """Bind datetimes through `UTCDateTime` (SQLite stores naive UTC text) and read them back aware;
+    read the `json` columns back as values, not text."""
     params = [bindparam(p, type_=UTCDateTime()) for p in _TIME_PARAMS if f":{p}" in statement.text]
     statement = statement.bindparams(*params) if params else statement
-    return statement.columns(**{c: UTCDateTime() for c in columns}) if columns else statement  # type: ignore[return-value]
+    types: dict[str, Any] = {c: UTCDateTime() for c in columns} | {c: JSONType for c in json}
+    return statement.columns(**types) if types else statement  # type: ignore[return-value]
 
 
 def _is_pg(session: AsyncSession) -> bool:
@@ -269,7 +274,8 @@ async def claim_due(
     dispatcher does, so that a suppressed message goes straight from `queued` to `suppressed`)."""
     if _is_pg(session):
         result = await session.execute(
-            _typed(PG_CLAIM, "send_at", "created_at"), {"limit": limit, "lease_s": lease_s}
+            _typed(PG_CLAIM, "send_at", "created_at", json=_CLAIMED_JSON),
+            {"limit": limit, "lease_s": lease_s},
         )
         rows = [(row[:-2], row.old_status, row.created_at) for row in result]
     else:
@@ -280,7 +286,7 @@ async def claim_due(
         if not due:
             return []
         result = await session.execute(
-            _typed(SQLITE_CLAIM, "send_at", "created_at"),
+            _typed(SQLITE_CLAIM, "send_at", "created_at", json=_CLAIMED_JSON),
             {"ids": list(due), "now": now, "lease_until": now + dt.timedelta(seconds=lease_s)},
         )
         rows = [(row[:-1], due[row.id], row.created_at) for row in result]

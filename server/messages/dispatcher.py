@@ -106,6 +106,7 @@ def outgoing(m: Claimed, secret: str = "", links: Links | None = None) -> Outgoi
         subject=m.subject,
         body=m.body,
         idempotency_key=idempotency_key(m.workspace_id, m.id),
+        template=m.whatsapp_template if m.channel == "whatsapp" else None,
         from_address=m.from_address or "",
         reply_token=reply_token(secret, m.workspace_id, m.id) if secret and m.channel == "email" else "",
         unsubscribe_url=unsubscribe,

@@ -76,6 +76,9 @@ class Message(Base):
     subject: Mapped[str] = mapped_column(Text, default="")
     body: Mapped[str] = mapped_column(Text, default="")
     variables: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # WhatsApp: the approved template it goes out as, rendered at creation so a retry sends the same:
+    # `{"name", "language", "parameters": [text, ...]}` (server/templates/whatsapp.py); None: free-form.
+    whatsapp_template: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     send_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     # When the dispatcher may next take it: send_at at first, later the retry time.
     next_attempt_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -58,6 +58,8 @@ class MessageOut(Out):
     subject: str
     body: str
     variables: dict[str, Any]
+    # WhatsApp: the approved template it goes out as, `{"name", "language", "parameters"}` as rendered.
+    whatsapp_template: dict[str, Any] | None = None
     status: str
     send_at: dt.datetime
     provider: str | None

@@ -24,7 +24,7 @@ from server.messages.models import Message, MessageEvent, MessageStatus
 from server.messages.status import MessageState, Transitions, event_data
 from server.messages.wake import notify_dispatch
 from server.middleware import request_id_var
-from server.templates import render
+from server.templates import render, whatsapp
 from server.templates import service as templates
 
 CANCELABLE = frozenset({MessageStatus.scheduled, MessageStatus.queued})
@@ -61,6 +61,7 @@ def as_dict(m: Message) -> dict[str, Any]:
         "subject": m.subject,
         "body": m.body,
         "variables": m.variables,
+        "whatsapp_template": m.whatsapp_template,
         "status": m.status,
         "send_at": m.send_at,
         "provider": m.provider_kind,
@@ -100,15 +101,23 @@ def build_message(
     idempotency_key: str | None = None,
     category: str = "transactional",
     links: Links | None = None,
+    approved: whatsapp.CompiledApproved | None = None,
 ) -> Message:
-    """A new message for one contact, rendered; `failed` with the reason when it cannot go out."""
+    """A new message for one contact, rendered; `failed` with the reason when it cannot go out.
+    With `approved` (WhatsApp), it goes out as that approved template."""
     return Message(
         **message_values(
             workspace_id=workspace_id,
             contact=contact,
             channel=channel,
             rendered=rendered_for(
-                channel, contact, compiled, variables, workspace_id=workspace_id, links=links
+                channel,
+                contact,
+                compiled,
+                variables,
+                workspace_id=workspace_id,
+                links=links,
+                approved=approved,
             ),
             variables=variables,
             send_at=send_at,
@@ -122,7 +131,8 @@ def build_message(
     )
 
 
-Rendered = tuple[str, str, str, str | None]  # (to, subject, body, why it cannot go out)
+# (to, subject, body, why it cannot go out, the WhatsApp approved template rendered or None)
+Rendered = tuple[str, str, str, str | None, dict[str, Any] | None]
 
 
 def rendered_for(
@@ -133,19 +143,22 @@ def rendered_for(
     *,
     workspace_id: int,
     links: Links | None = None,
+    approved: whatsapp.CompiledApproved | None = None,
 ) -> Rendered:
     """The address and the rendered text of one contact's message, or the reason it fails.
     `links` makes the contact's `{{ unsubscribe_url }}` (empty without it)."""
     to, reason = address_for(channel, contact)
     subject = body = ""
+    sent_as = None
     if reason is None:
         context = render.context_for(contact, variables)
         context["unsubscribe_url"] = links.url(workspace_id, contact.id, channel) if links else ""
         try:
             subject, body = compiled.render(context)
+            sent_as = approved.render(context) if approved is not None else None
         except render.RenderError as exc:
             reason = exc.reason
-    return to, subject, body, reason
+    return to, subject, body, reason, sent_as
 
 
 def message_values(
@@ -164,7 +177,7 @@ def message_values(
     category: str = "transactional",
 ) -> dict[str, Any]:
     """The columns of a new message (`build_message`, and campaigns' set-based inserts)."""
-    to, subject, body, reason = rendered
+    to, subject, body, reason, sent_as = rendered
     if reason is not None:
         status = MessageStatus.failed
     elif send_at > now:
@@ -182,6 +195,7 @@ def message_values(
         "subject": subject,
         "body": body,
         "variables": dict(variables),
+        "whatsapp_template": sent_as,
         "send_at": send_at,
         "next_attempt_at": send_at,
         "status": status.value,
@@ -217,16 +231,16 @@ _INSERT_CREATED_PG = text(
     """
     WITH ins AS (
         INSERT INTO message (workspace_id, contact_id, channel, to_address, template_id, campaign_id,
-            category, subject, body, variables, send_at, next_attempt_at, status, reason, attempts,
-            idempotency_key, request_id, created_by, created_at, updated_at)
+            category, subject, body, variables, whatsapp_template, send_at, next_attempt_at, status,
+            reason, attempts, idempotency_key, request_id, created_by, created_at, updated_at)
         SELECT :ws, v.contact_id, v.channel, v.to_address, :template_id, :campaign_id, :category,
-            v.subject, v.body,
-            CAST(v.variables AS jsonb), :send_at, :send_at, v.status, v.reason, 0, NULL, :request_id,
-            :created_by, :now, :now
+            v.subject, v.body, CAST(v.variables AS jsonb), CAST(v.whatsapp_template AS jsonb),
+            :send_at, :send_at, v.status, v.reason, 0, NULL, :request_id, :created_by, :now, :now
         FROM unnest(CAST(:contact_ids AS bigint[]), CAST(:channels AS varchar[]),
             CAST(:to_addresses AS varchar[]), CAST(:subjects AS text[]), CAST(:bodies AS text[]),
-            CAST(:variables AS text[]), CAST(:statuses AS varchar[]), CAST(:reasons AS text[]))
-            AS v(contact_id, channel, to_address, subject, body, variables, status, reason)
+            CAST(:variables AS text[]), CAST(:whatsapp_templates AS text[]), CAST(:statuses AS varchar[]),
+            CAST(:reasons AS text[]))
+            AS v(contact_id, channel, to_address, subject, body, variables, whatsapp_template, status, reason)
         RETURNING id, contact_id, channel, status, provider_kind, reason, created_at
     ), history AS (
         INSERT INTO message_event (workspace_id, message_id, status, reason, at)
@@ -271,6 +285,10 @@ async def insert_created(session: AsyncSession, workspace_id: int, values: Seque
                 "subjects": [v["subject"] for v in values],
                 "bodies": [v["body"] for v in values],
                 "variables": [orjson.dumps(v["variables"]).decode() for v in values],
+                "whatsapp_templates": [
+                    None if v["whatsapp_template"] is None else orjson.dumps(v["whatsapp_template"]).decode()
+                    for v in values
+                ],
                 "statuses": [v["status"] for v in values],
                 "reasons": [v["reason"] for v in values],
             },
@@ -333,29 +351,34 @@ async def create_message(
     if data.get("template_id") is not None:
         template_id = data["template_id"]
 
-        async def load() -> tuple[str, render.CompiledMessage]:
+        async def load() -> tuple[str, render.CompiledMessage, whatsapp.CompiledApproved | None]:
             try:
                 tpl = await templates.get_template(
                     session, workspace_id=workspace_id, template_id=template_id
                 )
             except templates.TemplateNotFound:
                 raise InvalidReference("template_id", "no such template") from None
-            return tpl.channel, render.compile_message(tpl.subject, tpl.body)
+            return (
+                tpl.channel,
+                render.compile_message(tpl.subject, tpl.body),
+                whatsapp.compile_approved(tpl.whatsapp),
+            )
 
         if templates_cache is None:
-            tpl_channel, compiled = await load()
+            tpl_channel, compiled, approved = await load()
         else:
             cached = await templates_cache.get_or_load(
                 workspace_id, template_id, load, version_of=lambda _: 0
             )
             assert cached is not None  # load() raises rather than return None
-            tpl_channel, compiled = cached
+            tpl_channel, compiled, approved = cached
         if tpl_channel != channel:
             raise InvalidReference("template_id", f"the template is for {tpl_channel}, not {channel}")
     else:
         subject, body = data.get("subject") or "", data["body"]
         await render.validate(subject, body)
         compiled = render.compile_message(subject, body)
+        approved = None
     now = utcnow()
     send_at = max(data.get("send_at") or now, now)
     message = build_message(
@@ -371,6 +394,7 @@ async def create_message(
         idempotency_key=idempotency_key,
         category=data.get("category") or "transactional",
         links=links,
+        approved=approved,
     )
     await record_created(session, workspace_id, [message])
     return message

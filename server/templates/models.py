@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, Text, func
 from sqlalchemy.orm import Mapped, mapped_column
 
-from server.db import Base, BigId, UTCDateTime, utcnow
+from server.db import Base, BigId, JSONType, UTCDateTime, utcnow
 
 
 class Template(Base):
@@ -18,6 +19,9 @@ class Template(Base):
     subject: Mapped[str] = mapped_column(Text, default="")
     body: Mapped[str] = mapped_column(Text)
     category: Mapped[str] = mapped_column(String(16), default="transactional", server_default="transactional")
+    # whatsapp channel: the approved WhatsApp template it is sent as, `{"name", "language",
+    # "parameters": [source, ...]}` (server/templates/whatsapp.py); None: sent as free-form text.
+    whatsapp: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime, default=utcnow)
 

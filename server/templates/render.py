@@ -10,7 +10,7 @@ rendered is that message's failure reason, never a crash."""
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,8 +126,13 @@ def _deadline(source: str) -> float:
 
 async def validate(subject: str, body: str) -> None:
     """`check` in a worker process: `TemplateInvalid` also when a part passes the deadline."""
+    await validate_parts((("subject", subject), ("body", body)))
+
+
+async def validate_parts(parts: Sequence[tuple[str, str]]) -> None:
+    """`validate` for any named parts, as `(field, source)`: the errors of all of them at once."""
     errors: list[dict[str, str]] = []
-    for field, source in (("subject", subject), ("body", body)):
+    for field, source in parts:
         try:
             errors.extend(await _pool.run(_check_part, field, source, deadline=_deadline(source)))
         except DeadlineExceeded as exc:
@@ -148,9 +153,11 @@ def _render_part(field: str, tpl: Template, context: Mapping[str, Any]) -> str:
         raise RenderError(field, f"{exc.__class__.__name__}: {exc}") from None
 
 
-def _one_line(subject: str) -> str:
-    # A subject is one header line: newlines from data must not reach the provider.
-    return _SPACES.sub(" ", subject).strip()
+def one_line(text: str) -> str:
+    """`text` with each run of whitespace as one space. A subject is one header line (newlines
+    from data must not reach the provider), and so is a WhatsApp parameter (Meta refuses newlines,
+    tabs and more than four spaces in a row)."""
+    return _SPACES.sub(" ", text).strip()
 
 
 # --- the short way for plain templates ------------------------------------------------------------
@@ -240,7 +247,7 @@ class CompiledMessage:
         """(subject, body) under the work budget, in this process; `RenderError` with the reason
         if the data does not fit the template or the budget."""
         subject = self._part("subject", self.subject, self.plain_subject, context)
-        return _one_line(subject), self._part("body", self.body, self.plain_body, context)
+        return one_line(subject), self._part("body", self.body, self.plain_body, context)
 
     @staticmethod
     def _part(field: str, tpl: Template, pieces: tuple[Piece, ...] | None, context: Mapping[str, Any]) -> str:
@@ -252,18 +259,37 @@ class CompiledMessage:
         return _render_part(field, tpl, context)
 
 
-def compile_message(subject: str, body: str) -> CompiledMessage:
-    """Compile both parts (`TemplateInvalid` on a syntax error or a dunder name)."""
+@dataclass(frozen=True, slots=True)
+class CompiledPart:
+    """One more named part rendered like a body (a WhatsApp template's body parameters)."""
+
+    field: str
+    template: Template
+    pieces: tuple[Piece, ...] | None = None
+
+    def render(self, context: Mapping[str, Any]) -> str:
+        """The text under the work budget; `RenderError` naming this part's field."""
+        return CompiledMessage._part(self.field, self.template, self.pieces, context)
+
+
+def compile_parts(parts: Sequence[tuple[str, str]]) -> list[CompiledPart]:
+    """Compile named parts `(field, source)`; `TemplateInvalid` listing every part that fails."""
     errors: list[dict[str, str]] = []
-    compiled: dict[str, Template] = {}
-    for field, source in (("subject", subject), ("body", body)):
+    compiled: list[CompiledPart] = []
+    for field, source in parts:
         try:
-            compiled[field] = _compile(_strict, field, source)
+            compiled.append(CompiledPart(field, _compile(_strict, field, source), plain_pieces(source)))
         except TemplateInvalid as exc:
             errors.extend(exc.errors)
     if errors:
         raise TemplateInvalid(errors)
-    return CompiledMessage(compiled["subject"], compiled["body"], plain_pieces(subject), plain_pieces(body))
+    return compiled
+
+
+def compile_message(subject: str, body: str) -> CompiledMessage:
+    """Compile both parts (`TemplateInvalid` on a syntax error or a dunder name)."""
+    s, b = compile_parts((("subject", subject), ("body", body)))
+    return CompiledMessage(s.template, b.template, s.pieces, b.pieces)
 
 
 def context_for(contact: Any | None, variables: Mapping[str, Any]) -> dict[str, Any]:
@@ -307,4 +333,4 @@ async def render_isolated(subject: str, body: str, context: Mapping[str, Any]) -
         if status == "error":
             raise RenderError(first, message)
         out.append(first)
-    return _one_line(out[0]), out[1]
+    return one_line(out[0]), out[1]

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -10,6 +10,19 @@ from server.api import Out, Schema
 Channel = Literal["email", "sms", "whatsapp", "chat"]
 Category = Literal["transactional", "marketing"]  # server.consent.models.Category
 MAX_SOURCE = 100_000  # characters of template source
+MAX_PARAMETER_SOURCE = 1000  # characters of one WhatsApp parameter's source (Meta's body is 1,024)
+
+
+class WhatsAppTemplate(Schema):
+    """The approved WhatsApp template a `whatsapp` template is sent as (server/templates/whatsapp.py)."""
+
+    name: str = Field(pattern=r"^[a-z0-9_]{1,512}$", description="the template's name in WhatsApp Manager")
+    language: str = Field(pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$", description="its language code: en, en_US")
+    parameters: list[Annotated[str, Field(min_length=1, max_length=MAX_PARAMETER_SOURCE)]] = Field(
+        default_factory=list,
+        max_length=20,
+        description="body parameters {{1}}, {{2}}, … in order, each a template rendered like the body",
+    )
 
 
 class TemplateIn(Schema):
@@ -21,6 +34,9 @@ class TemplateIn(Schema):
         default="transactional",
         description="marketing email must place {{ unsubscribe_url }} in its body (DESIGN §9)",
     )
+    whatsapp: WhatsAppTemplate | None = Field(
+        default=None, description="whatsapp channel only: send as this approved template"
+    )
 
 
 class TemplatePatch(Schema):
@@ -29,12 +45,13 @@ class TemplatePatch(Schema):
     subject: str | None = Field(default=None, max_length=1000)
     body: str | None = Field(default=None, min_length=1, max_length=MAX_SOURCE)
     category: Category | None = None
+    whatsapp: WhatsAppTemplate | None = Field(default=None, description="null removes it")
 
     @model_validator(mode="after")
     def _not_empty(self) -> TemplatePatch:
         if not self.model_fields_set:
             raise ValueError("give at least one field to change")
-        for name in self.model_fields_set:
+        for name in self.model_fields_set - {"whatsapp"}:
             if getattr(self, name) is None:
                 raise ValueError(f"{name} may not be null")
         return self
@@ -47,6 +64,7 @@ class TemplateOut(Out):
     subject: str
     body: str
     category: str
+    whatsapp: dict[str, Any] | None = None
     created_at: dt.datetime
     updated_at: dt.datetime
 

@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.db import utcnow
 from server.errors import NotFound
-from server.templates import render
+from server.templates import render, whatsapp
 from server.templates.models import Template
 
 
@@ -40,10 +40,25 @@ def check_category(*, category: str, channel: str, body: str) -> None:
         raise render.TemplateInvalid([{"field": "body", "message": UNSUBSCRIBE_MISSING}])
 
 
+WHATSAPP_ONLY = "only a whatsapp template can name an approved WhatsApp template"
+
+
+async def check_whatsapp(*, channel: str, meta: dict[str, Any] | None) -> None:
+    """`render.TemplateInvalid` for WhatsApp metadata on another channel or a parameter that is not
+    a valid template."""
+    if meta is None:
+        return
+    if channel != "whatsapp":
+        raise render.TemplateInvalid([{"field": "whatsapp", "message": WHATSAPP_ONLY}])
+    await whatsapp.validate(meta)
+
+
 async def create_template(session: AsyncSession, *, workspace_id: int, data: dict[str, Any]) -> Template:
-    """`render.TemplateInvalid` for a bad subject or body, `DuplicateName` for a taken name."""
+    """`render.TemplateInvalid` for a bad subject, body or WhatsApp parameter, `DuplicateName` for a
+    taken name."""
     await render.validate(data.get("subject", ""), data["body"])
     check_category(category=data.get("category", "transactional"), channel=data["channel"], body=data["body"])
+    await check_whatsapp(channel=data["channel"], meta=data.get("whatsapp"))
     now = utcnow()
     tpl = Template(workspace_id=workspace_id, created_at=now, updated_at=now, **data)
     session.add(tpl)
@@ -94,6 +109,10 @@ async def update_template(
         channel=changes.get("channel", tpl.channel),
         body=changes.get("body", tpl.body),
     )
+    if "whatsapp" in changes or "channel" in changes:
+        await check_whatsapp(
+            channel=changes.get("channel", tpl.channel), meta=changes.get("whatsapp", tpl.whatsapp)
+        )
     for name, value in changes.items():
         setattr(tpl, name, value)
     tpl.updated_at = utcnow()

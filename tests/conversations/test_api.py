@@ -130,11 +130,33 @@ async def test_whatsapp_free_form_replies_only_inside_24_hours(
         )
     r = await agent.post(url, json={"text": "Still need help?"})
     assert r.status_code == 422 and "template" in r.json()["detail"]
-    tpl = await agent.post(
+    assert r.json()["errors"][0]["field"] == "text"
+    # A template that names no WhatsApp-approved template is free-form text to WhatsApp.
+    plain = await agent.post(
         "/api/v1/templates", json={"name": "followup", "channel": "whatsapp", "body": "Hi {{ name }}"}
     )
-    assert tpl.status_code == 201, tpl.text
-    assert (await agent.post(url, json={"template_id": tpl.json()["id"]})).status_code == 202
+    assert plain.status_code == 201, plain.text
+    r = await agent.post(url, json={"template_id": plain.json()["id"]})
+    assert r.status_code == 422 and "WhatsApp-approved template" in r.json()["detail"]
+    assert r.json()["errors"][0]["field"] == "template_id"
+    approved = await agent.post(
+        "/api/v1/templates",
+        json={
+            "name": "followup approved",
+            "channel": "whatsapp",
+            "body": "Hi {{ name }}",
+            "whatsapp": {"name": "follow_up", "language": "en", "parameters": ["{{ name }}"]},
+        },
+    )
+    assert approved.status_code == 201, approved.text
+    r = await agent.post(url, json={"template_id": approved.json()["id"]})
+    assert r.status_code == 202, r.text
+    assert r.json()["whatsapp_template"] == {
+        "name": "follow_up",
+        "language": "en",
+        "parameters": ["Kerry Fisher"],
+    }
+    assert r.json()["body"] == "Hi Kerry Fisher"
 
 
 async def test_a_reply_with_an_idempotency_key_is_sent_once(world: World, make_client: ClientFactory) -> None:

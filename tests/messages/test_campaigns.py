@@ -139,6 +139,50 @@ async def test_campaign_messages_without_address_fail_individually(
     assert by_name == {"Has mail": "queued", "contact has no email address": "failed"}
 
 
+async def test_whatsapp_campaign_renders_each_contacts_approved_template(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    await contact(
+        client, name="Ada", email=None, phone="+14155552671", tags=["wa"], attributes={"plan": "pro"}
+    )
+    await contact(
+        client, name="Grace", email=None, phone="+14155552672", tags=["wa"], attributes={"plan": "pro"}
+    )
+    await contact(
+        client, name="Nobody", email=None, phone="+14155552673", tags=["wa"], attributes={"plan": " "}
+    )
+    tpl = await template(
+        client,
+        channel="whatsapp",
+        subject="",
+        body="Hi {{ name }}, your {{ attributes.plan }} plan renews soon.",
+        whatsapp={"name": "renewal", "language": "en", "parameters": ["{{ name }}", "{{ attributes.plan }}"]},
+    )
+    r = await client.post(
+        "/api/v1/campaigns", json={"name": "Renewal", "template_id": tpl["id"], "audience": {"tag": "wa"}}
+    )
+    assert r.status_code == 202, r.text
+    done = await _wait_done(client, r.json()["id"])
+    assert done["created"] == 3
+    got = {
+        m.to_address: (m.status, m.whatsapp_template, m.reason)
+        for m in await _campaign_messages(db, done["id"])
+    }
+    assert got == {
+        "+14155552671": ("queued", {"name": "renewal", "language": "en", "parameters": ["Ada", "pro"]}, None),
+        "+14155552672": (
+            "queued",
+            {"name": "renewal", "language": "en", "parameters": ["Grace", "pro"]},
+            None,
+        ),
+        "+14155552673": (
+            "failed",
+            None,
+            "template error in whatsapp.parameters[1]: is empty (WhatsApp refuses an empty parameter)",
+        ),
+    }
+
+
 async def test_campaign_with_deleted_template_stops_as_failed(
     client: httpx.AsyncClient, db: Database
 ) -> None:

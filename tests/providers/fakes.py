@@ -316,8 +316,21 @@ class FakeWhatsApp(FakeProvider):
     retry_after = None  # Meta announces no delay: its rate limits are HTTP 400 with code 130429
     access_token = "EAAG-test-token"
     phone_number_id = "106540352242922"
-    templates: ClassVar[frozenset[str]] = frozenset({"order_update", "hello_world"})
+    # Approved templates: name -> language -> how many body parameters ({{1}}, {{2}}, ...) it has.
+    templates: ClassVar[dict[str, dict[str, int]]] = {
+        "order_update": {"en_US": 2, "de": 2},
+        "hello_world": {"en_US": 0},
+    }
     allowed_recipients: ClassVar[frozenset[str]] = frozenset({"+15551234567", "15551234567"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        # Template messages accepted, as Meta reads them: (name, language code, body parameters).
+        self.sent_templates: list[tuple[str, str, list[str]]] = []
+
+    def reset(self) -> None:
+        super().reset()
+        self.sent_templates.clear()
 
     @staticmethod
     def error(
@@ -343,6 +356,7 @@ class FakeWhatsApp(FakeProvider):
             return self.error(400, 100, "(#100) The parameter messaging_product is required.")
         if not msg.get("to"):
             return self.error(400, 100, "(#100) The parameter to is required.")
+        accepted: tuple[str, str, list[str]] = ("", "", [])
         if msg.get("type") == "text":
             if not (msg.get("text") or {}).get("body"):
                 return self.error(400, 100, "(#100) The parameter text['body'] is required.")
@@ -350,17 +364,40 @@ class FakeWhatsApp(FakeProvider):
             template = msg.get("template") or {}
             if not template.get("name") or not (template.get("language") or {}).get("code"):
                 return self.error(400, 131008, "(#131008) Required parameter is missing")
+            body: list[str] = []
             for component in template.get("components", []):
+                if component.get("type") != "body":
+                    return self.error(400, 131009, "(#131009) Parameter value is not valid")
                 for parameter in component.get("parameters", []):
-                    if parameter.get("type") != "text" or not isinstance(parameter.get("text"), str):
+                    text = parameter.get("text")
+                    if parameter.get("type") != "text" or not isinstance(text, str) or not text:
                         return self.error(400, 131009, "(#131009) Parameter value is not valid")
-            if template["name"] not in self.templates:
+                    if "\n" in text or "\t" in text or "     " in text:
+                        return self.error(
+                            400,
+                            132018,
+                            "(#132018) There was an issue with the parameters in your template.",
+                            details="Param text cannot have new-line/tab characters or more than 4 consecutive spaces",
+                        )
+                    body.append(text)
+            language = template["language"]["code"]
+            expected = self.templates.get(template["name"], {}).get(language)
+            if expected is None:
                 return self.error(
                     404,
                     132001,
                     "(#132001) Template name does not exist in the translation",
-                    details=f"template name ({template['name']}) does not exist in {template['language']['code']}",
+                    details=f"template name ({template['name']}) does not exist in {language}",
                 )
+            if len(body) != expected:
+                return self.error(
+                    400,
+                    132000,
+                    "(#132000) Number of parameters does not match the expected number of params",
+                    details=f"body: number of localizable_params ({len(body)}) does not match"
+                    f" the expected number of params ({expected})",
+                )
+            accepted = (template["name"], language, body)
         else:
             return self.error(400, 100, "(#100) Param type must be one of {TEXT, TEMPLATE, ...}")
         if msg["to"] not in self.allowed_recipients:
@@ -375,6 +412,7 @@ class FakeWhatsApp(FakeProvider):
         message: dict[str, str] = {"id": wamid}
         if msg["type"] == "template":
             message["message_status"] = "accepted"
+            self.sent_templates.append(accepted)
         return JSONResponse(
             {
                 "messaging_product": "whatsapp",

@@ -116,3 +116,21 @@ def test_secrets_include_the_webhook_secrets() -> None:
         "api_version": "v21.0",
         "base_url": "http://x.test",
     }
+
+
+async def test_body_parameters_must_match_the_approved_template_in_number(
+    provider_server: ServerFactory, http: httpx.AsyncClient
+) -> None:
+    fake, origin = provider_server("whatsapp")
+    assert isinstance(fake, FakeWhatsApp)
+    with pytest.raises(PermanentError) as failed:
+        await adapter("whatsapp", good_config("whatsapp", origin), http).send(
+            message("whatsapp", template={"name": "order_update", "language": "en_US", "parameters": ["Ada"]})
+        )
+    assert failed.value.code == "132000"
+    # No parameters at all: no components, as Meta's own hello_world example.
+    await adapter("whatsapp", good_config("whatsapp", origin), http).send(
+        message("whatsapp", template={"name": "hello_world", "language": "en_US", "parameters": []})
+    )
+    assert fake.requests[-1].json["template"] == {"name": "hello_world", "language": {"code": "en_US"}}
+    assert fake.sent_templates == [("hello_world", "en_US", [])]

@@ -1,0 +1,175 @@
+"""WhatsApp replies outside the 24-hour window go out as approved template messages: through the
+API, the embedded dispatcher and the WhatsApp adapter to the local fake Cloud API."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from server.conversations.models import Conversation
+from server.providers.models import Provider
+from server.settings import Settings
+from tests.conftest import make_settings
+from tests.providers.fakes import FakeProvider, FakeWhatsApp
+from tests.providers.support import good_config
+
+from .support import WA_SECRET, World, wa_text, whatsapp_doc
+
+ClientFactory = Any
+ServerFactory = Callable[[str], tuple[FakeProvider, str]]
+CUSTOMER = "15551234567"  # a recipient the fake Cloud API accepts
+APPROVED = {"name": "order_update", "language": "en_US", "parameters": ["{{ name }}", "{{ order }}"]}
+
+
+@pytest.fixture
+def settings(db_url: str) -> Settings:
+    return make_settings(
+        db_url, embedded_worker=True, dispatcher_poll_s=0.2, retry_base_s=0.05, retry_max_s=0.2
+    )
+
+
+async def _conversation(
+    world: World, agent: httpx.AsyncClient, provider_server: ServerFactory, *, hours_ago: float
+) -> tuple[FakeWhatsApp, str]:
+    fake, origin = provider_server("whatsapp")
+    assert isinstance(fake, FakeWhatsApp)
+    async with world.db.transaction() as s:
+        await s.execute(
+            update(Provider)
+            .where(Provider.id == world.providers["whatsapp"])
+            .values(config=good_config("whatsapp", origin) | {"app_secret": WA_SECRET})
+        )
+    doc = whatsapp_doc([wa_text("where is my order?", sender=CUSTOMER)], name="Ada Lovelace", wa_id=CUSTOMER)
+    assert (await world.post_whatsapp(doc)).status_code == 200
+    conv = (await agent.get("/api/v1/conversations", params={"channel": "whatsapp"})).json()["items"][0]
+    async with world.db.transaction() as s:
+        await s.execute(
+            update(Conversation)
+            .where(Conversation.id == conv["id"])
+            .values(last_inbound_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=hours_ago))
+        )
+    return fake, f"/api/v1/conversations/{conv['id']}/messages"
+
+
+async def _template(agent: httpx.AsyncClient, **fields: Any) -> int:
+    body = {
+        "name": "Order update",
+        "channel": "whatsapp",
+        "body": "Hi {{ name }}, your order {{ order }} shipped.",
+    }
+    r = await agent.post("/api/v1/templates", json=body | fields)
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+async def _settled(agent: httpx.AsyncClient, message_id: int) -> dict[str, Any]:
+    for _ in range(200):
+        m = (await agent.get(f"/api/v1/messages/{message_id}")).json()
+        if m["status"] in ("sent", "failed"):
+            return m
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"message {message_id} still {m['status']}")
+
+
+async def test_reply_outside_the_window_goes_out_as_the_approved_template(
+    world: World, make_client: ClientFactory, provider_server: ServerFactory
+) -> None:
+    agent = await make_client("agent")
+    fake, url = await _conversation(world, agent, provider_server, hours_ago=30)
+    tpl = await _template(agent, whatsapp=APPROVED)
+
+    r = await agent.post(url, json={"template_id": tpl, "variables": {"order": "#1001"}})
+    assert r.status_code == 202, r.text
+    reply = r.json()
+    assert reply["body"] == "Hi Ada Lovelace, your order #1001 shipped."  # the timeline's reading
+    sent = await _settled(agent, reply["id"])
+    assert sent["status"] == "sent", sent
+    assert sent["provider_message_id"] == fake.issued[0]
+
+    (request,) = fake.requests
+    assert request.json["messaging_product"] == "whatsapp"
+    assert request.json["to"] == "+" + CUSTOMER
+    assert request.json["type"] == "template" and "text" not in request.json
+    assert request.json["template"] == {
+        "name": "order_update",
+        "language": {"code": "en_US"},
+        "components": [
+            {
+                "type": "body",
+                "parameters": [{"type": "text", "text": "Ada Lovelace"}, {"type": "text", "text": "#1001"}],
+            }
+        ],
+    }
+    assert fake.sent_templates == [("order_update", "en_US", ["Ada Lovelace", "#1001"])]
+
+
+async def test_a_retry_sends_the_parameters_rendered_at_creation(
+    world: World, make_client: ClientFactory, provider_server: ServerFactory
+) -> None:
+    agent = await make_client("agent")
+    fake, url = await _conversation(world, agent, provider_server, hours_ago=30)
+    tpl = await _template(agent, whatsapp=APPROVED)
+    fake.mode = "rate_limited"
+    r = await agent.post(url, json={"template_id": tpl, "variables": {"order": "#1001"}})
+    assert r.status_code == 202, r.text
+    for _ in range(200):
+        if fake.requests:
+            break
+        await asyncio.sleep(0.02)
+    # The template changes meanwhile: the message keeps what it was rendered with.
+    changed = APPROVED | {"parameters": ["{{ order }}", "{{ name }}"]}
+    assert (await agent.patch(f"/api/v1/templates/{tpl}", json={"whatsapp": changed})).status_code == 200
+    fake.mode = "ok"
+    sent = await _settled(agent, r.json()["id"])
+    assert sent["status"] == "sent" and sent["attempts"] >= 2, sent
+    first, *_, last = fake.requests
+    assert first.json["template"] == last.json["template"]
+    assert fake.sent_templates == [("order_update", "en_US", ["Ada Lovelace", "#1001"])]
+
+
+async def test_without_whatsapp_metadata_outside_the_window_nothing_is_sent(
+    world: World, make_client: ClientFactory, provider_server: ServerFactory
+) -> None:
+    agent = await make_client("agent")
+    fake, url = await _conversation(world, agent, provider_server, hours_ago=24.1)
+    plain = await _template(agent)
+    r = await agent.post(url, json={"template_id": plain, "variables": {"order": "#1001"}})
+    assert r.status_code == 422
+    assert r.headers["content-type"] == "application/problem+json"
+    assert r.json()["errors"] == [
+        {
+            "field": "template_id",
+            "message": "outside the 24-hour window: this template names no WhatsApp-approved template"
+            " (its `whatsapp` metadata)",
+        }
+    ]
+    r = await agent.post(url, json={"text": "Still there?"})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "text"
+    await asyncio.sleep(0.3)
+    assert fake.requests == []
+
+
+async def test_inside_the_window_text_stays_free_form(
+    world: World, make_client: ClientFactory, provider_server: ServerFactory
+) -> None:
+    agent = await make_client("agent")
+    fake, url = await _conversation(world, agent, provider_server, hours_ago=1)
+    r = await agent.post(url, json={"text": "It ships today."})
+    assert r.status_code == 202, r.text
+    assert r.json()["whatsapp_template"] is None
+    assert (await _settled(agent, r.json()["id"]))["status"] == "sent"
+    (request,) = fake.requests
+    assert request.json["type"] == "text"
+    assert request.json["text"] == {"preview_url": False, "body": "It ships today."}
+    # A template without metadata inside the window is free-form text too.
+    plain = await _template(agent)
+    r = await agent.post(url, json={"template_id": plain, "variables": {"order": "#7"}})
+    assert (await _settled(agent, r.json()["id"]))["status"] == "sent"
+    assert fake.requests[1].json["text"]["body"] == "Hi Ada Lovelace, your order #7 shipped."
+    assert fake.sent_templates == []
