@@ -14,8 +14,34 @@ generated set-wise (`INSERT … SELECT generate_series`, bench/scale/data.py), o
   * a marketing email campaign to the tag `spring` (1 in 5 contacts: 200,000 at 1,000,000) with a
     template that names each recipient and carries their unsubscribe link: messages/s from
     `POST /api/v1/campaigns` until `GET /api/v1/campaigns/{id}` says `done` (expansion only: the
-    server runs without its worker, so the messages stay queued).
-Prints one table with both sizes side by side, the ratio, and the issue's targets.
+    server runs `--no-worker` and no worker runs yet, so the messages stay queued and the figure is
+    the expansion's alone);
+  * dispatch through real `switchboard worker` processes and a sandbox email connection created
+    through the API (default config: delivery webhooks posted back to the server 1.5 s after each
+    send, as the issue measured), with 50 WebSockets subscribed to `board` (bench/scale/watchers.py)
+    throughout (bench/scale/dispatching.py):
+      - one worker started: the expansion-only campaign's queued messages sent (from the worker's
+        start, so its start-up counts) — the dispatcher's rate without expansion beside it;
+      - end to end, 1 worker: a second campaign to the same audience, from its POST until it is
+        `done` and none of its messages is `queued` (read-only `EXISTS` through asyncpg every 0.1 s);
+        expansion and sending overlap here, as they do for a user;
+      - end to end, 2 workers: a second worker started, then a third campaign, measured so;
+      - during both end-to-end campaigns, one signed-in agent (session cookies) requests the board
+        page `GET /` and the counters fragment `GET /board/counters` one at a time (there is no
+        `/api/v1/board/counters`; the page itself never polls the fragment, it follows
+        `board.counters` events): p50/p99 of each; `board.counters` and all events per second at one
+        watcher; scans of the counter tables (`message_count`, `message_count_delta`) from
+        `pg_stat_user_tables` — pg_stat_statements is not preloaded here — which the watchers do
+        not add to (they read events, not the database);
+    between phases the bench waits (at most 180 s) for the campaign's delivery webhooks; a phase
+    past `--dispatch-timeout` is reported and ends the dispatch measures of that size. The workers'
+    log lines are counted, not printed (the first warning is shown).
+Cores: the server on core 0; this client, the watchers' process and the probe on core 1; the
+workers float over both cores (`taskset -c 0-1`), as in bench/dispatch whose figure the issue compares
+with: pinning two workers to one core would cap them at one core by construction. PostgreSQL and
+Redis float. With `--no-pin` nothing is pinned.
+Prints one table with both sizes side by side, the ratio, and the issue's targets, then notes per
+size (times, webhooks, frames, cut sockets, counter-table scans, workers' warnings).
 """
 
 from __future__ import annotations
@@ -37,6 +63,7 @@ import httpx
 from bench.dispatch.run import pct
 from bench.fanout.__main__ import rss_kib
 from bench.scale import data
+from bench.scale.dispatching import WATCHERS, Dispatch, Phase, dispatch
 from bench.webhooks.__main__ import HOST, PG_ADMIN, _admin, _free_port, stop, wait_listening
 from server.pagination import encode_cursor
 
@@ -86,6 +113,7 @@ class Size:
     campaign_messages: int = 0
     campaign_s: float = 0.0
     rss_kib: tuple[int, int, int] = (0, 0, 0)  # before, peak during, after
+    dispatch: Dispatch = field(default_factory=Dispatch)
 
 
 async def _timed(
@@ -124,12 +152,28 @@ async def _export(client: httpx.AsyncClient, pid: int, size: Size) -> None:
     size.rss_kib = (before, peak, rss_kib(pid))
 
 
-async def measure(port: int, pid: int, size: Size, rounds: int) -> None:
+@dataclass
+class Run:
+    """Where and how the bench runs one size: the server's address and pid, its environment."""
+
+    port: int
+    pid: int
+    db_url: str
+    env: dict[str, str]
+    pin: bool
+    rounds: int
+    dispatch_timeout_s: float
+
+
+async def measure(run: Run, size: Size) -> None:
+    port, pid, rounds = run.port, run.pid, run.rounds
+    login = {"email": EMAIL, "password": PASSWORD}
     async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=600) as client:
-        r = await client.post("/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD})
+        r = await client.post("/api/v1/auth/login", json=login)
         if r.status_code != 200:
             raise SystemExit(f"sign-in failed: {r.status_code} {r.text[:200]}")
-        client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+        token = r.json()["access_token"]
+        client.headers["Authorization"] = f"Bearer {token}"
         terms = queries(size.contacts)
         by_term: dict[str, float] = {}
         for round_ in range(rounds + 1):  # the first round warms caches and is not counted
@@ -150,10 +194,23 @@ async def measure(port: int, pid: int, size: Size, rounds: int) -> None:
             size.first_page_ms.append((await _timed(client, "/api/v1/contacts", {}))[0])
             size.deep_page_ms.append((await _timed(client, "/api/v1/contacts", {"cursor": deep}))[0])
         await _export(client, pid, size)
-        await _campaign(client, size)
+        template_id, campaign_id = await _campaign(client, size)
+        size.dispatch = await dispatch(
+            client,
+            login=login,
+            token=token,
+            db_url=run.db_url,
+            env=run.env,
+            port=port,
+            pin=run.pin,
+            template_id=template_id,
+            first_campaign=campaign_id,
+            timeout_s=run.dispatch_timeout_s,
+        )
 
 
-async def _campaign(client: httpx.AsyncClient, size: Size) -> None:
+async def _campaign(client: httpx.AsyncClient, size: Size) -> tuple[int, int]:
+    """The expansion-only campaign (no worker runs yet); returns its template's id and its id."""
     r = await client.post(
         "/api/v1/templates",
         json={
@@ -166,10 +223,11 @@ async def _campaign(client: httpx.AsyncClient, size: Size) -> None:
     )
     if r.status_code != 201:
         raise SystemExit(f"template -> {r.status_code}: {r.text[:300]}")
+    template_id = r.json()["id"]
     t = time.perf_counter()
     r = await client.post(
         "/api/v1/campaigns",
-        json={"name": "Spring", "template_id": r.json()["id"], "audience": {"tag": "spring"}},
+        json={"name": "Spring", "template_id": template_id, "audience": {"tag": "spring"}},
     )
     if r.status_code != 202:
         raise SystemExit(f"campaign -> {r.status_code}: {r.text[:300]}")
@@ -181,9 +239,10 @@ async def _campaign(client: httpx.AsyncClient, size: Size) -> None:
     if campaign["status"] != "done":
         raise SystemExit(f"campaign ended {campaign['status']}")
     size.campaign_messages = campaign["created"]
+    return template_id, campaign["id"]
 
 
-def run_size(contacts: int, rounds: int, pin: bool) -> Size:
+def run_size(contacts: int, rounds: int, pin: bool, dispatch_timeout_s: float) -> Size:
     size = Size(contacts)
     name = f"sb_scale_bench_{secrets.token_hex(4)}"
     db_url = f"postgresql+asyncpg://{PG_ADMIN['user']}@{PG_ADMIN['host']}:{PG_ADMIN['port']}/{name}"
@@ -195,6 +254,9 @@ def run_size(contacts: int, rounds: int, pin: bool) -> Size:
         "SWITCHBOARD_SECRET_KEY": secrets.token_hex(32),
         "SWITCHBOARD_RATE_LIMIT_ENABLED": "false",
         "SWITCHBOARD_LOG_LEVEL": "WARNING",
+        # One sign-in serves the whole run (the board's cookie, the watchers' `?token=`): longer
+        # than the run, so no access token expires in the middle of a measure.
+        "SWITCHBOARD_ACCESS_TOKEN_TTL_S": str(12 * 3600),
         "PYTHONPATH": str(ROOT),
     }
     env.pop("SWITCHBOARD_PUBLIC_URL", None)
@@ -217,7 +279,7 @@ def run_size(contacts: int, rounds: int, pin: bool) -> Size:
             cmd = ["taskset", "-c", "0", *cmd]
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
         wait_listening(port, proc)
-        asyncio.run(measure(port, proc.pid, size, rounds))
+        asyncio.run(measure(Run(port, proc.pid, db_url, env, pin, rounds, dispatch_timeout_s), size))
     finally:
         if proc is not None:
             stop(proc)
@@ -245,9 +307,25 @@ def table(small: Size, large: Size) -> list[str]:
 
     rows: list[tuple[str, str, str, str, str]] = []
 
-    def row(measure: str, a: float, b: float, target: str, spec: str = ".1f") -> None:
-        ratio = f"{b / a:.1f}x" if a else "—"
-        rows.append((measure, format(a, spec), format(b, spec), ratio, target))
+    def row(measure: str, a: float | None, b: float | None, target: str, spec: str = ".1f") -> None:
+        def cell(v: float | None) -> str:
+            return "—" if v is None or v != v else format(v, spec)  # v != v: NaN (no sample)
+
+        ratio = f"{b / a:.1f}x" if a and b is not None and a == a and b == b else "—"
+        rows.append((measure, cell(a), cell(b), ratio, target))
+
+    def phase(s: Size, name: str) -> float | None:
+        p = s.dispatch.phase(name)
+        return None if p is None else p.rate
+
+    def board(s: Size, key: str, p: float) -> float | None:
+        values = [ms for ph in s.dispatch.during() for ms in getattr(ph, key)]
+        return pct(values, p) if values else None
+
+    def per_s(s: Size, key: str) -> float | None:
+        during = s.dispatch.during()
+        seconds = sum(ph.watch.get("t", 0.0) for ph in during)
+        return sum(ph.watch.get(key, 0.0) for ph in during) / seconds if seconds else None
 
     row("q= search p50 (ms)", ms(small.search_ms, 50), ms(large.search_ms, 50), "<= 20, <= 3x small")
     row("q= search p99 (ms)", ms(small.search_ms, 99), ms(large.search_ms, 99), "<= 100")
@@ -275,6 +353,49 @@ def table(small: Size, large: Size) -> list[str]:
         ">= 20,000 (200,000 recipients)",
         ",.0f",
     )
+    row(
+        "dispatch of the queued campaign alone, 1 worker, messages/s",
+        phase(small, "drain"),
+        phase(large, "drain"),
+        "",
+        ",.0f",
+    )
+    row(
+        "campaign dispatch end to end (sandbox, webhooks on), 1 worker, messages/s",
+        phase(small, "1 worker"),
+        phase(large, "1 worker"),
+        ">= 5,000",
+        ",.0f",
+    )
+    row(
+        "campaign dispatch end to end (sandbox, webhooks on), 2 workers, messages/s",
+        phase(small, "2 workers"),
+        phase(large, "2 workers"),
+        ">= 9,000",
+        ",.0f",
+    )
+    for label, key in (("board page `GET /`", "page_ms"), ("counters `GET /board/counters`", "counters_ms")):
+        for p, target in ((50, ""), (99, "<= 100")):
+            row(
+                f"{label} p{p} (ms), {WATCHERS} watchers, during dispatch",
+                board(small, key, p),
+                board(large, key, p),
+                target,
+            )
+    row(
+        "`board.counters` events/s at one watcher",
+        per_s(small, "counters0"),
+        per_s(large, "counters0"),
+        "<= 1 (one producer per workspace)",
+        ".2f",
+    )
+    row(
+        "events/s at one watcher (all board events)",
+        per_s(small, "frames0"),
+        per_s(large, "frames0"),
+        "",
+        ",.0f",
+    )
     out = [
         f"| measure | {small.contacts:,} contacts | {large.contacts:,} contacts | ratio | target |",
         "|---|---:|---:|---:|---|",
@@ -287,7 +408,32 @@ def table(small: Size, large: Size) -> list[str]:
             f"{s.export_s:.2f} s; campaign of {s.campaign_messages:,} messages expanded in {s.campaign_s:.1f} s; server RSS {mib(before)} MiB before, {mib(peak)} MiB peak, {mib(after)} MiB after; "
             "slowest terms (worst of the rounds): " + ", ".join(f"{q!r} {t:.0f} ms" for t, q in s.slowest)
         )
+        out.extend(f"  {_phase_note(p)}" for p in s.dispatch.phases)
+        if s.dispatch.log_lines:
+            levels = ", ".join(f"{n:,} {level}" for level, n in sorted(s.dispatch.log_lines.items()))
+            out.append(f"  workers' log: {levels} lines; first: {s.dispatch.first_warning or '—'}")
     return out
+
+
+def _phase_note(p: Phase) -> str:
+    w = p.watch
+    seconds = w.get("t", 0.0)
+    head = (
+        f"dispatch {p.name}: {p.messages:,} messages in {p.seconds:.1f} s"
+        + (f" (TIMED OUT, {p.left_queued:,} still queued)" if p.timed_out else "")
+        + f"; webhooks in {p.settled_s:.1f} s later"
+        + (f" ({p.unsettled:,} still not delivered)" if p.unsettled else "")
+    )
+    board = (
+        f"; board probed {len(p.page_ms)} + {len(p.counters_ms)} times" if p.page_ms else "; board not probed"
+    )
+    return (
+        head
+        + board
+        + f"; {WATCHERS} watchers got {w.get('frames', 0):,.0f} event frames ({w.get('cuts', 0):.0f} cut and"
+        f" resumed) over {seconds:.1f} s; counter tables scanned {p.counter_scans:,} times"
+        " (pg_stat_user_tables)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -296,12 +442,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--small", type=int, default=20_000, help="the comparison size (default 20,000)")
     p.add_argument("--rounds", type=int, default=3, help="measured passes over the 30 terms (default 3)")
     p.add_argument("--no-pin", action="store_true", help="do not pin the server and the client to cores")
+    p.add_argument(
+        "--dispatch-timeout",
+        type=float,
+        default=900.0,
+        help="seconds one dispatch phase may take before it is reported timed out (default 900)",
+    )
     args = p.parse_args(argv)
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2
     load = os.getloadavg()
     if pin:
         os.sched_setaffinity(0, {1})
-    sizes = [run_size(n, args.rounds, pin) for n in (args.small, args.contacts)]
+    sizes = [run_size(n, args.rounds, pin, args.dispatch_timeout) for n in (args.small, args.contacts)]
     print(
         f"\nScale: one `switchboard serve` on PostgreSQL + Redis ({'server core 0, client core 1' if pin else 'not pinned'}); "
         f"{len(queries(args.small))} search terms x {args.rounds} rounds, one request at a time; "
