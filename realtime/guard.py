@@ -17,6 +17,16 @@ and its ops are budgeted.
   meet the note's as due now and wakes the sweep, which asks the database and closes exactly those
   whose access is gone, through the same close path. A note is a hint, never the authority: a
   lost one costs at most one interval, a needless one costs one check.
+- **Admission.** Opening a socket, a stream or a long-poll asks the same questions (is the user
+  active, does the sign-in or key stand), and a reconnecting crowd asks them thousands of times a
+  second for the same few callers. `Admissions` remembers a "yes" per process for at most
+  `ADMIT_TTL_S` (never longer than the re-check interval) and asks once for callers arriving
+  together. The `access` note forgets every answer standing on an identity it names (the revoking
+  process forgets before it sends it), a "no" from the sweep forgets the caller's identities,
+  an answer that was being asked while a note arrived is asked again, and the hub's subscription
+  being made again (notes may have been missed) forgets everything. The sweep never uses it. A
+  connection that joins the sweep after a note arrived during its admission is checked at once
+  (`joined`): a note racing an admission cannot leave a connection open for an interval.
 - **Ops.** A socket has a small local token bucket for every op and one for replays (a
   `subscribe` whose `after` is behind the head reads the log); `presence` and `subscribe`
   also spend the caller's budget across sockets (`OpBudget`, the server's rate-limit engine).
@@ -29,10 +39,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 import orjson
+from cachetools import TTLCache
 
 from realtime.types import Caller
 
@@ -48,6 +59,8 @@ TOO_BIG_CODE = 1009
 SWEEP_STEP_S = 1.0  # how often the sweep looks for connections due a check
 PATIENCE = 3  # ops refused in a row answered with an error frame; the next one closes the socket
 ACCESS_NOTE = "access"  # the kind of backend note that says "these identities lost access"
+ADMIT_TTL_S = 5.0  # how long a "yes" at admission is believed without asking again
+ADMIT_SIZE = 50_000  # callers remembered at once (each entry is a few hundred bytes)
 
 
 def marks(
@@ -69,6 +82,66 @@ def marks_of(caller: Caller) -> frozenset[str]:
         return marks(api_key_id=key_id)
     session_id = getattr(caller, "session_id", None)
     return marks(user_id=caller.user_id, session_ids=(session_id,) if session_id else ())
+
+
+def _retrieved(task: asyncio.Task[bool]) -> None:
+    if not task.cancelled():
+        task.exception()  # those who asked saw it; nobody else needs the "never retrieved" warning
+
+
+class Admissions:
+    """Positive access answers at admission (see the module's docstring), per process."""
+
+    def __init__(self, ttl_s: float, size: int = ADMIT_SIZE) -> None:
+        self._yes: TTLCache[object, frozenset[str]] = TTLCache(maxsize=size, ttl=ttl_s)
+        self._asking: dict[object, asyncio.Task[bool]] = {}
+        self._generation = 0  # bumped by every forgetting: an answer asked across it is stale
+
+    async def ask(self, key: object, marks: frozenset[str], load: Callable[[], Awaitable[bool]]) -> bool:
+        """The remembered "yes" for `key`, or `await load()`, shared with callers asking at the
+        same time (in a task of its own: one of them going away cancels nobody else's answer).
+        `marks`: the identities the answer stands on (what a note names to forget it)."""
+        if key in self._yes:
+            return True
+        task = self._asking.get(key)
+        if task is None:
+            task = asyncio.create_task(self._load(key, marks, load), name="admission")
+            task.add_done_callback(_retrieved)
+            self._asking[key] = task
+        return await asyncio.shield(task)
+
+    async def _load(self, key: object, marks: frozenset[str], load: Callable[[], Awaitable[bool]]) -> bool:
+        try:
+            for _ in range(2):
+                generation = self._generation
+                ok = await load()
+                if generation == self._generation:
+                    if ok:
+                        self._yes[key] = marks
+                    break
+                # Access ended for someone while asking: ask again (a note follows its commit).
+            return ok
+        finally:
+            del self._asking[key]
+
+    @property
+    def generation(self) -> int:
+        """Changes whenever an answer is forgotten (see `joined`)."""
+        return self._generation
+
+    def forget(self, named: frozenset[str]) -> None:
+        """Drop every answer standing on one of the `named` identities."""
+        self._generation += 1
+        for key, marks in list(self._yes.items()):
+            if marks & named:
+                self._yes.pop(key, None)
+
+    def clear(self) -> None:
+        self._generation += 1
+        self._yes.clear()
+
+    def __len__(self) -> int:
+        return len(self._yes)
 
 
 class Live(Protocol):
@@ -115,14 +188,40 @@ def next_check_in(caller: Caller, interval_s: float) -> float:
 
 
 async def still_allowed(rt: Realtime, caller: Caller) -> bool:
-    """The injected check; a check that fails (not one that says no) keeps the connection."""
+    """The injected check, asked now (the sweep); a check that fails (not one that says no)
+    keeps the connection."""
     if rt.access_check is None:
         return True
     try:
-        return await rt.access_check(caller)
+        ok = await rt.access_check(caller)
     except Exception:
         log.exception("re-checking a live connection's access failed; asking again later")
         return True
+    if not ok:
+        rt.admissions.forget(marks_of(caller))
+    return ok
+
+
+async def admitted(rt: Realtime, caller: Caller) -> bool:
+    """The injected check for a connection being opened: a recent "yes" for this caller stands
+    (`Admissions`). A check that fails refuses nothing (as `still_allowed`)."""
+    check = rt.access_check
+    if check is None:
+        return True
+    try:
+        return await rt.admissions.ask(caller, marks_of(caller), lambda: check(caller))
+    except Exception:
+        log.exception("checking a new connection's access failed; asking again at its first re-check")
+        return True
+
+
+def joined(rt: Realtime, conn: Live, generation: int) -> None:
+    """`conn`, admitted when `rt.admissions.generation` was `generation`, has just joined the
+    sweep. If access ended for anyone since (a note it may have missed while being admitted),
+    it is checked now rather than at its interval."""
+    if rt.admissions.generation != generation:
+        conn.due = 0.0
+        rt.recheck_now.set()
 
 
 def live(rt: Realtime) -> list[Live]:
@@ -133,6 +232,7 @@ def access_ended(rt: Realtime, data: bytes) -> None:
     """An `access` note: connections standing on a named identity are due a check now (the
     sweep, woken here, does the closing)."""
     named = frozenset(orjson.loads(data))
+    rt.admissions.forget(named)
     hit = 0
     for conn in live(rt):
         if conn.marks & named and not conn.over:

@@ -63,10 +63,14 @@ class Stream:
 
 
 @contextlib.contextmanager
-def watched(rt: Realtime, caller: Caller, sink: QueueSink | LongPollSink) -> Iterator[Stream]:
-    """`sink` in the access sweep (and reachable by revocation notes) while the block runs."""
+def watched(
+    rt: Realtime, caller: Caller, sink: QueueSink | LongPollSink, generation: int
+) -> Iterator[Stream]:
+    """`sink` in the access sweep (and reachable by revocation notes) while the block runs;
+    `generation`: the admissions' generation before the caller was admitted (`guard.joined`)."""
     stream = Stream(rt, caller, sink)
     rt.streams.add(stream)
+    guard.joined(rt, stream, generation)
     try:
         yield stream
     finally:
@@ -78,8 +82,9 @@ def _topics(request: Request) -> list[str]:
 
 
 async def longpoll(rt: Realtime, request: Request) -> Response:
+    generation = rt.admissions.generation
     caller = await rt.authenticate(request)
-    if not await guard.still_allowed(rt, caller):
+    if not await guard.admitted(rt, caller):
         return signed_out()
     try:
         after = access.parse_after(request.query_params.get("after"))
@@ -101,7 +106,7 @@ async def longpoll(rt: Realtime, request: Request) -> Response:
             orjson.dumps({"resync": True, "events": [], "last_id": head}), media_type="application/json"
         )
     sink = LongPollSink(caller.workspace_id, topics, max_events=MAX_EVENTS)
-    with watched(rt, caller, sink) as watch:
+    with watched(rt, caller, sink, generation) as watch:
         try:
             await rt.hub.subscribe(sink, after)
             if not sink.events and timeout > 0 and not watch.ended:
@@ -119,8 +124,9 @@ async def longpoll(rt: Realtime, request: Request) -> Response:
 
 
 async def stream(rt: Realtime, request: Request) -> Response:
+    generation = rt.admissions.generation
     caller = await rt.authenticate(request)
-    if not await guard.still_allowed(rt, caller):
+    if not await guard.admitted(rt, caller):
         return signed_out()
     try:
         raw_after = request.headers.get("last-event-id") or request.query_params.get("after")
@@ -141,7 +147,7 @@ async def stream(rt: Realtime, request: Request) -> Response:
         # Replays wait for room in the queue, which this generator drains: run them beside it.
         attach = asyncio.create_task(rt.hub.subscribe(sink, after))
         try:
-            with watched(rt, caller, sink):  # the access sweep cuts the sink when access is gone
+            with watched(rt, caller, sink, generation):  # the access sweep cuts the sink when access is gone
                 while True:
                     items = await sink.get(ping_s)
                     if attach.done() and attach.exception() is not None:

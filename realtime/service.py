@@ -31,7 +31,7 @@ from realtime.lifecycle import Supervisor
 from realtime.log import LogReader
 from realtime.presence import Key, MemoryStore, Presence, RedisStore
 from realtime.relay import Relay
-from realtime.types import AccessCheck, Authenticator, Database, EventLog, OpBudget
+from realtime.types import AccessCheck, Authenticator, Database, Event, EventLog, OpBudget
 
 log = logging.getLogger("switchboard.realtime")
 
@@ -101,7 +101,10 @@ class Realtime:
         self.connections: set[websocket.Connection] = set()
         self.streams: set[http.Stream] = set()  # SSE streams and waiting long-polls
         self.recheck_now = asyncio.Event()  # wakes the access sweep (a revocation note arrived)
+        # Recent "yes" answers for connections being opened (realtime.guard).
+        self.admissions = guard.Admissions(min(guard.ADMIT_TTL_S, settings.ws_access_recheck_s))
         self.hub.on_note(guard.ACCESS_NOTE, lambda data: guard.access_ended(self, data))
+        self.hub.observe(self._on_batch)
         self.supervisor = Supervisor("realtime")
 
     def health(self) -> dict[str, str]:
@@ -122,12 +125,17 @@ class Realtime:
         named = guard.marks(api_key_id=api_key_id, user_id=user_id, session_ids=session_ids)
         if not named:
             return
+        self.admissions.forget(named)  # here at once; the note may take a moment to come back
         try:
             await self.backend.note(guard.ACCESS_NOTE, orjson.dumps(sorted(named)))
         except Exception:
             log.warning(
                 "announcing a revocation failed; its connections close at their next check", exc_info=True
             )
+
+    def _on_batch(self, _workspace_id: int, events: list[Event] | None) -> None:
+        if events is None:
+            self.admissions.clear()  # the hub's subscription was made again: notes may have been missed
 
     def poke(self, workspace_id: int | None = None) -> None:
         """Call after committing events to publish them at once (PostgreSQL also NOTIFYs)."""

@@ -287,6 +287,7 @@ async def serve(rt: Realtime, scope: Scope, receive: Receive, send: Send) -> Non
     if (await receive())["type"] != "websocket.connect":
         return
     http = HTTPConnection(scope)
+    generation = rt.admissions.generation
     try:
         caller = await rt.authenticate(http)
     except Exception:
@@ -300,12 +301,13 @@ async def serve(rt: Realtime, scope: Scope, receive: Receive, send: Send) -> Non
         return
     del http  # its parsed headers would live as long as the socket
     await send({"type": "websocket.accept"})
-    if not await guard.still_allowed(rt, caller):
+    if not await guard.admitted(rt, caller):
         # Accepted first so that the browser sees the code, renews its session and comes back.
         await send({"type": "websocket.close", "code": guard.SIGNED_OUT_CODE, "reason": guard.SIGNED_OUT})
         return
     conn = Connection(rt, receive, send, caller)
     rt.connections.add(conn)
+    guard.joined(rt, conn, generation)
     sink = conn.sink
     writer = None
     if isinstance(sink, QueueSink):

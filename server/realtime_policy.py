@@ -6,23 +6,41 @@ The real-time layer takes both as callables, so it never imports the server."""
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
 
 from starlette.requests import HTTPConnection
 
+from realtime import guard
 from realtime.types import AccessCheck, Caller, OpBudget
 from server.apikeys import service as keys
 from server.apikeys.scopes import require_scope
 from server.auth import service as auth_service
 from server.auth.principal import Principal
 from server.auth.principal import authenticate as authenticate_request
+from server.auth.service import user_is_active
 from server.db import Database
 from server.ratelimit import Bucket, Limiter
 from server.settings import Settings
 
 
 async def authenticate(conn: HTTPConnection) -> Principal:
-    """The caller of /ws, long-poll or SSE: a user, or an API key with the `events:read` scope."""
-    principal = await authenticate_request(conn)
+    """The caller of /ws, long-poll or SSE: a user, or an API key with the `events:read` scope.
+    Whether the user is still active is the process's recent answer when there is one
+    (`Realtime.admissions`, forgotten by the `access` note of a deactivation)."""
+    services = conn.app.state.services
+    rt = services.realtime
+    db: Database = services.db
+
+    async def is_active(principal: Principal) -> bool:
+        def load() -> Awaitable[bool]:
+            return user_is_active(db, principal.user_id, principal.workspace_id)
+
+        if rt is None:
+            return await load()
+        key = ("user", principal.workspace_id, principal.user_id)
+        return await rt.admissions.ask(key, guard.marks(user_id=principal.user_id), load)
+
+    principal = await authenticate_request(conn, is_active=is_active)
     if principal.api_key_id is not None:
         require_scope(principal.scopes, "events:read")
     return principal

@@ -4,6 +4,7 @@ cookie (then with a CSRF check)."""
 from __future__ import annotations
 
 import hmac
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from starlette.requests import HTTPConnection
@@ -113,9 +114,15 @@ async def principal_from_key(conn: HTTPConnection, secret: str) -> Principal:
     )
 
 
-async def authenticate(conn: HTTPConnection, *, csrf_token: str | None = None) -> Principal:
+async def authenticate(
+    conn: HTTPConnection,
+    *,
+    csrf_token: str | None = None,
+    is_active: Callable[[Principal], Awaitable[bool]] | None = None,
+) -> Principal:
     """The caller, or 401. Cookie-authenticated unsafe requests must carry the CSRF token
-    (header `X-CSRF-Token`, or `csrf_token` passed in from a form)."""
+    (header `X-CSRF-Token`, or `csrf_token` passed in from a form). `is_active` answers whether
+    the token's user is still active (default: ask the database)."""
     token, via_cookie = bearer_token(conn)
     if token and not via_cookie and token.startswith("sb_live_"):
         return await principal_from_key(conn, token)
@@ -124,8 +131,11 @@ async def authenticate(conn: HTTPConnection, *, csrf_token: str | None = None) -
     if via_cookie and method not in _SAFE:
         check_csrf(conn, csrf_token or conn.headers.get(CSRF_HEADER))
     # A token outlives a deactivation or deletion by up to its lifetime: ask the database.
-    db = conn.app.state.services.db
-    if not await user_is_active(db, principal.user_id, principal.workspace_id):
+    if is_active is not None:
+        active = await is_active(principal)
+    else:
+        active = await user_is_active(conn.app.state.services.db, principal.user_id, principal.workspace_id)
+    if not active:
         raise Problem(
             401,
             "This user no longer exists or has been deactivated.",
