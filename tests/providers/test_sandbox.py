@@ -150,3 +150,24 @@ def test_config_defaults_and_ranges() -> None:
         "config.delivery_delay_ms",
         "config.sink_url",
     ]
+
+
+async def test_delivery_events_of_many_sends_go_out_in_batches_each_once(
+    recorder: tuple[Recorder, str], http: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec, origin = recorder
+    monkeypatch.setattr(sandbox_module, "WEBHOOK_BATCH", 40)
+    adapter = sandbox(http, origin, delivery_delay_ms=100)
+    ids = [(await adapter.send(message("sandbox"))).provider_message_id for _ in range(100)]
+    assert adapter.pending_webhooks == 100
+    await until_idle(adapter)
+    hooks = [r for r in rec.requests if r.path == "/webhooks/7"]
+    assert 3 <= len(hooks) < 100  # batches of at most 40 messages, not a POST per message
+    for hook in hooks:
+        assert signing.verify([WEBHOOK_KEY], hook.headers["x-sandbox-signature"], hook.body)
+        assert len(hook.json["events"]) <= 80
+    events = [e for hook in hooks for e in hook.json["events"]]
+    assert sorted((e["message_id"], e["status"]) for e in events) == sorted(
+        (i, status) for i in ids for status in ("sent", "delivered")
+    )
+    await adapter.aclose()

@@ -5,8 +5,10 @@ Config: `delivery_delay_ms` (default 1500; negative turns webhooks off, as bench
 `Idempotency-Key` header, which is how benchmarks and fault tests count duplicates).
 
 Webhook body: `{"events": [{"id", "message_id", "status", "timestamp", "recipient", "reason"}]}`
-with a "sent" event, then "delivered" or "bounced", signed `X-Sandbox-Signature` with
-`server.signing.sign(webhook_key, raw_body)`.
+with a "sent" event, then "delivered" or "bounced", for every message whose delay has passed (up
+to `WEBHOOK_BATCH` messages per POST, as SendGrid and Mailgun batch their event webhooks: one POST
+per message would cap a campaign at what one connection can post), signed `X-Sandbox-Signature`
+with `server.signing.sign(webhook_key, raw_body)`.
 
 It also plays the customers (the demo's first five minutes, issue 16): with `customer_reply_rate`
 > 0, that share of SMS and WhatsApp sends is answered, after about `customer_reply_delay_ms`, by
@@ -24,6 +26,7 @@ import logging
 import random
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 from urllib.parse import urlencode
@@ -40,6 +43,7 @@ from server.webhooks.verify import twilio_signature
 log = logging.getLogger(__name__)
 
 WEBHOOK_ATTEMPTS = 3
+WEBHOOK_BATCH = 500  # messages (two events each) per delivery webhook POST
 WEBHOOK_BACKOFF_S = 0.5  # doubled after each failed attempt: the app may be restarting
 DEFAULT_NUMBER = "+15005550006"  # Twilio's test number: what the demo's customers write to
 CUSTOMER_CHANNELS = frozenset({"sms", "whatsapp"})  # what a Twilio number receives
@@ -60,6 +64,14 @@ BOUNCE_REASONS = {
     "whatsapp": "131026 Message undeliverable",
     "chat": "channel_not_found",
 }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Due:
+    at: float  # monotonic time the message's events are posted
+    provider_message_id: str
+    to: str
+    channel: str
 
 
 class SandboxAdapter(Adapter):
@@ -90,7 +102,10 @@ class SandboxAdapter(Adapter):
             allow_private=allow_private,
         )
         self._random = rng or random.Random()
-        self._webhooks: set[asyncio.Task[None]] = set()
+        self._webhooks: set[asyncio.Task[None]] = set()  # the customers' replies, and the flusher
+        self._due: deque[_Due] = deque()  # delivery events not posted yet, in due order
+        self._flusher: asyncio.Task[None] | None = None
+        self._posting = 0  # messages in the POST under way
 
     @classmethod
     def check_config(cls, fields: Fields) -> None:
@@ -129,9 +144,15 @@ class SandboxAdapter(Adapter):
             )
         provider_message_id = f"sbx-{uuid.uuid4()}"
         if self.config["delivery_delay_ms"] >= 0 and self.webhook_url:
-            self._spawn(
-                self._post_webhook(provider_message_id, msg), f"sandbox-webhook-{provider_message_id}"
-            )
+            # One delay for every message of this connection: appending keeps the queue in due order.
+            at = time.monotonic() + self.config["delivery_delay_ms"] / 1000
+            self._due.append(_Due(at, provider_message_id, msg.to, msg.channel))
+            if self._flusher is None:
+                self._flusher = asyncio.create_task(
+                    self._flush(), name=f"sandbox-webhooks-{self.provider_id}"
+                )
+                self._webhooks.add(self._flusher)
+                self._flusher.add_done_callback(self._webhook_done)
         if self._customer_answers(msg):
             self._spawn(self._customer_reply(msg), f"sandbox-customer-{provider_message_id}")
         return SendResult(provider_message_id)
@@ -185,9 +206,11 @@ class SandboxAdapter(Adapter):
 
     @property
     def pending_webhooks(self) -> int:
-        return len(self._webhooks)
+        """Messages whose delivery events are not posted yet, and customer replies under way."""
+        return len(self._due) + self._posting + len(self._webhooks - {self._flusher})
 
     async def aclose(self) -> None:
+        self._due.clear()
         tasks = list(self._webhooks)
         for task in tasks:
             task.cancel()
@@ -198,21 +221,46 @@ class SandboxAdapter(Adapter):
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.error("sandbox webhook %s failed", task.get_name(), exc_info=exc)
 
-    async def _post_webhook(self, provider_message_id: str, msg: OutgoingMessage) -> None:
-        await asyncio.sleep(self.config["delivery_delay_ms"] / 1000)
-        bounced = self._random.random() < self.config["bounce_rate"]
+    async def _flush(self) -> None:
+        """Post the delivery events of every message whose delay has passed, a batch at a time,
+        until none is waiting (`send` starts it again). A batch refused after its retries is
+        logged and dropped, as one message's webhook was before: a real provider gives up too."""
+        try:
+            while self._due:
+                wait = self._due[0].at - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                now = time.monotonic()
+                batch: list[_Due] = []
+                while self._due and self._due[0].at <= now and len(batch) < WEBHOOK_BATCH:
+                    batch.append(self._due.popleft())
+                self._posting = len(batch)
+                try:
+                    await self._post_events(batch)
+                except Exception:
+                    log.exception("sandbox delivery webhook of %d message(s) failed", len(batch))
+                finally:
+                    self._posting = 0
+        finally:
+            self._flusher = None
+
+    async def _post_events(self, batch: list[_Due]) -> None:
         now = int(time.time())
-        events = [
-            event(provider_message_id, "sent", msg.to, now),
-            event(
-                provider_message_id,
-                "bounced" if bounced else "delivered",
-                msg.to,
-                now,
-                reason=BOUNCE_REASONS.get(msg.channel, "bounced") if bounced else None,
-            ),
-        ]
+        events = []
+        for d in batch:
+            bounced = self._random.random() < self.config["bounce_rate"]
+            events += [
+                event(d.provider_message_id, "sent", d.to, now),
+                event(
+                    d.provider_message_id,
+                    "bounced" if bounced else "delivered",
+                    d.to,
+                    now,
+                    reason=BOUNCE_REASONS.get(d.channel, "bounced") if bounced else None,
+                ),
+            ]
         body = orjson.dumps({"events": events})
+        more = f" and {len(batch) - 1} more" if len(batch) > 1 else ""
         await self._post(
             self.webhook_url,
             body,
@@ -220,7 +268,7 @@ class SandboxAdapter(Adapter):
                 "Content-Type": "application/json",
                 "X-Sandbox-Signature": signing.sign(self.webhook_key, body),  # timestamped: per attempt
             },
-            what=f"webhook for {provider_message_id}",
+            what=f"webhook for {batch[0].provider_message_id}{more}",
         )
 
     async def _post(
