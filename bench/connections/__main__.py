@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -82,6 +83,9 @@ def server(stack: str, infra: Database, n: int) -> Iterator[tuple[int, subproces
     """The server under test, its port and the path clients open."""
     port = free_port()
     nofile = str(n + WARM + 4096)
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and int(nofile) > hard and os.geteuid() != 0:
+        raise RuntimeError(f"needs {nofile} open files; the hard limit is {hard}")
     if stack == "ours":
         argv = [str(SWITCHBOARD), "serve", "--no-worker", "--port", str(port)]
         env = infra.env()
@@ -90,6 +94,13 @@ def server(stack: str, infra: Database, n: int) -> Iterator[tuple[int, subproces
         argv = [sys.executable, "-m", "bench.fanout.servers", "limit", "--port", str(port)]
         argv += ["--clients", str(n + WARM), "--rates", "1", "--step-s", "1"]
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if subprocess.run(
+        ["prlimit", f"--nofile={nofile}:{nofile}", "--", "true"], capture_output=True
+    ).returncode:
+        # root without CAP_SYS_RESOURCE (a container) cannot raise its hard limit either
+        raise RuntimeError(
+            f"needs {nofile} open files; this machine's hard limit is {hard} and cannot be raised"
+        )
     proc = spawn(
         ["prlimit", f"--nofile={nofile}:{nofile}", "--", *argv], 0, env=env, stdout=subprocess.DEVNULL
     )
