@@ -93,6 +93,8 @@ async def follow_ws(f: Follower, url: str, after: int, stop: asyncio.Event) -> N
                         continue
                     if "id" in msg:
                         f.take(msg)
+                    elif msg.get("type") == "error":  # e.g. a refused subscribe: never sit silent
+                        raise RuntimeError(msg)
         except (OSError, TimeoutError, Exception) as exc:  # cut off: resume with `after`
             if stop.is_set():
                 return
@@ -183,6 +185,9 @@ async def test_a_sentinel_failover_loses_no_event_and_every_redis_user_follows()
                 SWITCHBOARD_REDIS_PREFIX=prefix,
                 SWITCHBOARD_RATE_LIMIT_ENABLED="true",
                 SWITCHBOARD_RATE_LIMIT_LOGIN_BURST=str(LOGIN_BURST),
+                # Every follower is the same user: its subscribe ops come in one burst (a team's
+                # agents each have their own budget of 60).
+                SWITCHBOARD_WS_USER_OPS_BURST=str(2 * (N_WS + N_POLL + N_SSE) + 60),
                 SWITCHBOARD_LOG_LEVEL="WARNING",
             )
             switchboard("migrate", env=env)
@@ -325,9 +330,15 @@ async def scenario(cluster: SentinelCluster, ports: list[int], prefix: str) -> N
                         break
                     r = page
             head = r.json()["last_id"]
-            async with asyncio.timeout(20):
-                while any((f.last or 0) < head for f in followers):
-                    await asyncio.sleep(0.2)
+            caught_up_by = time.monotonic() + 20
+            while any((f.last or 0) < head for f in followers):
+                if time.monotonic() > caught_up_by:
+                    behind = [(f.kind, f.last, f.reconnects) for f in followers if (f.last or 0) < head]
+                    raise AssertionError(
+                        f"{len(behind)} clients behind the head {head} 20 s after recovery "
+                        f"(kind, last id, reconnects): {behind[:10]}"
+                    )
+                await asyncio.sleep(0.2)
 
             # Shared rate limits work again: the failed sign-in bucket is in Redis, so it trips.
             codes = []
