@@ -387,9 +387,7 @@ async def test_a_thousand_events_cost_the_same_statements_as_ten(db: Database) -
     assert len(big) <= 12
     async with db.transaction() as s:
         total = (await s.execute(select(func.count()).select_from(MessageEvent))).scalar_one()
-        logged = (
-            await s.execute(select(func.count()).where(Event.type != "board.counters"))
-        ).scalar_one()
+        logged = (await s.execute(select(func.count()).where(Event.type != "board.counters"))).scalar_one()
     assert total == 1000
     # every status change and new suppression of both deliveries, each logged once
     assert logged == r10.status_changes + r10.suppressions + 660 + 330 == 1000
