@@ -55,7 +55,13 @@ async def watch(i: int, url: str, counts: Counts, ready: asyncio.Event) -> None:
                             ready.set()
                         continue
                     m = RX_ID.search(frame)
-                    if m is None:  # ping, subscribed after a reconnect
+                    if m is None:  # ping, subscribed after a reconnect, resync, or an error
+                        kind = frame.replace(b" ", b"")
+                        if b'"type":"resync"' in kind:  # too far behind to replay: reload, as the page does
+                            after = None
+                            raise WebSocketException("resync")
+                        if b'"type":"error"' in kind:  # e.g. a refused replay: never sit silent
+                            raise WebSocketException(frame.decode(errors="replace"))
                         continue
                     after = int(m[1])
                     counts.frames[i] += 1
