@@ -128,7 +128,7 @@ async def sign_in(
     page = await context.new_page()
     page.on("dialog", lambda d: asyncio.ensure_future(d.dismiss()))
     await page.goto("/login")
-    await page.get_by_label("Email").fill(email)
+    await page.get_by_label("Email", exact=True).fill(email)
     await page.get_by_label("Password").fill(PASSWORD)
     await page.get_by_role("button", name="Sign in").click()
     await page.wait_for_url(server.url + "/")
