@@ -208,7 +208,6 @@ def plain_pieces(source: str) -> tuple[Piece, ...] | None:
 def _join(pieces: tuple[Piece, ...], context: Mapping[str, Any]) -> str:
     """The text, or `_NotPlain` when the sandbox must decide (its result or its error)."""
     out: list[str] = []
-    size = 0
     try:
         for piece in pieces:
             if isinstance(piece, str):
@@ -225,13 +224,13 @@ def _join(pieces: tuple[Piece, ...], context: Mapping[str, Any]) -> str:
                     text = str(value)
                 else:
                     raise _NotPlain
-            size += len(text)
             out.append(text)
     except (KeyError, ValueError):  # a missing name; an int too long for str()
         raise _NotPlain from None
-    if size > MAX_OUTPUT:
+    text = "".join(out)
+    if len(text) > MAX_OUTPUT:
         raise _NotPlain
-    return "".join(out).replace("\x00", "")
+    return text.replace("\x00", "")
 
 
 @dataclass(frozen=True, slots=True)
