@@ -12,12 +12,12 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import insert, select, tuple_, update
+from sqlalchemy import BigInteger, insert, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.consent.models import ALL_SCOPE, Consent, ConsentCurrent, ConsentSource, ConsentState
 from server.contacts.changes import get_contact
-from server.db import utcnow
+from server.db import dialect_of, one_of, utcnow
 from server.events.service import NewEvent, emit_many
 
 CHANNELS = ("email", "sms", "whatsapp", "chat")
@@ -191,7 +191,8 @@ async def _current_rows(
     c = ConsentCurrent
     rows = await session.execute(
         select(c.contact_id, c.channel, c.scope, c.state, c.id, c.source).where(
-            c.workspace_id == workspace_id, c.contact_id.in_(sorted(set(contact_ids)))
+            c.workspace_id == workspace_id,
+            one_of(dialect_of(session), c.contact_id, sorted(set(contact_ids)), BigInteger()),
         )
     )
     return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows.all()]

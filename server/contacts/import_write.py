@@ -20,15 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy import String, and_, any_, bindparam, func, insert, or_, select, text, update
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy import String, and_, func, insert, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.consent import service as consent
 from server.consent.models import ConsentSource, ConsentState
 from server.contacts.changes import lock_workspace
 from server.contacts.models import Audit, Contact, ContactIdentity
-from server.db import dialect_of, utcnow
+from server.db import dialect_of, one_of, utcnow
 
 Mode = Literal["create", "upsert"]
 UPDATABLE = ("name", "phone", "tags", "attributes")
@@ -176,14 +175,6 @@ def _audit(
     }
 
 
-def _among(session: AsyncSession, column: Any, values: list[str]) -> Any:
-    """`column` is one of `values`: one array parameter on PostgreSQL (a batch may hold 10,000
-    values), an IN list elsewhere (SQLite takes up to 32,766 parameters)."""
-    if dialect_of(session) == "postgresql":
-        return column == any_(bindparam(None, values, type_=ARRAY(String())))
-    return column.in_(values)
-
-
 async def _identities(
     session: AsyncSession, ws: int, emails: list[str], phones: list[str]
 ) -> set[tuple[str, str]]:
@@ -195,7 +186,10 @@ async def _identities(
             ContactIdentity.workspace_id == ws,
             or_(
                 *(
-                    and_(ContactIdentity.kind == kind, _among(session, ContactIdentity.value, values))
+                    and_(
+                        ContactIdentity.kind == kind,
+                        one_of(dialect_of(session), ContactIdentity.value, values, String()),
+                    )
                     for kind, values in wanted
                 )
             ),
@@ -219,7 +213,7 @@ async def _contacts(session: AsyncSession, ws: int, key: Any, values: list[str])
     )
     stmt = (
         select(key.label("k"), *cols)
-        .where(Contact.workspace_id == ws, _among(session, key, values))
+        .where(Contact.workspace_id == ws, one_of(dialect_of(session), key, values, String()))
         .order_by(Contact.id)
     )
     if dialect_of(session) == "postgresql":

@@ -23,14 +23,14 @@ from server.contacts.models import Contact
 from server.conversations import threading
 from server.conversations.inbound import Inbound
 from server.conversations.models import Conversation, ConversationRead, ConversationStatus, InboundMessage
-from server.db import UTCDateTime, utcnow
+from server.db import UTCDateTime, one_of, utcnow
 from server.errors import NotFound
 from server.events.service import NewEvent, emit_many
 from server.messages import service as messages
 from server.messages.models import Message, MessageStatus
 from server.templates import render, whatsapp
 from server.templates import service as templates
-from server.webhooks.service import insert_for, one_of
+from server.webhooks.service import insert_for
 
 # WhatsApp's customer-service window: free-form messages only this long after the customer's last one.
 WHATSAPP_WINDOW = dt.timedelta(hours=24)
@@ -225,9 +225,11 @@ async def _not_seen(
     conn = await session.connection()
     rows = await conn.execute(
         select(_INBOUND.c.provider_id, _INBOUND.c.provider_message_id).where(
-            one_of(conn, _INBOUND.c.provider_id, sorted({p for _, p, _ in entries}), BigInteger()),
             one_of(
-                conn,
+                conn.dialect.name, _INBOUND.c.provider_id, sorted({p for _, p, _ in entries}), BigInteger()
+            ),
+            one_of(
+                conn.dialect.name,
                 _INBOUND.c.provider_message_id,
                 sorted({m.provider_message_id for _, _, m in entries}),
                 String(),
@@ -316,7 +318,7 @@ async def _store(
         later = literal(now, UTCDateTime())
         await conn.execute(
             update(_CONVERSATION)
-            .where(one_of(conn, _CONVERSATION.c.id, sorted(touched), BigInteger()))
+            .where(one_of(conn.dialect.name, _CONVERSATION.c.id, sorted(touched), BigInteger()))
             .values(
                 last_message_at=case(
                     (_CONVERSATION.c.last_message_at > later, _CONVERSATION.c.last_message_at), else_=later
@@ -330,7 +332,7 @@ async def _store(
     if woken:
         await conn.execute(
             update(_CONVERSATION)
-            .where(one_of(conn, _CONVERSATION.c.id, woken, BigInteger()))
+            .where(one_of(conn.dialect.name, _CONVERSATION.c.id, woken, BigInteger()))
             .values(status=ConversationStatus.open.value, snooze_until=None)
         )
     announced: set[int] = set()

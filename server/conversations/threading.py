@@ -28,10 +28,10 @@ from server.contacts import changes as recorder
 from server.contacts.models import Contact, ContactIdentity
 from server.conversations.inbound import Inbound
 from server.conversations.models import Conversation, ConversationStatus, InboundMessage
-from server.db import utcnow
+from server.db import one_of, utcnow
 from server.events.service import NewEvent
 from server.messages.models import Message
-from server.webhooks.service import insert_for, one_of
+from server.webhooks.service import insert_for
 
 # Our outbound Message-IDs: `<sb-<workspace>-<message>@domain>` (see the adapters' `message_id_for`).
 OUR_MESSAGE_ID = re.compile(r"^sb-(\d{1,18})-(\d{1,18})@")
@@ -135,9 +135,9 @@ async def contacts_by_address(
     lower_email = func.lower(Contact.email)
     conditions = []
     if emails:
-        conditions.append(one_of(conn, lower_email, emails, String()))
+        conditions.append(one_of(conn.dialect.name, lower_email, emails, String()))
     if phones:
-        conditions.append(one_of(conn, Contact.phone, phones, String()))
+        conditions.append(one_of(conn.dialect.name, Contact.phone, phones, String()))
     rows = await session.execute(
         select(Contact.id, lower_email, Contact.phone)
         .where(Contact.workspace_id == workspace_id, or_(*conditions))
@@ -153,7 +153,7 @@ async def contacts_by_address(
         extra = await session.execute(
             select(ContactIdentity.contact_id, ContactIdentity.kind, ContactIdentity.value).where(
                 ContactIdentity.workspace_id == workspace_id,
-                one_of(conn, ContactIdentity.value, sorted({v for _, v in rest}), String()),
+                one_of(conn.dialect.name, ContactIdentity.value, sorted({v for _, v in rest}), String()),
             )
         )
         for contact_id, kind, value in extra.all():
@@ -260,7 +260,7 @@ async def conversations_for(
             select(*_THREAD_COLUMNS)
             .where(
                 _CONVERSATION.c.workspace_id == workspace_id,
-                one_of(conn, _CONVERSATION.c.contact_id, contact_ids, BigInteger()),
+                one_of(conn.dialect.name, _CONVERSATION.c.contact_id, contact_ids, BigInteger()),
             )
             .order_by(_CONVERSATION.c.id)
             .with_for_update()

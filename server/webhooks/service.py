@@ -17,11 +17,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-from sqlalchemy import BigInteger, String, Table, any_, bindparam, or_, select
+from sqlalchemy import BigInteger, String, Table, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from server.db import utcnow
+from server.db import one_of, utcnow
 from server.events.service import NewEvent, emit_many
 from server.messages.models import Message, MessageEvent, Suppression
 from server.messages.status import STATE_COLUMNS, MessageState, Transitions
@@ -88,14 +88,6 @@ def insert_for(conn: AsyncConnection, table: Table) -> Any:
     return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
-def one_of(conn: AsyncConnection, column: Any, values: Sequence[Any], type_: Any) -> Any:
-    """`column IN (values)`; on PostgreSQL `= ANY(array)`: one statement whatever the number of values,
-    so it is prepared once rather than once per length."""
-    if conn.dialect.name == "postgresql":
-        return column == any_(bindparam(None, list(values), type_=postgresql.ARRAY(type_)))
-    return column.in_(values)
-
-
 def normalise_address(address: str) -> str:
     """Suppressions hold lower-cased emails and E.164 phones."""
     address = address.strip()
@@ -124,9 +116,9 @@ async def _messages(
         ours, theirs = our_ids[i : i + _IN_CHUNK], provider_ids[i : i + _IN_CHUNK]
         conditions = []
         if ours:
-            conditions.append(one_of(conn, _MESSAGE.c.id, ours, BigInteger()))
+            conditions.append(one_of(conn.dialect.name, _MESSAGE.c.id, ours, BigInteger()))
         if theirs:
-            conditions.append(one_of(conn, _MESSAGE.c.provider_message_id, theirs, String()))
+            conditions.append(one_of(conn.dialect.name, _MESSAGE.c.provider_message_id, theirs, String()))
         rows = await conn.execute(
             select(*STATE_COLUMNS)
             .where(_MESSAGE.c.workspace_id == provider.workspace_id, or_(*conditions))
