@@ -5,7 +5,8 @@ generated set-wise (`INSERT … SELECT generate_series`, bench/scale/data.py), o
 `switchboard serve` process (pinned to core 0, Redis for its events) and an admin signed in through
 `POST /api/v1/auth/login`; then, one request at a time from core 1:
   * `GET /api/v1/contacts?q=` for 30 varied terms (full emails, email prefixes, name fragments,
-    phone fragments, domains, extra identities, terms matching nothing, 1 or 2 letters), one pass to
+    phone fragments, domains, extra identities, terms matching nothing, 1 or 2 letters — prefixes, not
+    substrings, decision 78: a common `a`, `an` and the rare `qz`), one pass to
     warm up and `--rounds` measured;
   * `GET /api/v1/contacts?tag=` for a common, a rare and an unused tag;
   * the contact list's first page, and a page 100 pages deep (its cursor);
@@ -91,8 +92,8 @@ def queries(n: int) -> list[str]:
         phone(n // 5)[-7:], phone(n // 9)[2:8], "+1891", phone(n // 19),  # phone fragments and a full phone
         "corp.test", "@inbox",  # domains
         data.extra_email(50 * (n // 150)), "old1000",  # extra identities (merges leave them)
-        "zzqx", "nobody@nowhere.test", "qz",  # nothing matches
-        "a", "an",  # one and two letters
+        "zzqx", "nobody@nowhere.test", "qz",  # nothing matches ("qz": a short term's index lookup)
+        "a", "an",  # one and two letters: prefixes of a name's words, an email, a phone
     ]  # fmt: skip
 
 

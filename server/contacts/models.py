@@ -22,17 +22,29 @@ event.listen(
 )
 
 
-def trigram_index(name: str, target: str | Any) -> Index:
-    """A pg_trgm GIN index serving `target LIKE '%…%'` (server/contacts/search.py); PostgreSQL only.
-    `target` is a column name or an expression."""
+def _postgresql_index(name: str, *columns: str, target: str | Any, ops: str, using: str) -> Index:
+    """An index on `columns` then `target` (a column name or an expression) in operator class `ops`."""
     key = target if isinstance(target, str) else name + "_expr"
     return Index(
         name,
+        *columns,
         target if isinstance(target, str) else target.label(key),
-        postgresql_using="gin",
-        postgresql_ops={key: "gin_trgm_ops"},
+        postgresql_using=using,
+        postgresql_ops={key: ops},
         info=POSTGRESQL_ONLY,
     ).ddl_if(dialect="postgresql")
+
+
+def trigram_index(name: str, target: str | Any) -> Index:
+    """A pg_trgm GIN index serving `target LIKE '%…%'` (server/contacts/search.py); PostgreSQL only.
+    `target` is a column name or an expression."""
+    return _postgresql_index(name, target=target, ops="gin_trgm_ops", using="gin")
+
+
+def prefix_index(name: str, *columns: str, target: str | Any) -> Index:
+    """A btree on `columns` then `target` in text_pattern_ops, serving `target LIKE 'te%'` within
+    them (the short terms of server/contacts/search.py, whatever the collation); PostgreSQL only."""
+    return _postgresql_index(name, *columns, target=target, ops="text_pattern_ops", using="btree")
 
 
 class Contact(Base):
@@ -58,6 +70,9 @@ class Contact(Base):
         trigram_index("ix_contact_lower_name_trgm", func.lower(name)),
         trigram_index("ix_contact_lower_email_trgm", func.lower(email)),
         trigram_index("ix_contact_phone_trgm", "phone"),
+        # search (q) by a term under three characters: prefixes (the name's words use the trigrams)
+        prefix_index("ix_contact_lower_email_prefix", "workspace_id", target=func.lower(email)),
+        prefix_index("ix_contact_phone_prefix", "workspace_id", target="phone"),
     )
 
 
@@ -78,6 +93,7 @@ class ContactIdentity(Base):
     __table_args__ = (
         UniqueConstraint("workspace_id", "kind", "value"),
         trigram_index("ix_contact_identity_value_trgm", "value"),
+        prefix_index("ix_contact_identity_value_prefix", "workspace_id", "kind", target="value"),
     )
 
 

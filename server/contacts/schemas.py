@@ -138,7 +138,12 @@ class ContactOut(Out):
 
 
 class ContactQuery(Query):
-    q: str | None = Field(default=None, max_length=200)
+    q: str | None = Field(
+        default=None,
+        max_length=200,
+        description="Case-insensitive: a substring of the name, email, phone or an extra identity; under"
+        " three characters a prefix (of the name or a word in it, the email, the phone with its + optional)",
+    )
     tag: str | None = Field(default=None, max_length=64)
     limit: PageLimit = PAGE_LIMIT
     cursor: str | None = Field(default=None, max_length=100)

@@ -3,14 +3,21 @@
 The contact list, its export, campaign audiences and bulk actions all select through here, so a
 search names the same contacts everywhere, on SQLite and on PostgreSQL.
 
-`q` is a case-insensitive substring of the name, the email, the phone or any extra identity
-(`contact_identity`, stored lower-cased or E.164). On PostgreSQL every arm of that OR has a
-pg_trgm GIN index (migration 0004) and the identity arm is an `id = ANY(ARRAY(…))` over the
-primary key, so the planner may answer "newest 50 matching" either way: walk the primary key
-backwards filtering rows (a common term: the first 50 come quickly), or OR the trigram bitmaps and
+`q` of three characters or more is a case-insensitive substring of the name, the email, the phone
+or any extra identity (`contact_identity`, stored lower-cased or E.164). On PostgreSQL every arm of
+that OR has a pg_trgm GIN index (migration 0004) and the identity arm is an `id = ANY(ARRAY(…))`
+over the primary key, so the planner may answer "newest 50 matching" either way: walk the primary
+key backwards filtering rows (a common term: the first 50 come quickly), or OR the index bitmaps and
 sort the few matches (a rare term). An `EXISTS` or `IN (subquery)` arm would rule the bitmap out and
-leave only the walk, which reads the whole table for a term that matches nothing. Terms shorter
-than three characters have no trigrams: they always walk (fast when common, a scan when rare).
+leave only the walk, which reads the whole table for a term that matches nothing.
+
+A shorter `q` has no trigram to look up, so a substring of it could only be found by that walk (a
+scan of every contact when the term is rare: 823 ms at 1M). It matches as a prefix instead
+(decision 78): of the name or a word in it (after a space), of the email, of the phone with or
+without the term's `+` (`44` finds +44…), of an identity (a phone one likewise). Each arm has an
+index again: a word's start is what pg_trgm pads a word with ("  q", " qz"), so 0004's name index
+serves `'qz%'` and `'% qz%'`; email, phone and identity prefixes have btree `text_pattern_ops`
+indexes (migration 0014) — their trigrams would also match every `.test`/`+1` word inside them.
 
 `tag` is `tags @> '["tag"]'` on PostgreSQL (GIN, jsonb_path_ops); `json_each` on SQLite.
 """
@@ -20,16 +27,19 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, String, any_, bindparam, cast, func, or_, select
+from sqlalchemy import ColumnElement, Select, String, and_, any_, bindparam, cast, func, or_, select
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import QueryableAttribute
 
 from server.contacts.models import Contact, ContactIdentity
 from server.db import json_array_contains
 
+SHORT_TERM = 3  # characters: a shorter `q` has no trigram of its own and matches as a prefix
 
-def like_pattern(q: str) -> str:
-    """`%q%` for LIKE … ESCAPE '\\', lower-cased, with the user's `%`, `_` and `\\` taken literally."""
-    return "%" + q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+def _like_literal(q: str) -> str:
+    """`q` lower-cased for LIKE … ESCAPE '\\', with the user's `%`, `_` and `\\` taken literally."""
+    return q.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 def _planned_value(dialect: str, value: str) -> Any:
@@ -43,22 +53,35 @@ def _planned_value(dialect: str, value: str) -> Any:
 
 
 def _matches_q(dialect: str, workspace_id: int, q: str) -> ColumnElement[bool]:
-    like = _planned_value(dialect, like_pattern(q))
+    def like(column: ColumnElement[Any] | QueryableAttribute[Any], pattern: str) -> ColumnElement[bool]:
+        return column.like(_planned_value(dialect, pattern), escape="\\")
+
+    name, email, term = func.lower(Contact.name), func.lower(Contact.email), _like_literal(q)
+    kind, value = ContactIdentity.kind, ContactIdentity.value  # stored lower-cased (emails) or E.164
+    if len(q) >= SHORT_TERM:
+        contains = f"%{term}%"
+        arms = [like(name, contains), like(email, contains), like(Contact.phone, contains)]
+        identity = like(value, contains)
+    else:
+        starts, phone_starts = f"{term}%", f"{term}%" if q.startswith("+") else f"+{term}%"
+        arms = [
+            like(name, starts),
+            like(name, f"% {term}%"),
+            like(email, starts),
+            like(Contact.phone, phone_starts),
+        ]
+        identity = or_(
+            and_(kind == "email", like(value, starts)), and_(kind == "phone", like(value, phone_starts))
+        )
     identities = select(ContactIdentity.contact_id).where(
-        ContactIdentity.workspace_id == workspace_id,
-        ContactIdentity.value.like(like, escape="\\"),  # stored lower-cased (emails) or E.164
+        ContactIdentity.workspace_id == workspace_id, identity
     )
     if dialect == "postgresql":
         # A pseudo-constant array (an InitPlan): index-usable, so it can join the BitmapOr.
         extra: ColumnElement[bool] = Contact.id == any_(func.array(identities.scalar_subquery()))
     else:
         extra = Contact.id.in_(identities)
-    return or_(
-        func.lower(Contact.name).like(like, escape="\\"),
-        func.lower(Contact.email).like(like, escape="\\"),
-        Contact.phone.like(like, escape="\\"),
-        extra,
-    )
+    return or_(*arms, extra)
 
 
 def contact_filter(
