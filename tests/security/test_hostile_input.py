@@ -4,7 +4,8 @@ problem naming what was wrong (never a 500 or a 503 that invites a retry), and n
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from typing import Any, get_args
 
 import httpx
 import pytest
@@ -65,6 +66,30 @@ async def test_nul_in_a_query_parameter_is_422_naming_it(client: httpx.AsyncClie
     assert _fields(await client.get("/api/v1/contacts", params={"q": "a\x00"})) == ["query.q"]
     assert _fields(await client.get("/api/v1/contacts", params={"tag": "\x00"})) == ["query.tag"]
     assert _fields(await client.get("/api/v1/contacts/export", params={"q": "a\x00"})) == ["query.q"]
+
+
+def _text_parameters() -> list[tuple[str, str, str]]:
+    """(method, path, parameter) for every free-text query parameter of every API operation."""
+    from server.api import all_operations
+    from server.app import ROUTERS
+
+    out = []
+    for o in all_operations(ROUTERS):
+        for name, f in (o.query.model_fields if o.query is not None else {}).items():
+            if f.annotation is str or str in get_args(f.annotation):
+                out.append((o.method, re.sub(r"\{[a-z_]+\}", "1", o.path), f.alias or name))
+    return out
+
+
+async def test_nul_in_any_text_query_parameter_is_422_naming_it(client: httpx.AsyncClient) -> None:
+    # Every query model has the schema base's check, not only those that remembered to derive
+    # from it (`?action=` of the audit log and `?q=` of suppressions answered 500 on PostgreSQL).
+    parameters = _text_parameters()
+    assert ("GET", "/api/v1/audit", "action") in parameters
+    assert ("GET", "/api/v1/suppressions", "q") in parameters
+    for method, path, name in parameters:
+        r = await client.request(method, path, params={name: "a\x00"})
+        assert _fields(r) == [f"query.{name}"], (method, path, name, r.text)
 
 
 async def test_nul_in_the_dashboard_login_form_and_search_is_refused(
