@@ -17,6 +17,7 @@ from server.contacts.models import Contact
 from server.db import Database
 from server.messages.models import MessageEvent
 from tests.conftest import ClientFactory
+from tests.conversations.support import World as ConversationWorld
 from tests.ui.conftest import BrowserFactory, csrf_field
 from tests.ui.conftest import browser_client as browser_client
 from tests.webhooks.payloads import mailgun_event_data
@@ -102,12 +103,37 @@ async def test_nul_in_the_dashboard_login_form_and_search_is_refused(
         )
         assert r.status_code == 422, r.text
     signed_in = await browser_client("admin")
-    r = await signed_in.get("/contacts", params={"q": "a\x00"})
-    assert r.status_code == 200, r.text
+    for path, params in (("/contacts", {"q": "a\x00"}), ("/suppressions", {"q": "a\x00"})):
+        r = await signed_in.get(path, params=params)
+        assert r.status_code == 422, r.text
+        assert "NUL character" in r.text
     for query in ({"to": "0001-01-01"}, {"from": "9999-12-31"}):  # item 11 on the dashboard
         assert (await signed_in.get("/reports", params=query)).status_code == 200
     for path in (f"/contacts/{HUGE}", f"/messages/{HUGE}", f"/templates/{HUGE}", f"/providers/{HUGE}"):
         assert (await signed_in.get(path)).status_code == 404, path  # item 12 on the dashboard
+
+
+async def test_nul_in_any_dashboard_form_is_a_422_page(
+    app: Starlette, browser_client: BrowserFactory
+) -> None:
+    # Form posts that bypass the API's schemas (a reply, a session id) answered 500 on PostgreSQL.
+    world = await ConversationWorld(app).build()
+    try:
+        assert (await world.post_twilio(world.twilio_form("hello"))).status_code == 200
+    finally:
+        await world.close()
+    agent = await browser_client("agent")
+    csrf = agent.cookies["sb_csrf"]
+    conversation = (await agent.get("/api/v1/conversations")).json()["items"][0]["id"]
+    for path, form in (
+        (f"/inbox/{conversation}/reply", {"text": "hi\x00there", "confirmed": "1"}),
+        ("/sessions/revoke", {"session_id": "a\x00"}),
+    ):
+        r = await agent.post(path, data={**form, "csrf_token": csrf})
+        assert r.status_code == 422, (path, r.text)
+        assert "NUL character" in r.text
+    timeline = (await agent.get(f"/api/v1/conversations/{conversation}")).json()["messages"]
+    assert [m["direction"] for m in timeline] == ["inbound"]  # no reply was sent
 
 
 async def test_csv_row_with_nul_is_rejected_and_the_rest_kept(
