@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -19,7 +19,7 @@ from server.auth.principal import Principal, authenticate, require_role
 from server.errors import Problem, validation_errors
 from server.jsonlimits import TooDeep, loads_bounded
 from server.pagination import page_context
-from server.validators import refuse_unstorable
+from server.validators import Query, Schema
 
 if TYPE_CHECKING:
     from server.db import Database
@@ -32,23 +32,6 @@ M = TypeVar("M", bound=BaseModel)
 # JSON nested deeper than this is refused before validation (400): no request body of ours nests
 # more than a few levels, and every walk over a document stays shallow.
 MAX_JSON_DEPTH = 32
-
-
-class Schema(BaseModel):
-    """Base for request bodies: unknown fields are an error, not silently dropped; no field holds
-    what the database cannot store (NUL in text, integers beyond int64, unbounded keys)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    _storable = field_validator("*")(refuse_unstorable)
-
-
-class Query(BaseModel):
-    """Base for query-string models: unknown parameters are ignored; the same storable checks."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    _storable = field_validator("*")(refuse_unstorable)
 
 
 class Out(BaseModel):
@@ -120,8 +103,8 @@ class Operation:
     path: str
     handler: Handler
     summary: str
-    body: type[BaseModel] | None = None
-    query: type[BaseModel] | None = None
+    body: type[Schema] | None = None
+    query: type[Query | Schema] | None = None  # both refuse what the database cannot store
     response: Any = None
     status: int = 200
     role: str | None = "viewer"  # None: public
@@ -171,8 +154,8 @@ class Router:
         method: str,
         path: str,
         *,
-        body: type[BaseModel] | None = None,
-        query: type[BaseModel] | None = None,
+        body: type[Schema] | None = None,
+        query: type[Query | Schema] | None = None,
         response: Any = None,
         status: int = 200,
         role: str | None = "viewer",

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.errors import Problem
-from server.validators import INT64_MAX
+from server.validators import INT64_MAX, contains_nul
 from ui.web import LoginRequired, Viewer, render, to_login, viewer
 
 PageHandler = Callable[[Request, Viewer], Awaitable[Response]]
@@ -17,16 +17,19 @@ PageHandler = Callable[[Request, Viewer], Awaitable[Response]]
 
 def page(role: str = "viewer") -> Callable[[PageHandler], Callable[[Request], Awaitable[Response]]]:
     """A page or fragment for a signed-in user: an expired session goes back to the login page
-    (also for htmx requests, through `HX-Redirect`), a missing role gets a readable 403 page."""
+    (also for htmx requests, through `HX-Redirect`), a missing role gets a readable 403 page, and a
+    NUL in any query parameter or form field a readable 422 page."""
 
     def wrap(fn: PageHandler) -> Callable[[Request], Awaitable[Response]]:
         @wraps(fn)
         async def endpoint(request: Request) -> Response:
             csrf_form: str | None = None
+            fields: list[object] = [x for kv in request.query_params.multi_items() for x in kv]
             if request.method not in ("GET", "HEAD"):
                 form = await request.form()
                 value = form.get("csrf_token")
                 csrf_form = value if isinstance(value, str) else None
+                fields.extend(x for kv in form.multi_items() for x in kv)
             try:
                 v = await viewer(request, role=role, csrf_form=csrf_form)
             except LoginRequired as exc:
@@ -41,6 +44,8 @@ def page(role: str = "viewer") -> Callable[[PageHandler], Callable[[Request], Aw
             try:
                 if any(isinstance(x, int) and x > INT64_MAX for x in request.path_params.values()):
                     raise Problem(404, "No such page.")  # an id no database row can have
+                if contains_nul(*fields):  # what no text column can store, as the API's schemas refuse
+                    raise Problem(422, "A field holds a NUL character, which cannot be stored.")
                 return await fn(request, v)
             except Problem as exc:
                 return render(

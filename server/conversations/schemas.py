@@ -4,9 +4,9 @@ import datetime as dt
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from server.api import Out, Schema
+from server.api import Out, Query, Schema
 from server.messages.schemas import MessageOut
 from server.templates.schemas import MAX_SOURCE, Channel
 
@@ -20,9 +20,7 @@ def _utc(v: dt.datetime | None) -> dt.datetime | None:
     return v.replace(tzinfo=dt.UTC) if v.tzinfo is None else v.astimezone(dt.UTC)
 
 
-class ConversationQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class ConversationQuery(Query):
     status: Status | None = None
     assignee: str | None = Field(default=None, description="me, none, or a user id")
     channel: Channel | None = None

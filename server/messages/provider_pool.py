@@ -9,7 +9,6 @@ import dataclasses
 import datetime as dt
 import logging
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 
 import httpx
 from sqlalchemy import select
@@ -48,16 +47,41 @@ def make_http_client(
     (`public_url`, where the sandbox posts its delivery reports) is reached without it. Proxy
     variables in the environment are ignored: a proxy would make the connection the guard checks."""
     limits = httpx.Limits(max_connections=2 * concurrency, max_keepalive_connections=concurrency)
-    own = urlsplit(public_url or DEFAULT_PUBLIC_URL)
+    transport = _aiohttp_transport(limits, guarded=not allow_private)
+    if not allow_private:
+        own = _aiohttp_transport(httpx.Limits(max_connections=4), guarded=False)
+        transport = _OwnOrigin(_origin(httpx.URL(public_url or DEFAULT_PUBLIC_URL)), own, transport)
     return httpx.AsyncClient(
-        transport=_aiohttp_transport(limits, guarded=not allow_private),
-        mounts=None
-        if allow_private
-        else {f"all://{own.netloc}": _aiohttp_transport(httpx.Limits(max_connections=4), guarded=False)},
+        transport=transport,
         timeout=httpx.Timeout(15.0, connect=5.0),
         limits=limits,
         trust_env=False,
     )
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int]:
+    return url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80)
+
+
+class _OwnOrigin(httpx.AsyncBaseTransport):
+    """Our own origin (scheme, host and port exactly) to `own`, everything else to `other`.
+    httpx's `mounts` cannot say this: a pattern without a port, as `https://crm.example.com`
+    is, matches every port of the host."""
+
+    def __init__(
+        self, origin: tuple[str, str, int], own: httpx.AsyncBaseTransport, other: httpx.AsyncBaseTransport
+    ) -> None:
+        self.origin = origin
+        self.own = own
+        self.other = other
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        transport = self.own if _origin(request.url) == self.origin else self.other
+        return await transport.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self.own.aclose()
+        await self.other.aclose()
 
 
 def _aiohttp_transport(limits: httpx.Limits, *, guarded: bool) -> httpx.AsyncBaseTransport:

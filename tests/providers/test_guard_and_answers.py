@@ -76,3 +76,23 @@ async def test_the_providers_own_error_is_cleaned_and_cut(
     assert reason.startswith("bad") and len(reason) <= REASON_MAX_CHARS
     assert all(c.isprintable() for c in reason), reason
     assert failed.value.code is None or failed.value.code.isprintable()
+
+
+async def test_only_our_own_origin_is_reached_without_the_guard() -> None:
+    """The exemption for our own webhook origin (where the sandbox posts its reports) is that
+    origin, port included: `SWITCHBOARD_PUBLIC_URL=https://crm.example.com` must not open every
+    port of that name (Redis beside the app, when the name resolves to this host)."""
+    seen: list[str] = []
+
+    async def anything(request: Request) -> Response:
+        seen.append(request.url.path)
+        return PlainTextResponse("ok")
+
+    with LocalServer(Starlette(routes=[Route("/{path:path}", anything, methods=["POST"])])) as server:
+        port = server.origin.rsplit(":", 1)[1]
+        async with make_http_client(4, allow_private=False, public_url=f"http://localhost:{port}") as own:
+            assert (await own.post(f"http://localhost:{port}/webhooks/1")).status_code == 200
+        async with make_http_client(4, allow_private=False, public_url="http://localhost") as other:
+            with pytest.raises(httpx.TransportError):
+                await other.post(f"http://localhost:{port}/elsewhere")
+    assert seen == ["/webhooks/1"]

@@ -4,7 +4,8 @@ problem naming what was wrong (never a 500 or a 503 that invites a retry), and n
 from __future__ import annotations
 
 import json
-from typing import Any
+import re
+from typing import Any, get_args
 
 import httpx
 import pytest
@@ -16,6 +17,7 @@ from server.contacts.models import Contact
 from server.db import Database
 from server.messages.models import MessageEvent
 from tests.conftest import ClientFactory
+from tests.conversations.support import World as ConversationWorld
 from tests.ui.conftest import BrowserFactory, csrf_field
 from tests.ui.conftest import browser_client as browser_client
 from tests.webhooks.payloads import mailgun_event_data
@@ -67,6 +69,30 @@ async def test_nul_in_a_query_parameter_is_422_naming_it(client: httpx.AsyncClie
     assert _fields(await client.get("/api/v1/contacts/export", params={"q": "a\x00"})) == ["query.q"]
 
 
+def _text_parameters() -> list[tuple[str, str, str]]:
+    """(method, path, parameter) for every free-text query parameter of every API operation."""
+    from server.api import all_operations
+    from server.app import ROUTERS
+
+    out = []
+    for o in all_operations(ROUTERS):
+        for name, f in (o.query.model_fields if o.query is not None else {}).items():
+            if f.annotation is str or str in get_args(f.annotation):
+                out.append((o.method, re.sub(r"\{[a-z_]+\}", "1", o.path), f.alias or name))
+    return out
+
+
+async def test_nul_in_any_text_query_parameter_is_422_naming_it(client: httpx.AsyncClient) -> None:
+    # Every query model has the schema base's check, not only those that remembered to derive
+    # from it (`?action=` of the audit log and `?q=` of suppressions answered 500 on PostgreSQL).
+    parameters = _text_parameters()
+    assert ("GET", "/api/v1/audit", "action") in parameters
+    assert ("GET", "/api/v1/suppressions", "q") in parameters
+    for method, path, name in parameters:
+        r = await client.request(method, path, params={name: "a\x00"})
+        assert _fields(r) == [f"query.{name}"], (method, path, name, r.text)
+
+
 async def test_nul_in_the_dashboard_login_form_and_search_is_refused(
     app: Starlette, browser_client: BrowserFactory
 ) -> None:
@@ -77,12 +103,37 @@ async def test_nul_in_the_dashboard_login_form_and_search_is_refused(
         )
         assert r.status_code == 422, r.text
     signed_in = await browser_client("admin")
-    r = await signed_in.get("/contacts", params={"q": "a\x00"})
-    assert r.status_code == 200, r.text
+    for path, params in (("/contacts", {"q": "a\x00"}), ("/suppressions", {"q": "a\x00"})):
+        r = await signed_in.get(path, params=params)
+        assert r.status_code == 422, r.text
+        assert "NUL character" in r.text
     for query in ({"to": "0001-01-01"}, {"from": "9999-12-31"}):  # item 11 on the dashboard
         assert (await signed_in.get("/reports", params=query)).status_code == 200
     for path in (f"/contacts/{HUGE}", f"/messages/{HUGE}", f"/templates/{HUGE}", f"/providers/{HUGE}"):
         assert (await signed_in.get(path)).status_code == 404, path  # item 12 on the dashboard
+
+
+async def test_nul_in_any_dashboard_form_is_a_422_page(
+    app: Starlette, browser_client: BrowserFactory
+) -> None:
+    # Form posts that bypass the API's schemas (a reply, a session id) answered 500 on PostgreSQL.
+    world = await ConversationWorld(app).build()
+    try:
+        assert (await world.post_twilio(world.twilio_form("hello"))).status_code == 200
+    finally:
+        await world.close()
+    agent = await browser_client("agent")
+    csrf = agent.cookies["sb_csrf"]
+    conversation = (await agent.get("/api/v1/conversations")).json()["items"][0]["id"]
+    for path, form in (
+        (f"/inbox/{conversation}/reply", {"text": "hi\x00there", "confirmed": "1"}),
+        ("/sessions/revoke", {"session_id": "a\x00"}),
+    ):
+        r = await agent.post(path, data={**form, "csrf_token": csrf})
+        assert r.status_code == 422, (path, r.text)
+        assert "NUL character" in r.text
+    timeline = (await agent.get(f"/api/v1/conversations/{conversation}")).json()["messages"]
+    assert [m["direction"] for m in timeline] == ["inbound"]  # no reply was sent
 
 
 async def test_csv_row_with_nul_is_rejected_and_the_rest_kept(
