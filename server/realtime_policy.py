@@ -33,11 +33,11 @@ async def authenticate(conn: HTTPConnection) -> Principal:
 
     async def is_active(principal: Principal) -> bool:
         def load() -> Awaitable[bool]:
-            return user_is_active(db, principal.user_id, principal.workspace_id)
+            return user_is_active(db, principal.user_id, principal.workspace_id, role=principal.role.value)
 
         if rt is None:
             return await load()
-        key = ("user", principal.workspace_id, principal.user_id)
+        key = ("user", principal.workspace_id, principal.user_id, principal.role.value)
         return await rt.admissions.ask(key, guard.marks(user_id=principal.user_id), load)
 
     principal = await authenticate_request(conn, is_active=is_active)

@@ -130,15 +130,19 @@ async def authenticate(
     method = conn.scope.get("method", "GET")
     if via_cookie and method not in _SAFE:
         check_csrf(conn, csrf_token or conn.headers.get(CSRF_HEADER))
-    # A token outlives a deactivation or deletion by up to its lifetime: ask the database.
+    # A token outlives a deactivation, a deletion or a change of role by up to its lifetime: ask
+    # the database (a demoted admin's token must stop acting as an admin at once; the client
+    # renews it and gets the new role).
     if is_active is not None:
         active = await is_active(principal)
     else:
-        active = await user_is_active(conn.app.state.services.db, principal.user_id, principal.workspace_id)
+        active = await user_is_active(
+            conn.app.state.services.db, principal.user_id, principal.workspace_id, role=principal.role.value
+        )
     if not active:
         raise Problem(
             401,
-            "This user no longer exists or has been deactivated.",
+            "This user no longer exists, has been deactivated, or has a new role: sign in or renew the token.",
             headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
     return principal

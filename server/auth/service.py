@@ -76,17 +76,23 @@ async def create_user(
     return user
 
 
-def _live_user(user_id: int, workspace_id: int | None) -> Select[int]:
-    """The user's id if it still exists (in that workspace, when given) and is active."""
+def _live_user(user_id: int, workspace_id: int | None, role: str | None = None) -> Select[int]:
+    """The user's id if it still exists (in that workspace, and with that role, when given) and is
+    active."""
     q = select(User.id).where(User.id == user_id, User.is_active.is_(True))
-    return q if workspace_id is None else q.where(User.workspace_id == workspace_id)
+    if workspace_id is not None:
+        q = q.where(User.workspace_id == workspace_id)
+    return q if role is None else q.where(User.role == role)
 
 
-async def user_is_active(db: Database, user_id: int, workspace_id: int | None = None) -> bool:
-    """Whether the user still exists (in that workspace, when given) and is active: one primary-key
-    read, for callers holding a token issued before a deactivation or deletion."""
+async def user_is_active(
+    db: Database, user_id: int, workspace_id: int | None = None, *, role: str | None = None
+) -> bool:
+    """Whether the user still exists (in that workspace, when given) and is active, and still has
+    the `role` a token was issued with (when given): one primary-key read, for callers holding a
+    token issued before a deactivation, a deletion or a change of role."""
     async with db.engine.connect() as conn:
-        return (await conn.execute(_live_user(user_id, workspace_id))).first() is not None
+        return (await conn.execute(_live_user(user_id, workspace_id, role))).first() is not None
 
 
 async def find_user_by_email(session: AsyncSession, *, email: str) -> User | None:

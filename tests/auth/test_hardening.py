@@ -10,7 +10,7 @@ from sqlalchemy import delete, update
 
 from server.auth.models import User
 from server.auth.service import user_is_active
-from tests.conftest import ClientFactory, make_settings
+from tests.conftest import PASSWORD, ClientFactory, make_settings
 
 
 async def _user_id(client: httpx.AsyncClient) -> int:
@@ -35,6 +35,34 @@ async def test_a_deleted_users_access_token_is_refused(make_client: ClientFactor
     async with app.state.services.db.transaction() as s:
         await s.execute(delete(User).where(User.id == uid))
     assert (await agent.get("/api/v1/contacts")).status_code == 401
+
+
+async def test_a_demoted_admins_token_stops_acting_as_admin_at_once(make_client: ClientFactory) -> None:
+    """The role in an access token is checked against the user's row: a demotion takes effect on
+    the next request, not when the token expires; a renewed token carries the new role."""
+    boss = await make_client("admin")
+    deputy = await make_client("admin")
+    login = (
+        await deputy.post(
+            "/api/v1/auth/login",
+            json={"email": (await deputy.get("/api/v1/me")).json()["email"], "password": PASSWORD},
+        )
+    ).json()
+    deputy.headers["authorization"] = f"Bearer {login['access_token']}"
+    assert (await deputy.get("/api/v1/users")).status_code == 200
+    r = await boss.patch(f"/api/v1/users/{await _user_id(deputy)}", json={"role": "viewer"})
+    assert r.status_code == 200, r.text
+    r = await deputy.get("/api/v1/users")
+    assert r.status_code == 401, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert (
+        await deputy.post("/api/v1/api-keys", json={"name": "k", "scopes": ["contacts:read"]})
+    ).status_code == 401
+    renewed = await deputy.post("/api/v1/auth/refresh", json={"refresh_token": login["refresh_token"]})
+    assert renewed.status_code == 200, renewed.text
+    deputy.headers["authorization"] = f"Bearer {renewed.json()['access_token']}"
+    assert (await deputy.get("/api/v1/contacts")).status_code == 200
+    assert (await deputy.get("/api/v1/users")).status_code == 403
 
 
 async def test_user_is_active_answers_for_the_live_row(make_client: ClientFactory, app: Any) -> None:
