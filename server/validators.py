@@ -80,6 +80,13 @@ def refuse_unstorable(value: Any) -> Any:
     """`value` unchanged, or ValueError naming where it holds text with NUL, an integer beyond
     int64, or an object key that is empty or over MAX_KEY_CHARS. Walks lists and objects (the
     API bounds their nesting when it reads JSON); nested models check themselves."""
+    kind = type(value)
+    if kind is str:  # most fields: no walk
+        if "\x00" in value:
+            raise ValueError("must not contain NUL characters")
+        return value
+    if value is None or kind is bool:
+        return value
     stack: list[tuple[Any, str]] = [(value, "")]
     while stack:
         item, path = stack.pop()
