@@ -1,7 +1,9 @@
 """Scale benchmark (issue 15): `python -m bench.scale [--contacts 1000000] [--small 20000]`.
 
 For each size (the small one first), on a fresh PostgreSQL database migrated to head: contacts
-generated set-wise (`INSERT … SELECT generate_series`, bench/scale/data.py), one real
+generated set-wise (`INSERT … SELECT generate_series`, bench/scale/data.py) and `--messages`
+earlier messages (10,000,000 at 1,000,000 contacts, as many per contact at the small size; finished
+statuses over the last 30 days, the board's counters filled from them: `data.build_messages`), one real
 `switchboard serve` process (pinned to core 0, Redis for its events) and an admin signed in through
 `POST /api/v1/auth/login`; then, one request at a time from core 1:
   * `GET /api/v1/contacts?q=` for 30 varied terms (full emails, email prefixes, name fragments,
@@ -9,7 +11,8 @@ generated set-wise (`INSERT … SELECT generate_series`, bench/scale/data.py), o
     substrings, decision 78: a common `a`, `an` and the rare `qz`), one pass to
     warm up and `--rounds` measured;
   * `GET /api/v1/contacts?tag=` for a common, a rare and an unused tag;
-  * the contact list's first page, and a page 100 pages deep (its cursor);
+  * the contact list's first page, and a page 100 pages deep (its cursor); the same for the
+    message list, and its first page filtered by `status=bounced` (1 message in 20);
   * `GET /api/v1/contacts/export?format=csv` of every contact: rows/s, and the server's RSS before,
     at its peak during, and after;
   * a marketing email campaign to the tag `spring` (1 in 5 contacts: 200,000 at 1,000,000) with a
@@ -109,6 +112,11 @@ class Size:
     tag_ms: list[float] = field(default_factory=list)
     first_page_ms: list[float] = field(default_factory=list)
     deep_page_ms: list[float] = field(default_factory=list)
+    messages: int = 0  # generated history (data.build_messages)
+    messages_build_s: float = 0.0
+    msg_first_ms: list[float] = field(default_factory=list)
+    msg_deep_ms: list[float] = field(default_factory=list)
+    msg_status_ms: list[float] = field(default_factory=list)
     export_rows: int = 0
     export_s: float = 0.0
     campaign_messages: int = 0
@@ -195,6 +203,18 @@ async def measure(run: Run, size: Size) -> None:
         for _ in range(20):
             size.first_page_ms.append((await _timed(client, "/api/v1/contacts", {}))[0])
             size.deep_page_ms.append((await _timed(client, "/api/v1/contacts", {"cursor": deep}))[0])
+        r = await client.get("/api/v1/messages", params={"limit": str(PAGE)})
+        if r.status_code != 200:
+            raise SystemExit(f"messages -> {r.status_code}: {r.text[:200]}")
+        items = r.json()["items"]
+        if items:
+            deep_msg = encode_cursor(items[0]["id"] - 100 * PAGE)  # generated ids are consecutive
+            for _ in range(20):
+                size.msg_first_ms.append((await _timed(client, "/api/v1/messages", {}))[0])
+                size.msg_deep_ms.append((await _timed(client, "/api/v1/messages", {"cursor": deep_msg}))[0])
+                size.msg_status_ms.append(
+                    (await _timed(client, "/api/v1/messages", {"status": "bounced"}))[0]
+                )
         await _export(client, pid, size)
         if run.reads_only:
             return
@@ -247,9 +267,14 @@ async def _campaign(client: httpx.AsyncClient, size: Size) -> tuple[int, int]:
 
 
 def run_size(
-    contacts: int, rounds: int, pin: bool, dispatch_timeout_s: float, reads_only: bool = False
+    contacts: int,
+    rounds: int,
+    pin: bool,
+    dispatch_timeout_s: float,
+    reads_only: bool = False,
+    messages: int = 0,
 ) -> Size:
-    size = Size(contacts)
+    size = Size(contacts, messages=messages)
     name = f"sb_scale_bench_{secrets.token_hex(4)}"
     db_url = f"postgresql+asyncpg://{PG_ADMIN['user']}@{PG_ADMIN['host']}:{PG_ADMIN['port']}/{name}"
     env = {
@@ -278,7 +303,7 @@ def run_size(
             check=True,
             capture_output=True,
         )
-        size.build_s = asyncio.run(_build(db_url, contacts))
+        size.build_s, size.messages_build_s = asyncio.run(_build(db_url, contacts, messages))
         port = _free_port()
         cmd = [*cli, "serve", "--host", HOST, "--port", str(port), "--no-worker"]
         if pin and shutil.which("taskset"):
@@ -295,13 +320,16 @@ def run_size(
     return size
 
 
-async def _build(db_url: str, contacts: int) -> float:
+async def _build(db_url: str, contacts: int, messages: int) -> tuple[float, float]:
     conn = await asyncpg.connect(db_url.replace("postgresql+asyncpg", "postgresql"))
     try:
         ws = await conn.fetchval("SELECT id FROM workspace WHERE name = 'Scale'")
         t = time.perf_counter()
         await data.build(conn, workspace_id=ws, contacts=contacts)
-        return time.perf_counter() - t
+        built = time.perf_counter() - t
+        t = time.perf_counter()
+        await data.build_messages(conn, workspace_id=ws, messages=messages, contacts=contacts)
+        return built, time.perf_counter() - t
     finally:
         await conn.close()
 
@@ -346,6 +374,16 @@ def table(small: Size, large: Size) -> list[str]:
         ms(small.deep_page_ms, 50),
         ms(large.deep_page_ms, 50),
         "<= 20",
+    )
+    row("message list, first page p50 (ms)", ms(small.msg_first_ms, 50), ms(large.msg_first_ms, 50), "<= 20")
+    row(
+        "message list, 100 pages deep p50 (ms)", ms(small.msg_deep_ms, 50), ms(large.msg_deep_ms, 50), "<= 20"
+    )
+    row(
+        "message list, `status=bounced` first page p50 (ms)",
+        ms(small.msg_status_ms, 50),
+        ms(large.msg_status_ms, 50),
+        "",
     )
     row(
         "export, rows/s (CSV, every contact)",
@@ -412,7 +450,8 @@ def table(small: Size, large: Size) -> list[str]:
     for s in (small, large):
         before, peak, after = s.rss_kib
         out.append(
-            f"\n{s.contacts:,} contacts: built in {s.build_s:.1f} s; exported {s.export_rows:,} rows in "
+            f"\n{s.contacts:,} contacts: built in {s.build_s:.1f} s; {s.messages:,} earlier messages "
+            f"generated in {s.messages_build_s:.1f} s; exported {s.export_rows:,} rows in "
             f"{s.export_s:.2f} s; campaign of {s.campaign_messages:,} messages expanded in {s.campaign_s:.1f} s; server RSS {mib(before)} MiB before, {mib(peak)} MiB peak, {mib(after)} MiB after; "
             "slowest terms (worst of the rounds): " + ", ".join(f"{q!r} {t:.0f} ms" for t, q in s.slowest)
         )
@@ -457,6 +496,13 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds one dispatch phase may take before it is reported timed out (default 900)",
     )
     p.add_argument(
+        "--messages",
+        type=int,
+        default=10_000_000,
+        help="earlier messages generated at the large size (default 10,000,000; the small size gets "
+        "the same number per contact)",
+    )
+    p.add_argument(
         "--reads-only",
         action="store_true",
         help="search, contact lists and export only (no campaign, no dispatch: minutes instead of ~25)",
@@ -466,8 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     load = os.getloadavg()
     if pin:
         os.sched_setaffinity(0, {1})
+    per_contact = args.messages / args.contacts
     sizes = [
-        run_size(n, args.rounds, pin, args.dispatch_timeout, args.reads_only)
+        run_size(n, args.rounds, pin, args.dispatch_timeout, args.reads_only, round(n * per_contact))
         for n in (args.small, args.contacts)
     ]
     print(
