@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -17,9 +17,10 @@ from starlette.routing import BaseRoute, Route
 from server.apikeys.scopes import require_scope, scope_for
 from server.auth.principal import Principal, authenticate, require_role
 from server.errors import Problem, validation_errors
+from server.inputs import Query as Query
+from server.inputs import Schema as Schema
 from server.jsonlimits import TooDeep, loads_bounded
 from server.pagination import page_context
-from server.validators import refuse_unstorable
 
 if TYPE_CHECKING:
     from server.db import Database
@@ -32,23 +33,6 @@ M = TypeVar("M", bound=BaseModel)
 # JSON nested deeper than this is refused before validation (400): no request body of ours nests
 # more than a few levels, and every walk over a document stays shallow.
 MAX_JSON_DEPTH = 32
-
-
-class Schema(BaseModel):
-    """Base for request bodies: unknown fields are an error, not silently dropped; no field holds
-    what the database cannot store (NUL in text, integers beyond int64, unbounded keys)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    _storable = field_validator("*")(refuse_unstorable)
-
-
-class Query(BaseModel):
-    """Base for query-string models: unknown parameters are ignored; the same storable checks."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    _storable = field_validator("*")(refuse_unstorable)
 
 
 class Out(BaseModel):

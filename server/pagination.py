@@ -10,10 +10,11 @@ import base64
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, ValidationInfo
 from pydantic_core import PydanticCustomError
 
 from server.errors import Problem
+from server.inputs import Query
 from server.settings import Settings
 
 P = TypeVar("P", bound=BaseModel)
@@ -45,9 +46,7 @@ PageLimit = Annotated[int, BeforeValidator(_default), Field(ge=1), AfterValidato
 PAGE_LIMIT: Any = Field(default=None, validate_default=True, description="Items per page.")
 
 
-class PageQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class PageQuery(Query):
     limit: PageLimit = PAGE_LIMIT
     cursor: str | None = Field(default=None, max_length=100)
 

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from server.errors import Problem
-from server.validators import INT64_MAX
+from server.validators import INT64_MAX, contains_nul
 from ui.web import LoginRequired, Viewer, render, to_login, viewer
 
 PageHandler = Callable[[Request, Viewer], Awaitable[Response]]
@@ -17,16 +17,19 @@ PageHandler = Callable[[Request, Viewer], Awaitable[Response]]
 
 def page(role: str = "viewer") -> Callable[[PageHandler], Callable[[Request], Awaitable[Response]]]:
     """A page or fragment for a signed-in user: an expired session goes back to the login page
-    (also for htmx requests, through `HX-Redirect`), a missing role gets a readable 403 page."""
+    (also for htmx requests, through `HX-Redirect`), a missing role gets a readable 403 page, and
+    a form field holding a NUL character (PostgreSQL cannot store one) a 422 page naming it."""
 
     def wrap(fn: PageHandler) -> Callable[[Request], Awaitable[Response]]:
         @wraps(fn)
         async def endpoint(request: Request) -> Response:
             csrf_form: str | None = None
+            unstorable: str | None = None  # a form field holding what the database cannot store
             if request.method not in ("GET", "HEAD"):
                 form = await request.form()
                 value = form.get("csrf_token")
                 csrf_form = value if isinstance(value, str) else None
+                unstorable = next((k for k, x in form.multi_items() if contains_nul(k, x)), None)
             try:
                 v = await viewer(request, role=role, csrf_form=csrf_form)
             except LoginRequired as exc:
@@ -41,6 +44,8 @@ def page(role: str = "viewer") -> Callable[[PageHandler], Callable[[Request], Aw
             try:
                 if any(isinstance(x, int) and x > INT64_MAX for x in request.path_params.values()):
                     raise Problem(404, "No such page.")  # an id no database row can have
+                if unstorable is not None:
+                    raise Problem(422, f"{unstorable}: must not contain NUL characters.")
                 return await fn(request, v)
             except Problem as exc:
                 return render(

@@ -3,9 +3,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from server.api import Out, Schema
+from server.api import Out, Query, Schema
 from server.pagination import PAGE_LIMIT, PageLimit
 from server.templates.schemas import Channel
 
@@ -40,9 +40,7 @@ class ConsentList(Out):
     next_cursor: str | None = None
 
 
-class ConsentQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class ConsentQuery(Query):
     history: bool = False
     limit: PageLimit = PAGE_LIMIT
     cursor: str | None = Field(default=None, max_length=100)

@@ -4,10 +4,11 @@ import datetime as dt
 import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from server.api import Out, Schema
+from server.api import Out, Query, Schema
 from server.messages.schemas import MessageOut
+from server.pagination import PAGE_LIMIT, PageLimit
 from server.templates.schemas import MAX_SOURCE, Channel
 
 Status = Literal["open", "pending", "snoozed", "resolved"]
@@ -20,14 +21,12 @@ def _utc(v: dt.datetime | None) -> dt.datetime | None:
     return v.replace(tzinfo=dt.UTC) if v.tzinfo is None else v.astimezone(dt.UTC)
 
 
-class ConversationQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class ConversationQuery(Query):
     status: Status | None = None
     assignee: str | None = Field(default=None, description="me, none, or a user id")
     channel: Channel | None = None
     contact_id: int | None = Field(default=None, ge=1, le=2**62)
-    limit: int = Field(default=50, ge=1, le=500)
+    limit: PageLimit = PAGE_LIMIT
     cursor: str | None = Field(default=None, max_length=200)
 
     @field_validator("assignee")

@@ -2,10 +2,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from starlette.responses import Response
 
-from server.api import Ctx, Page, Router, json_response
+from server.api import Ctx, Page, Query, Router, json_response
 from server.audit import service as audit
 from server.conversations.webhooks import inbound_url, issue_inbound_token
 from server.errors import Problem
@@ -19,9 +19,7 @@ from server.templates.schemas import Channel
 router = Router(tag="providers")
 
 
-class ProviderQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class ProviderQuery(Query):
     channel: Channel | None = None
     limit: PageLimit = PAGE_LIMIT
     cursor: str | None = Field(default=None, max_length=100)

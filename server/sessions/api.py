@@ -6,11 +6,10 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
 from sqlalchemy import select
 from starlette.responses import Response
 
-from server.api import Ctx, Out, Router
+from server.api import Ctx, Out, Query, Router
 from server.audit import service as audit
 from server.auth.models import User
 from server.errors import Problem
@@ -32,9 +31,7 @@ class Sessions(Out):
     items: list[SessionOut]
 
 
-class RevokeAllQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class RevokeAllQuery(Query):
     keep_current: bool = False
 
 

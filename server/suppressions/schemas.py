@@ -3,9 +3,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
-from server.api import Out, Schema
+from server.api import Out, Query, Schema
 from server.pagination import PAGE_LIMIT, PageLimit
 from server.suppressions.service import normalize_address
 
@@ -34,9 +34,7 @@ class SuppressionOut(Out):
     created_at: dt.datetime
 
 
-class SuppressionQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class SuppressionQuery(Query):
     q: str | None = Field(default=None, max_length=320)
     reason: Reason | None = None
     limit: PageLimit = PAGE_LIMIT

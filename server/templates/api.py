@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 from starlette.responses import Response
 
-from server.api import Ctx, Page, Router, json_response
+from server.api import Ctx, Page, Query, Router, json_response
 from server.consent.tokens import Links
 from server.contacts import service as contacts
 from server.errors import Problem
@@ -14,9 +14,7 @@ from server.templates.schemas import Channel, PreviewIn, PreviewOut, TemplateIn,
 router = Router(tag="templates")
 
 
-class TemplateQuery(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
+class TemplateQuery(Query):
     channel: Channel | None = None
     limit: PageLimit = PAGE_LIMIT
     cursor: str | None = Field(default=None, max_length=100)
