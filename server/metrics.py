@@ -221,6 +221,9 @@ class WorkerMetricsServer:
             self._thread.join(5)
             self._server = None
 
+    def health(self) -> dict[str, str]:
+        return {}  # a thread of prometheus_client's, with no loop of ours to watch
+
 
 async def metrics_endpoint(request: Request) -> Response:
     services: Services = request.app.state.services

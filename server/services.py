@@ -128,9 +128,7 @@ class Services:
         """Every supervised loop that is down, by name."""
         out: dict[str, str] = {}
         for c in self.components:
-            health = getattr(c, "health", None)
-            if callable(health):
-                out.update(health())
+            out.update(c.health())
         return out
 
     async def check_ready(self) -> dict[str, str]:
