@@ -21,6 +21,7 @@ from server.inputs import Query as Query
 from server.inputs import Schema as Schema
 from server.jsonlimits import TooDeep, loads_bounded
 from server.pagination import page_context
+from server.state import services_of
 
 if TYPE_CHECKING:
     from server.db import Database
@@ -68,8 +69,7 @@ class Ctx(Generic[T]):
 
     @property
     def services(self) -> Services:
-        services: Services = self.request.app.state.services
-        return services
+        return services_of(self.request.app)
 
     @property
     def db(self) -> Database:

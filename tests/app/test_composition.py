@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+from pathlib import Path
 
 from realtime.service import Realtime
 from server.app import create_app
@@ -51,3 +53,24 @@ async def test_web_and_embedded_serve_build_their_components_at_start_up(db_url:
     assert {"redis", "realtime", "caches", "metrics", "ratelimits", "dispatcher", "deliverer"} <= names
     for s in (web, embedded):
         await s.db.dispose()
+
+
+def test_handlers_reach_the_services_through_the_one_typed_accessor() -> None:
+    """Starlette's `app.state` is untyped: a `.state.services` read anywhere but in
+    `server.state.services_of` hands its caller `Any`, and mypy checks nothing it does with it."""
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for package in ("server", "realtime", "ui"):
+        for path in sorted((root / package).rglob("*.py")):
+            if path == root / "server" / "state.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and isinstance(node.ctx, ast.Load)
+                    and node.attr == "services"
+                    and isinstance(node.value, ast.Attribute)
+                    and node.value.attr == "state"
+                ):
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []
