@@ -60,11 +60,13 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 @dataclass
 class Ctx(Generic[T]):
-    """What a handler gets: the request, who is calling, and the validated input."""
+    """What a handler gets: the request, who is calling, and the validated input. `T` is the
+    operation's body model (`Ctx[ContactIn]`; `Ctx[None]` for an operation without a body), so
+    mypy checks what a handler reads from `ctx.body`."""
 
     request: Request
     principal: Principal
-    body: Any = None
+    body: T
     query: Any = None
 
     @property
@@ -202,13 +204,12 @@ def _endpoint(ops: dict[str, Operation]) -> Callable[[Request], Awaitable[Respon
             if principal.api_key_id is not None:
                 require_scope(principal.scopes, o.scope or scope_for(o.method, o.path, o.role))
             require_role(principal, o.role)
-        ctx: Ctx[Any] = Ctx(request=request, principal=principal)
+        query: BaseModel | None = None
         if o.query is not None:
-            context = page_context(ctx.services.settings)  # `?limit=` bounds (server.pagination)
-            ctx.query = parse_model(o.query, dict(request.query_params), where="query", context=context)
-        if o.body is not None:
-            ctx.body = parse_model(o.body, await read_json(request))
-        result = await o.handler(ctx)
+            context = page_context(services_of(request.app).settings)  # `?limit=` bounds (server.pagination)
+            query = parse_model(o.query, dict(request.query_params), where="query", context=context)
+        body = None if o.body is None else parse_model(o.body, await read_json(request))
+        result = await o.handler(Ctx(request=request, principal=principal, body=body, query=query))
         if isinstance(result, Response):
             return result
         return json_response(result, o.status)
