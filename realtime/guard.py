@@ -181,7 +181,7 @@ def next_check_in(caller: Caller, interval_s: float) -> float:
     """Seconds until the caller's access is asked again: the interval, or sooner at its expiry."""
     expires_at = getattr(caller, "expires_at", None)
     if expires_at is not None:
-        left = expires_at - time.time()
+        left = float(expires_at) - time.time()
         if left > 0:
             return min(interval_s, left)
     return interval_s

@@ -32,16 +32,12 @@ LoopFactory = Callable[[], Awaitable[None]]
 
 
 class Component(Protocol):
-    """A long-running part of the process, started and stopped with it (by `Services`)."""
+    """A long-running part of the process, started and stopped with it (by `Services`); its
+    `health()` (usually its supervisor's) names each of its loops that is down, for `/readyz`."""
 
     async def start(self) -> None: ...
     async def stop(self) -> None: ...
-
-
-class Supervised(Protocol):
-    """A component whose loops run under a supervisor (their health feeds `/readyz`)."""
-
-    supervisor: Supervisor
+    def health(self) -> dict[str, str]: ...
 
 
 class Supervisor:

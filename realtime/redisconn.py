@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 if TYPE_CHECKING:
@@ -183,7 +183,7 @@ def connect_redis(url: str, *, client_name: str | None = None) -> Redis:
         server.update(ssl=True, **tls)
     primary: Any = sentinel.master_for(u.service, redis_class=_sentinel_redis_class(), **server)
     primary.sentinel = sentinel
-    return primary
+    return cast("Redis", primary)
 
 
 @cache

@@ -17,9 +17,11 @@ from starlette.routing import BaseRoute, Route
 from server.apikeys.scopes import require_scope, scope_for
 from server.auth.principal import Principal, authenticate, require_role
 from server.errors import Problem, validation_errors
+from server.inputs import Query as Query
+from server.inputs import Schema as Schema
 from server.jsonlimits import TooDeep, loads_bounded
 from server.pagination import page_context
-from server.validators import Query, Schema
+from server.state import services_of
 
 if TYPE_CHECKING:
     from server.db import Database
@@ -58,17 +60,18 @@ def json_response(data: Any, status: int = 200, headers: dict[str, str] | None =
 
 @dataclass
 class Ctx(Generic[T]):
-    """What a handler gets: the request, who is calling, and the validated input."""
+    """What a handler gets: the request, who is calling, and the validated input. `T` is the
+    operation's body model (`Ctx[ContactIn]`; `Ctx[None]` for an operation without a body), so
+    mypy checks what a handler reads from `ctx.body`."""
 
     request: Request
     principal: Principal
-    body: Any = None
+    body: T
     query: Any = None
 
     @property
     def services(self) -> Services:
-        services: Services = self.request.app.state.services
-        return services
+        return services_of(self.request.app)
 
     @property
     def db(self) -> Database:
@@ -201,13 +204,12 @@ def _endpoint(ops: dict[str, Operation]) -> Callable[[Request], Awaitable[Respon
             if principal.api_key_id is not None:
                 require_scope(principal.scopes, o.scope or scope_for(o.method, o.path, o.role))
             require_role(principal, o.role)
-        ctx: Ctx[Any] = Ctx(request=request, principal=principal)
+        query: BaseModel | None = None
         if o.query is not None:
-            context = page_context(ctx.services.settings)  # `?limit=` bounds (server.pagination)
-            ctx.query = parse_model(o.query, dict(request.query_params), where="query", context=context)
-        if o.body is not None:
-            ctx.body = parse_model(o.body, await read_json(request))
-        result = await o.handler(ctx)
+            context = page_context(services_of(request.app).settings)  # `?limit=` bounds (server.pagination)
+            query = parse_model(o.query, dict(request.query_params), where="query", context=context)
+        body = None if o.body is None else parse_model(o.body, await read_json(request))
+        result = await o.handler(Ctx(request=request, principal=principal, body=body, query=query))
         if isinstance(result, Response):
             return result
         return json_response(result, o.status)

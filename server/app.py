@@ -33,11 +33,12 @@ from server.middleware import BodyLimit, RequestId
 from server.providers.api import router as providers_router
 from server.ratelimit_middleware import RateLimit
 from server.reports.api import router as reports_router
-from server.services import Services, build_services
+from server.services import build_services
 from server.sessions.api import router as sessions_router
 from server.settings import Settings, get_settings
 from server.sso.api import router as sso_router
 from server.sso.flow import routes as sso_routes
+from server.state import services_of
 from server.suppressions.api import router as suppressions_router
 from server.templates.api import router as templates_router
 from server.webhooks.api import routes as webhook_routes
@@ -73,7 +74,7 @@ async def healthz(_request: Request) -> Response:
 
 async def readyz(request: Request) -> Response:
     """Dependencies reachable and every supervised loop running; else 503 naming what is not."""
-    services: Services = request.app.state.services
+    services = services_of(request.app)
     checks = await services.check_ready()
     ok = all(v == "ok" for v in checks.values())
     if ok:

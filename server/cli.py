@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from server.backup import BackupError
 from server.settings import Settings, get_settings
+from server.state import services_of
 
 log = logging.getLogger("switchboard")
 
@@ -71,7 +72,6 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     from server.app import create_app
     from server.logs import setup_logging
     from server.runtime import settle_heap
-    from server.services import Services
 
     if settings.uses_development_secret and not _is_loopback(args.host):
         raise CommandError(
@@ -91,7 +91,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> None:
     app = create_app(settings)
     # /ws answered before the middleware stack, on our lean WebSocket protocol: an idle socket
     # costs about 9-10 KiB instead of 22 (docs/decisions.md).
-    services: Services = app.state.services
+    services = services_of(app)
     assert services.realtime is not None
     asgi = services.realtime.wrap(app)
     print(f"Switchboard serving on http://{args.host}:{args.port}/", flush=True)

@@ -135,7 +135,7 @@ class Database:
         await self.engine.dispose()
 
 
-def dialect_of(session: Any) -> str:
+def dialect_of(session: AsyncSession) -> str:
     """The dialect name of a session's connection ("postgresql" or "sqlite")."""
     bind = session.get_bind()
     return str(bind.dialect.name)

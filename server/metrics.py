@@ -3,7 +3,7 @@ can build many apps).
 
 Other modules get the app's metrics as `services.metrics` and update the objects here:
 
-    m = request.app.state.services.metrics
+    m = services_of(request.app).metrics
     m.webhook_events.labels(provider="mailgun", outcome="applied").inc()
 
 Figures that live in the database (messages by status, the dispatcher's queue) are read at
@@ -35,6 +35,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from server.auth.principal import require_bearer_secret
 from server.db import utcnow
 from server.messages.models import Message as MessageRow
+from server.state import services_of
 
 if TYPE_CHECKING:
     from server.services import Services
@@ -221,9 +222,12 @@ class WorkerMetricsServer:
             self._thread.join(5)
             self._server = None
 
+    def health(self) -> dict[str, str]:
+        return {}  # a thread of prometheus_client's, with no loop of ours to watch
+
 
 async def metrics_endpoint(request: Request) -> Response:
-    services: Services = request.app.state.services
+    services = services_of(request.app)
     if services.settings.metrics_token:
         require_bearer_secret(request, services.settings.metrics_token)
     m = services.metrics
@@ -275,7 +279,7 @@ class HttpMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        m: Metrics = scope["app"].state.services.metrics
+        m = services_of(scope["app"]).metrics
         start = time.perf_counter()
         status = 500
         waiting: str | None = None

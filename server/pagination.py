@@ -14,8 +14,8 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, Validati
 from pydantic_core import PydanticCustomError
 
 from server.errors import Problem
+from server.inputs import Query
 from server.settings import Settings
-from server.validators import Query
 
 P = TypeVar("P", bound=BaseModel)
 

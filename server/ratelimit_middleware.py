@@ -15,6 +15,7 @@ from server.auth.principal import ACCESS_COOKIE
 from server.auth.tokens import TokenError
 from server.errors import Problem, problem_response
 from server.ratelimit import Check, Decision
+from server.state import services_of
 
 if TYPE_CHECKING:
     from server.services import Services
@@ -90,7 +91,7 @@ class RateLimit:
         if kind is None:
             await self.app(scope, receive, send)
             return
-        services: Services = scope["app"].state.services
+        services = services_of(scope["app"])
         rl = services.ratelimits
         if not rl.enabled:
             await self.app(scope, receive, send)

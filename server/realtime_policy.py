@@ -21,13 +21,14 @@ from server.auth.service import user_is_active
 from server.db import Database
 from server.ratelimit import Bucket, Limiter
 from server.settings import Settings
+from server.state import services_of
 
 
 async def authenticate(conn: HTTPConnection) -> Principal:
     """The caller of /ws, long-poll or SSE: a user, or an API key with the `events:read` scope.
     Whether the user is still active is the process's recent answer when there is one
     (`Realtime.admissions`, forgotten by the `access` note of a deactivation)."""
-    services = conn.app.state.services
+    services = services_of(conn.app)
     rt = services.realtime
     db: Database = services.db
 

@@ -2,7 +2,8 @@
 
 `build_services()` makes every long-lived component of a web process (`create_app`) or a worker
 (`run_worker`); request handlers reach them as `ctx.services.<field>` and never construct one.
-Kept on `app.state.services`, never in module globals, so tests can run many apps side by side.
+Kept on `app.state.services` (read back typed by `server.state.services_of`), never in module globals,
+so tests can run many apps side by side.
 
     field        what                                         web   worker  embedded `serve`
     db, tokens   database engine, JWT codec                   yes   yes     yes
@@ -128,9 +129,7 @@ class Services:
         """Every supervised loop that is down, by name."""
         out: dict[str, str] = {}
         for c in self.components:
-            health = getattr(c, "health", None)
-            if callable(health):
-                out.update(health())
+            out.update(c.health())
         return out
 
     async def check_ready(self) -> dict[str, str]:

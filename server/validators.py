@@ -1,4 +1,4 @@
-"""Field normalisers and the bases of request models (bodies and query strings)."""
+"""Field normalisers and the storable check that the request models' bases (`server.inputs`) apply."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, field_validator
 
 # A plain ASCII dot-atom local part: email-validator keeps it as it is, so an address made of one
 # and a domain it accepted before is normalised here without running it again (an import of a
@@ -115,21 +114,3 @@ def refuse_unstorable(value: Any) -> Any:
         elif isinstance(item, list | tuple | set | frozenset):
             stack.extend((sub, f"{path}[{i}]") for i, sub in enumerate(item))
     return value
-
-
-class Schema(BaseModel):
-    """Base for request bodies: unknown fields are an error, not silently dropped; no field holds
-    what the database cannot store (NUL in text, integers beyond int64, unbounded keys)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    _storable = field_validator("*")(refuse_unstorable)
-
-
-class Query(BaseModel):
-    """Base for query-string models: unknown parameters are ignored; the same storable checks.
-    `server.api.Router.op` takes a query model of this base (or `Schema`) only."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    _storable = field_validator("*")(refuse_unstorable)

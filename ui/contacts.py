@@ -109,7 +109,7 @@ async def bulk_post(request: Request, v: Viewer) -> Response:
     if not (q or tag):
         raise Problem(422, "Search or pick a tag first: the dashboard applies bulk actions to a search.")
     job = await bulk_api.start(
-        Ctx(request=request, principal=v.principal), parse_model(bulk_api.BulkIn, data)
+        Ctx(request=request, principal=v.principal, body=None), parse_model(bulk_api.BulkIn, data)
     )
     return RedirectResponse(f"/contacts?{urlencode({'q': q, 'tag': tag, 'bulk': job.id})}", status_code=303)
 

@@ -27,7 +27,7 @@ AUDIT_PAGE = 50
 
 
 def _ctx(request: Request, v: Viewer) -> Ctx[Any]:
-    return Ctx(request=request, principal=v.principal)
+    return Ctx(request=request, principal=v.principal, body=None)
 
 
 async def _names(request: Request, v: Viewer) -> dict[int, str]:

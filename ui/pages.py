@@ -17,19 +17,23 @@ PageHandler = Callable[[Request, Viewer], Awaitable[Response]]
 
 def page(role: str = "viewer") -> Callable[[PageHandler], Callable[[Request], Awaitable[Response]]]:
     """A page or fragment for a signed-in user: an expired session goes back to the login page
-    (also for htmx requests, through `HX-Redirect`), a missing role gets a readable 403 page, and a
-    NUL in any query parameter or form field a readable 422 page."""
+    (also for htmx requests, through `HX-Redirect`), a missing role gets a readable 403 page, and
+    a query parameter or form field holding a NUL character (PostgreSQL cannot store one) a 422
+    page naming it."""
 
     def wrap(fn: PageHandler) -> Callable[[Request], Awaitable[Response]]:
         @wraps(fn)
         async def endpoint(request: Request) -> Response:
             csrf_form: str | None = None
-            fields: list[object] = [x for kv in request.query_params.multi_items() for x in kv]
+            # a query parameter or form field holding what the database cannot store
+            unstorable = next((k for k, x in request.query_params.multi_items() if contains_nul(k, x)), None)
             if request.method not in ("GET", "HEAD"):
                 form = await request.form()
                 value = form.get("csrf_token")
                 csrf_form = value if isinstance(value, str) else None
-                fields.extend(x for kv in form.multi_items() for x in kv)
+                unstorable = unstorable or next(
+                    (k for k, x in form.multi_items() if contains_nul(k, x)), None
+                )
             try:
                 v = await viewer(request, role=role, csrf_form=csrf_form)
             except LoginRequired as exc:
@@ -44,8 +48,9 @@ def page(role: str = "viewer") -> Callable[[PageHandler], Callable[[Request], Aw
             try:
                 if any(isinstance(x, int) and x > INT64_MAX for x in request.path_params.values()):
                     raise Problem(404, "No such page.")  # an id no database row can have
-                if contains_nul(*fields):  # what no text column can store, as the API's schemas refuse
-                    raise Problem(422, "A field holds a NUL character, which cannot be stored.")
+                if unstorable is not None:
+                    shown = unstorable.replace("\x00", "\\0")
+                    raise Problem(422, f"{shown}: must not contain NUL characters.")
                 return await fn(request, v)
             except Problem as exc:
                 return render(

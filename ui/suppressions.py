@@ -4,6 +4,7 @@ The forms write through the JSON API (`static/forms.js`), like the other admin p
 
 from __future__ import annotations
 
+from pydantic import ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -11,19 +12,35 @@ from starlette.routing import Route
 from server.errors import Problem
 from server.pagination import decode_cursor, encode_cursor
 from server.suppressions import service
+from server.suppressions.schemas import SuppressionQuery
 from ui.pages import page
 from ui.web import Viewer, render, services
 
 PAGE_SIZE = 50
 
 
+def _query(request: Request) -> SuppressionQuery:
+    """The page's filters, read like the API's (`GET /api/v1/suppressions`); filters the API would
+    refuse (a NUL, an unknown reason) are dropped, as the contacts page does."""
+    params = request.query_params
+    raw = {
+        "q": (params.get("q") or "").strip()[:320] or None,
+        "reason": params.get("reason") if params.get("reason") in service.REASONS else None,
+        "cursor": params.get("cursor") or None,
+        "limit": PAGE_SIZE,
+    }
+    try:
+        return SuppressionQuery.model_validate(raw)
+    except ValidationError:
+        return SuppressionQuery(limit=PAGE_SIZE)
+
+
 @page()
 async def suppressions_page(request: Request, v: Viewer) -> Response:
-    params = request.query_params
-    q = (params.get("q") or "").strip()[:320] or None
-    reason = params.get("reason") if params.get("reason") in service.REASONS else None
+    query = _query(request)
+    q, reason = query.q, query.reason
     try:
-        before = decode_cursor(params.get("cursor") or None)
+        before = decode_cursor(query.cursor)
     except Problem:
         before = None
     async with services(request).db.transaction() as s:

@@ -29,6 +29,7 @@ from server.auth.principal import (
 )
 from server.auth.tokens import AccessClaims
 from server.errors import Problem
+from server.state import services_of
 from server.workspaces.models import Workspace
 
 if TYPE_CHECKING:
@@ -99,8 +100,7 @@ class Renewed:
 
 def services(request: Request) -> Services:
     """The app's composition root (`server.services.Services`)."""
-    svc: Services = request.app.state.services
-    return svc
+    return services_of(request.app)
 
 
 def _next_url(request: Request) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -19,6 +19,9 @@ from starlette.requests import HTTPConnection
 
 from server.audit.models import AuditEntry
 from server.db import utcnow
+
+if TYPE_CHECKING:
+    from server.api import Ctx
 
 ACTOR_TYPES = ("user", "api_key", "system")
 
@@ -89,7 +92,12 @@ def record(
 
 
 def record_for(
-    session: AsyncSession, ctx: Any, *, action: str, target: str = "", details: dict[str, Any] | None = None
+    session: AsyncSession,
+    ctx: Ctx[Any],
+    *,
+    action: str,
+    target: str = "",
+    details: dict[str, Any] | None = None,
 ) -> AuditEntry:
     """`record` for an API handler: the workspace, actor and address come from its `Ctx`."""
     return record(

@@ -19,6 +19,7 @@ from server.pagination import PageQuery, decode_cursor, page_of
 from server.ratelimit_middleware import too_many
 from server.sessions import service as sessions
 from server.sso import service as sso_service
+from server.state import services_of
 from server.validators import normalize_email
 
 router = Router(tag="auth")
@@ -67,7 +68,7 @@ class UserIn(Schema):
 
 
 def _pair_response(request: Request, user: User, refresh: str, family_id: str) -> Response:
-    services = request.app.state.services
+    services = services_of(request.app)
     settings = services.settings
     access = services.tokens.issue(AccessClaims(user.id, user.workspace_id, user.role, session_id=family_id))
     pair = TokenPair(access_token=access, expires_in=settings.access_token_ttl_s, refresh_token=refresh)
@@ -160,7 +161,7 @@ async def refresh(ctx: Ctx[RefreshIn]) -> Response:
 
 
 @router.op("POST", "/auth/logout", body=None, status=204, role=None)
-async def logout(ctx: Ctx[LogoutIn]) -> Response:
+async def logout(ctx: Ctx[None]) -> Response:
     """Revoke the refresh token (from the body or the cookie) and clear the session cookies."""
     token: str | None = None
     raw = await ctx.request.body()

@@ -13,6 +13,7 @@ from server.auth.models import Role
 from server.auth.service import user_is_active
 from server.auth.tokens import TokenError
 from server.errors import Problem
+from server.state import services_of
 
 ACCESS_COOKIE = "sb_access"
 REFRESH_COOKIE = "sb_refresh"
@@ -64,7 +65,7 @@ def principal_from_token(conn: HTTPConnection, token: str | None, via_cookie: bo
     if not token:
         raise Problem(401, "Sign in first: send an access token.", headers={"WWW-Authenticate": "Bearer"})
     try:
-        claims = conn.app.state.services.tokens.verify(token)
+        claims = services_of(conn.app).tokens.verify(token)
     except TokenError:
         raise Problem(
             401,
@@ -97,7 +98,7 @@ async def principal_from_key(conn: HTTPConnection, secret: str) -> Principal:
     from server.apikeys import service as keys
 
     client = conn.client.host if conn.client else None
-    access = await keys.check_key(conn.app.state.services.db, secret, ip=client)
+    access = await keys.check_key(services_of(conn.app).db, secret, ip=client)
     if access is None:
         raise Problem(
             401,
@@ -137,7 +138,7 @@ async def authenticate(
         active = await is_active(principal)
     else:
         active = await user_is_active(
-            conn.app.state.services.db, principal.user_id, principal.workspace_id, role=principal.role.value
+            services_of(conn.app).db, principal.user_id, principal.workspace_id, role=principal.role.value
         )
     if not active:
         raise Problem(

@@ -8,6 +8,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from server.api import Out, Query, Schema
 from server.messages.schemas import MessageOut
+from server.pagination import PAGE_LIMIT, PageLimit
 from server.templates.schemas import MAX_SOURCE, Channel
 
 Status = Literal["open", "pending", "snoozed", "resolved"]
@@ -25,7 +26,7 @@ class ConversationQuery(Query):
     assignee: str | None = Field(default=None, description="me, none, or a user id")
     channel: Channel | None = None
     contact_id: int | None = Field(default=None, ge=1, le=2**62)
-    limit: int = Field(default=50, ge=1, le=500)
+    limit: PageLimit = PAGE_LIMIT
     cursor: str | None = Field(default=None, max_length=200)
 
     @field_validator("assignee")

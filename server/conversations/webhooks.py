@@ -31,6 +31,7 @@ from server.db import utcnow
 from server.errors import Problem
 from server.providers.models import Provider
 from server.services import Services
+from server.state import services_of
 from server.webhooks import replay
 from server.webhooks.ingest import REVERIFY_AGE_S, Ingest, ProviderInfo, for_app
 from server.webhooks.verify import InvalidSignature, SignedOnce, verify_mailgun
@@ -129,7 +130,7 @@ async def receive_email(request: Request) -> Response:
     raw = request.path_params["provider_id"]
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise Problem(404, "No such provider connection.")
-    services = request.app.state.services
+    services = services_of(request.app)
     providers, ingest = for_app(request.app)
     provider = await providers.get(int(raw))
     if provider is None or provider.kind not in EMAIL_KINDS:

@@ -449,6 +449,9 @@ class CampaignRunner:
             log.exception("looking for unfinished campaign expansions failed (the sweep retries)")
         self.supervisor.spawn("campaign-sweep", self._sweep_forever)
 
+    def health(self) -> dict[str, str]:
+        return self.supervisor.health()
+
     async def stop(self) -> None:
         await self.supervisor.stop()
         for t in list(self.tasks.values()):

@@ -28,10 +28,11 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from realtime.lifecycle import Supervisor
 from realtime.pglisten import pg_listen
@@ -350,7 +351,7 @@ class Dispatcher:
         self.stats.held += len(held)
         return ready, routes, wait
 
-    async def _until_next_due(self, session: Any) -> float:
+    async def _until_next_due(self, session: AsyncSession) -> float:
         poll = self.settings.dispatcher_poll_s
         due = await claims.next_due(session)
         if due is None:

@@ -24,7 +24,7 @@ class RetryPolicy:
         """Exponential backoff with "equal jitter": a delay in [d/2, d] with d = base·2^(attempts-1),
         capped at `max_s`. The random half spreads out messages that failed together, so a provider
         coming back is not hit by all of them in the same instant."""
-        ceiling = min(self.max_s, self.base_s * 2 ** max(0, attempts - 1))
+        ceiling = min(self.max_s, self.base_s * 2.0 ** max(0, attempts - 1))
         return ceiling / 2 + self.rng.uniform(0, ceiling / 2)
 
     def delay(self, attempts: int, retry_after: float | None) -> float:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from pydantic import Field, field_validator, model_validator
 from starlette.responses import Response
@@ -70,7 +70,7 @@ class DailyOut(Out):
     items: list[DayRow]
 
 
-async def _answer(ctx: Ctx[None], first: dt.date, last: dt.date, *, fresh: bool = False) -> Response:
+async def _answer(ctx: Ctx[Any], first: dt.date, last: dt.date, *, fresh: bool = False) -> Response:
     """`fresh`: read the primary (right after writing); else the read replica when there is one."""
     async with (ctx.db if fresh else ctx.reads).transaction() as s:
         rows = await service.read(s, workspace_id=ctx.workspace_id, first=first, last=last)
@@ -86,7 +86,7 @@ async def daily(ctx: Ctx[None]) -> Response:
 
 
 @router.op("POST", "/reports/recompute", body=RecomputeIn, response=DailyOut, role="admin")
-async def recompute(ctx: Ctx[None]) -> Response:
+async def recompute(ctx: Ctx[RecomputeIn]) -> Response:
     """Recompute this workspace's daily figures now (default: yesterday and today) and return them."""
     first, last = ctx.body.bounds()
     await job.run_once(ctx.db, first=first, last=last, workspace_id=ctx.workspace_id)

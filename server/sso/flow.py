@@ -34,6 +34,7 @@ from starlette.routing import Route
 from server.sso import service
 from server.sso.clients import OAuthError
 from server.sso.models import SsoConfig
+from server.state import services_of
 
 log = logging.getLogger("switchboard.sso")
 
@@ -44,7 +45,7 @@ MAX_LOGIN_HINT = 254  # an email address at most (RFC 5321's path limit)
 
 def redirect_uri(request: Request) -> str:
     """The callback URL to register at the provider: under SWITCHBOARD_PUBLIC_URL when set."""
-    base = request.app.state.services.settings.public_url or str(request.base_url)
+    base = services_of(request.app).settings.public_url or str(request.base_url)
     return base.rstrip("/") + "/sso/callback"
 
 
@@ -70,7 +71,7 @@ async def login_option(request: Request) -> LoginOption | None:
     slug = request.query_params.get("workspace", "").strip().lower()[:63]
     if not slug:
         return None
-    async with request.app.state.services.db.transaction() as s:
+    async with services_of(request.app).db.transaction() as s:
         found = await service.config_by_slug(s, slug=slug)
     if found is None:
         return LoginOption(slug)
@@ -130,7 +131,7 @@ def _page(request: Request, status: int, detail: str, *, slug: str | None = None
 async def login(request: Request) -> Response:
     from ui.web import safe_next
 
-    svc = request.app.state.services
+    svc = services_of(request.app)
     slug = str(request.path_params["workspace_slug"])
     async with svc.db.transaction() as s:
         found = await service.config_by_slug(s, slug=slug)
@@ -143,7 +144,7 @@ async def login(request: Request) -> Response:
     hint = login_hint(request.query_params.get("login_hint"))
     extra = {"login_hint": hint} if hint else {}
     try:
-        response = await app.authorize_redirect(request, redirect_uri(request), **extra)
+        response: Response = await app.authorize_redirect(request, redirect_uri(request), **extra)
     except (httpx.HTTPError, ValueError, KeyError, RuntimeError) as exc:
         log.warning("sso login: %s unreachable for workspace %s: %s", cfg.issuer, workspace.id, exc)
         return _page(request, 502, f"{cfg.display_name} cannot be reached; try again later.", slug=slug)
@@ -183,7 +184,7 @@ def _token_problem(exc: JoseError, cfg: SsoConfig) -> str:
 async def callback(request: Request) -> Response:
     from ui.session import signed_in
 
-    svc = request.app.state.services
+    svc = services_of(request.app)
     state = unseal(svc.settings.secret_key, request.cookies.get(STATE_COOKIE))
     if state is None:
         return _page(

@@ -21,6 +21,7 @@ from server.conversations.inbound import twilio as twilio_inbound
 from server.db import utcnow
 from server.errors import Problem
 from server.jsonlimits import TooDeep
+from server.state import services_of
 from server.webhooks.ingest import REVERIFY_AGE_S, Ingest, ProviderCache, ProviderInfo, for_app
 from server.webhooks.parse import PARSERS, MalformedPayload, ProviderEvent, parse
 from server.webhooks.replay import ReplayedSignature
@@ -39,7 +40,7 @@ def _provider_id(request: Request) -> int:
 
 def signed_url(request: Request) -> str:
     """The URL the provider signed: our public URL behind a proxy, else the URL as requested."""
-    public = request.app.state.services.settings.public_url
+    public = services_of(request.app).settings.public_url
     if not public:
         return str(request.url)
     query = request.url.query
@@ -81,7 +82,7 @@ async def receive(request: Request) -> Response:
     anything else)."""
     provider_id = _provider_id(request)
     providers, ingest = _state(request)
-    metrics = request.app.state.services.metrics
+    metrics = services_of(request.app).metrics
     provider = await providers.get(provider_id)
     if provider is None or provider.kind not in PARSERS:
         raise _not_found()
@@ -105,7 +106,7 @@ async def receive(request: Request) -> Response:
         metrics.webhook_rejections.labels(provider=kind, reason="malformed").inc()
         raise Problem(400, f"body {exc}") from None
     # --- inbound messages (conversations, DESIGN §8): verified above, stored in the same group commit
-    services = request.app.state.services
+    services = services_of(request.app)
     if provider.kind == "twilio" and (form := twilio_inbound.incoming_form(body)) is not None:
         return await conversations.twilio_incoming(services, ingest, provider, form)
     # ---

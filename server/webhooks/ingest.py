@@ -27,6 +27,7 @@ from server.conversations.inbound import Inbound
 from server.db import Database
 from server.providers.models import Provider
 from server.settings import Settings
+from server.state import services_of
 from server.webhooks import replay
 from server.webhooks.parse import ProviderEvent
 from server.webhooks.service import ApplyResult, Connection, apply_batch
@@ -286,7 +287,7 @@ class Webhooks:
 
 def for_app(app: Starlette) -> tuple[ProviderCache, Ingest]:
     """The web process's provider cache and group-commit queue (built by `build_services`)."""
-    webhooks = app.state.services.webhooks
+    webhooks = services_of(app).webhooks
     if webhooks is None:  # a process built without the web side serves no webhooks
         raise RuntimeError("this process does not serve provider webhooks")
     return webhooks.providers, webhooks.ingest

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
+import typing
+from pathlib import Path
 
 from realtime.service import Realtime
-from server.app import create_app
+from server.api import all_operations
+from server.app import ROUTERS, create_app
 from server.cache import Caches
 from server.contacts.importer import Importer
 from server.endpoints.deliverer import Deliverer
@@ -51,3 +55,37 @@ async def test_web_and_embedded_serve_build_their_components_at_start_up(db_url:
     assert {"redis", "realtime", "caches", "metrics", "ratelimits", "dispatcher", "deliverer"} <= names
     for s in (web, embedded):
         await s.db.dispose()
+
+
+def test_handlers_reach_the_services_through_the_one_typed_accessor() -> None:
+    """Starlette's `app.state` is untyped: a `.state.services` read anywhere but in
+    `server.state.services_of` hands its caller `Any`, and mypy checks nothing it does with it."""
+    root = Path(__file__).resolve().parents[2]
+    offenders = []
+    for package in ("server", "realtime", "ui"):
+        for path in sorted((root / package).rglob("*.py")):
+            if path == root / "server" / "state.py":
+                continue
+            for node in ast.walk(ast.parse(path.read_text())):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and isinstance(node.ctx, ast.Load)
+                    and node.attr == "services"
+                    and isinstance(node.value, ast.Attribute)
+                    and node.value.attr == "state"
+                ):
+                    offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []
+
+
+def test_every_handler_declares_the_body_it_is_given() -> None:
+    """`Ctx[T]` types `ctx.body` as `T`: a handler's `Ctx[...]` must be its operation's body model
+    (`Ctx[None]` without one), or mypy checks the handler against the wrong type."""
+    wrong = []
+    for o in all_operations(ROUTERS):
+        ctx_type = next(iter(typing.get_type_hints(o.handler).values()))
+        declared = typing.get_args(ctx_type)
+        given = type(None) if o.body is None else o.body
+        if declared != (given,):
+            wrong.append(f"{o.method} {o.path}: handler takes {ctx_type}, body is {given.__name__}")
+    assert wrong == []

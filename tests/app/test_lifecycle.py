@@ -80,3 +80,24 @@ async def test_a_loop_without_restart_tells_its_owner() -> None:
     assert "once" in sup.health()
     await sup.stop()
     assert sup.health() == {}
+
+
+async def test_a_crashed_campaign_sweep_turns_readyz_red(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every component of the root reports its loops, the campaign runner's sweep included."""
+    app = create_app(make_settings(db_url))
+    runner = app.state.services.campaigns
+    runner.sweep_s = 0.05
+    runner.supervisor.backoff_s = 30.0  # stays down while the test looks
+
+    async def broken() -> list[int]:
+        raise RuntimeError("the campaign table is on fire")
+
+    async with app.router.lifespan_context(app):
+        monkeypatch.setattr(runner, "sweep", broken)  # after the sweep at start-up
+        await until(lambda: "campaign-sweep" in runner.supervisor.health(), what="the sweep crashed")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as c:
+            r = await c.get("/readyz")
+        assert r.status_code == 503, r.text
+        assert "the campaign table is on fire" in r.json()["checks"]["campaign-sweep"]

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+from pydantic import ValidationError
+
+from server.api import Operation, all_operations, parse_model
+from server.app import ROUTERS
+from server.errors import Problem
 from tests.ops.conftest import AppFactory, sign_in
 
 
@@ -18,3 +24,16 @@ async def test_page_limit_settings_set_the_default_and_the_cap(make_app: AppFact
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "query.limit"
     assert (await client.get("/api/v1/templates", params={"limit": 4})).status_code == 422
     assert (await client.get("/api/v1/contacts", params={"limit": 0})).status_code == 422
+
+
+@pytest.mark.parametrize(
+    "operation",
+    [o for o in all_operations(ROUTERS) if o.query is not None and "limit" in o.query.model_fields],
+    ids=lambda o: f"{o.method} {o.path}",
+)
+def test_every_list_takes_its_limits_from_the_settings(operation: Operation) -> None:
+    context = {"page_limit_default": 7, "page_limit_max": 9}
+    assert parse_model(operation.query, {}, where="query", context=context).limit == 7
+    assert parse_model(operation.query, {"limit": "9"}, where="query", context=context).limit == 9
+    with pytest.raises((Problem, ValidationError)):
+        parse_model(operation.query, {"limit": "10"}, where="query", context=context)

@@ -13,6 +13,8 @@ from sqlalchemy import event as sa_event
 from sqlalchemy import select
 from starlette.applications import Starlette
 
+from server.api import Query, Schema, all_operations
+from server.app import ROUTERS
 from server.contacts.models import Contact
 from server.db import Database
 from server.messages.models import MessageEvent
@@ -134,6 +136,44 @@ async def test_nul_in_any_dashboard_form_is_a_422_page(
         assert "NUL character" in r.text
     timeline = (await agent.get(f"/api/v1/conversations/{conversation}")).json()["messages"]
     assert [m["direction"] for m in timeline] == ["inbound"]  # no reply was sent
+
+
+def test_every_operation_reads_its_input_through_the_storable_bases() -> None:
+    """Every body and query model derives from `Schema` or `Query`, which refuse NUL (and integers
+    beyond int64) naming the field: a model of its own would hand PostgreSQL what it answers 500 to."""
+    own = [
+        f"{o.method} {o.path}: {model.__name__}"
+        for o in all_operations(ROUTERS)
+        for model in (o.body, o.query)
+        if model is not None and not issubclass(model, Schema | Query)
+    ]
+    assert own == []
+
+
+async def test_nul_in_any_list_filter_is_422_naming_it(client: httpx.AsyncClient) -> None:
+    for path, name in (
+        ("/api/v1/audit", "action"),
+        ("/api/v1/suppressions", "q"),
+        ("/api/v1/templates", "cursor"),
+        ("/api/v1/conversations", "cursor"),
+        ("/api/v1/users", "cursor"),
+    ):
+        r = await client.get(path, params={name: "a\x00"})
+        assert _fields(r) == [f"query.{name}"], path
+
+
+async def test_nul_in_a_dashboard_form_or_filter_never_reaches_the_database(
+    browser_client: BrowserFactory,
+) -> None:
+    signed_in = await browser_client("admin")
+    r = await signed_in.get("/suppressions", params={"q": "a\x00"})
+    assert r.status_code == 422 and "q:" in r.text and "NUL" in r.text
+    r = await signed_in.get("/audit", params={"action": "a\x00"})
+    assert r.status_code == 422 and "NUL" in r.text
+    r = await signed_in.post("/sessions/revoke", data={"session_id": "a\x00"})
+    assert r.status_code == 422 and "session_id" in r.text and "NUL" in r.text
+    r = await signed_in.post("/api-keys", data={"name": "key\x00", "scopes": "contacts:read"})
+    assert r.status_code == 422 and "NUL" in r.text
 
 
 async def test_csv_row_with_nul_is_rejected_and_the_rest_kept(
