@@ -27,13 +27,11 @@ MEDIA = frozenset({"image", "document", "video"})
 # Meta fetches a media header from its link, over HTTP or HTTPS; one line, no spaces.
 LINK = re.compile(r"https?://[^\s/?#]+[^\s]*")
 NOT_A_LINK = "is not an http(s) link (a media header is sent as the link Meta fetches it from)"
+HEADER_FIELD = "whatsapp.header.parameter"
 
 
 def field(index: int) -> str:
     return f"whatsapp.parameters[{index}]"
-
-
-HEADER_FIELD = "whatsapp.header.parameter"
 
 
 def button_field(position: int) -> str:
