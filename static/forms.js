@@ -1,6 +1,11 @@
 // Forms that write through the JSON API: <form data-api-method="POST" data-api-url="/api/v1/...">.
-// Field types come from data-type (int, float, bool, json; text by default); an empty field is
-// left out unless it has data-keep-empty (then it is sent as "" for text, null for numbers).
+// Field types come from data-type (int, float, bool, json, lines: a list of the non-empty lines;
+// text by default); an empty field is left out unless it has data-keep-empty (then it is sent as
+// "" for text, null for numbers, [] for lines). A dotted name nests: "whatsapp.header.type" is
+// body.whatsapp.header.type, and a number in it makes a list that keeps only its filled entries.
+// A <fieldset data-object="whatsapp"> that is disabled, or whose fields are all empty, is sent as
+// "whatsapp": null; with data-for-channel="whatsapp" it is shown and enabled only while the form's
+// channel is that one.
 "use strict";
 
 (function () {
@@ -8,6 +13,10 @@
     const type = field.dataset.type || "text";
     if (type === "bool") return field.checked;
     const raw = field.value;
+    if (type === "lines") {
+      const lines = raw.split("\n").map((line) => line.trim()).filter((line) => line !== "");
+      return lines.length || "keepEmpty" in field.dataset ? lines : undefined;
+    }
     if (raw === "") {
       if (!("keepEmpty" in field.dataset)) return undefined;
       return type === "text" ? "" : null;
@@ -16,6 +25,22 @@
     if (type === "float") return parseFloat(raw);
     if (type === "json") return JSON.parse(raw);
     return raw;
+  }
+
+  function put(body, name, v) {
+    const keys = name.split(".");
+    let node = body;
+    keys.slice(0, -1).forEach((key, i) => {
+      if (node[key] === undefined) node[key] = /^[0-9]+$/.test(keys[i + 1]) ? [] : {};
+      node = node[key];
+    });
+    node[keys[keys.length - 1]] = v;
+  }
+
+  function compact(v) {
+    if (Array.isArray(v)) return v.filter((item) => item !== undefined).map(compact);
+    if (v && typeof v === "object") for (const key of Object.keys(v)) v[key] = compact(v[key]);
+    return v;
   }
 
   async function submit(form) {
@@ -27,14 +52,18 @@
     if (method !== "DELETE") {
       body = {};
       for (const field of form.querySelectorAll("input[name], select[name], textarea[name]")) {
-        if (field.disabled || field.name === "csrf_token") continue;
+        if (field.matches(":disabled") || field.name === "csrf_token") continue;
         let v;
         try {
           v = value(field);
         } catch (e) {
           return SB.showProblem(box, { detail: field.name + " is not valid JSON." });
         }
-        if (v !== undefined) body[field.name] = v;
+        if (v !== undefined) put(body, field.name, v);
+      }
+      compact(body);
+      for (const group of form.querySelectorAll("fieldset[data-object]")) {
+        if (!(group.dataset.object in body)) body[group.dataset.object] = null;
       }
     }
     const r = await SB.api(method, form.dataset.apiUrl, body);
@@ -53,6 +82,17 @@
     e.preventDefault();
     submit(form);
   });
+
+  // Fields that belong to one channel: shown, and sent, only while the form's channel is it.
+  for (const group of document.querySelectorAll("fieldset[data-for-channel]")) {
+    const channel = group.form && group.form.querySelector("select[name=channel]");
+    if (!channel || channel.disabled) continue;
+    channel.addEventListener("change", () => {
+      const off = channel.value !== group.dataset.forChannel;
+      group.hidden = off;
+      group.disabled = off;
+    });
+  }
 
   // Template page: preview for a contact, and test-send to that contact.
   const tryForm = document.getElementById("template-try");

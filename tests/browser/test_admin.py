@@ -93,6 +93,52 @@ async def test_admin_manages_templates_and_providers_and_sends(live_server: Live
     assert problems == []
 
 
+async def test_template_editor_takes_a_whatsapp_approved_template(
+    live_server: LiveServer, browser: Any
+) -> None:
+    live_server.needs("/api/v1/templates")
+    page = await sign_in(browser, live_server, await live_server.user("agent"))
+    problems = _watch(page)
+    await page.goto("/templates")
+    fields = page.locator("#wa-fields")
+    await expect(fields).to_be_hidden()
+    await page.get_by_label("Name", exact=True).fill("Shipping")
+    await page.get_by_label("Channel").select_option("whatsapp")
+    await expect(fields).to_be_visible()
+    await page.locator("#t-body").fill("Hi {{ contact.name }}, it shipped.")
+    await page.get_by_label("Approved template name").fill("Shipping-Update")
+    await page.get_by_label("Language code").fill("en_US")
+    await page.get_by_label("Body parameters").fill("{{ contact.name }}\n\n")
+    await page.get_by_label("Header parameter").select_option("image")
+    await page.get_by_label("Header text, or the media's link").fill(
+        "https://cdn.example.test/{{ attributes.photo }}"
+    )
+    await page.get_by_label("Button 1 kind").select_option("url")
+    await page.get_by_label("Button 1 index").fill("12")
+    await page.get_by_label("Button 1 parameter").fill("track/{{ attributes.order }}")
+    await page.get_by_role("button", name="Create").click()
+    # The server's 422, field by field, in the form's problem box.
+    problem = page.locator("form[data-api-url='/api/v1/templates'] .problem")
+    await expect(problem).to_contain_text("whatsapp.name:")
+    await expect(problem).to_contain_text("whatsapp.buttons.0.index:")
+    await page.get_by_label("Approved template name").fill("shipping_update")
+    await page.get_by_label("Button 1 index").fill("0")
+    await page.get_by_role("button", name="Create").click()
+    await page.wait_for_url("**/templates/*")
+    await expect(page.get_by_label("Approved template name")).to_have_value("shipping_update")
+    await expect(page.get_by_label("Body parameters")).to_have_value("{{ contact.name }}")
+    await expect(page.get_by_label("Button 1 index")).to_have_value("0")
+    # Moved to SMS, the fields go and the metadata is removed with them.
+    await page.get_by_label("Channel").select_option("sms")
+    await expect(page.locator("#wa-fields")).to_be_hidden()
+    await page.get_by_role("button", name="Save").click()
+    await expect(page.locator(".problem .ok")).to_have_text("Saved.")
+    template_id = page.url.rsplit("/", 1)[1]
+    r = await page.request.get(f"/api/v1/templates/{template_id}")
+    assert (await r.json())["whatsapp"] is None
+    assert [p for p in problems if "status of 422" not in p] == []  # the refused Create logs one
+
+
 async def test_keyboard_reaches_the_main_controls(live_server: LiveServer, browser: Any) -> None:
     page = await sign_in(browser, live_server, await live_server.user("agent"))
     await page.goto("/contacts")

@@ -16,7 +16,7 @@ from server.conversations.models import Conversation
 from server.providers.models import Provider
 from server.settings import Settings
 from tests.conftest import make_settings
-from tests.providers.fakes import FakeProvider, FakeWhatsApp
+from tests.providers.fakes import FakeProvider, FakeWhatsApp, SentTemplate
 from tests.providers.support import good_config
 
 from .support import WA_SECRET, World, wa_text, whatsapp_doc
@@ -106,7 +106,7 @@ async def test_reply_outside_the_window_goes_out_as_the_approved_template(
             }
         ],
     }
-    assert fake.sent_templates == [("order_update", "en_US", ["Ada Lovelace", "#1001"])]
+    assert fake.sent_templates == [SentTemplate("order_update", "en_US", ["Ada Lovelace", "#1001"])]
 
 
 async def test_a_retry_sends_the_parameters_rendered_at_creation(
@@ -130,7 +130,7 @@ async def test_a_retry_sends_the_parameters_rendered_at_creation(
     assert sent["status"] == "sent" and sent["attempts"] >= 2, sent
     first, *_, last = fake.requests
     assert first.json["template"] == last.json["template"]
-    assert fake.sent_templates == [("order_update", "en_US", ["Ada Lovelace", "#1001"])]
+    assert fake.sent_templates == [SentTemplate("order_update", "en_US", ["Ada Lovelace", "#1001"])]
 
 
 async def test_without_whatsapp_metadata_outside_the_window_nothing_is_sent(
@@ -173,3 +173,110 @@ async def test_inside_the_window_text_stays_free_form(
     assert (await _settled(agent, r.json()["id"]))["status"] == "sent"
     assert fake.requests[1].json["text"]["body"] == "Hi Ada Lovelace, your order #7 shipped."
     assert fake.sent_templates == []
+
+
+SHIPPING = {
+    "name": "shipping_update",
+    "language": "en_US",
+    "parameters": ["{{ name }}"],
+    "header": {"type": "image", "parameter": "https://cdn.example.test/parcels/{{ order }}.jpg"},
+    "buttons": [{"sub_type": "url", "index": 0, "parameter": "track/{{ order }}"}],
+}
+SHIPPING_COMPONENTS = [
+    {
+        "type": "header",
+        "parameters": [{"type": "image", "image": {"link": "https://cdn.example.test/parcels/1001.jpg"}}],
+    },
+    {"type": "body", "parameters": [{"type": "text", "text": "Ada Lovelace"}]},
+    {
+        "type": "button",
+        "sub_type": "url",
+        "index": "0",
+        "parameters": [{"type": "text", "text": "track/1001"}],
+    },
+]
+
+
+async def test_a_retry_sends_the_header_and_buttons_rendered_at_creation(
+    world: World, make_client: ClientFactory, provider_server: ServerFactory
+) -> None:
+    agent = await make_client("agent")
+    fake, url = await _conversation(world, agent, provider_server, hours_ago=30)
+    tpl = await _template(agent, whatsapp=SHIPPING)
+    fake.mode = "rate_limited"
+    r = await agent.post(url, json={"template_id": tpl, "variables": {"order": "1001"}})
+    assert r.status_code == 202, r.text
+    assert r.json()["whatsapp_template"] == {
+        "name": "shipping_update",
+        "language": "en_US",
+        "parameters": ["Ada Lovelace"],
+        "header": {"type": "image", "parameter": "https://cdn.example.test/parcels/1001.jpg"},
+        "buttons": [{"sub_type": "url", "index": 0, "parameter": "track/1001"}],
+    }
+    for _ in range(200):
+        if fake.requests:
+            break
+        await asyncio.sleep(0.02)
+    changed = SHIPPING | {
+        "header": {"type": "image", "parameter": "https://cdn.example.test/other.jpg"},
+        "buttons": [{"sub_type": "url", "index": 0, "parameter": "elsewhere/{{ order }}"}],
+    }
+    assert (await agent.patch(f"/api/v1/templates/{tpl}", json={"whatsapp": changed})).status_code == 200
+    fake.mode = "ok"
+    sent = await _settled(agent, r.json()["id"])
+    assert sent["status"] == "sent" and sent["attempts"] >= 2, sent
+    assert len(fake.requests) >= 2
+    for request in fake.requests:
+        assert request.json["template"]["components"] == SHIPPING_COMPONENTS
+    assert fake.sent_templates == [
+        SentTemplate(
+            "shipping_update",
+            "en_US",
+            ["Ada Lovelace"],
+            ("image", "https://cdn.example.test/parcels/1001.jpg"),
+            (("url", 0, "track/1001"),),
+        )
+    ]
+
+
+async def test_a_message_from_the_api_carries_header_and_buttons(
+    world: World, make_client: ClientFactory, provider_server: ServerFactory
+) -> None:
+    agent = await make_client("agent")
+    fake, url = await _conversation(world, agent, provider_server, hours_ago=1)
+    contact_id = (await agent.get(url.removesuffix("/messages"))).json()["contact_id"]
+    tpl = await _template(agent, whatsapp=SHIPPING)
+    r = await agent.post(
+        "/api/v1/messages",
+        json={
+            "contact_id": contact_id,
+            "channel": "whatsapp",
+            "template_id": tpl,
+            "variables": {"order": "1001"},
+        },
+    )
+    assert r.status_code == 202, r.text
+    assert r.json()["whatsapp_template"]["buttons"] == [
+        {"sub_type": "url", "index": 0, "parameter": "track/1001"}
+    ]
+    assert (await _settled(agent, r.json()["id"]))["status"] == "sent"
+    (request,) = fake.requests
+    assert request.json["type"] == "template"
+    assert request.json["template"]["components"] == SHIPPING_COMPONENTS
+    # A media link that does not render as one fails the message, naming the header; nothing is sent.
+    r = await agent.post(
+        "/api/v1/messages",
+        json={
+            "contact_id": contact_id,
+            "channel": "whatsapp",
+            "template_id": tpl,
+            "variables": {"order": "a b"},
+        },
+    )
+    assert r.status_code == 202, r.text
+    assert r.json()["status"] == "failed"
+    assert r.json()["reason"].startswith(
+        "template error in whatsapp.header.parameter: is not an http(s) link"
+    )
+    await asyncio.sleep(0.3)
+    assert len(fake.requests) == 1

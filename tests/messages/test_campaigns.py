@@ -183,6 +183,55 @@ async def test_whatsapp_campaign_renders_each_contacts_approved_template(
     }
 
 
+async def test_whatsapp_campaign_renders_header_and_buttons_per_contact(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    # Same name, different photo and code: the header and button read what the body does not,
+    # so a render shared by equal bodies would send one contact's link to the other.
+    for phone, photo in (("+14155552681", "a.jpg"), ("+14155552682", "b.jpg")):
+        await contact(
+            client,
+            name="Ada",
+            email=None,
+            phone=phone,
+            tags=["ship"],
+            attributes={"photo": photo, "code": photo[0]},
+        )
+    tpl = await template(
+        client,
+        channel="whatsapp",
+        subject="",
+        body="Hi {{ name }}, your parcel is on its way.",
+        whatsapp={
+            "name": "shipping_update",
+            "language": "en_US",
+            "parameters": ["{{ name }}"],
+            "header": {"type": "image", "parameter": "https://cdn.example.test/{{ attributes.photo }}"},
+            "buttons": [{"sub_type": "url", "index": 0, "parameter": "track/{{ attributes.code }}"}],
+        },
+    )
+    r = await client.post(
+        "/api/v1/campaigns", json={"name": "Ship", "template_id": tpl["id"], "audience": {"tag": "ship"}}
+    )
+    assert r.status_code == 202, r.text
+    done = await _wait_done(client, r.json()["id"])
+    got = {
+        m.to_address: (m.whatsapp_template["header"], m.whatsapp_template["buttons"])
+        for m in await _campaign_messages(db, done["id"])
+        if m.whatsapp_template is not None
+    }
+    assert got == {
+        "+14155552681": (
+            {"type": "image", "parameter": "https://cdn.example.test/a.jpg"},
+            [{"sub_type": "url", "index": 0, "parameter": "track/a"}],
+        ),
+        "+14155552682": (
+            {"type": "image", "parameter": "https://cdn.example.test/b.jpg"},
+            [{"sub_type": "url", "index": 0, "parameter": "track/b"}],
+        ),
+    }
+
+
 async def test_campaign_with_deleted_template_stops_as_failed(
     client: httpx.AsyncClient, db: Database
 ) -> None:

@@ -309,6 +309,33 @@ class FakeSlack(FakeProvider):
         return PlainTextResponse("rollup_error", 500)
 
 
+@dataclass(frozen=True)
+class Approved:
+    """An approved WhatsApp template as Meta holds it: what a send must fill in."""
+
+    body: int = 0  # body parameters {{1}}, {{2}}, ...
+    header: str | None = (
+        None  # a header with a parameter: "text" (its one {{1}}), "image", "document", "video"
+    )
+    buttons: dict[int, str] = field(default_factory=dict)  # index -> sub_type, for buttons that take one
+
+
+@dataclass(frozen=True)
+class SentTemplate:
+    """A template message accepted, as Meta read it."""
+
+    name: str
+    language: str
+    body: list[str]
+    header: tuple[str, str] | None = None  # (type, text or media link)
+    buttons: tuple[tuple[str, int, str], ...] = ()  # (sub_type, index, payload or URL suffix)
+
+
+_TEMPLATE_PARAMETER_INVALID = (400, 131009, "(#131009) Parameter value is not valid")
+_MEDIA = ("image", "document", "video")
+_BUTTON_PARAMETER = {"quick_reply": "payload", "url": "text"}
+
+
 class FakeWhatsApp(FakeProvider):
     """Cloud API `/{version}/{phone_number_id}/messages`: 200 with `messages[0].id`; Graph errors."""
 
@@ -316,17 +343,24 @@ class FakeWhatsApp(FakeProvider):
     retry_after = None  # Meta announces no delay: its rate limits are HTTP 400 with code 130429
     access_token = "EAAG-test-token"
     phone_number_id = "106540352242922"
-    # Approved templates: name -> language -> how many body parameters ({{1}}, {{2}}, ...) it has.
-    templates: ClassVar[dict[str, dict[str, int]]] = {
-        "order_update": {"en_US": 2, "de": 2},
-        "hello_world": {"en_US": 0},
+    # Approved templates: name -> language -> what a send fills in.
+    templates: ClassVar[dict[str, dict[str, Approved]]] = {
+        "order_update": {"en_US": Approved(body=2), "de": Approved(body=2)},
+        "hello_world": {"en_US": Approved()},
+        # An image header, one body parameter, a "Track" URL button with a dynamic suffix.
+        "shipping_update": {"en_US": Approved(body=1, header="image", buttons={0: "url"})},
+        # A text header "Reminder for {{1}}", "Confirm"/"Cancel" quick replies with payloads.
+        "appointment_reminder": {
+            "en": Approved(body=1, header="text", buttons={0: "quick_reply", 1: "quick_reply"})
+        },
+        # A PDF header; button 0 is a static phone number, button 1 a URL with a suffix.
+        "invoice_ready": {"en_US": Approved(header="document", buttons={1: "url"})},
     }
     allowed_recipients: ClassVar[frozenset[str]] = frozenset({"+15551234567", "15551234567"})
 
     def __init__(self) -> None:
         super().__init__()
-        # Template messages accepted, as Meta reads them: (name, language code, body parameters).
-        self.sent_templates: list[tuple[str, str, list[str]]] = []
+        self.sent_templates: list[SentTemplate] = []
 
     def reset(self) -> None:
         super().reset()
@@ -356,48 +390,15 @@ class FakeWhatsApp(FakeProvider):
             return self.error(400, 100, "(#100) The parameter messaging_product is required.")
         if not msg.get("to"):
             return self.error(400, 100, "(#100) The parameter to is required.")
-        accepted: tuple[str, str, list[str]] = ("", "", [])
+        accepted: SentTemplate | None = None
         if msg.get("type") == "text":
             if not (msg.get("text") or {}).get("body"):
                 return self.error(400, 100, "(#100) The parameter text['body'] is required.")
         elif msg.get("type") == "template":
-            template = msg.get("template") or {}
-            if not template.get("name") or not (template.get("language") or {}).get("code"):
-                return self.error(400, 131008, "(#131008) Required parameter is missing")
-            body: list[str] = []
-            for component in template.get("components", []):
-                if component.get("type") != "body":
-                    return self.error(400, 131009, "(#131009) Parameter value is not valid")
-                for parameter in component.get("parameters", []):
-                    text = parameter.get("text")
-                    if parameter.get("type") != "text" or not isinstance(text, str) or not text:
-                        return self.error(400, 131009, "(#131009) Parameter value is not valid")
-                    if "\n" in text or "\t" in text or "     " in text:
-                        return self.error(
-                            400,
-                            132018,
-                            "(#132018) There was an issue with the parameters in your template.",
-                            details="Param text cannot have new-line/tab characters or more than 4 consecutive spaces",
-                        )
-                    body.append(text)
-            language = template["language"]["code"]
-            expected = self.templates.get(template["name"], {}).get(language)
-            if expected is None:
-                return self.error(
-                    404,
-                    132001,
-                    "(#132001) Template name does not exist in the translation",
-                    details=f"template name ({template['name']}) does not exist in {language}",
-                )
-            if len(body) != expected:
-                return self.error(
-                    400,
-                    132000,
-                    "(#132000) Number of parameters does not match the expected number of params",
-                    details=f"body: number of localizable_params ({len(body)}) does not match"
-                    f" the expected number of params ({expected})",
-                )
-            accepted = (template["name"], language, body)
+            read = self.read_template(msg.get("template") or {})
+            if isinstance(read, Response):
+                return read
+            accepted = read
         else:
             return self.error(400, 100, "(#100) Param type must be one of {TEXT, TEMPLATE, ...}")
         if msg["to"] not in self.allowed_recipients:
@@ -410,7 +411,7 @@ class FakeWhatsApp(FakeProvider):
         wamid = "wamid." + base64.b64encode(secrets.token_bytes(24)).decode()
         self.issued.append(wamid)
         message: dict[str, str] = {"id": wamid}
-        if msg["type"] == "template":
+        if accepted is not None:
             message["message_status"] = "accepted"
             self.sent_templates.append(accepted)
         return JSONResponse(
@@ -419,6 +420,103 @@ class FakeWhatsApp(FakeProvider):
                 "contacts": [{"input": msg["to"], "wa_id": msg["to"].lstrip("+")}],
                 "messages": [message],
             }
+        )
+
+    @staticmethod
+    def _text(parameter: Any, key: str = "text") -> str | None:
+        """A text parameter's value, when it is one Meta takes: a non-empty single line."""
+        text = parameter.get(key) if isinstance(parameter, dict) else None
+        if not isinstance(text, str) or not text or "\n" in text or "\t" in text or "     " in text:
+            return None
+        return text
+
+    def read_template(self, template: dict[str, Any]) -> SentTemplate | Response:
+        """The `template` object as the Cloud API documents it (`name`, `language.code`,
+        `components` of type `header`, `body`, `button` with `sub_type` and a string `index`),
+        checked against the approved template it names."""
+        if not template.get("name") or not (template.get("language") or {}).get("code"):
+            return self.error(400, 131008, "(#131008) Required parameter is missing")
+        invalid = self.error(*_TEMPLATE_PARAMETER_INVALID)
+        body: list[str] | None = None
+        header: tuple[str, str] | None = None
+        buttons: dict[int, tuple[str, str]] = {}
+        for component in template.get("components", []):
+            kind = component.get("type")
+            parameters = component.get("parameters")
+            if not isinstance(parameters, list):
+                return invalid
+            if kind == "body" and body is None:
+                body = []
+                for parameter in parameters:
+                    text = self._text(parameter)
+                    if parameter.get("type") != "text" or text is None:
+                        return self.error(
+                            400,
+                            132018,
+                            "(#132018) There was an issue with the parameters in your template.",
+                            details="Param text cannot have new-line/tab characters or more than 4 consecutive spaces",
+                        )
+                    body.append(text)
+            elif kind == "header" and header is None and len(parameters) == 1:
+                (parameter,) = parameters
+                ptype = parameter.get("type")
+                if ptype == "text" and (text := self._text(parameter)) is not None:
+                    header = ("text", text)
+                elif ptype in _MEDIA and isinstance(media := parameter.get(ptype), dict):
+                    link = media.get("link")
+                    if set(media) - {"link", "caption", "filename"} or not isinstance(link, str):
+                        return invalid
+                    if not re.fullmatch(r"https?://\S+", link):
+                        return self.error(400, 131053, "(#131053) Media upload error", details="invalid link")
+                    header = (ptype, link)
+                else:
+                    return invalid
+            elif kind == "button" and len(parameters) == 1:
+                sub_type, index = component.get("sub_type"), component.get("index")
+                key = _BUTTON_PARAMETER.get(sub_type) if isinstance(sub_type, str) else None
+                # Meta documents the index as a string, "0" to "9".
+                if key is None or not isinstance(index, str) or not re.fullmatch(r"[0-9]", index):
+                    return invalid
+                (parameter,) = parameters
+                value = self._text(parameter, key)
+                if parameter.get("type") != key or value is None or int(index) in buttons:
+                    return invalid
+                buttons[int(index)] = (sub_type, value)
+            else:
+                return invalid
+        name, language = template["name"], template["language"]["code"]
+        approved = self.templates.get(name, {}).get(language)
+        if approved is None:
+            return self.error(
+                404,
+                132001,
+                "(#132001) Template name does not exist in the translation",
+                details=f"template name ({name}) does not exist in {language}",
+            )
+        body = body or []
+        if len(body) != approved.body:
+            return self.error(
+                400,
+                132000,
+                "(#132000) Number of parameters does not match the expected number of params",
+                details=f"body: number of localizable_params ({len(body)}) does not match"
+                f" the expected number of params ({approved.body})",
+            )
+        if (header is None) != (approved.header is None) or set(buttons) != set(approved.buttons):
+            return self.error(
+                400,
+                132000,
+                "(#132000) Number of parameters does not match the expected number of params",
+                details="header or button parameters do not match the template's",
+            )
+        if (header and header[0] != approved.header) or any(
+            sub_type != approved.buttons[i] for i, (sub_type, _) in buttons.items()
+        ):
+            return self.error(
+                400, 132012, "(#132012) Parameter format does not match format in the created template"
+            )
+        return SentTemplate(
+            name, language, body, header, tuple((t, i, v) for i, (t, v) in sorted(buttons.items()))
         )
 
     def rate_limited(self) -> Response:

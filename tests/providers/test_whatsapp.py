@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
 
 from server.providers.adapters import PermanentError, TransientError
-from tests.providers.fakes import FakeProvider, FakeWhatsApp
+from tests.providers.fakes import FakeProvider, FakeWhatsApp, SentTemplate
 from tests.providers.support import adapter, good_config, message
 
 ServerFactory = Callable[[str], tuple[FakeProvider, str]]
@@ -133,4 +134,183 @@ async def test_body_parameters_must_match_the_approved_template_in_number(
         message("whatsapp", template={"name": "hello_world", "language": "en_US", "parameters": []})
     )
     assert fake.requests[-1].json["template"] == {"name": "hello_world", "language": {"code": "en_US"}}
-    assert fake.sent_templates == [("hello_world", "en_US", [])]
+    assert fake.sent_templates == [SentTemplate("hello_world", "en_US", [])]
+
+
+async def test_header_and_button_parameters_are_sent_as_meta_documents_components(
+    provider_server: ServerFactory, http: httpx.AsyncClient
+) -> None:
+    fake, origin = provider_server("whatsapp")
+    assert isinstance(fake, FakeWhatsApp)
+    wa = adapter("whatsapp", good_config("whatsapp", origin), http)
+    await wa.send(
+        message(
+            "whatsapp",
+            template={
+                "name": "shipping_update",
+                "language": "en_US",
+                "parameters": ["Ada"],
+                "header": {"type": "image", "parameter": "https://cdn.example.test/parcel.jpg"},
+                "buttons": [{"sub_type": "url", "index": 0, "parameter": "track/1001"}],
+            },
+        )
+    )
+    assert fake.requests[-1].json["template"] == {
+        "name": "shipping_update",
+        "language": {"code": "en_US"},
+        "components": [
+            {
+                "type": "header",
+                "parameters": [{"type": "image", "image": {"link": "https://cdn.example.test/parcel.jpg"}}],
+            },
+            {"type": "body", "parameters": [{"type": "text", "text": "Ada"}]},
+            {
+                "type": "button",
+                "sub_type": "url",
+                "index": "0",
+                "parameters": [{"type": "text", "text": "track/1001"}],
+            },
+        ],
+    }
+    await wa.send(
+        message(
+            "whatsapp",
+            template={
+                "name": "appointment_reminder",
+                "language": "en",
+                "parameters": ["Tuesday 10:00"],
+                "header": {"type": "text", "parameter": "Ada"},
+                "buttons": [
+                    {"sub_type": "quick_reply", "index": 0, "parameter": "confirm-1001"},
+                    {"sub_type": "quick_reply", "index": 1, "parameter": "cancel-1001"},
+                ],
+            },
+        )
+    )
+    components = fake.requests[-1].json["template"]["components"]
+    assert components[0] == {"type": "header", "parameters": [{"type": "text", "text": "Ada"}]}
+    assert components[2:] == [
+        {
+            "type": "button",
+            "sub_type": "quick_reply",
+            "index": "0",
+            "parameters": [{"type": "payload", "payload": "confirm-1001"}],
+        },
+        {
+            "type": "button",
+            "sub_type": "quick_reply",
+            "index": "1",
+            "parameters": [{"type": "payload", "payload": "cancel-1001"}],
+        },
+    ]
+    await wa.send(
+        message(
+            "whatsapp",
+            template={
+                "name": "invoice_ready",
+                "language": "en_US",
+                "header": {"type": "document", "parameter": "https://files.example.test/inv-7.pdf"},
+                "buttons": [{"sub_type": "url", "index": 1, "parameter": "inv-7"}],
+            },
+        )
+    )
+    assert fake.requests[-1].json["template"]["components"][0] == {
+        "type": "header",
+        "parameters": [{"type": "document", "document": {"link": "https://files.example.test/inv-7.pdf"}}],
+    }
+    assert fake.sent_templates == [
+        SentTemplate(
+            "shipping_update",
+            "en_US",
+            ["Ada"],
+            ("image", "https://cdn.example.test/parcel.jpg"),
+            (("url", 0, "track/1001"),),
+        ),
+        SentTemplate(
+            "appointment_reminder",
+            "en",
+            ["Tuesday 10:00"],
+            ("text", "Ada"),
+            (("quick_reply", 0, "confirm-1001"), ("quick_reply", 1, "cancel-1001")),
+        ),
+        SentTemplate(
+            "invoice_ready",
+            "en_US",
+            [],
+            ("document", "https://files.example.test/inv-7.pdf"),
+            (("url", 1, "inv-7"),),
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("template", "code"),
+    [
+        # The approved template has an image header and a URL button: each must be filled, in kind.
+        ({"parameters": ["Ada"], "buttons": [{"sub_type": "url", "index": 0, "parameter": "t/1"}]}, "132000"),
+        (
+            {"parameters": ["Ada"], "header": {"type": "image", "parameter": "https://x.example.test/a.jpg"}},
+            "132000",
+        ),
+        (
+            {
+                "parameters": ["Ada"],
+                "header": {"type": "video", "parameter": "https://x.example.test/a.mp4"},
+                "buttons": [{"sub_type": "url", "index": 0, "parameter": "t/1"}],
+            },
+            "132012",
+        ),
+        (
+            {
+                "parameters": ["Ada"],
+                "header": {"type": "image", "parameter": "https://x.example.test/a.jpg"},
+                "buttons": [{"sub_type": "quick_reply", "index": 0, "parameter": "t/1"}],
+            },
+            "132012",
+        ),
+        (
+            {
+                "parameters": ["Ada"],
+                "header": {"type": "image", "parameter": "https://x.example.test/a.jpg"},
+                "buttons": [{"sub_type": "url", "index": 2, "parameter": "t/1"}],
+            },
+            "132000",
+        ),
+    ],
+)
+async def test_header_and_buttons_must_match_the_approved_template(
+    provider_server: ServerFactory, http: httpx.AsyncClient, template: dict[str, Any], code: str
+) -> None:
+    fake, origin = provider_server("whatsapp")
+    with pytest.raises(PermanentError) as failed:
+        await adapter("whatsapp", good_config("whatsapp", origin), http).send(
+            message("whatsapp", template={"name": "shipping_update", "language": "en_US"} | template)
+        )
+    assert failed.value.code == code
+    assert isinstance(fake, FakeWhatsApp) and fake.sent_templates == []
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        {"header": {"type": "location", "parameter": "x"}},
+        {"header": "https://x.example.test/a.jpg"},
+        {"buttons": [{"sub_type": "copy_code", "index": 0, "parameter": "x"}]},
+        {"buttons": [{"sub_type": "url", "index": 10, "parameter": "x"}]},
+        {"buttons": [{"sub_type": "url", "index": "0", "parameter": "x"}]},
+        {"buttons": [{"sub_type": "url", "index": 0}]},
+        {"buttons": {"sub_type": "url", "index": 0, "parameter": "x"}},
+    ],
+)
+async def test_a_stored_template_of_a_bad_shape_fails_without_a_request(
+    provider_server: ServerFactory, http: httpx.AsyncClient, template: dict[str, Any]
+) -> None:
+    fake, origin = provider_server("whatsapp")
+    with pytest.raises(PermanentError):
+        await adapter("whatsapp", good_config("whatsapp", origin), http).send(
+            message(
+                "whatsapp",
+                template={"name": "shipping_update", "language": "en_US", "parameters": ["A"]} | template,
+            )
+        )
+    assert fake.requests == []

@@ -116,3 +116,157 @@ def test_parameters_render_with_the_body_context_on_one_line() -> None:
     with pytest.raises(render.RenderError, match="empty"):
         empty.render({"nickname": "  "})
     assert whatsapp.compile_approved(None) is None
+
+
+WITH_EXTRAS = {
+    "name": "shipping_update",
+    "language": "en_US",
+    "parameters": ["{{ name }}"],
+    "header": {"type": "image", "parameter": "https://cdn.example.test/{{ attributes.order }}.jpg"},
+    "buttons": [
+        {"sub_type": "url", "index": 0, "parameter": "track/{{ attributes.order }}"},
+        {"sub_type": "quick_reply", "index": 2, "parameter": "stop-{{ contact.phone }}"},
+    ],
+}
+
+
+async def test_header_and_button_parameters_are_stored_and_returned(client: httpx.AsyncClient) -> None:
+    r = await _create(client, whatsapp=WITH_EXTRAS)
+    assert r.status_code == 201, r.text
+    tpl = r.json()
+    assert tpl["whatsapp"] == WITH_EXTRAS
+    assert (await client.get(f"/api/v1/templates/{tpl['id']}")).json()["whatsapp"] == WITH_EXTRAS
+    text_header = APPROVED | {"header": {"type": "text", "parameter": "{{ name }}"}}
+    r = await client.patch(f"/api/v1/templates/{tpl['id']}", json={"whatsapp": text_header})
+    assert r.status_code == 200, r.text
+    # No `header: null` or `buttons: []` where there are none: stored and answered as given.
+    assert (await client.get(f"/api/v1/templates/{tpl['id']}")).json()["whatsapp"] == text_header
+
+
+def _button(**fields: Any) -> dict[str, Any]:
+    return {"sub_type": "url", "index": 0, "parameter": "{{ name }}"} | fields
+
+
+@pytest.mark.parametrize(
+    ("extras", "field"),
+    [
+        ({"header": {"type": "location", "parameter": "x"}}, "whatsapp.header.type"),
+        ({"header": {"type": "IMAGE", "parameter": "https://x.test/a.jpg"}}, "whatsapp.header.type"),
+        ({"header": {"type": "text"}}, "whatsapp.header.parameter"),
+        ({"header": {"type": "text", "parameter": ""}}, "whatsapp.header.parameter"),
+        ({"header": {"type": "text", "parameter": "a\x00b"}}, "whatsapp.header.parameter"),
+        ({"header": {"type": "text", "parameter": "x" * 1001}}, "whatsapp.header.parameter"),
+        ({"header": {"type": "text", "parameter": "x", "format": "TEXT"}}, "whatsapp.header.format"),
+        ({"header": "https://x.test/a.jpg"}, "whatsapp.header"),
+        ({"header": {"type": "image", "parameter": "not a link"}}, "whatsapp.header.parameter"),
+        ({"header": {"type": "video", "parameter": "ftp://x.test/a.mp4"}}, "whatsapp.header.parameter"),
+        ({"buttons": [_button(index=10)]}, "whatsapp.buttons.0.index"),
+        ({"buttons": [_button(index=-1)]}, "whatsapp.buttons.0.index"),
+        ({"buttons": [_button(index="one")]}, "whatsapp.buttons.0.index"),
+        ({"buttons": [_button(sub_type="copy_code")]}, "whatsapp.buttons.0.sub_type"),
+        ({"buttons": [_button(parameter="")]}, "whatsapp.buttons.0.parameter"),
+        ({"buttons": [_button(parameter="a\x00")]}, "whatsapp.buttons.0.parameter"),
+        ({"buttons": [_button(), _button(sub_type="quick_reply")]}, "whatsapp.buttons"),
+        ({"buttons": [_button(index=i % 10) for i in range(11)]}, "whatsapp.buttons"),
+        ({"buttons": _button()}, "whatsapp.buttons"),
+        ({"buttons": [_button(payload="x")]}, "whatsapp.buttons.0.payload"),
+    ],
+)
+async def test_bad_header_or_buttons_are_refused_naming_the_field(
+    client: httpx.AsyncClient, extras: dict[str, Any], field: str
+) -> None:
+    r = await _create(client, whatsapp=APPROVED | extras)
+    assert r.status_code == 422, r.text
+    assert r.headers["content-type"] == "application/problem+json"
+    assert field in [e["field"] for e in r.json()["errors"]], r.json()
+    # Nor by a PATCH of a template that had none.
+    tpl = (await _create(client, name="Patched", whatsapp=APPROVED)).json()
+    r = await client.patch(f"/api/v1/templates/{tpl['id']}", json={"whatsapp": APPROVED | extras})
+    assert r.status_code == 422 and field in [e["field"] for e in r.json()["errors"]], r.json()
+    assert (await client.get(f"/api/v1/templates/{tpl['id']}")).json()["whatsapp"] == APPROVED
+
+
+async def test_header_and_button_parameters_are_templates_checked_like_the_body(
+    client: httpx.AsyncClient,
+) -> None:
+    meta = APPROVED | {
+        "header": {"type": "text", "parameter": "{% for %}"},
+        "buttons": [_button(), _button(index=1, parameter="{{ ''.__class__ }}")],
+    }
+    r = await _create(client, whatsapp=meta)
+    assert r.status_code == 422, r.text
+    errors = r.json()["errors"]
+    assert [e["field"] for e in errors] == ["whatsapp.header.parameter", "whatsapp.buttons[1].parameter"]
+    assert errors[0]["message"].startswith("line 1:")
+    assert errors[1]["message"].startswith("not allowed")
+
+
+def test_header_and_buttons_render_with_the_body_context_on_one_line() -> None:
+    approved = whatsapp.compile_approved(WITH_EXTRAS)
+    assert approved is not None
+    context = render.context_for(
+        {"name": "Ada", "email": "", "phone": "+15551234567", "attributes": {"order": 7}, "tags": []}, {}
+    )
+    assert approved.render(context) == {
+        "name": "shipping_update",
+        "language": "en_US",
+        "parameters": ["Ada"],
+        "header": {"type": "image", "parameter": "https://cdn.example.test/7.jpg"},
+        "buttons": [
+            {"sub_type": "url", "index": 0, "parameter": "track/7"},
+            {"sub_type": "quick_reply", "index": 2, "parameter": "stop-+15551234567"},
+        ],
+    }
+    text = whatsapp.compile_approved(APPROVED | {"header": {"type": "text", "parameter": " {{ name }}\n!"}})
+    assert text is not None
+    assert text.render(context)["header"] == {"type": "text", "parameter": "Ada !"}
+
+
+@pytest.mark.parametrize(
+    ("meta", "field", "detail"),
+    [
+        (
+            {"header": {"type": "document", "parameter": "{{ attributes.invoice }}"}},
+            "whatsapp.header.parameter",
+            "http(s) link",
+        ),
+        (
+            {"header": {"type": "text", "parameter": "{{ nickname }}"}},
+            "whatsapp.header.parameter",
+            "undefined",
+        ),
+        (
+            {"buttons": [_button(parameter="{{ attributes.missing }}")]},
+            "whatsapp.buttons[0].parameter",
+            "no attribute 'missing'",
+        ),
+        (
+            {"buttons": [_button(), _button(index=1, parameter="{{ ' ' }}")]},
+            "whatsapp.buttons[1].parameter",
+            "empty",
+        ),
+    ],
+)
+def test_a_header_or_button_that_does_not_render_fails_naming_it(
+    meta: dict[str, Any], field: str, detail: str
+) -> None:
+    approved = whatsapp.compile_approved(APPROVED | {"parameters": []} | meta)
+    assert approved is not None
+    context = render.context_for(
+        {"name": "Ada", "email": "", "phone": "", "attributes": {"invoice": "see attached"}, "tags": []}, {}
+    )
+    with pytest.raises(render.RenderError) as failed:
+        approved.render(context)
+    assert failed.value.field == field
+    assert detail in failed.value.detail
+
+
+def test_every_parameter_is_rendered_under_the_body_budget() -> None:
+    approved = whatsapp.compile_approved(
+        APPROVED
+        | {"parameters": [], "buttons": [_button(parameter="{% for i in range(10**9) %}x{% endfor %}")]}
+    )
+    assert approved is not None
+    with pytest.raises(render.RenderError) as failed:
+        approved.render({})
+    assert failed.value.field == "whatsapp.buttons[0].parameter"

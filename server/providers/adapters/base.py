@@ -40,7 +40,8 @@ class OutgoingMessage:
     body: str
     idempotency_key: str  # stable for the message across retries and crashes, e.g. "sb-<ws>-<msg id>"
     from_name: str = ""
-    template: dict[str, Any] | None = None  # whatsapp: {"name","language","parameters":[str,...]}
+    # whatsapp: {"name","language","parameters":[str,...],"header"?,"buttons"?} (templates/whatsapp.py)
+    template: dict[str, Any] | None = None
     # Conversations (DESIGN §8): reply from the number/address the customer wrote to, where the
     # adapter can (`from_address`); email carries `Reply-To: reply+<reply_token>@<inbound_domain>`
     # when the connection has an `inbound_domain`, and its own `Message-ID`.

@@ -86,21 +86,66 @@ class WhatsAppAdapter(Adapter):
         )
 
 
+MEDIA_HEADERS = frozenset({"image", "document", "video"})
+BUTTON_PARAMETER = {"quick_reply": "payload", "url": "text"}  # a button's sub_type -> its parameter's type
+
+
 def template_object(template: dict[str, Any]) -> dict[str, Any]:
-    """`{"name", "language", "parameters": [str, ...]}` as the Cloud API's template object."""
+    """`{"name", "language", "parameters": [str, ...], "header"?: {"type", "parameter"},
+    "buttons"?: [{"sub_type", "index", "parameter"}]}` (`server/templates/whatsapp.py`) as the
+    Cloud API's template object: `components` for the header, the body and each button."""
     name = template.get("name")
     language = template.get("language") or "en_US"
     parameters = template.get("parameters") or []
+    header = template.get("header")
+    buttons = template.get("buttons") or []
     if not isinstance(name, str) or not name:
         raise PermanentError("whatsapp template has no name")
-    if not isinstance(language, str) or not isinstance(parameters, list):
-        raise PermanentError("whatsapp template language must be a string and parameters a list")
-    obj: dict[str, Any] = {"name": name, "language": {"code": language}}
+    if not isinstance(language, str) or not isinstance(parameters, list) or not isinstance(buttons, list):
+        raise PermanentError("whatsapp template language must be a string, parameters and buttons lists")
+    components: list[dict[str, Any]] = []
+    if header is not None:
+        components.append({"type": "header", "parameters": [_header_parameter(header)]})
     if parameters:
-        obj["components"] = [
+        components.append(
             {"type": "body", "parameters": [{"type": "text", "text": str(p)} for p in parameters]}
-        ]
+        )
+    components.extend(_button(b) for b in buttons)
+    obj: dict[str, Any] = {"name": name, "language": {"code": language}}
+    if components:
+        obj["components"] = components
     return obj
+
+
+def _header_parameter(header: Any) -> dict[str, Any]:
+    """A text header's `{"type": "text", "text"}`, or a media header's `{"type": "image",
+    "image": {"link"}}` (likewise `document`, `video`)."""
+    kind = header.get("type") if isinstance(header, dict) else None
+    value = header.get("parameter") if isinstance(header, dict) else None
+    if not isinstance(value, str) or not (kind == "text" or kind in MEDIA_HEADERS):
+        raise PermanentError("whatsapp template header must be {type: text|image|document|video, parameter}")
+    if kind == "text":
+        return {"type": "text", "text": value}
+    return {"type": kind, kind: {"link": value}}
+
+
+def _button(button: Any) -> dict[str, Any]:
+    """`{"type": "button", "sub_type", "index": "<0-9>", "parameters": [one]}`: a quick reply's
+    `payload`, a URL button's `text` (the suffix of its URL). Meta writes the index as a string."""
+    sub_type = button.get("sub_type") if isinstance(button, dict) else None
+    index = button.get("index") if isinstance(button, dict) else None
+    value = button.get("parameter") if isinstance(button, dict) else None
+    kind = BUTTON_PARAMETER.get(sub_type) if isinstance(sub_type, str) else None
+    if kind is None or type(index) is not int or not 0 <= index <= 9 or not isinstance(value, str):
+        raise PermanentError(
+            "whatsapp template button must be {sub_type: quick_reply|url, index: 0-9, parameter}"
+        )
+    return {
+        "type": "button",
+        "sub_type": sub_type,
+        "index": str(index),
+        "parameters": [{"type": kind, kind: value}],
+    }
 
 
 def parse_error(body: Any) -> tuple[str, str | None] | None:
