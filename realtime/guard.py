@@ -55,6 +55,7 @@ log = logging.getLogger("switchboard.realtime")
 SIGNED_OUT_CODE = 4401  # application close code (RFC 6455 §7.4.2: 4000-4999 are ours): renew and resume
 SIGNED_OUT = "signed out: renew the session and resume with after"
 POLICY_CODE = 1008
+BUSY_CODE = 1013  # RFC 6455 "Try Again Later": the database could not answer an op in time
 TOO_BIG_CODE = 1009
 SWEEP_STEP_S = 1.0  # how often the sweep looks for connections due a check
 PATIENCE = 3  # ops refused in a row answered with an error frame; the next one closes the socket

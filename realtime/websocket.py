@@ -180,14 +180,22 @@ class Connection:
                 self.refuse("Too many subscribe and presence messages from this user: slow down.")
                 return
         refused = self.refused
-        if op == "subscribe":
-            await self._subscribe(msg)
-        elif op == "presence":
-            await self._presence(msg)
-        elif op == "ping":
-            self.send(b'{"type":"pong"}')
-        else:
-            self.send(error('Unknown op: use "subscribe", "presence" or "ping".'))
+        try:
+            if op == "subscribe":
+                await self._subscribe(msg)
+            elif op == "presence":
+                await self._presence(msg)
+            elif op == "ping":
+                self.send(b'{"type":"pong"}')
+            else:
+                self.send(error('Unknown op: use "subscribe", "presence" or "ping".'))
+        except Exception as exc:
+            # The database behind a replay, an access check or a presence write did not answer
+            # (a full pool, a restart): this socket ends with "try again later", and the client
+            # comes back after its back-off with the last id it has; every other socket goes on.
+            log.warning("a %s op failed (%s: %s); closing its socket with 1013", op, type(exc).__name__, exc)
+            self.end(guard.BUSY_CODE, "busy: try again later")
+            return
         if self.refused == refused:
             self.refused = 0  # not refused this time: the count is of refusals in a row
 

@@ -114,3 +114,45 @@ async def test_a_message_over_the_bound_is_closed_with_1009(db: Database, start_
         await c.send(op="ping", pad="x" * 5000)
         _, code = await frames_until_closed(c)
         assert code == 1009
+
+
+async def test_a_replay_the_database_cannot_answer_closes_that_socket_with_1013_and_no_other(
+    db: Database, start_app
+) -> None:
+    """A full pool or a restarting database fails one op: that socket ends with 1013 ("try again
+    later", the client comes back with its last id); it is not an unhandled error, and the other
+    sockets go on."""
+    s = await seed(db)
+    ids = await write(db, s.ws, 5)
+    eve = await second_user(db, s.ws)
+    async with start_app() as app:
+        calm = await Client.open(app.ws(s.ws, eve))
+        assert (await calm.subscribe(["board"], None))["type"] == "subscribed"
+        log = app.rt.log
+        real = log.read_events
+        failures = 0
+
+        async def unavailable(*args: Any, **kwargs: Any) -> Any:
+            nonlocal failures
+            failures += 1
+            raise TimeoutError("QueuePool limit reached, connection timed out")
+
+        log.read_events = unavailable
+        try:
+            c = await Client.open(app.ws(s.ws, s.user))
+            await c.send(op="subscribe", topics=["board"], after=ids[0])
+            _, code = await frames_until_closed(c)
+        finally:
+            log.read_events = real
+        assert failures == 1
+        assert code == 1013
+        # The other socket still answers and still gets events; the first one resumes once the
+        # database answers again.
+        await calm.send(op="ping")
+        [event_id] = await write(db, s.ws, 1)
+        assert (await calm.events_until(event_id))[-1]["id"] == event_id
+        again = await Client.open(app.ws(s.ws, s.user))
+        assert (await again.subscribe(["board"], ids[0]))["type"] == "subscribed"
+        assert [e["id"] for e in await again.events_until(event_id)] == [*ids[1:], event_id]
+        await again.close()
+        await calm.close()
