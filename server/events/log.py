@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, func, select
+from sqlalchemy import Text, cast, delete, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from realtime.topics import Topic, sql_filter
@@ -26,12 +26,17 @@ _COLUMNS = (
     EventRow.type,
     EventRow.contact_id,
     EventRow.ts,
-    EventRow.data,
+    # The stored JSON text, not decoded to be encoded again at once: the relay reads every event
+    # of every workspace, and the decode and re-encode were a tenth of a busy web process.
+    cast(EventRow.data, Text).label("data"),
 )
 
 
 def to_event(row: Any) -> Event:
-    payload = orjson.dumps(envelope(row.id, row.type, row.ts, row.data))
+    """The event of a row read with `_COLUMNS` (its `data` the stored JSON text, embedded as is)."""
+    env = envelope(row.id, row.type, row.ts, {})
+    env["data"] = orjson.Fragment(row.data)
+    payload = orjson.dumps(env)
     return Event(row.workspace_id, row.id, row.type, row.contact_id, payload)
 
 
