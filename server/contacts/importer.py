@@ -25,13 +25,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 from sqlalchemy import ColumnElement, delete, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from server.consent.models import ConsentState
 from server.contacts.changes import lock_workspace
-from server.contacts.import_file import CsvRows, ImportRefused, Row, remove
+from server.contacts.import_file import KNOWN, CsvRows, ImportRefused, Row, remove
 from server.contacts.import_file import parse_csv as parse_csv
 from server.contacts.import_write import Mode, Rec, write_batch
 from server.contacts.models import ImportJob, ImportRejectedRow
@@ -44,7 +45,11 @@ from server.jobs import LeasedJobs, LeaseLost
 
 log = logging.getLogger("switchboard.contacts.import")
 
-KNOWN = ("name", "email", "phone", "tags")
+# Columns our own export writes beside the fields: `attributes` (a JSON object) is read back as the
+# attributes it holds; `id`, `created_at` and `updated_at` are Switchboard's and not imported (a
+# column of another system's ids keeps its data under another name, e.g. `crm_id`).
+PACKED_ATTRIBUTES = "attributes"
+EXPORT_ONLY = frozenset({"id", "created_at", "updated_at"})
 # Optional consent columns (what the export writes): recorded in the consent ledger, never attributes.
 CONSENT_COLUMNS = {"email_consent": "email", "sms_consent": "sms", "whatsapp_consent": "whatsapp"}
 CONSENT_WORDS = {
@@ -86,9 +91,10 @@ def to_contact(row: Row) -> Rec:
     our export neutralised (`'+1415…`) reads as it was, so an export imports back."""
     v = {k: unneutralise(val) for k, val in row.values.items()}
     tags = [t.strip() for t in v.get("tags", "").replace("|", ";").split(";") if t.strip()]
-    attributes = {
-        k: val for k, val in v.items() if k not in KNOWN and k not in CONSENT_COLUMNS and val.strip() != ""
-    }
+    attributes = _packed(v.get(PACKED_ATTRIBUTES, ""))
+    attributes.update(
+        (k, val) for k, val in v.items() if k not in KNOWN and k not in _NOT_ATTRIBUTES and val.strip() != ""
+    )
     consent, errors = _consent(v)
     raw = {
         "name": v.get("name", "").strip(),
@@ -105,6 +111,22 @@ def to_contact(row: Row) -> Rec:
         raise RowRejected(errors)
     given = frozenset(k for k in ("name", "phone", "tags") if raw[k])
     return Rec(row.line, data, given, consent)
+
+
+_NOT_ATTRIBUTES = frozenset({*CONSENT_COLUMNS, *EXPORT_ONLY, PACKED_ATTRIBUTES})
+
+
+def _packed(cell: str) -> dict[str, Any]:
+    """The attributes of an `attributes` cell: a JSON object, as the export writes it (and as
+    listmonk's importer reads it). Anything else stays one text attribute of that name."""
+    text = cell.strip()
+    if not text:
+        return {}
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = None
+    return dict(value) if isinstance(value, dict) else {PACKED_ATTRIBUTES: cell}
 
 
 def _consent(values: dict[str, str]) -> tuple[dict[str, ConsentState], list[dict[str, str]]]:

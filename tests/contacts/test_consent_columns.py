@@ -247,3 +247,28 @@ async def test_an_exported_csv_imports_back_with_the_same_consent_and_no_new_led
     assert (status["created"], status["rejected_count"]) == (3, 0), status["rejected"]
     copied = (await other.get("/api/v1/contacts/export", params={"format": "csv"})).text
     assert consent_of(copied) == consent_of(exported)
+
+
+async def test_an_exported_csv_imports_back_with_its_attributes_and_without_its_bookkeeping(
+    app: Any, client: httpx.AsyncClient, make_client: Any
+) -> None:
+    """The export's `attributes` column (a JSON object) is read back as the attributes it holds;
+    its `id`, `created_at` and `updated_at` are ours and not imported; another file's plain text
+    `attributes` column stays one attribute."""
+    r = await client.post(
+        "/api/v1/contacts",
+        json={"name": "Ada", "email": "ada@x.test", "attributes": {"plan": "pro", "seats": 5, "vip": True}},
+    )
+    assert r.status_code == 201, r.text
+    exported = (await client.get("/api/v1/contacts/export", params={"format": "csv"})).text
+    other = await make_client("admin", workspace="Elsewhere")
+    status = await _import(app, other, exported.encode())
+    assert (status["created"], status["rejected_count"]) == (1, 0), status["rejected"]
+    [copied] = (await other.get("/api/v1/contacts")).json()["items"]
+    assert copied["attributes"] == {"plan": "pro", "seats": 5, "vip": True}
+
+    plain = b"name,email,attributes,id,crm_id\nBob,bob@x.test,likes tea,17,C-9\n"
+    status = await _import(app, other, plain)
+    assert (status["created"], status["rejected_count"]) == (1, 0), status["rejected"]
+    bob = [c for c in (await other.get("/api/v1/contacts")).json()["items"] if c["email"] == "bob@x.test"]
+    assert bob[0]["attributes"] == {"attributes": "likes tea", "crm_id": "C-9"}
