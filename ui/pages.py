@@ -31,9 +31,8 @@ def page(role: str = "viewer") -> Callable[[PageHandler], Callable[[Request], Aw
                 form = await request.form()
                 value = form.get("csrf_token")
                 csrf_form = value if isinstance(value, str) else None
-                unstorable = unstorable or next(
-                    (k for k, x in form.multi_items() if contains_nul(k, x)), None
-                )
+                if unstorable is None:  # (a parameter's name may be empty: compare with None)
+                    unstorable = next((k for k, x in form.multi_items() if contains_nul(k, x)), None)
             try:
                 v = await viewer(request, role=role, csrf_form=csrf_form)
             except LoginRequired as exc:

@@ -172,6 +172,9 @@ async def test_nul_in_a_dashboard_form_or_filter_never_reaches_the_database(
     assert r.status_code == 422 and "NUL" in r.text
     r = await signed_in.post("/sessions/revoke", data={"session_id": "a\x00"})
     assert r.status_code == 422 and "session_id" in r.text and "NUL" in r.text
+    # A NUL in a query parameter of a form post, even one with an empty name, is refused too.
+    r = await signed_in.post("/sessions/revoke", params={"": "a\x00"}, data={"session_id": "x"})
+    assert r.status_code == 422 and "NUL" in r.text
     r = await signed_in.post("/api-keys", data={"name": "key\x00", "scopes": "contacts:read"})
     assert r.status_code == 422 and "NUL" in r.text
 
