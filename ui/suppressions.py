@@ -21,7 +21,8 @@ PAGE_SIZE = 50
 
 def _query(request: Request) -> SuppressionQuery:
     """The page's filters, read like the API's (`GET /api/v1/suppressions`); filters the API would
-    refuse (a NUL, an unknown reason) are dropped, as the contacts page does."""
+    refuse (an unknown reason, an unreadable cursor) are dropped, as the contacts page does (a NUL
+    never gets here: `page()` answers it with a 422 page)."""
     params = request.query_params
     raw = {
         "q": (params.get("q") or "").strip()[:320] or None,

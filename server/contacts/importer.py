@@ -57,6 +57,8 @@ CONSENT_WORDS = {
     **dict.fromkeys(("opted_out", "no", "false", "0", "unsubscribed"), ConsentState.opted_out),
 }
 CONSENT_HINT = "must be opted_in or opted_out (or yes/no, true/false, 1/0, subscribed/unsubscribed)"
+# Columns that are not attributes under their own name.
+_NOT_ATTRIBUTES = frozenset({*KNOWN, *CONSENT_COLUMNS, *EXPORT_ONLY, PACKED_ATTRIBUTES})
 MAX_REJECTED_KEPT = 10_000  # rejected rows kept per job (the count goes on)
 EVENT_REJECTED_MAX = 100  # rejected rows carried by one progress event (the rest: status endpoint)
 # A job whose lease ran out and whose upload is on no instance that looked is failed after this:
@@ -92,9 +94,7 @@ def to_contact(row: Row) -> Rec:
     v = {k: unneutralise(val) for k, val in row.values.items()}
     tags = [t.strip() for t in v.get("tags", "").replace("|", ";").split(";") if t.strip()]
     attributes = _packed(v.get(PACKED_ATTRIBUTES, ""))
-    attributes.update(
-        (k, val) for k, val in v.items() if k not in KNOWN and k not in _NOT_ATTRIBUTES and val.strip() != ""
-    )
+    attributes.update((k, val) for k, val in v.items() if k not in _NOT_ATTRIBUTES and val.strip() != "")
     consent, errors = _consent(v)
     raw = {
         "name": v.get("name", "").strip(),
@@ -111,9 +111,6 @@ def to_contact(row: Row) -> Rec:
         raise RowRejected(errors)
     given = frozenset(k for k in ("name", "phone", "tags") if raw[k])
     return Rec(row.line, data, given, consent)
-
-
-_NOT_ATTRIBUTES = frozenset({*CONSENT_COLUMNS, *EXPORT_ONLY, PACKED_ATTRIBUTES})
 
 
 def _packed(cell: str) -> dict[str, Any]:
