@@ -13,7 +13,6 @@ MAX_SOURCE = 100_000  # characters of template source
 MAX_PARAMETER_SOURCE = 1000  # characters of one WhatsApp parameter's source (Meta's body is 1,024)
 
 
-MediaHeader = Literal["image", "document", "video"]
 MAX_BUTTONS = 10  # Meta: at most ten buttons on a template, indexed 0-9
 
 

@@ -23,6 +23,7 @@ from server.providers.adapters.base import (
     TransientError,
 )
 from server.providers.adapters.fields import Fields
+from server.templates.whatsapp import MEDIA
 
 PUBLIC_API = "https://graph.facebook.com"
 API_VERSION = "v21.0"
@@ -86,7 +87,6 @@ class WhatsAppAdapter(Adapter):
         )
 
 
-MEDIA_HEADERS = frozenset({"image", "document", "video"})
 BUTTON_PARAMETER = {"quick_reply": "payload", "url": "text"}  # a button's sub_type -> its parameter's type
 
 
@@ -122,7 +122,7 @@ def _header_parameter(header: Any) -> dict[str, Any]:
     "image": {"link"}}` (likewise `document`, `video`)."""
     kind = header.get("type") if isinstance(header, dict) else None
     value = header.get("parameter") if isinstance(header, dict) else None
-    if not isinstance(value, str) or not (kind == "text" or kind in MEDIA_HEADERS):
+    if not isinstance(value, str) or not (kind == "text" or kind in MEDIA):
         raise PermanentError("whatsapp template header must be {type: text|image|document|video, parameter}")
     if kind == "text":
         return {"type": "text", "text": value}
