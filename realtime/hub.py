@@ -27,9 +27,17 @@ from realtime.types import Event, EventLog, Readable, Topic, decode_batch
 
 log = logging.getLogger("switchboard.realtime")
 
-RING = 1024  # recent events kept per workspace: most replays and long-polls never touch the log
+# Recent events kept per workspace: most replays and long-polls never touch the log. A watcher
+# cut off as too slow comes back a second or two behind; during a campaign (~4 events a message,
+# thousands a second) that is thousands of events. ~0.8 KB an event (payload and frame): ~6.5 MB for
+# a busy workspace's full ring; a quiet one holds what it had, and a feed nobody follows is dropped.
+RING = 8192
 SWEEP_S = 2.0  # how often the log's head is compared with what was delivered
 PAGE = 500
+# Subscribers' replays reading the log at once, per process. A crowd cut off together (a burst
+# they could not read) comes back together; without a bound their replays would take every pooled
+# connection and the pages of the dashboard would wait for one. The rest wait their turn here.
+LOG_READERS = 4
 IDLE_SWEEPS = 30  # a feed without subscribers is dropped after this many sweeps (one minute)
 
 BatchObserver = Callable[[int, list[Event] | None], None]
@@ -110,6 +118,7 @@ class Hub:
         self.observers: list[BatchObserver] = []
         self.note_handlers: dict[str, NoteHandler] = {}
         self.supervisor = Supervisor("hub")
+        self.log_readers = asyncio.Semaphore(LOG_READERS)
 
     def observe(self, observer: BatchObserver) -> None:
         """Also hand every published batch (and each reset, as None) to `observer`."""
@@ -168,7 +177,7 @@ class Hub:
             return
         cursor = after
         while sub.wants_more and cursor < upto:
-            async with self.db.sessions() as session:
+            async with self.log_readers, self.db.sessions() as session:
                 page = await self.log.read_events(
                     session, feed.workspace_id, cursor, upto=upto, topics=sub.topics, limit=PAGE
                 )

@@ -7,6 +7,7 @@ from typing import Any
 
 from websockets.exceptions import ConnectionClosed
 
+from realtime.hub import LOG_READERS
 from realtime.types import Caller
 from server.db import Database
 from server.ratelimit import Bucket, MemoryLimiter
@@ -156,3 +157,40 @@ async def test_a_replay_the_database_cannot_answer_closes_that_socket_with_1013_
         assert [e["id"] for e in await again.events_until(event_id)] == [*ids[1:], event_id]
         await again.close()
         await calm.close()
+
+
+async def test_a_crowd_replaying_at_once_reads_the_log_a_few_at_a_time_and_every_socket_gets_its_events(
+    db: Database, start_app
+) -> None:
+    """Sockets cut off together come back together: their replays from the log take at most
+    `LOG_READERS` pooled connections at once (the dashboard's pages keep theirs), and each socket
+    still gets every event it missed, in order."""
+    s = await seed(db)
+    ids = await write(db, s.ws, 5)  # written before the app starts: not in its ring, read from the log
+    async with start_app() as app:
+        log = app.rt.log
+        real = log.read_events
+        reading = peak = 0
+
+        async def slow_read(*args: Any, **kwargs: Any) -> Any:
+            nonlocal reading, peak
+            reading += 1
+            peak = max(peak, reading)
+            try:
+                await asyncio.sleep(0.05)  # long enough for the crowd to overlap
+                return await real(*args, **kwargs)
+            finally:
+                reading -= 1
+
+        log.read_events = slow_read
+        try:
+            clients = [await Client.open(app.ws(s.ws, s.user)) for _ in range(3 * LOG_READERS)]
+            answers = await asyncio.gather(*(c.subscribe(["board"], ids[0]) for c in clients))
+            assert {a["type"] for a in answers} == {"subscribed"}
+            got = await asyncio.gather(*(c.events_until(ids[-1]) for c in clients))
+        finally:
+            log.read_events = real
+        assert [[e["id"] for e in events] for events in got] == [ids[1:]] * len(clients)
+        assert 1 < peak <= LOG_READERS
+        for c in clients:
+            await c.close()
