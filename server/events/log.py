@@ -34,10 +34,11 @@ _COLUMNS = (
 
 def to_event(row: Any) -> Event:
     """The event of a row read with `_COLUMNS` (its `data` the stored JSON text, embedded as is)."""
-    env = envelope(row.id, row.type, row.ts, {})
-    env["data"] = orjson.Fragment(row.data)
-    payload = orjson.dumps(env)
-    return Event(row.workspace_id, row.id, row.type, row.contact_id, payload)
+    # Unpacked once: a Row's attribute lookups were half of this function's time in the relay.
+    workspace_id, id_, type_, contact_id, ts, data = row
+    env = envelope(id_, type_, ts, {})
+    env["data"] = orjson.Fragment(data)
+    return Event(workspace_id, id_, type_, contact_id, orjson.dumps(env))
 
 
 class SqlEventLog:
