@@ -160,7 +160,3 @@ async def test_a_whatsapp_template_without_a_content_sid_fails_without_a_request
             )
         )
     assert fake.requests == []
-
-
-def test_twilio_sends_sms_and_whatsapp() -> None:
-    assert TwilioAdapter.channels == {"sms", "whatsapp"}
