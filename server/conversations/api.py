@@ -183,6 +183,18 @@ async def reply(ctx: Ctx[ReplyIn]) -> Response:
         since = exc.last_inbound_at.isoformat() if exc.last_inbound_at else "never"
         if exc.template_id is None:
             error = {"field": "text", "message": "outside the 24-hour window: a template message is needed"}
+        elif exc.needs == "content_sid":
+            error = {
+                "field": "template_id",
+                "message": "outside the 24-hour window: the customer wrote through Twilio, which sends an"
+                " approved template by its Content SID, and this template has no `whatsapp.content_sid`",
+            }
+        elif exc.needs == "name":
+            error = {
+                "field": "template_id",
+                "message": "outside the 24-hour window: the customer wrote through the WhatsApp Cloud API,"
+                " which sends an approved template by name, and this template has no `whatsapp.name`",
+            }
         else:
             error = {
                 "field": "template_id",

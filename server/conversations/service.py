@@ -28,6 +28,7 @@ from server.errors import NotFound
 from server.events.service import NewEvent, emit_many
 from server.messages import service as messages
 from server.messages.models import Message, MessageStatus
+from server.providers.models import Provider
 from server.templates import render, whatsapp
 from server.templates import service as templates
 from server.webhooks.service import insert_for
@@ -35,6 +36,8 @@ from server.webhooks.service import insert_for
 # WhatsApp's customer-service window: free-form messages only this long after the customer's last one.
 WHATSAPP_WINDOW = dt.timedelta(hours=24)
 PREVIEW_CHARS = 140
+# A reply on these goes through the connection the customer wrote to (it owns the number).
+PINNED_CHANNELS = frozenset({"sms", "whatsapp"})
 _NO_ADDRESS = ("contact has no email address", "contact has no phone number")
 
 
@@ -44,12 +47,17 @@ class ConversationNotFound(NotFound):
 
 class WindowClosed(Exception):
     """A WhatsApp reply outside the 24-hour window that is not an approved WhatsApp template:
-    free-form text, or a template without `whatsapp` metadata (`template_id` set)."""
+    free-form text, or a template without `whatsapp` metadata (`template_id` set), or without the
+    part the customer's connection sends it by (`needs`: `content_sid` for Twilio, `name` for the
+    Cloud API)."""
 
-    def __init__(self, last_inbound_at: dt.datetime | None, template_id: int | None = None) -> None:
+    def __init__(
+        self, last_inbound_at: dt.datetime | None, template_id: int | None = None, needs: str | None = None
+    ) -> None:
         super().__init__("whatsapp window closed")
         self.last_inbound_at = last_inbound_at
         self.template_id = template_id
+        self.needs = needs
 
 
 class AssigneeUnknown(Exception):
@@ -581,8 +589,10 @@ async def reply(
     idempotency_key: str | None,
 ) -> Message:
     """An agent's reply: a message to the address the customer wrote from, sent from the one they
-    wrote to, queued for the dispatcher. On WhatsApp a template with `whatsapp` metadata goes out
-    as that approved template; outside the 24-hour window nothing else may (`WindowClosed`)."""
+    wrote to (on sms and whatsapp through the connection it arrived on), queued for the
+    dispatcher. On WhatsApp a template with `whatsapp` metadata goes out as that approved
+    template when that connection can send it (Twilio by `content_sid`, the Cloud API by `name`);
+    outside the 24-hour window nothing else may (`WindowClosed`)."""
     conv = await get_conversation(
         session, workspace_id=workspace_id, conversation_id=conversation_id, for_update=True
     )
@@ -608,8 +618,21 @@ async def reply(
             raise WindowClosed(conv.last_inbound_at, template_id)
     else:
         compiled = render.compile_message("", "")
-    contact = await get_contact(session, workspace_id=workspace_id, contact_id=conv.contact_id)
     last = await last_inbound(session, conv)
+    via = last.provider_id if last is not None and conv.channel in PINNED_CHANNELS else None
+    if approved is not None and via is not None:
+        kind = await session.scalar(
+            select(Provider.kind).where(Provider.id == via, Provider.workspace_id == workspace_id)
+        )
+        if kind is not None and not approved.sends_with(kind):
+            # The customer's connection cannot send this approved template: inside the window
+            # the body goes out as free-form text, outside it nothing may.
+            if window_closed:
+                raise WindowClosed(
+                    conv.last_inbound_at, template_id, "content_sid" if kind == "twilio" else "name"
+                )
+            approved = None
+    contact = await get_contact(session, workspace_id=workspace_id, contact_id=conv.contact_id)
     m = messages.build_message(
         workspace_id=workspace_id,
         contact=contact,
@@ -629,6 +652,7 @@ async def reply(
         m.from_address = last.to_address or None
         if m.from_address and m.from_address.startswith("reply+"):
             m.from_address = None
+        m.via_provider_id = via
         if m.reason in _NO_ADDRESS:
             m.status, m.reason = MessageStatus.queued.value, None
             if template_id is not None:

@@ -46,6 +46,7 @@ class Claimed:
     category: str = "transactional"  # marketing: consent is checked, email carries List-Unsubscribe
     # WhatsApp: the approved template to send, as rendered at creation (None: free-form text).
     whatsapp_template: dict[str, Any] | None = None
+    via_provider_id: int | None = None  # a reply: the connection the customer wrote to sends it
     # Numbers the recipient opted out of on this channel (marketing only; set by the dispatcher's
     # consent check): no provider sending from one of them may send it.
     opted_out_at: frozenset[str] = frozenset()
@@ -95,7 +96,7 @@ def storable(o: Outcome) -> Outcome:
 
 _CLAIMED_COLUMNS = (
     "id, workspace_id, contact_id, channel, to_address, subject, body, send_at, attempts, request_id,"
-    " from_address, category, whatsapp_template"
+    " from_address, category, whatsapp_template, via_provider_id"
 )
 _CLAIMED_JSON = ("whatsapp_template",)
 _CHANGED_COLUMNS = "id, workspace_id, contact_id, channel, status, provider_kind, reason, created_at"

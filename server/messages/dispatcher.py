@@ -47,7 +47,7 @@ from server.messages import claims
 from server.messages.circuit import Circuits
 from server.messages.claims import Claimed, Outcome
 from server.messages.models import MessageStatus
-from server.messages.provider_pool import ProviderPool, Route, make_http_client
+from server.messages.provider_pool import ProviderPool, Route, Routes, make_http_client
 from server.messages.retry import RetryPolicy
 from server.messages.status import AppliedChange, record_applied
 from server.messages.suppression import SuppressionFilter
@@ -308,9 +308,7 @@ class Dispatcher:
             if wait is not None:
                 await self._idle(wait)
 
-    async def _claim(
-        self, limit: int
-    ) -> tuple[list[Claimed], dict[tuple[int, str], list[Route]], float | None]:
+    async def _claim(self, limit: int) -> tuple[list[Claimed], Routes, float | None]:
         """One transaction: claim, check suppression (suppressed ones end here), load providers.
         Returns the messages to send, their routes, and how long to idle (None: claim again now)."""
         assert self._pool is not None
@@ -318,7 +316,7 @@ class Dispatcher:
             claimed = await claims.claim_due(s, limit=limit, lease_s=self.settings.send_lease_s, record=False)
             wait = None if len(claimed) == limit else await self._until_next_due(s)
             if not claimed:
-                return [], {}, wait
+                return [], Routes(), wait
             blocked = await self.suppression.suppressed(s, [(m.workspace_id, m.to_address) for m in claimed])
             opted_out = await consent.opted_out_scopes(
                 s, [(m.contact_id, m.channel) for m in claimed if m.category == MARKETING and m.contact_id]
@@ -345,7 +343,7 @@ class Dispatcher:
             if gone:
                 await claims.finish(s, gone)
             await claims.hold(s, held)
-            routes = await self._pool.load(s, {m.workspace_id for m in ready}) if ready else {}
+            routes = await self._pool.load(s, {m.workspace_id for m in ready}) if ready else Routes()
         self.stats.claimed += len(claimed)
         self.stats.suppressed += len(gone)
         self.stats.held += len(held)
@@ -358,13 +356,15 @@ class Dispatcher:
             return poll
         return min(poll, max(MIN_IDLE_S, (due - utcnow()).total_seconds()))
 
-    async def _launch(self, batch: list[Claimed], routes: dict[tuple[int, str], list[Route]]) -> None:
+    async def _launch(self, batch: list[Claimed], routes: Routes) -> None:
         for i, m in enumerate(batch):
             if self._stop.is_set():
                 self._release(batch[i:])
                 return
             await self._slots.acquire()
-            task = asyncio.create_task(self._send(m, routes.get((m.workspace_id, m.channel), [])))
+            task = asyncio.create_task(
+                self._send(m, routes.for_message(m.workspace_id, m.channel, m.via_provider_id))
+            )
             self._sends.add(task)
             task.add_done_callback(self._sends.discard)
 

@@ -71,6 +71,9 @@ class Message(Base):
     # number or address it goes out from (the one the customer wrote to); None: the connection's own.
     conversation_id: Mapped[int | None] = mapped_column(BigId, nullable=True, index=True)
     from_address: Mapped[str | None] = mapped_column(String(320), nullable=True)
+    # A reply on a phone channel: the connection the customer wrote to, which sends it while it is
+    # enabled and sends the channel (server/messages/provider_pool.py); None: the channel's connections.
+    via_provider_id: Mapped[int | None] = mapped_column(BigId, nullable=True)
     # transactional | marketing (DESIGN §9): consent and the unsubscribe headers apply to marketing.
     category: Mapped[str] = mapped_column(String(16), default="transactional", server_default="transactional")
     subject: Mapped[str] = mapped_column(Text, default="")

@@ -1,4 +1,5 @@
-"""The enabled providers of each workspace and channel, in the order to try them, with their adapters.
+"""The enabled providers of each workspace and channel, in the order to try them, with their adapters;
+a conversation reply goes through the connection the customer wrote to (`Routes.for_message`).
 
 An adapter is built once per provider row and kept while the row's `updated_at` stays the same (the
 sandbox owns background webhook tasks; HTTP adapters share one client's connection pool)."""
@@ -33,6 +34,26 @@ class Route:
     send_rate: float | None
     adapter: Adapter | None
     problem: str | None = None
+
+
+@dataclasses.dataclass(slots=True)
+class Routes:
+    """The enabled providers of a batch's workspaces: by (workspace, channel), lowest priority
+    number first, and by provider id."""
+
+    by_channel: dict[tuple[int, str], list[Route]] = dataclasses.field(default_factory=dict)
+    by_id: dict[int, tuple[int, Route]] = dataclasses.field(default_factory=dict)  # id -> (workspace, route)
+
+    def for_message(self, workspace_id: int, channel: str, via_provider_id: int | None) -> list[Route]:
+        """The providers to try, in order. A reply names the connection the customer wrote to
+        (`message.via_provider_id`): only it, whatever channel its row was made for (a Twilio
+        number receives SMS and WhatsApp alike), while it is enabled in the workspace and its kind
+        sends the channel; otherwise the channel's providers, as for any message."""
+        if via_provider_id is not None and (found := self.by_id.get(via_provider_id)) is not None:
+            owner, route = found
+            if owner == workspace_id and (route.adapter is None or channel in route.adapter.channels):
+                return [route]
+        return self.by_channel.get((workspace_id, channel), [])
 
 
 def make_http_client(
@@ -122,18 +143,18 @@ class ProviderPool:
         self._built: dict[int, tuple[dt.datetime, Route]] = {}
         self._retired: list[Adapter] = []
 
-    async def load(
-        self, session: AsyncSession, workspace_ids: set[int]
-    ) -> dict[tuple[int, str], list[Route]]:
-        """Routes by (workspace, channel), lowest priority number first."""
+    async def load(self, session: AsyncSession, workspace_ids: set[int]) -> Routes:
+        """The workspaces' enabled providers."""
         rows = await session.execute(
             select(Provider)
             .where(Provider.workspace_id.in_(workspace_ids), Provider.enabled.is_(True))
             .order_by(Provider.priority, Provider.id)
         )
-        routes: dict[tuple[int, str], list[Route]] = {}
+        routes = Routes()
         for p in rows.scalars():
-            routes.setdefault((p.workspace_id, p.channel), []).append(self._route(p))
+            route = self._route(p)
+            routes.by_channel.setdefault((p.workspace_id, p.channel), []).append(route)
+            routes.by_id[p.id] = (p.workspace_id, route)
         return routes
 
     def _route(self, p: Provider) -> Route:

@@ -3,7 +3,14 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
+from pydantic import (
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from server.api import Out, Schema
 
@@ -16,8 +23,11 @@ MAX_PARAMETER_SOURCE = 1000  # characters of one WhatsApp parameter's source (Me
 MAX_BUTTONS = 10  # Meta: at most ten buttons on a template, indexed 0-9
 
 
+MAX_FILENAME_SOURCE = 240  # characters of a document header's file name source
+
+
 class WhatsAppHeader(Schema):
-    """The approved template's header: its one text parameter, or the link of its media."""
+    """The approved template's header: its one text parameter, or its media (link or uploaded id)."""
 
     type: Literal["text", "image", "document", "video"] = Field(
         description="`text` for a text header with one parameter {{1}}; else the media header's kind"
@@ -25,8 +35,34 @@ class WhatsAppHeader(Schema):
     parameter: str = Field(
         min_length=1,
         max_length=MAX_PARAMETER_SOURCE,
-        description="a template rendered like the body: the header's text, or the media's http(s) link",
+        description="a template rendered like the body: the header's text, or the media's http(s) link"
+        " (its media id with `source: id`)",
     )
+    source: Literal["link", "id"] = Field(
+        default="link",
+        description="a media header: `link`, the URL Meta fetches the media from, or `id`, the id"
+        " (digits) Meta's media upload answered (Cloud API)",
+    )
+    filename: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_FILENAME_SOURCE,
+        description="a document header: the file name WhatsApp shows, a template rendered like the body",
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _media_only(cls, source: str, info: ValidationInfo) -> str:
+        if source != "link" and info.data.get("type") == "text":
+            raise ValueError("only a media header (image, document, video) has a source")
+        return source
+
+    @field_validator("filename")
+    @classmethod
+    def _document_only(cls, filename: str | None, info: ValidationInfo) -> str | None:
+        if filename is not None and info.data.get("type") != "document":
+            raise ValueError("only a document header has a file name")
+        return filename
 
 
 class WhatsAppButton(Schema):
@@ -43,10 +79,27 @@ class WhatsAppButton(Schema):
 
 
 class WhatsAppTemplate(Schema):
-    """The approved WhatsApp template a `whatsapp` template is sent as (server/templates/whatsapp.py)."""
+    """The approved WhatsApp template a `whatsapp` template is sent as (server/templates/whatsapp.py):
+    by `name` and `language` through the Cloud API, by `content_sid` through Twilio, or both."""
 
-    name: str = Field(pattern=r"^[a-z0-9_]{1,512}$", description="the template's name in WhatsApp Manager")
-    language: str = Field(pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$", description="its language code: en, en_US")
+    name: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9_]{1,512}$",
+        description="the template's name in WhatsApp Manager (Cloud API)",
+    )
+    language: str | None = Field(
+        default=None,
+        pattern=r"^[a-z]{2,3}(_[A-Z]{2})?$",
+        validate_default=True,
+        description="its language code: en, en_US (with `name`)",
+    )
+    content_sid: str | None = Field(
+        default=None,
+        pattern=r"^HX[0-9a-fA-F]{32}$",
+        validate_default=True,
+        description="the Twilio Content API template's SID, HX + 32 hex digits (WhatsApp through"
+        " Twilio); its variables {{1}}, {{2}}, … are `parameters` in order",
+    )
     parameters: list[Annotated[str, Field(min_length=1, max_length=MAX_PARAMETER_SOURCE)]] = Field(
         default_factory=list,
         max_length=20,
@@ -56,6 +109,23 @@ class WhatsAppTemplate(Schema):
     buttons: list[WhatsAppButton] = Field(
         default_factory=list, max_length=MAX_BUTTONS, description="the buttons that take a parameter"
     )
+
+    @field_validator("language")
+    @classmethod
+    def _with_name(cls, language: str | None, info: ValidationInfo) -> str | None:
+        # `name` is missing from `info.data` when it failed its own check: no second error then.
+        if "name" in info.data and (language is None) != (info.data["name"] is None):
+            raise ValueError("name and language go together (the Cloud API sends a template by both)")
+        return language
+
+    @field_validator("content_sid")
+    @classmethod
+    def _some_way(cls, content_sid: str | None, info: ValidationInfo) -> str | None:
+        if content_sid is None and "name" in info.data and info.data["name"] is None:
+            raise ValueError(
+                "give name and language (Cloud API), content_sid (Twilio), or both: how it is sent"
+            )
+        return content_sid
 
     @field_validator("buttons")
     @classmethod
@@ -71,8 +141,14 @@ class WhatsAppTemplate(Schema):
     def _compact(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         # Stored and answered as given: no `header: null` or `buttons: []` when there are none.
         out: dict[str, Any] = handler(self)
-        if out.get("header") is None:
-            out.pop("header", None)
+        for key in ("name", "language", "content_sid", "header"):
+            if out.get(key) is None:
+                out.pop(key, None)
+        if header := out.get("header"):
+            if header.get("source") == "link":
+                header.pop("source")
+            if header.get("filename") is None:
+                header.pop("filename", None)
         if not out.get("buttons"):
             out.pop("buttons", None)
         return out

@@ -254,9 +254,23 @@ class FakeTwilio(FakeProvider):
             return self.error(400, 21604, "A 'To' phone number is required.")
         if not (form.get("From") or form.get("MessagingServiceSid")):
             return self.error(400, 21603, "A 'From' phone number is required.")
-        if not form.get("Body"):
+        # WhatsApp: both addresses `whatsapp:+E.164` (a Messaging Service picks its own sender).
+        to_whatsapp = form["To"].startswith("whatsapp:")
+        if "From" in form and form["From"].startswith("whatsapp:") != to_whatsapp:
+            return self.error(
+                400, 21910, "Invalid From and To pair. From and To should be of the same channel"
+            )
+        if "From" in form and not E164.fullmatch(form["From"].removeprefix("whatsapp:")):
+            return self.error(400, 21212, f"Invalid From Number: {form['From']}")
+        if "ContentSid" in form:
+            # Content API: a template by its SID, its variables a JSON object {"1": "...", ...}.
+            if not re.fullmatch(r"HX[0-9a-fA-F]{32}", form["ContentSid"]) or "Body" in form:
+                return self.error(400, 21655, "The ContentSid is Invalid")
+            if "ContentVariables" in form and not self._variables(form["ContentVariables"]):
+                return self.error(400, 21656, "The ContentVariables Parameter is invalid")
+        elif not form.get("Body"):
             return self.error(400, 21602, "Message body is required.")
-        if not E164.fullmatch(form["To"]):
+        if not E164.fullmatch(form["To"].removeprefix("whatsapp:")):
             return self.error(400, 21211, f"Invalid 'To' Phone Number: {form['To']}")
         callback = form.get("StatusCallback", "")
         if callback and not callback.startswith(("http://", "https://")):
@@ -269,7 +283,7 @@ class FakeTwilio(FakeProvider):
             "to": form["To"],
             "from": form.get("From"),
             "messaging_service_sid": form.get("MessagingServiceSid"),
-            "body": form["Body"],
+            "body": form.get("Body", ""),
             "status": "queued",
             "num_segments": "1",
             "direction": "outbound-api",
@@ -279,6 +293,15 @@ class FakeTwilio(FakeProvider):
             "uri": f"/2010-04-01/Accounts/{self.account_sid}/Messages/{sid}.json",
         }
         return JSONResponse(resource, 201)
+
+    @staticmethod
+    def _variables(raw: str) -> bool:
+        """ContentVariables as the Content API takes them: a JSON object of string values."""
+        try:
+            variables = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return False
+        return isinstance(variables, dict) and all(isinstance(v, str) for v in variables.values())
 
     def rate_limited(self) -> Response:
         return self.error(429, 20429, "Too Many Requests", **{"Retry-After": "2"})
@@ -463,12 +486,23 @@ class FakeWhatsApp(FakeProvider):
                 if ptype == "text" and (text := self._text(parameter)) is not None:
                     header = ("text", text)
                 elif ptype in _MEDIA and isinstance(media := parameter.get(ptype), dict):
-                    link = media.get("link")
-                    if set(media) - {"link", "caption", "filename"} or not isinstance(link, str):
+                    # Exactly one of `link` (Meta fetches it) and `id` (an uploaded media: digits);
+                    # a `filename` for a document only.
+                    link, media_id = media.get("link"), media.get("id")
+                    allowed = {"link", "id", "caption"} | ({"filename"} if ptype == "document" else set())
+                    if set(media) - allowed or (link is None) == (media_id is None):
                         return invalid
-                    if not re.fullmatch(r"https?://\S+", link):
+                    if "filename" in media and not self._text(media, "filename"):
+                        return invalid
+                    if link is not None and not (
+                        isinstance(link, str) and re.fullmatch(r"https?://\S+", link)
+                    ):
                         return self.error(400, 131053, "(#131053) Media upload error", details="invalid link")
-                    header = (ptype, link)
+                    if media_id is not None and not (isinstance(media_id, str) and media_id.isdigit()):
+                        return self.error(400, 131053, "(#131053) Media upload error", details="invalid id")
+                    header = (ptype, link if link is not None else f"id:{media_id}")
+                    if "filename" in media:
+                        header = (ptype, f"{header[1]} as {media['filename']}")
                 else:
                     return invalid
             elif kind == "button" and len(parameters) == 1:

@@ -13,7 +13,7 @@ from server.providers.adapters.http import accepted_id, error_from, retry_after
 def test_every_kind_of_the_design_has_an_adapter() -> None:
     assert set(ADAPTERS) == {"smtp", "sendgrid", "mailgun", "twilio", "whatsapp", "slack", "sandbox"}
     assert {kind: cls.kind for kind, cls in ADAPTERS.items()} == {kind: kind for kind in ADAPTERS}
-    assert ADAPTERS["twilio"].channels == {"sms"}
+    assert ADAPTERS["twilio"].channels == {"sms", "whatsapp"}  # WhatsApp through Twilio (decision 75)
     assert ADAPTERS["sandbox"].channels == {"email", "sms", "whatsapp", "chat"}
 
 

@@ -314,3 +314,90 @@ async def test_a_stored_template_of_a_bad_shape_fails_without_a_request(
             )
         )
     assert fake.requests == []
+
+
+async def test_a_media_header_goes_by_its_uploaded_id_and_a_document_with_its_file_name(
+    provider_server: ServerFactory, http: httpx.AsyncClient
+) -> None:
+    fake, origin = provider_server("whatsapp")
+    assert isinstance(fake, FakeWhatsApp)
+    wa = adapter("whatsapp", good_config("whatsapp", origin), http)
+    await wa.send(
+        message(
+            "whatsapp",
+            template={
+                "name": "shipping_update",
+                "language": "en_US",
+                "parameters": ["Ada"],
+                "header": {"type": "image", "parameter": "1013859600285441", "source": "id"},
+                "buttons": [{"sub_type": "url", "index": 0, "parameter": "track/1001"}],
+            },
+        )
+    )
+    await wa.send(
+        message(
+            "whatsapp",
+            template={
+                "name": "invoice_ready",
+                "language": "en_US",
+                "header": {
+                    "type": "document",
+                    "parameter": "https://files.example.test/inv-7.pdf",
+                    "filename": "Invoice 7.pdf",
+                },
+                "buttons": [{"sub_type": "url", "index": 1, "parameter": "inv-7"}],
+            },
+        )
+    )
+    first, second = (r.json["template"]["components"][0] for r in fake.requests)
+    assert first == {"type": "header", "parameters": [{"type": "image", "image": {"id": "1013859600285441"}}]}
+    assert second == {
+        "type": "header",
+        "parameters": [
+            {
+                "type": "document",
+                "document": {"link": "https://files.example.test/inv-7.pdf", "filename": "Invoice 7.pdf"},
+            }
+        ],
+    }
+    assert [t.header for t in fake.sent_templates] == [
+        ("image", "id:1013859600285441"),
+        ("document", "https://files.example.test/inv-7.pdf as Invoice 7.pdf"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"type": "image", "parameter": "1013859600285441", "source": "upload"},
+        {"type": "image", "parameter": "https://x.example.test/a.jpg", "filename": "a.jpg"},
+    ],
+)
+async def test_a_media_source_or_file_name_of_a_bad_shape_fails_without_a_request(
+    provider_server: ServerFactory, http: httpx.AsyncClient, header: dict[str, Any]
+) -> None:
+    fake, origin = provider_server("whatsapp")
+    with pytest.raises(PermanentError):
+        await adapter("whatsapp", good_config("whatsapp", origin), http).send(
+            message(
+                "whatsapp",
+                template={
+                    "name": "shipping_update",
+                    "language": "en_US",
+                    "parameters": ["A"],
+                    "header": header,
+                },
+            )
+        )
+    assert fake.requests == []
+
+
+async def test_a_twilio_only_template_fails_on_the_cloud_api_with_a_clear_reason(
+    provider_server: ServerFactory, http: httpx.AsyncClient
+) -> None:
+    fake, origin = provider_server("whatsapp")
+    with pytest.raises(PermanentError, match="only a Twilio content_sid"):
+        await adapter("whatsapp", good_config("whatsapp", origin), http).send(
+            message("whatsapp", template={"content_sid": "HX" + "ab" * 16, "parameters": ["x"]})
+        )
+    assert fake.requests == []

@@ -270,3 +270,125 @@ def test_every_parameter_is_rendered_under_the_body_budget() -> None:
     with pytest.raises(render.RenderError) as failed:
         approved.render({})
     assert failed.value.field == "whatsapp.buttons[0].parameter"
+
+
+CONTENT_SID = "HX" + "5b" * 16
+
+
+async def test_a_template_may_name_a_twilio_content_sid_a_meta_name_or_both(
+    client: httpx.AsyncClient,
+) -> None:
+    twilio_only = {"content_sid": CONTENT_SID, "parameters": ["{{ name }}"]}
+    r = await _create(client, whatsapp=twilio_only)
+    assert r.status_code == 201, r.text
+    assert r.json()["whatsapp"] == twilio_only  # stored and answered as given: no name: null
+    both = APPROVED | {"content_sid": CONTENT_SID}
+    r = await _create(client, name="Both", whatsapp=both)
+    assert r.status_code == 201 and r.json()["whatsapp"] == both, r.text
+    context = render.context_for(
+        {"name": "Ada", "email": "", "phone": "", "attributes": {"order": 7}, "tags": []}, {}
+    )
+    approved = whatsapp.compile_approved(twilio_only)
+    assert approved is not None and approved.sends_with("twilio") and not approved.sends_with("whatsapp")
+    assert approved.render(context) == {"content_sid": CONTENT_SID, "parameters": ["Ada"]}
+    approved = whatsapp.compile_approved(both)
+    assert approved is not None and approved.sends_with("twilio") and approved.sends_with("whatsapp")
+    assert approved.render(context) == {
+        "name": "order_update",
+        "language": "en_US",
+        "content_sid": CONTENT_SID,
+        "parameters": ["Ada", "7"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("meta", "field"),
+    [
+        ({"content_sid": "HX123"}, "whatsapp.content_sid"),
+        ({"content_sid": "MG" + "5b" * 16}, "whatsapp.content_sid"),
+        ({"content_sid": CONTENT_SID + "\n"}, "whatsapp.content_sid"),
+        ({"content_sid": 7}, "whatsapp.content_sid"),
+        ({"parameters": ["{{ name }}"]}, "whatsapp.content_sid"),  # neither way to send it
+        ({"language": "en", "content_sid": CONTENT_SID}, "whatsapp.language"),  # a language of no name
+        ({"name": "order_update", "content_sid": CONTENT_SID}, "whatsapp.language"),
+    ],
+)
+async def test_a_bad_content_sid_or_no_way_to_send_is_refused_naming_the_field(
+    client: httpx.AsyncClient, meta: dict[str, Any], field: str
+) -> None:
+    r = await _create(client, whatsapp=meta)
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["errors"]] == [field], r.json()
+
+
+async def test_a_media_header_may_be_an_uploaded_id_and_a_document_has_a_file_name(
+    client: httpx.AsyncClient,
+) -> None:
+    by_id = APPROVED | {"header": {"type": "image", "parameter": "1013859600285441", "source": "id"}}
+    r = await _create(client, whatsapp=by_id)
+    assert r.status_code == 201 and r.json()["whatsapp"] == by_id, r.text
+    named = APPROVED | {
+        "header": {
+            "type": "document",
+            "parameter": "{{ attributes.invoice_id }}",
+            "source": "id",
+            "filename": "Invoice {{ attributes.order }}.pdf",
+        }
+    }
+    r = await _create(client, name="Invoice", whatsapp=named)
+    assert r.status_code == 201 and r.json()["whatsapp"] == named, r.text
+    # `source: link` is the default: answered without it, as before.
+    link = APPROVED | {
+        "header": {"type": "image", "parameter": "https://cdn.example.test/a.jpg", "source": "link"}
+    }
+    r = await _create(client, name="Link", whatsapp=link)
+    assert r.json()["whatsapp"]["header"] == {"type": "image", "parameter": "https://cdn.example.test/a.jpg"}
+
+    approved = whatsapp.compile_approved(named)
+    assert approved is not None
+    context = render.context_for(
+        {"name": "Ada", "email": "", "phone": "", "attributes": {"order": 7, "invoice_id": 4490}, "tags": []},
+        {},
+    )
+    assert approved.render(context)["header"] == {
+        "type": "document",
+        "parameter": "4490",
+        "source": "id",
+        "filename": "Invoice 7.pdf",
+    }
+    context["attributes"]["invoice_id"] = "https://files.example.test/7.pdf"
+    with pytest.raises(render.RenderError) as failed:
+        approved.render(context)
+    assert (failed.value.field, failed.value.detail) == ("whatsapp.header.parameter", whatsapp.NOT_AN_ID)
+
+
+@pytest.mark.parametrize(
+    ("header", "field"),
+    [
+        ({"type": "image", "parameter": "https://x.test/a.jpg", "source": "id"}, "whatsapp.header.parameter"),
+        (
+            {"type": "image", "parameter": "1013859600285441"},
+            "whatsapp.header.parameter",
+        ),  # a link by default
+        ({"type": "image", "parameter": "1", "source": "upload"}, "whatsapp.header.source"),
+        ({"type": "text", "parameter": "Ada", "source": "id"}, "whatsapp.header.source"),
+        (
+            {"type": "image", "parameter": "https://x.test/a.jpg", "filename": "a.jpg"},
+            "whatsapp.header.filename",
+        ),
+        (
+            {"type": "document", "parameter": "https://x.test/a.pdf", "filename": ""},
+            "whatsapp.header.filename",
+        ),
+        (
+            {"type": "document", "parameter": "https://x.test/a.pdf", "filename": "{% if %}"},
+            "whatsapp.header.filename",
+        ),
+    ],
+)
+async def test_a_bad_media_source_or_file_name_is_refused_naming_the_field(
+    client: httpx.AsyncClient, header: dict[str, Any], field: str
+) -> None:
+    r = await _create(client, whatsapp=APPROVED | {"header": header})
+    assert r.status_code == 422, r.text
+    assert [e["field"] for e in r.json()["errors"]] == [field], r.json()

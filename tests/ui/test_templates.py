@@ -247,3 +247,50 @@ async def test_what_the_form_sends_is_validated_by_the_server_naming_the_field(
         "header": {"type": "image", "parameter": "https://cdn.example.test/a.jpg"},
         "buttons": [{"sub_type": "url", "index": 1, "parameter": "x"}],
     }
+
+
+async def test_the_twilio_content_sid_and_media_source_and_file_name_are_edited_too(
+    app: Any, browser_client: BrowserFactory
+) -> None:
+    c = await browser_client("agent")
+    meta = {
+        "name": "invoice_ready",
+        "language": "en_US",
+        "content_sid": "HX" + "5b" * 16,
+        "parameters": ["{{ name }}"],
+        "header": {
+            "type": "document",
+            "parameter": "{{ attributes.invoice_media }}",
+            "source": "id",
+            "filename": "Invoice {{ attributes.order }}.pdf",
+        },
+    }
+    tpl = await _template(c, whatsapp=meta)
+    form = _form((await c.get(f"/templates/{tpl['id']}")).text)
+    got = _values(form)
+    assert got["whatsapp.content_sid"] == meta["content_sid"]
+    assert (got["whatsapp.header.source"], got["whatsapp.header.filename"]) == (
+        "id",
+        "Invoice {{ attributes.order }}.pdf",
+    )
+    # Sent back unchanged, it is the template's own metadata.
+    assert _body(form)["whatsapp"] == meta
+    # A template for Twilio only: no name or language; a link header leaves source and file name out.
+    twilio_only = {
+        "whatsapp.name": "",
+        "whatsapp.language": "",
+        "whatsapp.header.type": "image",
+        "whatsapp.header.parameter": "https://cdn.example.test/a.jpg",
+        "whatsapp.header.source": "",
+        "whatsapp.header.filename": "",
+    }
+    r = await c.patch(f"/api/v1/templates/{tpl['id']}", json=_body(form, **twilio_only))
+    assert r.status_code == 200, r.text
+    assert r.json()["whatsapp"] == {
+        "content_sid": meta["content_sid"],
+        "parameters": ["{{ name }}"],
+        "header": {"type": "image", "parameter": "https://cdn.example.test/a.jpg"},
+    }
+    # A bad SID is the server's to refuse, naming the field.
+    r = await c.patch(f"/api/v1/templates/{tpl['id']}", json=_body(form, **{"whatsapp.content_sid": "HX1"}))
+    assert r.status_code == 422 and [e["field"] for e in r.json()["errors"]] == ["whatsapp.content_sid"]

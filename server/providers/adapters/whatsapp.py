@@ -91,16 +91,19 @@ BUTTON_PARAMETER = {"quick_reply": "payload", "url": "text"}  # a button's sub_t
 
 
 def template_object(template: dict[str, Any]) -> dict[str, Any]:
-    """`{"name", "language", "parameters": [str, ...], "header"?: {"type", "parameter"},
-    "buttons"?: [{"sub_type", "index", "parameter"}]}` (`server/templates/whatsapp.py`) as the
-    Cloud API's template object: `components` for the header, the body and each button."""
+    """`{"name", "language", "parameters": [str, ...], "header"?: {"type", "parameter", "source"?,
+    "filename"?}, "buttons"?: [{"sub_type", "index", "parameter"}]}` (`server/templates/whatsapp.py`)
+    as the Cloud API's template object: `components` for the header, the body and each button."""
     name = template.get("name")
     language = template.get("language") or "en_US"
     parameters = template.get("parameters") or []
     header = template.get("header")
     buttons = template.get("buttons") or []
     if not isinstance(name, str) or not name:
-        raise PermanentError("whatsapp template has no name")
+        raise PermanentError(
+            "whatsapp template has no name: the Cloud API sends an approved template by its name and"
+            " language (this one names only a Twilio content_sid)"
+        )
     if not isinstance(language, str) or not isinstance(parameters, list) or not isinstance(buttons, list):
         raise PermanentError("whatsapp template language must be a string, parameters and buttons lists")
     components: list[dict[str, Any]] = []
@@ -119,14 +122,28 @@ def template_object(template: dict[str, Any]) -> dict[str, Any]:
 
 def _header_parameter(header: Any) -> dict[str, Any]:
     """A text header's `{"type": "text", "text"}`, or a media header's `{"type": "image",
-    "image": {"link"}}` (likewise `document`, `video`)."""
+    "image": {"link"}}` (`{"id"}` for an uploaded media; likewise `document`, with its
+    `filename` when given, and `video`)."""
     kind = header.get("type") if isinstance(header, dict) else None
     value = header.get("parameter") if isinstance(header, dict) else None
-    if not isinstance(value, str) or not (kind == "text" or kind in MEDIA):
-        raise PermanentError("whatsapp template header must be {type: text|image|document|video, parameter}")
+    source = header.get("source", "link") if isinstance(header, dict) else None
+    filename = header.get("filename") if isinstance(header, dict) else None
+    if (
+        not isinstance(value, str)
+        or not (kind == "text" or kind in MEDIA)
+        or source not in ("link", "id")
+        or not (filename is None or (kind == "document" and isinstance(filename, str)))
+    ):
+        raise PermanentError(
+            "whatsapp template header must be {type: text|image|document|video, parameter,"
+            " source?: link|id, filename?: (document)}"
+        )
     if kind == "text":
         return {"type": "text", "text": value}
-    return {"type": kind, kind: {"link": value}}
+    media = {source: value}
+    if filename:
+        media["filename"] = filename
+    return {"type": kind, kind: media}
 
 
 def _button(button: Any) -> dict[str, Any]:
