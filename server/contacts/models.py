@@ -3,7 +3,18 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import DDL, BigInteger, ForeignKey, Index, Integer, String, UniqueConstraint, event, func
+from sqlalchemy import (
+    DDL,
+    BigInteger,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    event,
+    func,
+    literal_column,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from server.db import Base, BigId, JSONType, UTCDateTime, utcnow
@@ -41,6 +52,16 @@ def trigram_index(name: str, target: str | Any) -> Index:
     return _postgresql_index(name, target=target, ops="gin_trgm_ops", using="gin")
 
 
+# Punctuation the search's trigram indexes read as a letter, so that a term's punctuation is part
+# of its trigrams (server/contacts/search.py; migration 0016 spells the same expression out).
+PUNCTUATION, AS_LETTER = ".@+-_", "q" * len(".@+-_")
+
+
+def words_text(column: Any) -> Any:
+    """`column` with PUNCTUATION as AS_LETTER, as those indexes are built (constants inline, as indexed)."""
+    return func.translate(column, literal_column(f"'{PUNCTUATION}'"), literal_column(f"'{AS_LETTER}'"))
+
+
 def prefix_index(name: str, *columns: str, target: str | Any) -> Index:
     """A btree on `columns` then `target` in text_pattern_ops, serving `target LIKE 'te%'` within
     them (the short terms of server/contacts/search.py, whatever the collation); PostgreSQL only."""
@@ -67,8 +88,8 @@ class Contact(Base):
         Index("ix_contact_tags", "tags", postgresql_using="gin", postgresql_ops={"tags": "jsonb_path_ops"}),
         Index("ix_contact_workspace_id_id", "workspace_id", "id"),
         # search (q): one trigram index per arm of the OR, see server/contacts/search.py
-        trigram_index("ix_contact_lower_name_trgm", func.lower(name)),
-        trigram_index("ix_contact_lower_email_trgm", func.lower(email)),
+        trigram_index("ix_contact_name_words_trgm", words_text(func.lower(name))),
+        trigram_index("ix_contact_email_words_trgm", words_text(func.lower(email))),
         trigram_index("ix_contact_phone_trgm", "phone"),
         # search (q) by a term under three characters: prefixes (the name's words use the trigrams)
         prefix_index("ix_contact_lower_email_prefix", "workspace_id", target=func.lower(email)),
@@ -92,7 +113,7 @@ class ContactIdentity(Base):
 
     __table_args__ = (
         UniqueConstraint("workspace_id", "kind", "value"),
-        trigram_index("ix_contact_identity_value_trgm", "value"),
+        trigram_index("ix_contact_identity_words_trgm", words_text(value)),
         prefix_index("ix_contact_identity_value_prefix", "workspace_id", "kind", target="value"),
     )
 
