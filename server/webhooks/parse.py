@@ -333,7 +333,8 @@ def parse_twilio(body: bytes, now: dt.datetime) -> list[ProviderEvent]:
             status=status,
             kind=kind,
             reason=reason,
-            recipient=form.get("To") or None,
+            # WhatsApp through Twilio says `whatsapp:+1…`: the number is what a suppression names.
+            recipient=form.get("To", "").removeprefix("whatsapp:") or None,
             suppress=_TWILIO_SUPPRESS.get(code or "") if status == "failed" else None,
             occurred_at=now,
             raw=form,

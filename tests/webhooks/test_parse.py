@@ -209,6 +209,20 @@ def test_twilio_statuses(
         assert event.reason == f"error {error}"
 
 
+def test_a_twilio_whatsapp_callback_names_the_recipient_by_number() -> None:
+    """WhatsApp through Twilio prefixes both numbers with `whatsapp:`; a suppression (a failed
+    send to a number that cannot receive) must name the number the dispatcher checks."""
+    form = {
+        **twilio_form("failed", error="21211"),
+        "To": "whatsapp:+15558675310",
+        "From": "whatsapp:+15017122661",
+    }
+    [event] = parse("twilio", twilio_body(form), now=NOW)
+    assert event.recipient == "+15558675310"
+    assert event.suppress == "bounce"
+    assert event.raw["To"] == "whatsapp:+15558675310"  # the provider's form is kept as it came
+
+
 def test_twilio_event_id_is_a_hash_of_sid_status_and_error() -> None:
     def event_id(**kw: str | None) -> str:
         return parse("twilio", twilio_body(twilio_form(**kw)), now=NOW)[0].provider_event_id  # type: ignore[arg-type]
