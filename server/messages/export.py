@@ -12,34 +12,35 @@ from collections.abc import Sequence
 from sqlalchemy import and_, or_, select
 
 from server.db import Database
-from server.export import FetchBatch, Row
+from server.export import Cell, Column, FetchBatch, Row
 from server.messages.models import Message
 
 COLUMNS = (
-    "id",
-    "contact_id",
-    "campaign_id",
-    "channel",
-    "to_address",
-    "status",
-    "provider_kind",
-    "provider_message_id",
-    "attempts",
-    "reason",
-    "subject",
-    "body",
-    "send_at",
-    "sent_at",
-    "created_at",
-    "updated_at",
+    Column("id", Cell.number),
+    Column("contact_id", Cell.number),
+    Column("campaign_id", Cell.number),
+    Column("channel", Cell.text),
+    Column("to_address", Cell.text),
+    Column("status", Cell.text),
+    Column("provider_kind", Cell.text),
+    Column("provider_message_id", Cell.text),
+    Column("attempts", Cell.number),
+    Column("reason", Cell.text),
+    Column("subject", Cell.text),
+    Column("body", Cell.text),
+    Column("send_at", Cell.time),
+    Column("sent_at", Cell.time),
+    Column("created_at", Cell.time),
+    Column("updated_at", Cell.time),
 )
-_SELECTED = tuple(getattr(Message, c) for c in COLUMNS)
+_SELECTED = tuple(getattr(Message, c.name) for c in COLUMNS)
+_NAMES = tuple(c.name for c in COLUMNS)
 
 
 def batches(
     db: Database, *, workspace_id: int, since: dt.datetime | None, until: dt.datetime | None
 ) -> FetchBatch:
-    """Messages with `since <= created_at < until` (either bound optional)."""
+    """Messages with `since <= created_at < until` (either bound optional), as `COLUMNS`."""
 
     async def fetch(last: Row | None, limit: int) -> Sequence[Row]:
         stmt = select(*_SELECTED).where(Message.workspace_id == workspace_id)
@@ -55,6 +56,7 @@ def batches(
             stmt = stmt.where(Message.created_at >= since)
         stmt = stmt.order_by(Message.created_at, Message.id).limit(limit)
         async with db.transaction() as s:
-            return [r._asdict() for r in await s.execute(stmt)]
+            rows = (await (await s.connection()).execute(stmt)).all()
+        return [dict(zip(_NAMES, r, strict=True)) for r in rows]
 
     return fetch

@@ -238,3 +238,72 @@ async def test_messages_export_covers_the_range_oldest_first(
 
     r = await agent.get("/api/v1/messages/export", params={"from": "2026-11-03", "to": "2026-11-02"})
     assert r.status_code == 422
+
+
+async def _rows_text(client: httpx.AsyncClient, what: str, fmt: str) -> str:
+    """The export's bytes after the CSV header, decoded."""
+    r = await client.get(f"/api/v1/{what}/export", params={"format": fmt})
+    assert r.status_code == 200, r.text
+    return r.content.decode().split("\r\n", 1)[1] if fmt == "csv" else r.content.decode()
+
+
+async def _insert_contact(db: Database, workspace: str, **fields: Any) -> int:
+    async with db.transaction() as s:
+        ws = (await auth_service.get_or_create_workspace(s, name=workspace)).id
+        row = {"workspace_id": ws, "name": "", "email": None, "phone": None, "attributes": {}, "tags": [],
+               "version": 1, **fields}  # fmt: skip
+        return int((await s.execute(insert(Contact).returning(Contact.id), [row])).scalar_one())
+
+
+async def test_json_columns_and_times_are_written_byte_for_byte(
+    make_client: ClientFactory, db: Database
+) -> None:
+    """Tags and attributes are read as JSON text (not decoded by the driver), times in one call per
+    column: the export must still read exactly as before on both databases. Keys are given in
+    jsonb's order (shorter first) so both databases keep them in this order."""
+    agent = await make_client("agent")
+    at = dt.datetime(2026, 11, 2, 9, 30, 5, 120, tzinfo=dt.UTC)
+    whole_second = dt.datetime(2026, 11, 2, 9, 30, 6, tzinfo=dt.UTC)
+    attributes = {"f": 1.1, "n": -3, "u": 'héllo ☃ "q"', "nest": {"a": [1, 2.5, None, True]}}
+    cid = await _insert_contact(
+        db, "Acme", name="Zoë", email="z@example.test", tags=["=eq", "ünï", "plain"],
+        attributes=attributes, created_at=at, updated_at=whole_second,
+    )  # fmt: skip
+    assert await _rows_text(agent, "contacts", "csv") == (
+        f"{cid},Zoë,z@example.test,,'=eq;ünï;plain,"
+        '"{""f"":1.1,""n"":-3,""u"":""héllo ☃ \\""q\\"""",""nest"":{""a"":[1,2.5,null,true]}}",'
+        "2026-11-02T09:30:05.000120+00:00,2026-11-02T09:30:06+00:00,,,\r\n"
+    )
+    assert await _rows_text(agent, "contacts", "ndjson") == (
+        f'{{"id":{cid},"name":"Zoë","email":"z@example.test","phone":null,"tags":["=eq","ünï","plain"],'
+        '"attributes":{"f":1.1,"n":-3,"u":"héllo ☃ \\"q\\"","nest":{"a":[1,2.5,null,true]}},'
+        '"created_at":"2026-11-02T09:30:05.000120+00:00","updated_at":"2026-11-02T09:30:06+00:00",'
+        '"consent":{"email":null,"sms":null,"whatsapp":null}}\n'
+    )
+
+
+async def test_message_rows_are_written_byte_for_byte(make_client: ClientFactory, db: Database) -> None:
+    agent = await make_client("agent")
+    async with db.transaction() as s:
+        ws = (await auth_service.get_or_create_workspace(s, name="Acme")).id
+    t = dt.datetime(2026, 11, 2, 8, 0, 0, 5, tzinfo=dt.UTC)
+    async with db.transaction() as s:
+        mid = (
+            await s.execute(
+                insert(Message).returning(Message.id),
+                [{"workspace_id": ws, "channel": "sms", "to_address": "+14155552671", "subject": "",
+                  "body": "@bob, -1 ünï\nline", "variables": {}, "status": "queued", "send_at": t,
+                  "next_attempt_at": t, "created_at": t, "updated_at": t}],
+            )
+        ).scalar_one()  # fmt: skip
+    assert await _rows_text(agent, "messages", "csv") == (
+        f"{mid},,,sms,'+14155552671,queued,,,0,,,\"'@bob, -1 ünï\nline\","
+        "2026-11-02T08:00:00.000005+00:00,,2026-11-02T08:00:00.000005+00:00,2026-11-02T08:00:00.000005+00:00\r\n"
+    )
+    assert await _rows_text(agent, "messages", "ndjson") == (
+        f'{{"id":{mid},"contact_id":null,"campaign_id":null,"channel":"sms","to_address":"+14155552671",'
+        '"status":"queued","provider_kind":null,"provider_message_id":null,"attempts":0,"reason":null,'
+        '"subject":"","body":"@bob, -1 ünï\\nline","send_at":"2026-11-02T08:00:00.000005+00:00",'
+        '"sent_at":null,"created_at":"2026-11-02T08:00:00.000005+00:00",'
+        '"updated_at":"2026-11-02T08:00:00.000005+00:00"}\n'
+    )
