@@ -140,6 +140,7 @@ class CsvRows:
         if not names:
             raise ImportRefused("The file is empty: a header row is expected.")
         self.names = [h.strip().lower() for h in names]
+        self._all_named = all(self.names)  # then a row's values zip with them as they are
         if not any(n in KNOWN for n in self.names):
             raise ImportRefused("The header must name at least one of: name, email, phone, tags.")
         self._reader = csv.reader(self._lines())
@@ -175,7 +176,10 @@ class CsvRows:
             self._nul = self._bad = False
             if _is_blank(values):
                 continue
-            row = Row(self.line, {n: v for n, v in zip(self.names, values, strict=False) if n})
+            if self._all_named:
+                row = Row(self.line, dict(zip(self.names, values, strict=False)))
+            else:
+                row = Row(self.line, {n: v for n, v in zip(self.names, values, strict=False) if n})
             if nul or bad:
                 row.problem = _problem(row.values, nul=nul)
             return row

@@ -35,7 +35,7 @@ _AUDIT_PREFIX = "attributes."
 MAX_ATTRIBUTE_KEY = (cast(String, Audit.__table__.c.field.type).length or 100) - len(_AUDIT_PREFIX)
 
 
-def _check_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
+def check_attributes(attrs: dict[str, Any]) -> dict[str, Any]:
     for key in attrs:
         if not key or len(key) > MAX_ATTRIBUTE_KEY:
             shown = key if len(key) <= 40 else key[:40] + "…"
@@ -70,7 +70,7 @@ class ContactIn(Schema):
     @field_validator("attributes")
     @classmethod
     def _attrs(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return _check_attributes(v)
+        return check_attributes(v)
 
 
 class ContactPatch(Schema):
@@ -104,7 +104,7 @@ class ContactPatch(Schema):
     def _attrs(cls, v: dict[str, Any] | None) -> dict[str, Any]:
         if v is None:
             raise ValueError("attributes must be an object")
-        return _check_attributes(v)
+        return check_attributes(v)
 
     @model_validator(mode="after")
     def _not_empty(self) -> ContactPatch:
