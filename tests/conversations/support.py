@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -217,3 +218,25 @@ def wa_text(
         "text": {"body": body},
         "type": "text",
     }
+
+
+async def whatsapp_template(agent: httpx.AsyncClient, **fields: Any) -> int:
+    """A `whatsapp` template made through the API (with `fields`, e.g. its `whatsapp` metadata); its id."""
+    body = {
+        "name": "Order update",
+        "channel": "whatsapp",
+        "body": "Hi {{ name }}, your order {{ order }} shipped.",
+    }
+    r = await agent.post("/api/v1/templates", json=body | fields)
+    assert r.status_code == 201, r.text
+    return int(r.json()["id"])
+
+
+async def settled(agent: httpx.AsyncClient, message_id: int) -> dict[str, Any]:
+    """The message once the dispatcher has sent it or given up (about 10 s at most)."""
+    for _ in range(200):
+        m = (await agent.get(f"/api/v1/messages/{message_id}")).json()
+        if m["status"] in ("sent", "failed"):
+            return m
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"message {message_id} still {m['status']}")

@@ -5,7 +5,6 @@ window as the Content API template the Switchboard template names by `content_si
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +21,7 @@ from tests.conftest import make_settings
 from tests.providers.fakes import FakeProvider, FakeTwilio, FakeWhatsApp
 from tests.providers.support import good_config
 
-from .support import OUR_WA, WA_SECRET, World, wa_text, whatsapp_doc
+from .support import OUR_WA, WA_SECRET, World, settled, wa_text, whatsapp_doc, whatsapp_template
 
 ClientFactory = Any
 ServerFactory = Callable[[str], tuple[FakeProvider, str]]
@@ -80,26 +79,6 @@ async def _age(world: World, agent: httpx.AsyncClient, hours_ago: float) -> str:
     return f"/api/v1/conversations/{conv['id']}/messages"
 
 
-async def _template(agent: httpx.AsyncClient, **fields: Any) -> int:
-    body = {
-        "name": "Order update",
-        "channel": "whatsapp",
-        "body": "Hi {{ name }}, your order {{ order }} shipped.",
-    }
-    r = await agent.post("/api/v1/templates", json=body | fields)
-    assert r.status_code == 201, r.text
-    return int(r.json()["id"])
-
-
-async def _settled(agent: httpx.AsyncClient, message_id: int) -> dict[str, Any]:
-    for _ in range(200):
-        m = (await agent.get(f"/api/v1/messages/{message_id}")).json()
-        if m["status"] in ("sent", "failed"):
-            return m
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"message {message_id} still {m['status']}")
-
-
 async def test_a_reply_inside_the_window_goes_through_twilio_from_the_number_written_to(
     world: World, make_client: ClientFactory, provider_server: ServerFactory
 ) -> None:
@@ -109,7 +88,7 @@ async def test_a_reply_inside_the_window_goes_through_twilio_from_the_number_wri
 
     r = await agent.post(url, json={"text": "It ships today."})
     assert r.status_code == 202, r.text
-    sent = await _settled(agent, r.json()["id"])
+    sent = await settled(agent, r.json()["id"])
     assert sent["status"] == "sent", sent
     assert (sent["provider_id"], sent["provider_message_id"]) == (world.providers["twilio"], twilio.issued[0])
     (request,) = twilio.requests
@@ -126,13 +105,13 @@ async def test_outside_the_window_a_template_goes_as_its_content_sid_and_variabl
     agent = await make_client("agent")
     twilio, cloud = await _connect(world, provider_server)
     url = await _twilio_conversation(world, agent, hours_ago=30)
-    tpl = await _template(agent, whatsapp=BOTH)
+    tpl = await whatsapp_template(agent, whatsapp=BOTH)
 
     r = await agent.post(url, json={"template_id": tpl, "variables": {"order": "#1001"}})
     assert r.status_code == 202, r.text
     assert r.json()["body"] == "Hi Ada Lovelace, your order #1001 shipped."  # the timeline's reading
     assert r.json()["whatsapp_template"]["content_sid"] == CONTENT_SID
-    assert (await _settled(agent, r.json()["id"]))["status"] == "sent"
+    assert (await settled(agent, r.json()["id"]))["status"] == "sent"
     (request,) = twilio.requests
     assert request.form["ContentSid"] == CONTENT_SID
     assert orjson.loads(request.form["ContentVariables"]) == {"1": "Ada Lovelace", "2": "#1001"}
@@ -147,7 +126,7 @@ async def test_outside_the_window_a_template_without_a_content_sid_is_refused(
     agent = await make_client("agent")
     twilio, cloud = await _connect(world, provider_server)
     url = await _twilio_conversation(world, agent, hours_ago=30)
-    meta_only = await _template(agent, whatsapp={k: v for k, v in BOTH.items() if k != "content_sid"})
+    meta_only = await whatsapp_template(agent, whatsapp={k: v for k, v in BOTH.items() if k != "content_sid"})
 
     r = await agent.post(url, json={"template_id": meta_only, "variables": {"order": "#1001"}})
     assert r.status_code == 422, r.text
@@ -163,7 +142,7 @@ async def test_outside_the_window_a_template_without_a_content_sid_is_refused(
     r = await agent.post(url, json={"template_id": meta_only, "variables": {"order": "#7"}})
     assert r.status_code == 202, r.text
     assert r.json()["whatsapp_template"] is None
-    assert (await _settled(agent, r.json()["id"]))["status"] == "sent"
+    assert (await settled(agent, r.json()["id"]))["status"] == "sent"
     (request,) = twilio.requests
     assert request.form["Body"] == "Hi Ada Lovelace, your order #7 shipped."
     assert cloud.requests == []
@@ -184,16 +163,16 @@ async def test_a_cloud_api_customer_is_answered_through_the_cloud_api(
     doc = whatsapp_doc([wa_text("hello", sender=CUSTOMER.lstrip("+"))], name="Ada Lovelace", wa_id=CUSTOMER)
     assert (await world.post_whatsapp(doc)).status_code == 200
     url = await _age(world, agent, 30)
-    tpl = await _template(agent, whatsapp=BOTH)
+    tpl = await whatsapp_template(agent, whatsapp=BOTH)
     r = await agent.post(url, json={"template_id": tpl, "variables": {"order": "#1001"}})
     assert r.status_code == 202, r.text
-    sent = await _settled(agent, r.json()["id"])
+    sent = await settled(agent, r.json()["id"])
     assert (sent["status"], sent["provider_id"]) == ("sent", world.providers["whatsapp"]), sent
     (request,) = cloud.requests
     assert request.json["template"]["name"] == "order_update"
     assert twilio.requests == []
     # A template that names only a Content SID cannot go through the Cloud API outside the window.
-    twilio_only = await _template(
+    twilio_only = await whatsapp_template(
         agent, name="Twilio only", whatsapp={k: v for k, v in BOTH.items() if k not in ("name", "language")}
     )
     r = await agent.post(url, json={"template_id": twilio_only, "variables": {"order": "#1"}})
@@ -212,6 +191,6 @@ async def test_a_reply_whose_connection_is_disabled_goes_through_the_channels_co
             update(Provider).where(Provider.id == world.providers["twilio"]).values(enabled=False)
         )
     r = await agent.post(url, json={"text": "It ships today."})
-    sent = await _settled(agent, r.json()["id"])
+    sent = await settled(agent, r.json()["id"])
     assert (sent["status"], sent["provider_id"]) == ("sent", world.providers["whatsapp"]), sent
     assert twilio.requests == [] and len(cloud.requests) == 1

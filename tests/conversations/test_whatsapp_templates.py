@@ -19,7 +19,7 @@ from tests.conftest import make_settings
 from tests.providers.fakes import FakeProvider, FakeWhatsApp, SentTemplate
 from tests.providers.support import good_config
 
-from .support import WA_SECRET, World, wa_text, whatsapp_doc
+from .support import WA_SECRET, World, settled, wa_text, whatsapp_doc, whatsapp_template
 
 ClientFactory = Any
 ServerFactory = Callable[[str], tuple[FakeProvider, str]]
@@ -57,38 +57,18 @@ async def _conversation(
     return fake, f"/api/v1/conversations/{conv['id']}/messages"
 
 
-async def _template(agent: httpx.AsyncClient, **fields: Any) -> int:
-    body = {
-        "name": "Order update",
-        "channel": "whatsapp",
-        "body": "Hi {{ name }}, your order {{ order }} shipped.",
-    }
-    r = await agent.post("/api/v1/templates", json=body | fields)
-    assert r.status_code == 201, r.text
-    return int(r.json()["id"])
-
-
-async def _settled(agent: httpx.AsyncClient, message_id: int) -> dict[str, Any]:
-    for _ in range(200):
-        m = (await agent.get(f"/api/v1/messages/{message_id}")).json()
-        if m["status"] in ("sent", "failed"):
-            return m
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"message {message_id} still {m['status']}")
-
-
 async def test_reply_outside_the_window_goes_out_as_the_approved_template(
     world: World, make_client: ClientFactory, provider_server: ServerFactory
 ) -> None:
     agent = await make_client("agent")
     fake, url = await _conversation(world, agent, provider_server, hours_ago=30)
-    tpl = await _template(agent, whatsapp=APPROVED)
+    tpl = await whatsapp_template(agent, whatsapp=APPROVED)
 
     r = await agent.post(url, json={"template_id": tpl, "variables": {"order": "#1001"}})
     assert r.status_code == 202, r.text
     reply = r.json()
     assert reply["body"] == "Hi Ada Lovelace, your order #1001 shipped."  # the timeline's reading
-    sent = await _settled(agent, reply["id"])
+    sent = await settled(agent, reply["id"])
     assert sent["status"] == "sent", sent
     assert sent["provider_message_id"] == fake.issued[0]
 
@@ -114,7 +94,7 @@ async def test_a_retry_sends_the_parameters_rendered_at_creation(
 ) -> None:
     agent = await make_client("agent")
     fake, url = await _conversation(world, agent, provider_server, hours_ago=30)
-    tpl = await _template(agent, whatsapp=APPROVED)
+    tpl = await whatsapp_template(agent, whatsapp=APPROVED)
     fake.mode = "rate_limited"
     r = await agent.post(url, json={"template_id": tpl, "variables": {"order": "#1001"}})
     assert r.status_code == 202, r.text
@@ -126,7 +106,7 @@ async def test_a_retry_sends_the_parameters_rendered_at_creation(
     changed = APPROVED | {"parameters": ["{{ order }}", "{{ name }}"]}
     assert (await agent.patch(f"/api/v1/templates/{tpl}", json={"whatsapp": changed})).status_code == 200
     fake.mode = "ok"
-    sent = await _settled(agent, r.json()["id"])
+    sent = await settled(agent, r.json()["id"])
     assert sent["status"] == "sent" and sent["attempts"] >= 2, sent
     first, *_, last = fake.requests
     assert first.json["template"] == last.json["template"]
@@ -138,7 +118,7 @@ async def test_without_whatsapp_metadata_outside_the_window_nothing_is_sent(
 ) -> None:
     agent = await make_client("agent")
     fake, url = await _conversation(world, agent, provider_server, hours_ago=24.1)
-    plain = await _template(agent)
+    plain = await whatsapp_template(agent)
     r = await agent.post(url, json={"template_id": plain, "variables": {"order": "#1001"}})
     assert r.status_code == 422
     assert r.headers["content-type"] == "application/problem+json"
@@ -163,14 +143,14 @@ async def test_inside_the_window_text_stays_free_form(
     r = await agent.post(url, json={"text": "It ships today."})
     assert r.status_code == 202, r.text
     assert r.json()["whatsapp_template"] is None
-    assert (await _settled(agent, r.json()["id"]))["status"] == "sent"
+    assert (await settled(agent, r.json()["id"]))["status"] == "sent"
     (request,) = fake.requests
     assert request.json["type"] == "text"
     assert request.json["text"] == {"preview_url": False, "body": "It ships today."}
     # A template without metadata inside the window is free-form text too.
-    plain = await _template(agent)
+    plain = await whatsapp_template(agent)
     r = await agent.post(url, json={"template_id": plain, "variables": {"order": "#7"}})
-    assert (await _settled(agent, r.json()["id"]))["status"] == "sent"
+    assert (await settled(agent, r.json()["id"]))["status"] == "sent"
     assert fake.requests[1].json["text"]["body"] == "Hi Ada Lovelace, your order #7 shipped."
     assert fake.sent_templates == []
 
@@ -202,7 +182,7 @@ async def test_a_retry_sends_the_header_and_buttons_rendered_at_creation(
 ) -> None:
     agent = await make_client("agent")
     fake, url = await _conversation(world, agent, provider_server, hours_ago=30)
-    tpl = await _template(agent, whatsapp=SHIPPING)
+    tpl = await whatsapp_template(agent, whatsapp=SHIPPING)
     fake.mode = "rate_limited"
     r = await agent.post(url, json={"template_id": tpl, "variables": {"order": "1001"}})
     assert r.status_code == 202, r.text
@@ -223,7 +203,7 @@ async def test_a_retry_sends_the_header_and_buttons_rendered_at_creation(
     }
     assert (await agent.patch(f"/api/v1/templates/{tpl}", json={"whatsapp": changed})).status_code == 200
     fake.mode = "ok"
-    sent = await _settled(agent, r.json()["id"])
+    sent = await settled(agent, r.json()["id"])
     assert sent["status"] == "sent" and sent["attempts"] >= 2, sent
     assert len(fake.requests) >= 2
     for request in fake.requests:
@@ -245,7 +225,7 @@ async def test_a_message_from_the_api_carries_header_and_buttons(
     agent = await make_client("agent")
     fake, url = await _conversation(world, agent, provider_server, hours_ago=1)
     contact_id = (await agent.get(url.removesuffix("/messages"))).json()["contact_id"]
-    tpl = await _template(agent, whatsapp=SHIPPING)
+    tpl = await whatsapp_template(agent, whatsapp=SHIPPING)
     r = await agent.post(
         "/api/v1/messages",
         json={
@@ -259,7 +239,7 @@ async def test_a_message_from_the_api_carries_header_and_buttons(
     assert r.json()["whatsapp_template"]["buttons"] == [
         {"sub_type": "url", "index": 0, "parameter": "track/1001"}
     ]
-    assert (await _settled(agent, r.json()["id"]))["status"] == "sent"
+    assert (await settled(agent, r.json()["id"]))["status"] == "sent"
     (request,) = fake.requests
     assert request.json["type"] == "template"
     assert request.json["template"]["components"] == SHIPPING_COMPONENTS
