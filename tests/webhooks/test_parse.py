@@ -386,6 +386,34 @@ def test_nul_characters_are_replaced_for_storage() -> None:
     assert event.raw["Body"] == "a\ufffdb"
 
 
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"events": [{"id": "a", "message_id": "m", "status": "sent", "reason": "x\\u0000y"}]}',
+        b'{"events": [{"id": "a", "message_id": "m", "status": "sent", "reason": "\\ud800"}]}',
+        b'{"events": [{"id": "a", "message_id": "m", "status": "sent", "reason": "\\uDC00z"}]}',
+        b'{"events": [{"id": "a", "message_id": "m", "status": "sent", "\\u0000": 1}]}',  # a key
+        # no escape in sight: a raw surrogate (json.loads reads bytes with surrogatepass) ...
+        b'{"events": [{"id": "a", "message_id": "m", "status": "sent", "reason": "\xed\xa0\x80"}]}',
+        # ... or UTF-16, whose escapes the ASCII pattern does not see
+        '{"events": [{"id": "a", "message_id": "m", "status": "sent", "reason": "\\u0000"}]}'.encode(
+            "utf-16"
+        ),
+        b'{"events": [{"id": "a", "message_id": "m", "status": "sent", "reason": "\\u00e9 \\ud83d\\ude00"}]}',
+    ],
+)
+def test_a_json_body_never_hands_on_a_nul_or_a_lone_surrogate(body: bytes) -> None:
+    """The cleaning walk is skipped only for bodies that cannot hold either (ASCII, no escape of
+    one); whatever the body, what comes out is what the walk makes of what the parser reads."""
+    from server.webhooks.parse import storable
+
+    [event] = parse("sandbox", body, now=NOW)
+    expected = storable(json.loads(body))["events"][0]
+    assert event.raw == expected
+    texts = [*event.raw, *(v for v in event.raw.values() if isinstance(v, str))]
+    assert not any("\x00" in t or any(0xD800 <= ord(c) <= 0xDFFF for c in t) for t in texts), texts
+
+
 def test_overlong_event_ids_are_hashed_to_fit_the_column() -> None:
     long_id = "x" * 500
     [event] = parse(
