@@ -15,6 +15,7 @@ from server.db import Database, utcnow
 from server.messages import campaigns
 from server.messages.models import Campaign, Message
 from server.templates.models import Template
+from server.templates.pool import DEADLINE, DEADLINE_PER_CHAR
 from tests.conftest import ClientFactory
 from tests.messages.support import contact, template
 from tests.templates.test_budget import AMPLIFIERS, DUNDERS
@@ -50,16 +51,20 @@ async def _warm(client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.parametrize("source", [*AMPLIFIERS, *DUNDERS])
-async def test_hostile_template_answers_422_within_a_second_naming_the_field(
+async def test_hostile_template_answers_422_within_its_check_deadline_naming_the_field(
     client: httpx.AsyncClient, source: str
 ) -> None:
+    """Refused, never left running: within the time the check may take (`pool.DEADLINE`, ~1 s for
+    these) and a second more for the request on a machine busy with the rest of the suite (one CI
+    run saw 1.11 s); without the budget these run for minutes."""
     await _warm(client)
+    bound = DEADLINE + len(source) * DEADLINE_PER_CHAR + 1.0
     for field, other in (("body", "subject"), ("subject", "body")):
         started = time.perf_counter()
         r = await client.post(
             "/api/v1/templates", json={"name": "Evil", "channel": "email", field: source, other: "x"}
         )
-        assert time.perf_counter() - started < 1.0
+        assert time.perf_counter() - started < bound
         assert r.status_code == 422, r.text
         assert r.headers["content-type"] == "application/problem+json"
         assert [e["field"] for e in r.json()["errors"]] == [field]
