@@ -35,18 +35,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import (
-    ColumnElement,
-    Select,
-    String,
-    and_,
-    any_,
-    bindparam,
-    cast,
-    func,
-    or_,
-    select,
-)
+from sqlalchemy import ColumnElement, Select, String, and_, any_, bindparam, cast, func, or_, select
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import QueryableAttribute
 
@@ -77,6 +66,8 @@ def _matches_q(dialect: str, workspace_id: int, q: str) -> ColumnElement[bool]:
     def like(column: ColumnElement[Any] | QueryableAttribute[Any], pattern: str) -> ColumnElement[bool]:
         return column.like(_planned_value(dialect, pattern), escape="\\")
 
+    exactness = bool(set(q.lower()) & _MAPPED)  # the term holds punctuation or a `q`
+
     def like_words(column: ColumnElement[Any] | QueryableAttribute[Any], pattern: str) -> ColumnElement[bool]:
         """`like`, through the punctuation-as-letter trigram index on PostgreSQL (see the module doc)."""
         if dialect != "postgresql":
@@ -85,8 +76,6 @@ def _matches_q(dialect: str, workspace_id: int, q: str) -> ColumnElement[bool]:
         # Without punctuation or a `q` in the term the two are the same test: ask one, so the
         # planner's estimate stays that of one condition (two look rarer than they are).
         return and_(mapped, like(column, pattern)) if exactness else mapped
-
-    exactness = bool(set(q.lower()) & _MAPPED)
 
     name, email, term = func.lower(Contact.name), func.lower(Contact.email), _like_literal(q)
     kind, value = ContactIdentity.kind, ContactIdentity.value  # stored lower-cased (emails) or E.164
