@@ -32,6 +32,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 from realtime.redisconn import connect_redis
+from server.messages.board_feed import INTERVAL_S
 from tests.conftest import PASSWORD, PG_HOST, PG_PORT, PG_USER
 from tests.ha.sentinel import DOWN_AFTER_MS, FAILOVER_TIMEOUT_MS, SentinelCluster
 from tests.ops.procs import ROOT, env_for, free_port, running, switchboard, wait_http
@@ -162,6 +163,23 @@ async def log_head(db_url: str) -> int:
         return int(await conn.fetchval("SELECT coalesce(max(id), 0) FROM event"))
     finally:
         await conn.close()
+
+
+async def settled_head(db_url: str) -> int:
+    """The log's head once it stops growing: after the last write, the board feed still emits one
+    `board.counters` event (at most a second later, led by whichever process holds the relay lease),
+    and a head read before it would leave that event "extra" on every follower."""
+    quiet_for = 3 * INTERVAL_S
+    head, since = await log_head(db_url), time.monotonic()
+    give_up = since + 20
+    while time.monotonic() - since < quiet_for:
+        if time.monotonic() > give_up:
+            raise AssertionError(f"the event log still grows 20 s after the last write (head {head})")
+        await asyncio.sleep(0.25)
+        now = await log_head(db_url)
+        if now != head:
+            head, since = now, time.monotonic()
+    return head
 
 
 def summary(values: list[float]) -> str:
@@ -327,10 +345,11 @@ async def scenario(cluster: SentinelCluster, ports: list[int], prefix: str, db_u
             await writing
             assert not write_errors, write_errors[:5]  # the API writes to PostgreSQL only
 
-            # Every client catches up to the log's head, read from the database: a process's
-            # long-poll answers what its hub has seen, which may still trail the log right after
-            # the failover (a follower on the other process then has more than that "head").
-            head = await log_head(db_url)
+            # Every client catches up to the log's head, read from the database once it is settled:
+            # a process's long-poll answers what its hub has seen, which may still trail the log
+            # right after the failover (a follower on the other process then has more than that
+            # "head"), and the board feed's last `board.counters` event comes after the last write.
+            head = await settled_head(db_url)
             caught_up_by = time.monotonic() + 20
             while any((f.last or 0) < head for f in followers):
                 if time.monotonic() > caught_up_by:
