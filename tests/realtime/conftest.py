@@ -227,8 +227,12 @@ async def uvicorn_on_free_port(app: Any, **config: Any) -> AsyncIterator[tuple[i
         yield port, server
     finally:
         server.should_exit = True
-        server.force_exit = True
+        server.force_exit = True  # do not wait for the sockets a test left open
         await asyncio.wait_for(task, 10)
+        # A forced exit skips the app's lifespan shutdown: run it, so the app's services stop (their
+        # tasks, their database pool) in this test's loop, not when the garbage collector finds
+        # them after the loop closed (an unraisable warning in whatever test runs then).
+        await asyncio.wait_for(server.lifespan.shutdown(), 10)
 
 
 @asynccontextmanager
