@@ -296,9 +296,15 @@ def context_for(contact: Any | None, variables: Mapping[str, Any]) -> dict[str, 
     so `{{ email }}` is always the recipient's), and the fields again under `contact`."""
     fields: dict[str, Any] = {}
     if contact is not None:
-        for name in CONTACT_FIELDS:
-            value = contact.get(name) if isinstance(contact, Mapping) else getattr(contact, name)
-            fields[name] = value if value is not None else ""
+        # One type check per contact, not per field: a campaign calls this once per recipient.
+        values = (
+            [contact.get(name) for name in CONTACT_FIELDS]
+            if isinstance(contact, Mapping)
+            else [getattr(contact, name) for name in CONTACT_FIELDS]
+        )
+        fields = {
+            name: "" if value is None else value for name, value in zip(CONTACT_FIELDS, values, strict=True)
+        }
     return {**variables, **fields, "contact": fields}
 
 

@@ -183,6 +183,38 @@ async def test_whatsapp_campaign_renders_each_contacts_approved_template(
     }
 
 
+async def test_a_campaign_reads_tags_and_attributes_only_when_its_template_does_and_renders_them_alike(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    """A batch leaves the JSON columns out unless the template names them (or `contact`); each
+    way of naming them still sees the contact's own values."""
+    await contact(
+        client, name="Ada", email="ada@example.test", tags=["news", "vip"], attributes={"plan": "pro"}
+    )
+    await contact(client, name="Grace", email="grace@example.test", tags=["news"], attributes={})
+    bodies = {
+        "plain": "Hi {{ name }}",
+        "direct": "{{ tags|join(',') }}/{{ attributes.plan|default('-') }}",
+        "via contact": "{{ contact.tags|length }}/{{ contact.attributes.plan|default('-') }}",
+        "tags only": "{{ name }}: {{ tags|join(',') }}",
+    }
+    got = {}
+    for label, body in bodies.items():
+        tpl = await template(client, name=label, channel="email", subject=label, body=body)
+        r = await client.post(
+            "/api/v1/campaigns", json={"name": label, "template_id": tpl["id"], "audience": {"tag": "news"}}
+        )
+        assert r.status_code == 202, r.text
+        done = await _wait_done(client, r.json()["id"])
+        got[label] = sorted((m.to_address, m.body) for m in await _campaign_messages(db, done["id"]))
+    assert got == {
+        "plain": [("ada@example.test", "Hi Ada"), ("grace@example.test", "Hi Grace")],
+        "direct": [("ada@example.test", "news,vip/pro"), ("grace@example.test", "news/-")],
+        "via contact": [("ada@example.test", "2/pro"), ("grace@example.test", "1/-")],
+        "tags only": [("ada@example.test", "Ada: news,vip"), ("grace@example.test", "Grace: news")],
+    }
+
+
 async def test_whatsapp_campaign_renders_header_and_buttons_per_contact(
     client: httpx.AsyncClient, db: Database
 ) -> None:

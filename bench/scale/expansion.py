@@ -1,0 +1,99 @@
+"""Campaign expansion alone (issue 15): `python -m bench.scale.expansion [--contacts 1000000]`.
+
+`bench.scale`'s expansion measure without its half hour of other phases, for comparing two
+versions of the expander back to back: on a fresh PostgreSQL database migrated to head, contacts
+and twice as many earlier messages generated set-wise (bench/scale/data.py; 1 contact in 5 tagged
+`spring`), one real `switchboard serve --no-worker` (pinned to core 0, Redis for its events) and an
+admin signed in through the API; then `bench.scale`'s own campaign (a marketing email naming each
+recipient, with their unsubscribe link) from `POST /api/v1/campaigns` until it is `done`. No
+worker runs, so the figure is the expansion's alone. Prints messages/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+
+import httpx
+
+from bench.scale.__main__ import EMAIL, PASSWORD, REDIS, ROOT, Size, _build, _campaign
+from bench.webhooks.__main__ import HOST, PG_ADMIN, _admin, _free_port, stop, wait_listening
+
+
+async def _measure(port: int, contacts: int) -> Size:
+    size = Size(contacts)
+    async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=120) as client:
+        r = await client.post("/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD})
+        r.raise_for_status()
+        client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+        await _campaign(client, size)
+    return size
+
+
+def run(contacts: int, pin: bool) -> Size:
+    name = f"sb_expansion_bench_{secrets.token_hex(4)}"
+    db_url = f"postgresql+asyncpg://{PG_ADMIN['user']}@{PG_ADMIN['host']}:{PG_ADMIN['port']}/{name}"
+    env = {
+        **os.environ,
+        "SWITCHBOARD_DATABASE_URL": db_url,
+        "SWITCHBOARD_REDIS_URL": REDIS,
+        "SWITCHBOARD_ENV": "development",
+        "SWITCHBOARD_SECRET_KEY": secrets.token_hex(32),
+        "SWITCHBOARD_RATE_LIMIT_ENABLED": "false",
+        "SWITCHBOARD_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),
+    }
+    env.pop("SWITCHBOARD_PUBLIC_URL", None)
+    cli = [sys.executable, "-m", "server.cli"]
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        subprocess.run([*cli, "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
+        subprocess.run(
+            [*cli, "createuser", "--workspace", "Scale", "--email", EMAIL, "--password", PASSWORD],
+            env=env,
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        asyncio.run(_build(db_url, contacts, 2 * contacts))
+        port = _free_port()
+        cmd = [*cli, "serve", "--host", HOST, "--port", str(port), "--no-worker"]
+        if pin and shutil.which("taskset"):
+            cmd = ["taskset", "-c", "0", *cmd]
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
+        wait_listening(port, proc)
+        return asyncio.run(_measure(port, contacts))
+    finally:
+        if proc is not None:
+            stop(proc)
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.scale.expansion", description=__doc__.split("\n\n")[0])
+    p.add_argument("--contacts", type=int, default=1_000_000, help="contacts (default 1,000,000)")
+    p.add_argument("--no-pin", action="store_true", help="do not pin the server and the client to cores")
+    args = p.parse_args(argv)
+    pin = not args.no_pin and (os.cpu_count() or 1) >= 2
+    if pin:
+        os.sched_setaffinity(0, {1})
+    size = run(args.contacts, pin)
+    rate = size.campaign_messages / size.campaign_s
+    print("| measure | value | target |\n|---|---:|---|")
+    print(
+        f"| campaign expansion of {size.campaign_messages:,} recipients, messages/s | {rate:,.0f} | >= 20,000 |"
+    )
+    print(
+        f"\n{args.contacts:,} contacts; expanded in {size.campaign_s:.1f} s; load average {os.getloadavg()[0]:.1f} at the end."
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
