@@ -53,13 +53,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
-import shutil
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -68,10 +63,10 @@ from bench.dispatch.run import pct
 from bench.fanout.__main__ import rss_kib
 from bench.scale import data
 from bench.scale.dispatching import WATCHERS, Dispatch, Phase, dispatch
-from bench.webhooks.__main__ import HOST, PG_ADMIN, _admin, _free_port, stop, wait_listening
+from bench.scale.served import served
+from bench.webhooks.__main__ import HOST
 from server.pagination import encode_cursor
 
-ROOT = Path(__file__).resolve().parents[2]
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/12")
 EMAIL, PASSWORD = "bench@scale.test", "scale-bench-password"
 PAGE = 50
@@ -275,48 +270,27 @@ def run_size(
     messages: int = 0,
 ) -> Size:
     size = Size(contacts, messages=messages)
-    name = f"sb_scale_bench_{secrets.token_hex(4)}"
-    db_url = f"postgresql+asyncpg://{PG_ADMIN['user']}@{PG_ADMIN['host']}:{PG_ADMIN['port']}/{name}"
+
+    def build(db_url: str) -> None:
+        size.build_s, size.messages_build_s = asyncio.run(_build(db_url, contacts, messages))
+
     env = {
-        **os.environ,
-        "SWITCHBOARD_DATABASE_URL": db_url,
         "SWITCHBOARD_REDIS_URL": REDIS,
-        "SWITCHBOARD_ENV": "development",
-        "SWITCHBOARD_SECRET_KEY": secrets.token_hex(32),
-        "SWITCHBOARD_RATE_LIMIT_ENABLED": "false",
-        "SWITCHBOARD_LOG_LEVEL": "WARNING",
         # One sign-in serves the whole run (the board's cookie, the watchers' `?token=`): longer
         # than the run, so no access token expires in the middle of a measure.
         "SWITCHBOARD_ACCESS_TOKEN_TTL_S": str(12 * 3600),
-        "PYTHONPATH": str(ROOT),
     }
-    env.pop("SWITCHBOARD_PUBLIC_URL", None)
-    cli = [sys.executable, "-m", "server.cli"]
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        subprocess.run([*cli, "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
-        subprocess.run(
-            [*cli, "createuser", "--workspace", "Scale", "--email", EMAIL, "--password", PASSWORD],
-            env=env,
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
-        size.build_s, size.messages_build_s = asyncio.run(_build(db_url, contacts, messages))
-        port = _free_port()
-        cmd = [*cli, "serve", "--host", HOST, "--port", str(port), "--no-worker"]
-        if pin and shutil.which("taskset"):
-            cmd = ["taskset", "-c", "0", *cmd]
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-        wait_listening(port, proc)
-        asyncio.run(
-            measure(Run(port, proc.pid, db_url, env, pin, rounds, dispatch_timeout_s, reads_only), size)
-        )
-    finally:
-        if proc is not None:
-            stop(proc)
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with served(
+        "sb_scale_bench",
+        workspace="Scale",
+        email=EMAIL,
+        password=PASSWORD,
+        pin=pin,
+        env=env,
+        before_start=build,
+    ) as srv:
+        run = Run(srv.port, srv.pid, srv.db_url, srv.env, pin, rounds, dispatch_timeout_s, reads_only)
+        asyncio.run(measure(run, size))
     return size
 
 

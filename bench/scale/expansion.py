@@ -14,15 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
-import shutil
-import subprocess
-import sys
 
 import httpx
 
-from bench.scale.__main__ import EMAIL, PASSWORD, REDIS, ROOT, Size, _build, _campaign
-from bench.webhooks.__main__ import HOST, PG_ADMIN, _admin, _free_port, stop, wait_listening
+from bench.scale.__main__ import EMAIL, PASSWORD, REDIS, Size, _build, _campaign
+from bench.scale.served import served
+from bench.webhooks.__main__ import HOST
 
 
 async def _measure(port: int, contacts: int) -> Size:
@@ -36,43 +33,19 @@ async def _measure(port: int, contacts: int) -> Size:
 
 
 def run(contacts: int, pin: bool) -> Size:
-    name = f"sb_expansion_bench_{secrets.token_hex(4)}"
-    db_url = f"postgresql+asyncpg://{PG_ADMIN['user']}@{PG_ADMIN['host']}:{PG_ADMIN['port']}/{name}"
-    env = {
-        **os.environ,
-        "SWITCHBOARD_DATABASE_URL": db_url,
-        "SWITCHBOARD_REDIS_URL": REDIS,
-        "SWITCHBOARD_ENV": "development",
-        "SWITCHBOARD_SECRET_KEY": secrets.token_hex(32),
-        "SWITCHBOARD_RATE_LIMIT_ENABLED": "false",
-        "SWITCHBOARD_LOG_LEVEL": "WARNING",
-        "PYTHONPATH": str(ROOT),
-    }
-    env.pop("SWITCHBOARD_PUBLIC_URL", None)
-    cli = [sys.executable, "-m", "server.cli"]
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    proc: subprocess.Popen[bytes] | None = None
-    try:
-        subprocess.run([*cli, "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
-        subprocess.run(
-            [*cli, "createuser", "--workspace", "Scale", "--email", EMAIL, "--password", PASSWORD],
-            env=env,
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
+    def build(db_url: str) -> None:
         asyncio.run(_build(db_url, contacts, 2 * contacts))
-        port = _free_port()
-        cmd = [*cli, "serve", "--host", HOST, "--port", str(port), "--no-worker"]
-        if pin and shutil.which("taskset"):
-            cmd = ["taskset", "-c", "0", *cmd]
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-        wait_listening(port, proc)
-        return asyncio.run(_measure(port, contacts))
-    finally:
-        if proc is not None:
-            stop(proc)
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+    with served(
+        "sb_expansion_bench",
+        workspace="Scale",
+        email=EMAIL,
+        password=PASSWORD,
+        pin=pin,
+        env={"SWITCHBOARD_REDIS_URL": REDIS},
+        before_start=build,
+    ) as srv:
+        return asyncio.run(_measure(srv.port, contacts))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,10 +14,7 @@ import argparse
 import asyncio
 import gzip
 import os
-import secrets
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -27,9 +24,9 @@ import httpx
 
 from bench.fanout.__main__ import rss_kib
 from bench.scale import data
-from bench.webhooks.__main__ import HOST, PG_ADMIN, _admin, _free_port, stop, wait_listening
+from bench.scale.served import served
+from bench.webhooks.__main__ import HOST
 
-ROOT = Path(__file__).resolve().parents[2]
 EMAIL, PASSWORD = "bench@import.test", "import-bench-password"
 
 
@@ -86,44 +83,18 @@ async def measure(port: int, pid: int, path: Path, *, packed: bool) -> dict[str,
 
 
 def run(rows: int, *, phones: bool, packed: bool, pin: bool, batch: int) -> dict[str, float]:
-    name = f"sb_import_bench_{secrets.token_hex(4)}"
-    db_url = f"postgresql+asyncpg://{PG_ADMIN['user']}@{PG_ADMIN['host']}:{PG_ADMIN['port']}/{name}"
     work = Path(tempfile.mkdtemp(prefix="sb-import-bench-"))
-    env = {
-        **os.environ,
-        "SWITCHBOARD_DATABASE_URL": db_url,
-        "SWITCHBOARD_ENV": "development",
-        "SWITCHBOARD_SECRET_KEY": secrets.token_hex(32),
-        "SWITCHBOARD_RATE_LIMIT_ENABLED": "false",
-        "SWITCHBOARD_LOG_LEVEL": "WARNING",
-        "SWITCHBOARD_IMPORT_DIR": str(work / "uploads"),
-        "SWITCHBOARD_IMPORT_BATCH_ROWS": str(batch),
-        "PYTHONPATH": str(ROOT),
-    }
-    cli = [sys.executable, "-m", "server.cli"]
+    env = {"SWITCHBOARD_IMPORT_DIR": str(work / "uploads"), "SWITCHBOARD_IMPORT_BATCH_ROWS": str(batch)}
     csv_path = work / ("people.csv.gz" if packed else "people.csv")
     write_csv(csv_path, rows, phones=phones, packed=packed)
-    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    proc: subprocess.Popen[bytes] | None = None
     try:
-        subprocess.run([*cli, "migrate"], env=env, cwd=ROOT, check=True, capture_output=True)
-        subprocess.run(
-            [*cli, "createuser", "--workspace", "Import", "--email", EMAIL, "--password", PASSWORD],
-            env=env, cwd=ROOT, check=True, capture_output=True,
-        )  # fmt: skip
-        port = _free_port()
-        cmd = [*cli, "serve", "--host", HOST, "--port", str(port), "--no-worker"]
-        if pin and shutil.which("taskset"):
-            cmd = ["taskset", "-c", "0", *cmd]
-        proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.DEVNULL)
-        wait_listening(port, proc)
-        out = asyncio.run(measure(port, proc.pid, csv_path, packed=packed))
+        with served(
+            "sb_import_bench", workspace="Import", email=EMAIL, password=PASSWORD, pin=pin, env=env
+        ) as srv:
+            out = asyncio.run(measure(srv.port, srv.pid, csv_path, packed=packed))
         out["bytes"] = csv_path.stat().st_size
         return out
     finally:
-        if proc is not None:
-            stop(proc)
-        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         shutil.rmtree(work, ignore_errors=True)
 
 
