@@ -63,8 +63,7 @@ from bench.dispatch.run import pct
 from bench.fanout.__main__ import rss_kib
 from bench.scale import data
 from bench.scale.dispatching import WATCHERS, Dispatch, Phase, dispatch
-from bench.scale.served import served
-from bench.webhooks.__main__ import HOST
+from bench.scale.served import served, signed_in
 from server.pagination import encode_cursor
 
 REDIS = os.environ.get("BENCH_REDIS", "redis://127.0.0.1:6379/12")
@@ -173,12 +172,8 @@ class Run:
 async def measure(run: Run, size: Size) -> None:
     port, pid, rounds = run.port, run.pid, run.rounds
     login = {"email": EMAIL, "password": PASSWORD}
-    async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=600) as client:
-        r = await client.post("/api/v1/auth/login", json=login)
-        if r.status_code != 200:
-            raise SystemExit(f"sign-in failed: {r.status_code} {r.text[:200]}")
-        token = r.json()["access_token"]
-        client.headers["Authorization"] = f"Bearer {token}"
+    async with signed_in(port, EMAIL, PASSWORD) as client:
+        token = str(client.headers["Authorization"]).removeprefix("Bearer ")
         terms = queries(size.contacts)
         by_term: dict[str, float] = {}
         for round_ in range(rounds + 1):  # the first round warms caches and is not counted

@@ -15,19 +15,13 @@ import argparse
 import asyncio
 import os
 
-import httpx
-
 from bench.scale.__main__ import EMAIL, PASSWORD, REDIS, Size, _build, _campaign
-from bench.scale.served import served
-from bench.webhooks.__main__ import HOST
+from bench.scale.served import served, signed_in
 
 
 async def _measure(port: int, contacts: int) -> Size:
     size = Size(contacts)
-    async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=120) as client:
-        r = await client.post("/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD})
-        r.raise_for_status()
-        client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+    async with signed_in(port, EMAIL, PASSWORD) as client:
         await _campaign(client, size)
     return size
 

@@ -20,12 +20,9 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
-
 from bench.fanout.__main__ import rss_kib
 from bench.scale import data
-from bench.scale.served import served
-from bench.webhooks.__main__ import HOST
+from bench.scale.served import served, signed_in
 
 EMAIL, PASSWORD = "bench@import.test", "import-bench-password"
 
@@ -51,9 +48,7 @@ async def _chunks(path: Path) -> AsyncIterator[bytes]:
 
 
 async def measure(port: int, pid: int, path: Path, *, packed: bool) -> dict[str, float]:
-    async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=600) as client:
-        r = await client.post("/api/v1/auth/login", json={"email": EMAIL, "password": PASSWORD})
-        client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+    async with signed_in(port, EMAIL, PASSWORD) as client:
         before = peak = rss_kib(pid)
         headers = {"content-type": "text/csv", **({"content-encoding": "gzip"} if packed else {})}
         t0 = time.perf_counter()

@@ -8,10 +8,12 @@ import secrets
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+import httpx
 
 from bench.webhooks.__main__ import HOST, PG_ADMIN, _admin, _free_port, stop, wait_listening
 
@@ -74,3 +76,15 @@ def served(
         if proc is not None:
             stop(proc)
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@asynccontextmanager
+async def signed_in(port: int, email: str, password: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the server on `port`, signed in through `POST /api/v1/auth/login` (bearer
+    token); a request may take up to 10 minutes (an export, an import's upload)."""
+    async with httpx.AsyncClient(base_url=f"http://{HOST}:{port}", timeout=600) as client:
+        r = await client.post("/api/v1/auth/login", json={"email": email, "password": password})
+        if r.status_code != 200:
+            raise SystemExit(f"sign-in failed: {r.status_code} {r.text[:200]}")
+        client.headers["Authorization"] = f"Bearer {r.json()['access_token']}"
+        yield client
