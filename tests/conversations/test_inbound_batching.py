@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from server.contacts.models import Contact
 from server.conversations.models import Conversation, InboundMessage
-from server.events.models import Event
+from tests.messages.support import logged
 
 from .support import World
 
@@ -44,7 +44,7 @@ async def test_concurrent_incoming_sms_share_transactions_and_land_once_threaded
         contacts = {c.phone: c.id for c in (await s.execute(select(Contact))).scalars()}
         convs = {c.id: c for c in (await s.execute(select(Conversation))).scalars()}
         inbound = (await s.execute(select(InboundMessage).order_by(InboundMessage.id))).scalars().all()
-        events = (await s.execute(select(Event).order_by(Event.id))).scalars().all()
+        events = (await s.execute(logged())).scalars().all()
     # every message exactly once (the retry too), one contact and one conversation per sender
     assert sorted(m.text for m in inbound) == sorted(["first", *(f"message {n}" for n in range(24))])
     assert sorted(contacts) == sorted(SENDERS)
