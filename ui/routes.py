@@ -8,14 +8,25 @@ from pathlib import Path
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
-from ui import admin, board, contacts, identity, inbox, reports, session, suppressions, unsubscribe
+from ui import admin, board, campaigns, contacts, identity, inbox, reports, session, suppressions, unsubscribe
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 
 
 def routes() -> list[BaseRoute]:
     out: list[BaseRoute] = []
-    for module in (session, board, inbox, contacts, admin, reports, suppressions, unsubscribe, identity):
+    for module in (
+        session,
+        board,
+        inbox,
+        contacts,
+        campaigns,
+        admin,
+        reports,
+        suppressions,
+        unsubscribe,
+        identity,
+    ):
         out.extend(module.routes)
     out.append(Mount("/static", app=StaticFiles(directory=STATIC), name="static"))
     return out

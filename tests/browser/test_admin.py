@@ -10,6 +10,7 @@ import pytest
 from playwright.async_api import expect
 
 from server.contacts.service import create_contact
+from server.templates.service import create_template
 from tests.browser.conftest import PHONE, LiveServer, screenshot, sign_in
 
 pytestmark = pytest.mark.browser
@@ -181,4 +182,61 @@ async def test_csv_import_shows_progress_and_rejected_rows(live_server: LiveServ
     await expect(rejected.nth(1)).to_contain_text("already used")
     await expect(page.locator("#contact-results")).to_contain_text("Person 449")
     await screenshot(page, "contacts-import-desktop")
+    assert problems == []
+
+
+async def test_a_search_is_sent_as_a_campaign_and_its_progress_shows(
+    live_server: LiveServer, browser: Any
+) -> None:
+    live_server.needs("/api/v1/campaigns")
+    page = await sign_in(browser, live_server, await live_server.user("agent"))
+    problems = _watch(page)
+    tag = uuid.uuid4().hex[:8]
+    async with live_server.db.transaction() as s:
+        for name in ("Ada North", "Ada South", "Bob West"):
+            await create_contact(
+                s,
+                workspace_id=live_server.workspace_id,
+                user_id=None,
+                data={
+                    "name": name,
+                    "email": f"{uuid.uuid4().hex[:6]}@example.test",
+                    "phone": None,
+                    "attributes": {},
+                    "tags": [tag] if name.startswith("Ada") else [],
+                },
+            )
+        await create_template(
+            s,
+            workspace_id=live_server.workspace_id,
+            data={"name": f"News {tag}", "channel": "email", "subject": "Hi", "body": "Hello {{ name }}"},
+        )
+
+    await page.goto(f"/contacts?tag={tag}")
+    await page.get_by_role("link", name="Send a campaign to all 2 matching").click()
+    await page.wait_for_url("**/campaigns?*")
+    await expect(page.get_by_text("2 contacts match this audience now")).to_be_visible()
+    await expect(page.get_by_label("and/or with the tag")).to_have_value(tag)
+    await page.get_by_label("Name", exact=True).fill(f"Spring {tag}")
+    await page.get_by_label("Template").select_option(label=f"News {tag} (email)")
+    await page.get_by_role("button", name="Start").click()
+    row = page.locator("#campaign-rows tr", has_text=f"Spring {tag}")
+    await expect(row.locator(".status")).to_have_text("done", timeout=10_000)
+    await expect(row.locator(".created")).to_have_text("2 / 2")
+    await screenshot(page, "campaigns-desktop")
+
+    cancel = row.get_by_role("button", name="Cancel")
+    assert (
+        await cancel.evaluate("b => getComputedStyle(b).color") != "rgb(255, 255, 255)"
+    )  # not white on white
+    # The sign-in helper's page dismisses dialogs: a dismissed confirm cancels nothing.
+    await cancel.click()
+    await page.wait_for_timeout(300)
+    assert await row.locator(".status").text_content() == "done"
+    await page.evaluate("window.confirm = () => true")
+    await row.get_by_role("button", name="Cancel").click()
+    await expect(row.locator(".status")).to_have_text("canceled")
+    await page.set_viewport_size(PHONE)
+    overflow = await page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0
     assert problems == []
