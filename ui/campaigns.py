@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -21,7 +20,6 @@ from server.errors import Problem
 from server.messages import campaigns
 from server.pagination import decode_cursor, encode_cursor
 from server.templates import service as templates_service
-from server.templates.models import Template
 from ui.pages import page
 from ui.web import Viewer, render, services
 
@@ -46,15 +44,9 @@ async def _rows(request: Request, v: Viewer) -> dict[str, Any]:
         )
         more = len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
-        ids = sorted({c.template_id for c in rows})
-        names: dict[int, str] = {}
-        if ids:
-            found = await s.execute(
-                select(Template.id, Template.name).where(
-                    Template.workspace_id == v.workspace_id, Template.id.in_(ids)
-                )
-            )
-            names = {tid: name for tid, name in found}
+        names = await templates_service.names_of(
+            s, workspace_id=v.workspace_id, template_ids={c.template_id for c in rows}
+        )
     return {
         "v": v,
         "campaigns": rows,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import select
@@ -96,6 +97,20 @@ async def list_by_name(session: AsyncSession, *, workspace_id: int, limit: int) 
         select(Template).where(Template.workspace_id == workspace_id).order_by(Template.name).limit(limit)
     )
     return list(rows.scalars())
+
+
+async def names_of(
+    session: AsyncSession, *, workspace_id: int, template_ids: Collection[int]
+) -> dict[int, str]:
+    """The names of these templates of the workspace, by id (a list naming each row's template)."""
+    if not template_ids:
+        return {}
+    rows = await session.execute(
+        select(Template.id, Template.name).where(
+            Template.workspace_id == workspace_id, Template.id.in_(sorted(template_ids))
+        )
+    )
+    return {template_id: name for template_id, name in rows}
 
 
 async def update_template(
