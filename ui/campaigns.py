@@ -11,15 +11,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.contacts.bulk import COUNT_CAP, count_matching
 from server.errors import Problem
 from server.messages import campaigns
 from server.pagination import decode_cursor, encode_cursor
 from server.templates import service as templates_service
+from ui.contacts import matching, search_of
 from ui.pages import page
 from ui.web import Viewer, render, services
 
@@ -27,26 +28,19 @@ PAGE_SIZE = 25
 POLL_S = 3  # how often expanding campaigns' rows are read again
 
 
-def _search(request: Request) -> tuple[str, str]:
-    """The audience a search hands over (`?q=&tag=`), bounded as the API bounds it."""
-    params = request.query_params
-    return (params.get("q") or "").strip()[:200], (params.get("tag") or "").strip()[:64]
-
-
-async def _rows(request: Request, v: Viewer) -> dict[str, Any]:
+async def _rows(s: AsyncSession, request: Request, v: Viewer) -> dict[str, Any]:
     try:
         before = decode_cursor(request.query_params.get("cursor") or None)
     except Problem:
         before = None
-    async with services(request).db.transaction() as s:
-        rows = await campaigns.list_campaigns(
-            s, workspace_id=v.workspace_id, before_id=before, limit=PAGE_SIZE + 1
-        )
-        more = len(rows) > PAGE_SIZE
-        rows = rows[:PAGE_SIZE]
-        names = await templates_service.names_of(
-            s, workspace_id=v.workspace_id, template_ids={c.template_id for c in rows}
-        )
+    rows = await campaigns.list_campaigns(
+        s, workspace_id=v.workspace_id, before_id=before, limit=PAGE_SIZE + 1
+    )
+    more = len(rows) > PAGE_SIZE
+    rows = rows[:PAGE_SIZE]
+    names = await templates_service.names_of(
+        s, workspace_id=v.workspace_id, template_ids={c.template_id for c in rows}
+    )
     return {
         "v": v,
         "campaigns": rows,
@@ -60,25 +54,28 @@ async def _rows(request: Request, v: Viewer) -> dict[str, Any]:
 
 @page()
 async def campaigns_page(request: Request, v: Viewer) -> Response:
-    q, tag = _search(request)
-    matching = None
+    q, tag = search_of(request)
     async with services(request).db.transaction() as s:
-        templates = (
-            await templates_service.list_by_name(s, workspace_id=v.workspace_id, limit=500)
-            if v.can_write
-            else []
-        )
-        if v.can_write and (q or tag):
-            count = await count_matching(s, workspace_id=v.workspace_id, q=q or None, tag=tag or None)
-            matching = f"{COUNT_CAP:,}+" if count > COUNT_CAP else f"{count:,}"
-    context = {"templates": templates, "q": q, "tag": tag, "matching": matching}
-    return render(request, "campaigns.html", {**context, **await _rows(request, v)})
+        context = {
+            "templates": (
+                await templates_service.list_by_name(s, workspace_id=v.workspace_id, limit=500)
+                if v.can_write
+                else []
+            ),
+            "q": q or "",
+            "tag": tag or "",
+            "matching": await matching(s, v, q, tag),
+            **await _rows(s, request, v),
+        }
+    return render(request, "campaigns.html", context)
 
 
 @page()
 async def campaign_rows(request: Request, v: Viewer) -> Response:
     """The list's rows alone, for the page's polling while a campaign expands."""
-    return render(request, "_campaign_rows.html", await _rows(request, v))
+    async with services(request).db.transaction() as s:
+        context = await _rows(s, request, v)
+    return render(request, "_campaign_rows.html", context)
 
 
 routes = [

@@ -34,15 +34,26 @@ PAGE_SIZE = 25
 CHANNELS = ("email", "sms", "whatsapp", "chat")
 
 
+def search_of(request: Request) -> tuple[str | None, str | None]:
+    """The contact search in the query string (`?q=&tag=`), bounded as the API bounds it; the
+    contacts list's, and the audience the campaigns page is handed."""
+    params = request.query_params
+    return (params.get("q") or "").strip()[:200] or None, (params.get("tag") or "").strip()[:64] or None
+
+
+async def matching(s: AsyncSession, v: Viewer, q: str | None, tag: str | None) -> str | None:
+    """How many contacts a search selects, as "Apply to all N matching" shows it ("10,000+" past the
+    cap, so a page stays cheap); None without a search, or for a viewer, who cannot act on it."""
+    if not (v.can_write and (q or tag)):
+        return None
+    count = await count_matching(s, workspace_id=v.workspace_id, q=q, tag=tag)
+    return f"{COUNT_CAP:,}+" if count > COUNT_CAP else f"{count:,}"
+
+
 def _query(request: Request) -> ContactQuery:
-    q = request.query_params
+    q, tag = search_of(request)
     try:
-        return ContactQuery(
-            q=(q.get("q") or "").strip()[:200] or None,
-            tag=(q.get("tag") or "").strip()[:64] or None,
-            limit=PAGE_SIZE,
-            cursor=q.get("cursor") or None,
-        )
+        return ContactQuery(q=q, tag=tag, limit=PAGE_SIZE, cursor=request.query_params.get("cursor") or None)
     except ValueError:
         return ContactQuery(limit=PAGE_SIZE)
 
@@ -58,15 +69,12 @@ async def _list(request: Request, v: Viewer) -> dict[str, Any]:
             s, workspace_id=v.workspace_id, q=query.q, tag=query.tag, before_id=before, limit=PAGE_SIZE + 1
         )
         # "Apply to all N matching" (bulk actions) when a search is active and the viewer may write.
-        matching = None
-        if v.can_write and (query.q or query.tag):
-            count = await count_matching(s, workspace_id=v.workspace_id, q=query.q, tag=query.tag)
-            matching = f"{COUNT_CAP:,}+" if count > COUNT_CAP else f"{count:,}"
+        how_many = await matching(s, v, query.q, query.tag)
     more = len(rows) > PAGE_SIZE
     rows = rows[:PAGE_SIZE]
     return {
         "v": v,
-        "matching": matching,
+        "matching": how_many,
         "query": query,
         "contacts": rows,
         "next_cursor": encode_cursor(rows[-1].id) if more else None,

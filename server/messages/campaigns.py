@@ -459,6 +459,11 @@ class CampaignRunner:
             campaign_id, expand_campaign(self.services, campaign_id, batch_size=self.batch_size)
         )
 
+    async def wait(self) -> None:
+        """Until this process's campaign work (expansions, cancellations) has ended (tests)."""
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks.values()), return_exceptions=True)
+
     def start_cancel(self, campaign_id: int) -> asyncio.Task[int]:
         """Cancel a canceled campaign's waiting messages in the background (after its expansion
         here, if one runs: that one stops at its next batch)."""

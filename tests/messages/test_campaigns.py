@@ -377,9 +377,7 @@ async def test_an_expansion_killed_mid_batch_resumes_with_one_message_per_contac
 
 async def _settle(app: Any) -> None:
     """Until this process's campaign work (expansions, cancellations) has ended."""
-    runner = app.state.services.campaigns
-    while runner.tasks:
-        await asyncio.gather(*list(runner.tasks.values()), return_exceptions=True)
+    await app.state.services.campaigns.wait()
 
 
 async def _statuses(db: Database, campaign_id: int) -> dict[str, int]:

@@ -4,7 +4,6 @@ shows each campaign's progress (read again while one expands) and cancels throug
 
 from __future__ import annotations
 
-import asyncio
 import html
 import re
 from typing import Any
@@ -44,12 +43,6 @@ def _form_body(page: str, values: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-async def _finished(app: Any) -> None:
-    runner = app.state.services.campaigns
-    while runner.tasks:
-        await asyncio.gather(*list(runner.tasks.values()), return_exceptions=True)
-
-
 async def test_a_search_becomes_a_campaign_whose_progress_the_page_shows(
     app: Any, browser_client: BrowserFactory
 ) -> None:
@@ -81,7 +74,7 @@ async def test_a_search_becomes_a_campaign_whose_progress_the_page_shows(
     r = await agent.post("/api/v1/campaigns", json=body)
     assert r.status_code == 202, r.text
     campaign_id = r.json()["id"]
-    await _finished(app)
+    await app.state.services.campaigns.wait()
 
     async with app.state.services.db.transaction() as s:
         to = sorted(
@@ -102,7 +95,7 @@ async def test_a_search_becomes_a_campaign_whose_progress_the_page_shows(
     assert 'hx-trigger="every' not in page.text  # nothing expanding: no polling
 
     assert (await agent.post(f"/api/v1/campaigns/{campaign_id}/cancel")).status_code == 202
-    await _finished(app)
+    await app.state.services.campaigns.wait()
     row = (await agent.get("/campaigns/rows")).text
     assert '<td class="status">canceled</td>' in row and "/cancel" not in row
 
